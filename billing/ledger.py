@@ -1,0 +1,187 @@
+"""The append-only ledger: post with an idempotency key, reverse by compensation.
+
+Balances are never stored: an account's balance is the sum of its entries.
+Idempotency rests on unique constraints (``INSERT … ON CONFLICT DO NOTHING``),
+not on read-then-write, so concurrent posts of one key leave one row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import Insert, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .db import utcnow
+from .enums import LedgerKind
+from .exceptions import InvalidAmount, LedgerError
+from .models import LedgerEntry
+
+MAX_KEY_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class Posting:
+    """What to post; ``amount`` is signed (a charge lowers the balance)."""
+
+    account_id: int
+    amount: Decimal
+    kind: LedgerKind
+    key: str
+    pages: int = 0
+    print_out_id: int | None = None
+    transaction_id: int | None = None
+    actor: str = "system"
+    comment: str | None = None
+
+
+def _insert(session: AsyncSession) -> type[Insert]:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert  # type: ignore[return-value]
+    if dialect == "sqlite":
+        return sqlite.insert  # type: ignore[return-value]
+    raise LedgerError(f"unsupported database dialect {dialect}")
+
+
+def _validate(posting: Posting) -> None:
+    amount = posting.amount
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        raise InvalidAmount(f"ledger amount must be a finite Decimal, got {amount!r}")
+    if posting.kind is LedgerKind.CHARGE and amount > 0:
+        raise InvalidAmount("a charge must not raise a balance (amount must be <= 0)")
+    if not posting.key or len(posting.key) > MAX_KEY_LENGTH:
+        raise LedgerError(f"idempotency key must be 1..{MAX_KEY_LENGTH} characters")
+
+
+async def post(session: AsyncSession, posting: Posting) -> bool:
+    """Post one entry; True if it was new, False if its key was already posted.
+
+    A key already posted with a different account or amount is a bug upstream
+    and raises LedgerError rather than being silently ignored.
+    """
+    _validate(posting)
+    insert = _insert(session)
+    stmt = (
+        insert(LedgerEntry)
+        .values(
+            account_id=posting.account_id,
+            amount=posting.amount,
+            kind=posting.kind.value,
+            pages=posting.pages,
+            idempotency_key=posting.key,
+            print_out_id=posting.print_out_id,
+            transaction_id=posting.transaction_id,
+            actor=posting.actor,
+            comment=posting.comment,
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing()  # type: ignore[attr-defined]
+    )
+    result = await session.execute(stmt)
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        return True
+    existing = await entry_by_key(session, posting.key)
+    if existing is None:  # lost to a conflict on another unique column
+        raise LedgerError(f"posting {posting.key!r} conflicts with an existing entry")
+    if existing.account_id != posting.account_id or existing.amount != posting.amount:
+        raise LedgerError(
+            f"idempotency key {posting.key!r} was already used for account "
+            f"{existing.account_id} amount {existing.amount}"
+        )
+    return False
+
+
+async def post_many(session: AsyncSession, postings: Iterable[Posting]) -> int:
+    """Post several entries; returns how many were new."""
+    count = 0
+    for posting in postings:
+        count += await post(session, posting)
+    return count
+
+
+async def entry_by_key(session: AsyncSession, key: str) -> LedgerEntry | None:
+    return await session.scalar(select(LedgerEntry).where(LedgerEntry.idempotency_key == key))
+
+
+async def reverse_entry(
+    session: AsyncSession, entry: LedgerEntry, *, actor: str, comment: str | None = None
+) -> bool:
+    """Compensate ``entry`` with an opposite one; False if already reversed."""
+    if entry.kind == LedgerKind.REVERSAL.value:
+        raise LedgerError(f"entry {entry.id} is itself a reversal")
+    insert = _insert(session)
+    stmt = (
+        insert(LedgerEntry)
+        .values(
+            account_id=entry.account_id,
+            amount=-entry.amount,
+            kind=LedgerKind.REVERSAL.value,
+            pages=-entry.pages,
+            idempotency_key=f"reverse:{entry.id}",
+            print_out_id=entry.print_out_id,
+            transaction_id=entry.transaction_id,
+            reverses_id=entry.id,
+            actor=actor,
+            comment=comment,
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing()  # type: ignore[attr-defined]
+    )
+    result = await session.execute(stmt)
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def reverse_print_out(
+    session: AsyncSession, print_out_id: int, *, actor: str, comment: str | None = None
+) -> int:
+    """Reverse every not-yet-reversed entry of a print-out; returns how many."""
+    reversed_ids = select(LedgerEntry.reverses_id).where(LedgerEntry.reverses_id.is_not(None))
+    entries: Sequence[LedgerEntry] = (
+        await session.scalars(
+            select(LedgerEntry)
+            .where(
+                LedgerEntry.print_out_id == print_out_id,
+                LedgerEntry.kind != LedgerKind.REVERSAL.value,
+                LedgerEntry.id.not_in(reversed_ids),
+            )
+            .order_by(LedgerEntry.id)
+        )
+    ).all()
+    count = 0
+    for entry in entries:
+        count += await reverse_entry(session, entry, actor=actor, comment=comment)
+    return count
+
+
+async def balance(session: AsyncSession, account_id: int) -> Decimal:
+    total = await session.scalar(
+        select(func.sum(LedgerEntry.amount)).where(LedgerEntry.account_id == account_id)
+    )
+    return Decimal(0) if total is None else Decimal(total)
+
+
+async def balances(session: AsyncSession, account_ids: Sequence[int]) -> dict[int, Decimal]:
+    """Balances of several accounts in one query (absent = 0)."""
+    result: dict[int, Decimal] = dict.fromkeys(account_ids, Decimal(0))
+    if not account_ids:
+        return result
+    rows = await session.execute(
+        select(LedgerEntry.account_id, func.sum(LedgerEntry.amount))
+        .where(LedgerEntry.account_id.in_(account_ids))
+        .group_by(LedgerEntry.account_id)
+    )
+    for account_id, total in rows:
+        result[account_id] = Decimal(total)
+    return result
+
+
+async def page_count(session: AsyncSession, account_id: int) -> int:
+    """The account's page counter: pages charged less pages reversed."""
+    total = await session.scalar(
+        select(func.sum(LedgerEntry.pages)).where(LedgerEntry.account_id == account_id)
+    )
+    return int(total or 0)

@@ -1,0 +1,392 @@
+"""The whole data model. Schema changes go through Alembic (migrations/)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .db import Base, BigId, Money, UTCDateTime, utcnow
+from .enums import AccountType, OutboxStatus, PrinterMode, PrintStatus
+
+ZERO = Decimal(0)
+
+
+def _id() -> Mapped[int]:
+    return mapped_column(BigId, primary_key=True, autoincrement=True)
+
+
+def _created() -> Mapped[dt.datetime]:
+    return mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+
+group_members = Table(
+    "group_members",
+    Base.metadata,
+    Column("group_id", ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_group_members_user_id", "user_id"),
+)
+
+reader_printers = Table(
+    "reader_printers",
+    Base.metadata,
+    Column("reader_id", ForeignKey("readers.id", ondelete="CASCADE"), primary_key=True),
+    Column("printer_id", ForeignKey("printers.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = _id()
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    full_name: Mapped[str | None] = mapped_column(String(255))
+    # OfficeRnD member id when the user is synced from there.
+    external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = _created()
+
+    groups: Mapped[list[Group]] = relationship(
+        secondary=group_members, back_populates="members", lazy="raise"
+    )
+
+
+class Group(Base):
+    __tablename__ = "groups"
+
+    id: Mapped[int] = _id()
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = _created()
+
+    members: Mapped[list[User]] = relationship(
+        secondary=group_members, back_populates="groups", lazy="raise"
+    )
+
+
+class Account(Base):
+    """A ledger account: one per user, one per group, and shared accounts.
+
+    Shared accounts may have one level of sub-accounts (``parent/sub``, PaperCut
+    writes ``parent\\sub``); ``path`` is the unique, human name.
+    """
+
+    __tablename__ = "accounts"
+    __table_args__ = (
+        UniqueConstraint("type", "path"),
+        CheckConstraint("type IN ('user', 'group', 'shared')", name="type"),
+    )
+
+    id: Mapped[int] = _id()
+    type: Mapped[str] = mapped_column(String(8))
+    name: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(String(511))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), unique=True)
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id"), unique=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = _created()
+
+    @property
+    def account_type(self) -> AccountType:
+        return AccountType(self.type)
+
+
+class Printer(Base):
+    """A proxy printer: a CUPS queue with device ``proxyprint:…`` and our settings."""
+
+    __tablename__ = "printers"
+    __table_args__ = (
+        CheckConstraint("mode IN ('direct', 'hold', 'ticket')", name="mode"),
+        CheckConstraint("hold_expiry_mins > 0", name="hold_expiry_positive"),
+    )
+
+    id: Mapped[int] = _id()
+    name: Mapped[str] = mapped_column(String(127), unique=True)
+    mode: Mapped[str] = mapped_column(String(8), default=PrinterMode.DIRECT.value)
+    target: Mapped[str] = mapped_column(String(1023))
+    cost_mono: Mapped[Decimal] = mapped_column(Money, default=ZERO)
+    cost_color: Mapped[Decimal] = mapped_column(Money, default=ZERO)
+    duplex_discount: Mapped[Decimal] = mapped_column(Money, default=ZERO)
+    # {"a3": {"mono": "0.20", "color": "1.00"}}: amounts as decimal strings.
+    media_costs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Per-ticket extras for job tickets: [{"name": "binding", "amount": "1.50"}].
+    ticket_extras: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    papercut: Mapped[bool] = mapped_column(Boolean, default=False)
+    hold_expiry_mins: Mapped[int] = mapped_column(Integer, default=60)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = _created()
+
+    @property
+    def printer_mode(self) -> PrinterMode:
+        return PrinterMode(self.mode)
+
+
+class PrintIn(Base):
+    """The job as received from the CUPS backend."""
+
+    __tablename__ = "print_ins"
+
+    id: Mapped[int] = _id()
+    job_uuid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    cups_job_id: Mapped[int | None] = mapped_column(Integer)
+    printer_id: Mapped[int] = mapped_column(ForeignKey("printers.id"))
+    delegate: Mapped[str] = mapped_column(String(255))
+    delegate_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    title: Mapped[str] = mapped_column(String(1023))
+    options: Mapped[str] = mapped_column(Text, default="")
+    content_type: Mapped[str | None] = mapped_column(String(255))
+    origin_host: Mapped[str | None] = mapped_column(String(255))
+    copies_requested: Mapped[int] = mapped_column(Integer, default=1)
+    spool_path: Mapped[str | None] = mapped_column(String(1023))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    pages: Mapped[int] = mapped_column(Integer)
+    pages_estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    color: Mapped[bool] = mapped_column(Boolean, default=False)
+    duplex: Mapped[bool] = mapped_column(Boolean, default=False)
+    media: Mapped[str | None] = mapped_column(String(127))
+    created_at: Mapped[dt.datetime] = _created()
+    spool_removed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class PrintOut(Base):
+    """The job as sent (or to be sent) to a target; owns the transactions."""
+
+    __tablename__ = "print_outs"
+    __table_args__ = (
+        Index("ix_print_outs_created", "created_at", "id"),
+        Index("ix_print_outs_delegate_created", "delegate", "created_at", "id"),
+        Index("ix_print_outs_printer_created", "printer_id", "created_at", "id"),
+        Index("ix_print_outs_status_created", "status", "created_at", "id"),
+        Index("ix_print_outs_work", "status", "next_action_at"),
+        Index("ix_print_outs_print_in_id", "print_in_id"),
+    )
+
+    id: Mapped[int] = _id()
+    print_in_id: Mapped[int] = mapped_column(ForeignKey("print_ins.id"))
+    printer_id: Mapped[int] = mapped_column(ForeignKey("printers.id"))
+    mode: Mapped[str] = mapped_column(String(8))
+    target: Mapped[str] = mapped_column(String(1023))
+    papercut: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[int] = mapped_column(Integer, default=int(PrintStatus.PENDING))
+    status_reason: Mapped[str | None] = mapped_column(String(64))
+    status_message: Mapped[str | None] = mapped_column(Text)
+    delegate: Mapped[str] = mapped_column(String(255))
+    delegate_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    title: Mapped[str] = mapped_column(String(1023))
+    pages: Mapped[int] = mapped_column(Integer)
+    copies: Mapped[int] = mapped_column(Integer)
+    cost: Mapped[Decimal | None] = mapped_column(Money)
+    cost_detail: Mapped[list[Any] | None] = mapped_column(JSON)
+    currency: Mapped[str] = mapped_column(String(3))
+    ticket_number: Mapped[str | None] = mapped_column(String(32), unique=True)
+    ticket_cost: Mapped[Decimal | None] = mapped_column(Money)
+    # PaperCut: the unique document name we look up in its print log.
+    document_name: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # Where the job went: the target's job id / job URI.
+    target_job_id: Mapped[int | None] = mapped_column(Integer)
+    target_job_uri: Mapped[str | None] = mapped_column(String(1023))
+    created_at: Mapped[dt.datetime] = _created()
+    dispatched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    charged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    reversed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    hold_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Background work: when a worker should next look at this row, and who holds it.
+    next_action_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claim_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+    transactions: Mapped[list[AccountTransaction]] = relationship(
+        back_populates="print_out", lazy="raise", order_by="AccountTransaction.id"
+    )
+
+    @property
+    def print_status(self) -> PrintStatus:
+        return PrintStatus(self.status)
+
+
+class AccountTransaction(Base):
+    """One account's share of one print-out; shares its status with it."""
+
+    __tablename__ = "account_transactions"
+    __table_args__ = (
+        UniqueConstraint("print_out_id", "account_id"),
+        Index("ix_account_transactions_account", "account_id", "id"),
+        CheckConstraint("weight > 0", name="weight_positive"),
+    )
+
+    id: Mapped[int] = _id()
+    print_out_id: Mapped[int] = mapped_column(ForeignKey("print_outs.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    weight: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[Decimal] = mapped_column(Money, default=ZERO)
+    status: Mapped[int] = mapped_column(Integer, default=int(PrintStatus.PENDING))
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[dt.datetime] = _created()
+
+    print_out: Mapped[PrintOut] = relationship(back_populates="transactions", lazy="raise")
+    account: Mapped[Account] = relationship(lazy="raise")
+
+
+class LedgerEntry(Base):
+    """Append-only: balances are sums of these; corrections are new rows."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        Index("ix_ledger_entries_account", "account_id", "id"),
+        Index("ix_ledger_entries_print_out_id", "print_out_id"),
+        CheckConstraint(
+            "kind IN ('charge', 'reversal', 'adjustment', 'topup', 'fee')", name="kind"
+        ),
+    )
+
+    id: Mapped[int] = _id()
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    # Signed: a charge is negative (it lowers the balance), a reversal positive.
+    amount: Mapped[Decimal] = mapped_column(Money)
+    kind: Mapped[str] = mapped_column(String(16))
+    # Page counter delta: pages × copies share of a charge, negated on reversal.
+    pages: Mapped[int] = mapped_column(Integer, default=0)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    print_out_id: Mapped[int | None] = mapped_column(ForeignKey("print_outs.id"))
+    transaction_id: Mapped[int | None] = mapped_column(ForeignKey("account_transactions.id"))
+    reverses_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
+    actor: Mapped[str] = mapped_column(String(255), default="system")
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class Event(Base):
+    """Every status change and notable action, with time, actor and reason."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_subject", "subject_type", "subject_id", "id"),)
+
+    id: Mapped[int] = _id()
+    at: Mapped[dt.datetime] = _created()
+    actor: Mapped[str] = mapped_column(String(255))
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str] = mapped_column(String(64))
+    from_status: Mapped[str | None] = mapped_column(String(32))
+    to_status: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Card(Base):
+    __tablename__ = "cards"
+
+    id: Mapped[int] = _id()
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # Normalised: lower-case hex, MSB first.
+    number: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class Reader(Base):
+    __tablename__ = "readers"
+
+    id: Mapped[int] = _id()
+    reader_id: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    card_format: Mapped[str] = mapped_column(String(8), default="hex")
+    byte_order: Mapped[str] = mapped_column(String(8), default="msb")
+    created_at: Mapped[dt.datetime] = _created()
+
+    printers: Mapped[list[Printer]] = relationship(secondary=reader_printers, lazy="raise")
+
+
+class ApiToken(Base):
+    """API tokens; only a SHA-256 of the token is stored."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        CheckConstraint(
+            "role IN ('admin', 'accounts-editor', 'ticket-operator', 'reader', 'user')",
+            name="role",
+        ),
+    )
+
+    id: Mapped[int] = _id()
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    label: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = _created()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Delegation(Base):
+    """A delegation registered ahead of a job from a client that cannot send options."""
+
+    __tablename__ = "delegations"
+    __table_args__ = (Index("ix_delegations_lookup", "delegate", "printer_id", "consumed_at"),)
+
+    id: Mapped[int] = _id()
+    delegate: Mapped[str] = mapped_column(String(255))
+    printer_id: Mapped[int] = mapped_column(ForeignKey("printers.id"))
+    # The same forms as the job options: {"delegators": "alice,bob:2", ...}
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)
+    valid_from: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    valid_until: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = _created()
+    consumed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    consumed_by_print_in_id: Mapped[int | None] = mapped_column(ForeignKey("print_ins.id"))
+
+
+class OutboxItem(Base):
+    """A durable side effect to carry out (PaperCut adjustment, OfficeRnD fee...)."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_work", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = _id()
+    kind: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[int] = mapped_column(Integer, default=int(OutboxStatus.PENDING))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    print_out_id: Mapped[int | None] = mapped_column(ForeignKey("print_outs.id"))
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claim_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = _created()
+    done_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class ScheduledRun(Base):
+    """A periodic job's run for one period (fees per day, top-ups per period, syncs)."""
+
+    __tablename__ = "scheduled_runs"
+    __table_args__ = (UniqueConstraint("job", "period"),)
+
+    id: Mapped[int] = _id()
+    job: Mapped[str] = mapped_column(String(64))
+    period: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), default="started")
+    started_at: Mapped[dt.datetime] = _created()
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)

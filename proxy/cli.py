@@ -1,0 +1,136 @@
+"""The ``proxyprint`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import accounts
+from billing.db import make_engine, make_sessionmaker
+from billing.exceptions import BillingError
+
+from . import dbadmin, tokens
+from .config import Config, load_config
+from .exceptions import ProxyPrintError
+
+Handler = Callable[[Config, argparse.Namespace], Awaitable[int]]
+
+
+@asynccontextmanager
+async def session_scope(config: Config) -> AsyncIterator[AsyncSession]:
+    """One unit of work for a command: commit on success, roll back on error."""
+    engine = make_engine(config.database.url, echo=config.database.echo)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            yield session
+    finally:
+        await engine.dispose()
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    prefix = "sqlite+aiosqlite:///"
+    if url.startswith(prefix) and not url.endswith(":memory:"):
+        Path(url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
+
+
+async def cmd_db_upgrade(config: Config, args: argparse.Namespace) -> int:
+    _ensure_sqlite_dir(config.database.url)
+    engine = make_engine(config.database.url)
+    try:
+        await dbadmin.upgrade(engine, args.revision)
+    finally:
+        await engine.dispose()
+    print(f"database at {args.revision}")
+    return 0
+
+
+async def cmd_user_add(config: Config, args: argparse.Namespace) -> int:
+    async with session_scope(config) as session:
+        user = await accounts.create_user(
+            session, args.name, email=args.email, full_name=args.full_name, groups=args.group
+        )
+        print(f"user {user.name} created")
+    return 0
+
+
+async def cmd_group_add(config: Config, args: argparse.Namespace) -> int:
+    async with session_scope(config) as session:
+        group = await accounts.create_group(session, args.name)
+        print(f"group {group.name} created")
+    return 0
+
+
+async def cmd_account_add(config: Config, args: argparse.Namespace) -> int:
+    async with session_scope(config) as session:
+        account = await accounts.create_shared_account(session, args.name)
+        print(f"shared account {account.path} created")
+    return 0
+
+
+async def cmd_token_create(config: Config, args: argparse.Namespace) -> int:
+    async with session_scope(config) as session:
+        secret = await tokens.create_api_token(session, args.role, user=args.user, label=args.label)
+    print(secret)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="proxyprint", description="Delegated print for CUPS")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="TOML file (default /etc/proxyprint/proxyprint.toml)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
+    up = db.add_parser("upgrade", help="alembic upgrade head")
+    up.add_argument("revision", nargs="?", default="head")
+    up.set_defaults(handler=cmd_db_upgrade)
+
+    user = sub.add_parser("user", help="users").add_subparsers(dest="action", required=True)
+    user_add = user.add_parser("add", help="a user and its personal account")
+    user_add.add_argument("name")
+    user_add.add_argument("--email")
+    user_add.add_argument("--full-name")
+    user_add.add_argument("--group", action="append", default=[], help="repeatable")
+    user_add.set_defaults(handler=cmd_user_add)
+
+    group = sub.add_parser("group", help="groups").add_subparsers(dest="action", required=True)
+    group_add = group.add_parser("add", help="a group and its group account")
+    group_add.add_argument("name")
+    group_add.set_defaults(handler=cmd_group_add)
+
+    account = sub.add_parser("account", help="shared accounts").add_subparsers(
+        dest="action", required=True
+    )
+    account_add = account.add_parser("add", help="a shared account (Parent or Parent/Sub)")
+    account_add.add_argument("name")
+    account_add.set_defaults(handler=cmd_account_add)
+
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
+    token_create = token.add_parser("create", help="print a new API token")
+    token_create.add_argument("--role", required=True)
+    token_create.add_argument("--user")
+    token_create.add_argument("--label")
+    token_create.set_defaults(handler=cmd_token_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        handler: Handler = args.handler
+        return asyncio.run(handler(config, args))
+    except (ProxyPrintError, BillingError) as exc:
+        print(f"proxyprint: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Configuration: TOML file + ``PROXYPRINT_<SECTION>_<KEY>`` environment overrides.
+
+The result is a tree of frozen dataclasses passed into the app factory and the
+CLI; nothing reads the environment after ``load_config`` returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from billing.exceptions import CurrencyError
+from billing.money import Currency
+
+from .exceptions import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/proxyprint/proxyprint.toml")
+ENV_PREFIX = "PROXYPRINT_"
+# Environment variables with our prefix that are not configuration keys.
+_ENV_NOT_KEYS = frozenset({"PROXYPRINT_CONFIG", "PROXYPRINT_INTAKE_SECRET_FILE"})
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite+aiosqlite:////var/lib/proxyprint/proxyprint.db"
+    echo: bool = False
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    dir: str = "/var/spool/proxyprint"
+    max_job_bytes: int = 4 * 1024**3
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: str = "127.0.0.1:6310"
+
+
+@dataclass(frozen=True)
+class IntakeConfig:
+    socket: str = "/run/proxyprint/intake.sock"
+    tcp: str = ""
+    secret: str = ""
+
+
+@dataclass(frozen=True)
+class CupsConfig:
+    server: str = "/run/cups/cups.sock"
+    serverbin: str = "/usr/lib/cups"
+
+
+@dataclass(frozen=True)
+class CurrencyConfig:
+    code: str = "EUR"
+    decimals: int = 2
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    interval_secs: float = 2.0
+
+
+@dataclass(frozen=True)
+class PaperCutConfig:
+    url: str = ""
+    token: str = ""
+    db_url: str = ""
+    account: str = ""
+    missing_after_mins: int = 60
+
+
+@dataclass(frozen=True)
+class OfficeRnDConfig:
+    api_url: str = ""
+    token_url: str = ""
+    org: str = ""
+    client_id: str = ""
+    client_secret: str = ""
+    manage_fees: bool = True
+    fees_at: str = "07:30"
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class NfcConfig:
+    tcp_listen: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    intake: IntakeConfig = field(default_factory=IntakeConfig)
+    cups: CupsConfig = field(default_factory=CupsConfig)
+    currency: CurrencyConfig = field(default_factory=CurrencyConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    papercut: PaperCutConfig = field(default_factory=PaperCutConfig)
+    officernd: OfficeRnDConfig = field(default_factory=OfficeRnDConfig)
+    nfc: NfcConfig = field(default_factory=NfcConfig)
+
+    @property
+    def money(self) -> Currency:
+        return Currency(self.currency.code, self.currency.decimals)
+
+    def replace(self, section: str, **values: Any) -> Config:
+        """A copy with some keys of one section changed (tests, demo)."""
+        current = getattr(self, section)
+        return dataclasses.replace(self, **{section: dataclasses.replace(current, **values)})
+
+
+def _sections() -> dict[str, type[Any]]:
+    hints = get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _coerce(where: str, kind: Any, value: Any) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return value.lower() in {"1", "true", "yes", "on"}
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if kind is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _merge(raw: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    sections = _sections()
+    merged: dict[str, dict[str, Any]] = {name: {} for name in sections}
+    for section, values in raw.items():
+        if section not in sections:
+            raise ConfigError(f"unknown configuration section [{section}]")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"[{section}] must be a table")
+        merged[section].update(values)
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name in _ENV_NOT_KEYS:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("_")
+        if section not in sections or key not in {f.name for f in dataclasses.fields(sections[section])}:
+            raise ConfigError(f"{name}: no such configuration key")
+        merged[section][key] = value
+    return merged
+
+
+def build_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Config:
+    """Validate a parsed TOML mapping (plus env overrides) into a Config."""
+    sections = _sections()
+    built: dict[str, Any] = {}
+    for section, values in _merge(raw, env or {}).items():
+        cls = sections[section]
+        hints = get_type_hints(cls)
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in known:
+                raise ConfigError(f"unknown configuration key {section}.{key}")
+        kwargs = {k: _coerce(f"{section}.{k}", hints[k], v) for k, v in values.items()}
+        built[section] = cls(**kwargs)
+    config = Config(**built)
+    try:
+        _ = config.money
+    except CurrencyError as exc:
+        raise ConfigError(f"currency: {exc}") from exc
+    if config.tracker.interval_secs <= 0:
+        raise ConfigError("tracker.interval_secs: must be positive")
+    return config
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the TOML file (missing default file = all defaults) and apply the env."""
+    env = os.environ if env is None else env
+    explicit = path is not None or "PROXYPRINT_CONFIG" in env
+    path = path or Path(env.get("PROXYPRINT_CONFIG", str(DEFAULT_CONFIG_PATH)))
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    elif explicit:
+        raise ConfigError(f"{path}: configuration file not found")
+    return build_config(raw, env)
