@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from typing import Any
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from . import dbadmin, tokens
 from .config import Config, load_config
 from .exceptions import ProxyPrintError
 
-Handler = Callable[[Config, argparse.Namespace], Awaitable[int]]
+Handler = Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 @asynccontextmanager
@@ -80,10 +83,73 @@ async def cmd_token_create(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_cups_install_backend(config: Config, args: argparse.Namespace) -> int:
+    from .cupsadmin import install_backend
+
+    path = install_backend(Path(args.serverbin or config.cups.serverbin))
+    print(f"backend installed as {path}")
+    return 0
+
+
+async def cmd_printer_add(config: Config, args: argparse.Namespace) -> int:
+    from . import cupsadmin, printers
+
+    uri = printers.device_uri(config.intake.socket, args.intake_tcp or "")
+    async with session_scope(config) as session:
+        printer = await printers.add_printer(
+            session,
+            args.name,
+            target=args.target,
+            mode=args.mode,
+            cost_mono=args.cost_mono,
+            cost_color=args.cost_color,
+            duplex_discount=args.duplex_discount,
+            papercut=args.papercut,
+            hold_expiry_mins=args.hold_expiry_mins,
+        )
+        # The queue last: if CUPS refuses, the record is rolled back with it.
+        await asyncio.to_thread(
+            cupsadmin.create_queue,
+            printer.name,
+            uri,
+            cups_server=config.cups.server,
+            info=f"proxyprint {printer.mode} -> {printer.target}",
+        )
+    print(f"printer {args.name} ({args.mode}) -> {args.target}; CUPS device {uri}")
+    return 0
+
+
+async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .app import create_app
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    host, _, port = config.http.listen.rpartition(":")
+    runner = web.AppRunner(create_app(config))
+    await runner.setup()
+    await web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port)).start()
+    print(f"proxyprint serving on http://{config.http.listen}, intake {config.intake.socket}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="proxyprint", description="Delegated print for CUPS")
     parser.add_argument(
-        "--config", type=Path, default=None, help="TOML file (default /etc/proxyprint/proxyprint.toml)"
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML file (default /etc/proxyprint/proxyprint.toml)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -118,6 +184,33 @@ def build_parser() -> argparse.ArgumentParser:
     token_create.add_argument("--user")
     token_create.add_argument("--label")
     token_create.set_defaults(handler=cmd_token_create)
+
+    serve = sub.add_parser("serve", help="run the service (API, intake, workers)")
+    serve.set_defaults(handler=cmd_serve)
+
+    cups_cmd = sub.add_parser("cups", help="CUPS set-up").add_subparsers(
+        dest="action", required=True
+    )
+    install = cups_cmd.add_parser("install-backend", help="install the proxyprint backend")
+    install.add_argument("--serverbin", help="CUPS ServerBin (default from config, /usr/lib/cups)")
+    install.set_defaults(handler=cmd_cups_install_backend)
+
+    printer = sub.add_parser("printer", help="proxy printers").add_subparsers(
+        dest="action", required=True
+    )
+    printer_add = printer.add_parser("add", help="a proxy printer and its CUPS queue")
+    printer_add.add_argument("name")
+    printer_add.add_argument(
+        "--target", required=True, help="ipp://..., ipps://... or cups://QUEUE"
+    )
+    printer_add.add_argument("--mode", required=True, choices=["direct", "hold", "ticket"])
+    printer_add.add_argument("--cost-mono", default="0")
+    printer_add.add_argument("--cost-color", default="0")
+    printer_add.add_argument("--duplex-discount", default="0")
+    printer_add.add_argument("--papercut", action="store_true")
+    printer_add.add_argument("--hold-expiry-mins", type=int, default=60)
+    printer_add.add_argument("--intake-tcp", help="HOST:PORT for a CUPS server on another host")
+    printer_add.set_defaults(handler=cmd_printer_add)
     return parser
 
 

@@ -124,7 +124,16 @@ def _coerce(where: str, kind: Any, value: Any) -> Any:
     if kind is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        if isinstance(value, str) and value.lower() in {
+            "1",
+            "true",
+            "yes",
+            "on",
+            "0",
+            "false",
+            "no",
+            "off",
+        }:
             return value.lower() in {"1", "true", "yes", "on"}
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if kind is int:
@@ -159,7 +168,9 @@ def _merge(raw: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, dict[str
         if not name.startswith(ENV_PREFIX) or name in _ENV_NOT_KEYS:
             continue
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("_")
-        if section not in sections or key not in {f.name for f in dataclasses.fields(sections[section])}:
+        if section not in sections or key not in {
+            f.name for f in dataclasses.fields(sections[section])
+        }:
             raise ConfigError(f"{name}: no such configuration key")
         merged[section][key] = value
     return merged

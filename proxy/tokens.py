@@ -48,7 +48,9 @@ async def create_api_token(
     elif parsed is Role.USER:
         raise BadRequest("a token with role 'user' needs --user")
     secret = new_secret()
-    session.add(ApiToken(token_hash=hash_token(secret), role=parsed.value, user_id=user_id, label=label))
+    session.add(
+        ApiToken(token_hash=hash_token(secret), role=parsed.value, user_id=user_id, label=label)
+    )
     await session.flush()
     return secret
 

@@ -14,7 +14,5 @@ from hypothesis import settings
 settings.register_profile("ci", max_examples=10_000, deadline=None)
 settings.register_profile("dev", max_examples=500)
 
-PROFILE = os.environ.get(
-    "HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev"
-)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev")
 settings.load_profile(PROFILE)

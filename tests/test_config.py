@@ -24,7 +24,7 @@ def test_file_then_environment(tmp_path: Path) -> None:
     path.write_text(
         '[database]\nurl = "sqlite+aiosqlite:////tmp/x.db"\n'
         '[currency]\ncode = "JPY"\ndecimals = 0\n'
-        '[officernd]\nmanage_fees = false\n'
+        "[officernd]\nmanage_fees = false\n"
     )
     config = load_config(path, env={"PROXYPRINT_DATABASE_URL": "postgresql+asyncpg://h/db"})
     assert config.database.url == "postgresql+asyncpg://h/db"
@@ -51,7 +51,9 @@ def test_file_then_environment(tmp_path: Path) -> None:
         ({"database": "x"}, {}, r"\[database\]"),
     ],
 )
-def test_bad_config_names_the_key(raw: dict[str, object], env: dict[str, str], message: str) -> None:
+def test_bad_config_names_the_key(
+    raw: dict[str, object], env: dict[str, str], message: str
+) -> None:
     with pytest.raises(ConfigError, match=message):
         build_config(raw, env)
 

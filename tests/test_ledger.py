@@ -61,9 +61,7 @@ async def test_reverse_twice_changes_nothing(session: AsyncSession) -> None:
     assert before == {alice.id: Decimal("9.60"), bob.id: Decimal("-0.80")}
 
     # The charges carry no print_out_id here; reverse them entry by entry.
-    entries = (
-        await session.scalars(select(LedgerEntry).where(LedgerEntry.kind == "charge"))
-    ).all()
+    entries = (await session.scalars(select(LedgerEntry).where(LedgerEntry.kind == "charge"))).all()
     for entry in entries:
         assert await ledger.reverse_entry(session, entry, actor="admin")
         assert not await ledger.reverse_entry(session, entry, actor="admin")

@@ -20,20 +20,35 @@ async def _print_out(session: AsyncSession) -> PrintOut:
     session.add(printer)
     await session.flush()
     pin = PrintIn(
-        job_uuid="urn:uuid:1", printer_id=printer.id, delegate="alice", title="t",
-        sha256="0" * 64, size=10, pages=1,
+        job_uuid="urn:uuid:1",
+        printer_id=printer.id,
+        delegate="alice",
+        title="t",
+        sha256="0" * 64,
+        size=10,
+        pages=1,
     )
     session.add(pin)
     await session.flush()
     po = PrintOut(
-        print_in_id=pin.id, printer_id=printer.id, mode="direct", target=printer.target,
-        delegate="alice", title="t", pages=1, copies=1, currency="EUR",
+        print_in_id=pin.id,
+        printer_id=printer.id,
+        mode="direct",
+        target=printer.target,
+        delegate="alice",
+        title="t",
+        pages=1,
+        copies=1,
+        currency="EUR",
     )
     session.add(po)
     await session.flush()
     session.add(
         AccountTransaction(
-            print_out_id=po.id, account_id=account.id, weight=1, amount=Decimal(0),
+            print_out_id=po.id,
+            account_id=account.id,
+            weight=1,
+            amount=Decimal(0),
             idempotency_key=f"po:{po.id}:acct:{account.id}",
         )
     )

@@ -1,0 +1,65 @@
+"""The job lifecycle: intake, dispatch, tracking, charging."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from .wake import WAKE, sleep_or_wake
+
+log = logging.getLogger(__name__)
+WORKERS = web.AppKey("workers", list)
+
+Tick = Callable[[web.Application], Awaitable[int]]
+
+
+async def run_loop(app: web.Application, name: str, tick: Tick, interval: float) -> None:
+    """Run ``tick`` forever: again at once while it finds work, else after a
+    wake-up or ``interval`` seconds."""
+    event = app[WAKE].subscribe()
+    while True:
+        try:
+            busy = await tick(app)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s tick failed", name)
+            busy = 0
+        if not busy:
+            await sleep_or_wake(event, interval)
+
+
+async def _workers(app: web.Application) -> AsyncIterator[None]:
+    from ..app import CONFIG
+    from .dispatch import dispatch_tick
+    from .tracker import track_tick
+
+    interval = app[CONFIG].tracker.interval_secs
+    tasks = [
+        asyncio.create_task(run_loop(app, "dispatch", dispatch_tick, interval)),
+        # The tracker never loops at once: one poll per target per tick.
+        asyncio.create_task(run_loop(app, "tracker", _no_spin(track_tick), interval)),
+    ]
+    app[WORKERS] = tasks
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _no_spin(tick: Tick) -> Tick:
+    async def wrapped(app: web.Application) -> int:
+        await tick(app)
+        return 0
+
+    return wrapped
+
+
+def setup_workers(app: web.Application) -> None:
+    app.cleanup_ctx.append(_workers)

@@ -1,0 +1,160 @@
+"""Charging a print-out: cost → pro-rata shares → ledger; and reversing it.
+
+Both are idempotent: ``charged_at``/``reversed_at`` are set with a
+compare-and-set, and every ledger posting carries a key derived from the
+transaction, so a retry after a crash never charges twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from . import events, ledger, prorata
+from .cost import CostBreakdown, CostRules, JobSpec, compute
+from .db import utcnow
+from .enums import LedgerKind, PrintStatus
+from .exceptions import Conflict
+from .models import AccountTransaction, Printer, PrintIn, PrintOut
+from .money import Currency
+
+
+def rules_of(printer: Printer) -> CostRules:
+    return CostRules(
+        mono=printer.cost_mono,
+        color=printer.cost_color,
+        duplex_discount=printer.duplex_discount,
+        media=dict(printer.media_costs or {}),
+    )
+
+
+def job_spec(print_in: PrintIn, print_out: PrintOut) -> JobSpec:
+    return JobSpec(
+        pages=print_out.pages,
+        copies=print_out.copies,
+        color=print_in.color,
+        duplex=print_in.duplex,
+        media=print_in.media,
+    )
+
+
+def printer_cost(
+    printer: Printer, print_in: PrintIn, print_out: PrintOut, currency: Currency
+) -> CostBreakdown:
+    """The cost of a print-out under its proxy printer's cost rules."""
+    return compute(rules_of(printer), job_spec(print_in, print_out), currency)
+
+
+def breakdown_json(breakdown: CostBreakdown, currency: Currency) -> list[dict[str, object]]:
+    return [
+        {
+            "description": line.description,
+            "quantity": line.quantity,
+            "unit_price": str(line.unit_price),
+            "amount": currency.format(currency.quantize(line.amount)),
+        }
+        for line in breakdown.lines
+    ]
+
+
+async def transactions_of(session: AsyncSession, print_out_id: int) -> Sequence[AccountTransaction]:
+    return (
+        await session.scalars(
+            select(AccountTransaction)
+            .where(AccountTransaction.print_out_id == print_out_id)
+            .order_by(AccountTransaction.id)
+        )
+    ).all()
+
+
+def transaction_key(txn: AccountTransaction) -> str:
+    return f"charge:po:{txn.print_out_id}:txn:{txn.id}"
+
+
+async def charge(
+    session: AsyncSession,
+    print_out: PrintOut,
+    cost: Decimal,
+    currency: Currency,
+    *,
+    actor: str,
+    detail: list[dict[str, object]] | None = None,
+) -> bool:
+    """Split ``cost`` pro rata over the print-out's transactions and post them.
+
+    Only a completed print-out is charged; False if it was charged already.
+    """
+    if print_out.status != PrintStatus.COMPLETED:
+        raise Conflict(f"print-out {print_out.id} is not completed; nothing to charge")
+    cost = currency.quantize(cost)
+    now = utcnow()
+    claimed = await session.execute(
+        update(PrintOut)
+        .where(PrintOut.id == print_out.id, PrintOut.charged_at.is_(None))
+        .values(charged_at=now, cost=cost, cost_detail=detail)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    print_out.charged_at, print_out.cost, print_out.cost_detail = now, cost, detail
+    txns = await transactions_of(session, print_out.id)
+    shares = prorata.split(cost, [t.weight for t in txns], currency) if txns else []
+    for txn, share in zip(txns, shares, strict=True):
+        txn.amount = share
+        await ledger.post(
+            session,
+            ledger.Posting(
+                account_id=txn.account_id,
+                amount=-share,
+                kind=LedgerKind.CHARGE,
+                key=transaction_key(txn),
+                pages=print_out.pages * txn.weight,
+                print_out_id=print_out.id,
+                transaction_id=txn.id,
+                actor=actor,
+                comment=f"print-out {print_out.id}: {print_out.title}"[:500],
+            ),
+        )
+    events.record(
+        session,
+        subject_type="print_out",
+        subject_id=print_out.id,
+        actor=actor,
+        reason="charged",
+        message=f"{currency.format(cost)} {currency.code} over {len(txns)} transaction(s)",
+    )
+    return True
+
+
+async def reverse(session: AsyncSession, print_out: PrintOut, *, actor: str) -> int:
+    """Reverse a charged print-out's counters and costs by compensating entries.
+
+    Returns how many ledger entries were reversed: 0 when it was reversed
+    already (twice is a no-op). A print-out that was never charged → Conflict.
+    """
+    if print_out.charged_at is None:
+        raise Conflict(f"print-out {print_out.id} was never charged; nothing to reverse")
+    count = await ledger.reverse_print_out(
+        session, print_out.id, actor=actor, comment=f"reversal of print-out {print_out.id}"
+    )
+    if count:
+        now = utcnow()
+        await session.execute(
+            update(PrintOut)
+            .where(PrintOut.id == print_out.id)
+            .values(reversed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        print_out.reversed_at = now
+        events.record(
+            session,
+            subject_type="print_out",
+            subject_id=print_out.id,
+            actor=actor,
+            reason="reversed",
+            message=f"{count} ledger entries reversed",
+        )
+    return count

@@ -1,0 +1,598 @@
+"""proxyprint CUPS backend: stream one job to the proxyprint intake.
+
+Standard library only, and only its cheap parts (no ``http.client``,
+``urllib``, ``dataclasses`` or ``typing``): CUPS starts this script once per
+job.  ``python -X importtime``: socket, select, json, binascii; about 15 ms.
+
+Calling conventions (cups/backend.h, backend(7)):
+
+* no arguments: print the discovery line and exit 0;
+* ``proxyprint job-id user title copies options [file]``: the document is the
+  file, or stdin when there is no sixth argument (the queue has filters).
+
+The device URI comes from ``DEVICE_URI`` (``argv[0]`` is the script path):
+
+* ``proxyprint:/run/proxyprint/intake.sock`` (also ``proxyprint:///path``):
+  a Unix socket; the service may identify the caller with ``SO_PEERCRED``.
+* ``proxyprint://HOST:PORT`` (or ``[v6addr]:PORT``): TCP with a shared secret
+  sent as ``X-Proxyprint-Secret``.  The secret comes from the environment
+  variable ``PROXYPRINT_INTAKE_SECRET`` (cupsd.conf ``SetEnv``, or tests),
+  else from the root-only file ``/etc/proxyprint/intake.secret`` (another
+  file with ``PROXYPRINT_INTAKE_SECRET_FILE``).  It is never in the URI, so
+  neither ``lpstat -v`` nor the CUPS logs can show it.  The backend is
+  installed mode 0700 and runs as root (``proxy.cupsadmin.install_backend``),
+  which is what lets it read that file.
+
+The intake protocol: ``POST /intake/v1/jobs`` over HTTP/1.1 with ``Transfer-
+Encoding: chunked`` in 64 KiB blocks (memory does not grow with the job) and
+the metadata in ``X-Proxyprint-Meta``: base64 of an ASCII JSON object.
+Arguments are re-read as UTF-8 with ``surrogateescape`` whatever the locale,
+so bytes that are not UTF-8 arrive as ``\\udcXX`` escapes for the service to
+flag.  The request carries ``Expect: 100-continue``: the service can refuse
+(bad secret, unknown printer, duplicate ``job_uuid``) before any byte of the
+document is sent; aiohttp answers ``100 Continue`` by itself otherwise.  With
+no interim answer within 5 s the body is sent anyway (RFC 9110, 10.1.1).  An
+answer that arrives while the body is being sent stops the upload too.
+
+Exit codes:
+
+====================================  =======================================
+what happened                         exit code
+====================================  =======================================
+2xx                                   OK (0): delivered
+401, 403                              STOP (4): wrong secret, queue stopped
+404 and every other 4xx               STOP (4): the job stays queued for an
+                                      admin (unknown printer, bad request)
+408, 429                              RETRY (6): transient
+5xx, refused, socket missing, reset,  RETRY (6): CUPS keeps the job and tries
+timeout, malformed answer, unreadable again after JobRetryInterval
+document
+bad device URI, no secret             STOP (4)
+bad command line                      FAILED (1)
+SIGTERM                               RETRY (6), see below
+====================================  =======================================
+
+CANCEL (5) is never used: a job that could not be delivered is never dropped.
+Note that cupsd aborts a job after ``JobRetryLimit`` (default 5) retries;
+proxy queues want ``JobRetryLimit 0`` (no limit) in cupsd.conf.
+
+SIGTERM means cupsd canceled, held or stopped the job.  The backend closes the
+connection at once *without* the terminating zero-length chunk (TCP with a
+reset), so the service sees an incomplete body and discards it, and exits
+RETRY.  cupsd ignores the exit code of a job it has already moved out of
+"processing" (scheduler/job.c ``finalize_job`` acts only on a job that would
+otherwise complete).  Should a stray SIGTERM come while the job is still
+processing, RETRY keeps the job, where OK would mark an undelivered job
+completed and STOP would stop the queue.
+"""
+
+import binascii
+import enum
+import io
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+from collections.abc import Mapping
+from types import FrameType
+
+DISCOVERY_LINE = 'network proxyprint "Unknown" "proxyprint delegated print"'
+INTAKE_PATH = "/intake/v1/jobs"
+BLOCK_SIZE = 64 * 1024
+SECRET_ENV = "PROXYPRINT_INTAKE_SECRET"
+SECRET_FILE_ENV = "PROXYPRINT_INTAKE_SECRET_FILE"
+DEFAULT_SECRET_FILE = "/etc/proxyprint/intake.secret"
+CONNECT_TIMEOUT = 15.0
+CONTINUE_TIMEOUT = 5.0
+# Inactivity limit while sending: the service reads as fast as it spools.
+SEND_TIMEOUT = 120.0
+# The service answers after spooling, counting pages and one DB transaction.
+ANSWER_TIMEOUT = 600.0
+MAX_HEAD = 64 * 1024
+MAX_ANSWER_BODY = 1024 * 1024
+USER_AGENT = "proxyprint-backend/1"
+
+Env = Mapping[str, str]
+
+
+class BackendStatus(enum.IntEnum):
+    """The exit codes of cups/backend.h (``cups_backend_t``)."""
+
+    OK = 0
+    FAILED = 1
+    AUTH_REQUIRED = 2
+    HOLD = 3
+    STOP = 4
+    CANCEL = 5
+    RETRY = 6
+    RETRY_CURRENT = 7
+
+
+class JobTerminated(Exception):
+    """cupsd sent SIGTERM: the job was canceled (or held, or cupsd stops)."""
+
+
+class IntakeUnreachable(Exception):
+    """The intake cannot be reached or broke the exchange: retry later."""
+
+
+class DocumentUnreadable(Exception):
+    """The spool file or the filter pipe failed while reading: retry later."""
+
+
+class ConfigProblem(Exception):
+    """The device URI or the secret is unusable: an admin must fix the queue."""
+
+
+class Target:
+    """Where the intake listens: a Unix socket path, or a TCP host and port."""
+
+    __slots__ = ("host", "port", "unix_path")
+
+    def __init__(self, unix_path: str | None, host: str = "localhost", port: int = 0) -> None:
+        self.unix_path = unix_path
+        self.host = host
+        self.port = port
+
+    def __str__(self) -> str:
+        return self.unix_path if self.unix_path is not None else f"{self.host}:{self.port}"
+
+    def host_header(self) -> str:
+        if self.unix_path is not None:
+            return "localhost"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class Job:
+    """The command line of one job, strings re-read as UTF-8."""
+
+    __slots__ = ("copies", "file", "job_id", "options", "title", "user")
+
+    def __init__(self, argv: list[str]) -> None:
+        if len(argv) not in (6, 7):
+            raise ValueError("expected job-id user title copies options [file]")
+        self.job_id = int(argv[1])
+        self.user = as_utf8(argv[2])
+        self.title = as_utf8(argv[3])
+        self.copies = int(argv[4])
+        self.options = as_utf8(argv[5])
+        self.file = argv[6] if len(argv) == 7 else None
+
+
+class Answer:
+    """The intake's final HTTP answer."""
+
+    __slots__ = ("body", "reason", "status", "upload_complete")
+
+    def __init__(self, status: int, reason: str, body: bytes, upload_complete: bool) -> None:
+        self.status = status
+        self.reason = reason
+        self.body = body
+        self.upload_complete = upload_complete
+
+
+def log(level: str, message: str) -> None:
+    """One message line for cupsd (INFO, ERROR, DEBUG, STATE...)."""
+    sys.stderr.write(f"{level}: {message}\n")
+    sys.stderr.flush()
+
+
+# --- command line, options, metadata ----------------------------------------
+
+
+def as_utf8(arg: str) -> str:
+    """The argument's original bytes read as UTF-8, bad bytes as surrogates."""
+    return os.fsencode(arg).decode("utf-8", "surrogateescape")
+
+
+def parse_options(text: str) -> dict[str, str]:
+    """Split a CUPS options string (``a=1 b='x y' c={d=1 e=2}``) like cupsParseOptions."""
+    options: dict[str, str] = {}
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i].isspace():
+            i += 1
+        start = i
+        while i < n and not text[i].isspace() and text[i] != "=":
+            i += 1
+        name = text[start:i]
+        value = "true"
+        if i < n and text[i] == "=":
+            value, i = _option_value(text, i + 1)
+        if name:
+            options[name] = value
+    return options
+
+
+def _option_value(text: str, i: int) -> tuple[str, int]:
+    """One value from ``text[i]`` on: quotes, backslash escapes, {} nesting."""
+    out: list[str] = []
+    quote = ""
+    depth = 0
+    while i < len(text):
+        ch = text[i]
+        i += 1
+        if ch == "\\" and i < len(text):
+            out.append(text[i])
+            i += 1
+        elif quote:
+            if ch == quote:
+                quote = ""
+            else:
+                out.append(ch)
+        elif ch in "'\"":
+            quote = ch
+        elif ch.isspace() and depth <= 0:
+            break
+        else:
+            depth += (ch == "{") - (ch == "}")
+            out.append(ch)
+    return "".join(out), i
+
+
+def job_meta(job: Job, env: Env) -> dict[str, object]:
+    """The metadata object of the intake protocol (``X-Proxyprint-Meta``)."""
+    options = parse_options(job.options)
+    printer = env.get("PRINTER")
+    return {
+        "printer": as_utf8(printer) if printer is not None else None,
+        "job_id": job.job_id,
+        "job_uuid": options.get("job-uuid"),
+        "user": job.user,
+        "title": job.title,
+        "copies": job.copies,
+        "options": job.options,
+        "content_type": env.get("CONTENT_TYPE") or None,
+        "host": options.get("job-originating-host-name"),
+    }
+
+
+def encode_meta(meta: dict[str, object]) -> str:
+    """base64 (standard alphabet) of ASCII JSON: surrogates stay ``\\udcXX``."""
+    raw = json.dumps(meta, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    return binascii.b2a_base64(raw, newline=False).decode("ascii")
+
+
+# --- device URI and secret ---------------------------------------------------
+
+
+def parse_device_uri(uri: str) -> Target:
+    """``proxyprint:/path.sock``, ``proxyprint:///path.sock``, ``proxyprint://HOST:PORT``."""
+    scheme, sep, rest = uri.partition(":")
+    if not sep or scheme != "proxyprint":
+        raise ConfigProblem(f"device URI {uri!r} is not a proxyprint: URI")
+    rest = rest.partition("?")[0].partition("#")[0]
+    if rest.startswith("//"):
+        authority, _, path = rest[2:].partition("/")
+        if authority:
+            return _tcp_target(authority, uri)
+        rest = "/" + path
+    if not rest.startswith("/") or rest == "/":
+        raise ConfigProblem(f"device URI {uri!r} needs an absolute socket path")
+    return Target(unix_path=rest)
+
+
+def _tcp_target(authority: str, uri: str) -> Target:
+    host_port = authority.rpartition("@")[2]
+    if host_port.startswith("["):
+        host, _, port_text = host_port[1:].partition("]")
+        port_text = port_text.removeprefix(":")
+    else:
+        host, _, port_text = host_port.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigProblem(f"device URI {uri!r} needs HOST:PORT")
+    return Target(unix_path=None, host=host, port=int(port_text))
+
+
+def read_secret(env: Env) -> str:
+    """The TCP shared secret: the environment first, then the root-only file."""
+    secret = env.get(SECRET_ENV, "").strip()
+    if secret:
+        return secret
+    path = env.get(SECRET_FILE_ENV) or DEFAULT_SECRET_FILE
+    try:
+        with open(path, encoding="utf-8") as fh:
+            secret = fh.read().strip()
+    except OSError as exc:
+        raise ConfigProblem(f"cannot read the intake secret from {path}: {exc}") from exc
+    if not secret:
+        raise ConfigProblem(f"the intake secret file {path} is empty")
+    return secret
+
+
+# --- HTTP exchange ------------------------------------------------------------
+
+
+def connect(target: Target) -> socket.socket:
+    """Open the connection; any failure is IntakeUnreachable (retry)."""
+    try:
+        if target.unix_path is None:
+            sock = socket.create_connection((target.host, target.port), CONNECT_TIMEOUT)
+        else:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(CONNECT_TIMEOUT)
+            try:
+                sock.connect(target.unix_path)
+            except OSError:
+                sock.close()
+                raise
+    except OSError as exc:
+        raise IntakeUnreachable(f"Cannot connect to the intake at {target}: {exc}") from exc
+    sock.settimeout(SEND_TIMEOUT)
+    return sock
+
+
+def request_head(target: Target, meta: str, secret: str | None) -> bytes:
+    lines = [
+        f"POST {INTAKE_PATH} HTTP/1.1",
+        f"Host: {target.host_header()}",
+        f"User-Agent: {USER_AGENT}",
+        "Content-Type: application/octet-stream",
+        "Transfer-Encoding: chunked",
+        "Expect: 100-continue",
+        "Connection: close",
+        f"X-Proxyprint-Meta: {meta}",
+    ]
+    if secret is not None:
+        lines.append(f"X-Proxyprint-Secret: {secret}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+
+
+class Exchange:
+    """One request/answer on a connected socket; one buffered reader for both."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = sock.makefile("rb")
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
+
+    def wait_continue(self) -> Answer | None:
+        """The final answer if the service refused before the body, else None."""
+        if not self.poller.poll(CONTINUE_TIMEOUT * 1000):
+            return None
+        status, reason, headers = self.read_head()
+        if status == 100:
+            return None
+        if 100 < status < 200:
+            return self.read_answer(upload_complete=False)
+        return Answer(status, reason, self.read_body(headers), upload_complete=False)
+
+    def send_body(self, source: io.RawIOBase) -> tuple[int, bool]:
+        """Send ``source`` in 64 KiB chunks: (bytes sent, body complete).
+
+        One buffer serves every block: the chunk size line is written just
+        before the data and CRLF just after it, so each block is one send and
+        no copy.  Stops early (complete=False) when the service answers first.
+        """
+        head_room = 8  # "10000\r\n" is the longest size line
+        buf = bytearray(head_room + BLOCK_SIZE + 2)
+        view = memoryview(buf)
+        data = view[head_room : head_room + BLOCK_SIZE]
+        total = 0
+        while not self.poller.poll(0):
+            n = read_block(source, data)
+            if not n:
+                self.sock.sendall(b"0\r\n\r\n")
+                return total, True
+            size_line = b"%x\r\n" % n
+            start = head_room - len(size_line)
+            buf[start:head_room] = size_line
+            buf[head_room + n : head_room + n + 2] = b"\r\n"
+            self.sock.sendall(view[start : head_room + n + 2])
+            total += n
+        return total, False
+
+    def read_answer(self, upload_complete: bool) -> Answer:
+        """Read the final (non-1xx) answer; IntakeUnreachable if malformed."""
+        self.sock.settimeout(ANSWER_TIMEOUT)
+        while True:
+            status, reason, headers = self.read_head()
+            if status >= 200:
+                return Answer(status, reason, self.read_body(headers), upload_complete)
+
+    def read_head(self) -> tuple[int, str, dict[str, str]]:
+        line = self.reader.readline(MAX_HEAD)
+        if not line:
+            raise IntakeUnreachable("The intake closed the connection without an answer")
+        parts = line.decode("latin-1").split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            raise IntakeUnreachable(f"Malformed answer from the intake: {line[:80]!r}")
+        headers: dict[str, str] = {}
+        used = len(line)
+        while True:
+            line = self.reader.readline(MAX_HEAD)
+            used += len(line)
+            if used > MAX_HEAD or not line:
+                raise IntakeUnreachable("The intake's answer headers are truncated")
+            if line in (b"\r\n", b"\n"):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        reason = parts[2].strip() if len(parts) > 2 else ""
+        return int(parts[1]), reason, headers
+
+    def read_body(self, headers: dict[str, str]) -> bytes:
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return self._read_chunked()
+        length = headers.get("content-length", "")
+        limit = min(int(length), MAX_ANSWER_BODY) if length.isdigit() else MAX_ANSWER_BODY
+        return self.reader.read(limit)
+
+    def _read_chunked(self) -> bytes:
+        body = bytearray()
+        while len(body) < MAX_ANSWER_BODY:
+            size_text = self.reader.readline(1024).split(b";")[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError as exc:
+                raise IntakeUnreachable("Malformed chunked answer from the intake") from exc
+            if size == 0:
+                break
+            body += self.reader.read(size)
+            self.reader.readline(16)
+        return bytes(body)
+
+    def abort(self) -> None:
+        """Close without the terminating chunk; TCP with a reset (SO_LINGER 0)."""
+        if self.sock.family != socket.AF_UNIX:
+            linger = struct.pack("ii", 1, 0)
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            except OSError as exc:
+                log("DEBUG", f"SO_LINGER: {exc}")
+        self.close()
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+def read_block(source: io.RawIOBase, into: memoryview) -> int:
+    try:
+        return source.readinto(into) or 0
+    except OSError as exc:
+        raise DocumentUnreadable(f"Cannot read the document: {exc}") from exc
+
+
+def exchange(sock: socket.socket, source: io.RawIOBase, head: bytes) -> Answer:
+    """Send the request and the body, return the answer; abort on any failure."""
+    conv = Exchange(sock)
+    try:
+        sock.sendall(head)
+        early = conv.wait_continue()
+        if early is not None:
+            conv.close()
+            return early
+        try:
+            sent, complete = conv.send_body(source)
+        except (BrokenPipeError, ConnectionResetError):
+            # The service hung up mid-body; its answer may still be readable.
+            sent, complete = -1, False
+        log("DEBUG", f"Sent {sent} document bytes, complete={complete}")
+        answer = conv.read_answer(upload_complete=complete)
+    except BaseException:
+        conv.abort()
+        raise
+    conv.close()
+    return answer
+
+
+# --- deciding ---------------------------------------------------------------
+
+
+def error_info(body: bytes) -> tuple[str, str]:
+    """(code, message) of an ``{"error": {"code", "message"}}`` answer."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return "", body[:200].decode("utf-8", "replace").strip()
+    error = doc.get("error") if isinstance(doc, dict) else None
+    if not isinstance(error, dict):
+        return "", ""
+    return str(error.get("code", "")), str(error.get("message", ""))
+
+
+def decide(answer: Answer, printer: str) -> BackendStatus:
+    """Map the intake's answer to an exit code and tell CUPS why."""
+    status = answer.status
+    if 200 <= status < 300:
+        return accepted(answer)
+    code, message = error_info(answer.body)
+    detail = f"HTTP {status} {answer.reason}".rstrip()
+    if code or message:
+        detail += f" ({code}: {message})" if code else f" ({message})"
+    if status in (401, 403):
+        log("ERROR", f"The proxyprint intake refused the shared secret: {detail}")
+        return BackendStatus.STOP
+    if status == 404 and code == "unknown-printer":
+        log("ERROR", f"proxyprint does not know the printer {printer!r}: {detail}")
+        return BackendStatus.STOP
+    if status in (408, 429) or status >= 500:
+        log("ERROR", f"The proxyprint intake failed, CUPS will retry the job: {detail}")
+        return BackendStatus.RETRY
+    log("ERROR", f"The proxyprint intake rejected the job, queue stopped: {detail}")
+    return BackendStatus.STOP
+
+
+def accepted(answer: Answer) -> BackendStatus:
+    try:
+        doc = json.loads(answer.body)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        doc = {}
+    suffix = " (already received)" if doc.get("duplicate") else ""
+    log("INFO", f"Job accepted as print-in {doc.get('print_in')}{suffix}")
+    return BackendStatus.OK
+
+
+# --- running ------------------------------------------------------------------
+
+
+def open_document(job: Job) -> io.RawIOBase:
+    try:
+        if job.file is None:
+            return io.FileIO(os.dup(sys.stdin.fileno()), "rb")
+        return io.FileIO(job.file, "rb")
+    except OSError as exc:
+        raise DocumentUnreadable(f"Cannot open the document: {exc}") from exc
+
+
+def deliver(job: Job, target: Target, secret: str | None, meta: str) -> Answer:
+    with open_document(job) as source:
+        log("STATE", "+connecting-to-device")
+        try:
+            sock = connect(target)
+        finally:
+            log("STATE", "-connecting-to-device")
+        log("INFO", "Sending job to proxyprint")
+        try:
+            return exchange(sock, source, request_head(target, meta, secret))
+        except OSError as exc:
+            raise IntakeUnreachable(f"The exchange with the intake failed: {exc}") from exc
+
+
+def run(argv: list[str], env: Env) -> BackendStatus:
+    try:
+        job = Job(argv)
+    except ValueError as exc:
+        log("ERROR", f"Usage: proxyprint job-id user title copies options [file] ({exc})")
+        return BackendStatus.FAILED
+    try:
+        target = parse_device_uri(env.get("DEVICE_URI", ""))
+        secret = read_secret(env) if target.unix_path is None else None
+        answer = deliver(job, target, secret, encode_meta(job_meta(job, env)))
+    except ConfigProblem as exc:
+        log("ERROR", f"The proxyprint queue is misconfigured: {exc}")
+        return BackendStatus.STOP
+    except (IntakeUnreachable, DocumentUnreadable) as exc:
+        log("ERROR", f"{exc}; CUPS will retry the job")
+        return BackendStatus.RETRY
+    return decide(answer, env.get("PRINTER", ""))
+
+
+def on_sigterm(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one cancel is enough
+    raise JobTerminated
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv if argv is None else argv
+    if len(args) == 1:
+        print(DISCOVERY_LINE, flush=True)
+        return BackendStatus.OK
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        return run(args, os.environ)
+    except JobTerminated:
+        log("INFO", "Job canceled; upload aborted")
+        return BackendStatus.RETRY
+
+
+if __name__ == "__main__":
+    sys.exit(main())

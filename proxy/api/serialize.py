@@ -1,0 +1,124 @@
+"""Rows → JSON, as SPEC §6 shows them.
+
+Amounts are decimal strings, times ISO 8601 UTC ending in ``Z`` with
+microseconds (always the same shape, so clients can compare them as strings),
+statuses the lower-case labels of ``PrintStatus``. Pure functions: the
+caller loads everything first, so serialising never touches the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from billing.enums import PrintStatus
+from billing.models import Account, AccountTransaction, Event, LedgerEntry, PrintOut
+from billing.money import Currency
+
+JSON = dict[str, Any]
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def money(amount: Decimal | None, currency: Currency) -> str | None:
+    """The amount in the currency's decimals; exact digits if it has more.
+
+    Rounding an entry with extra decimals for display would make the listed
+    entries disagree with the balance they sum to, so those are shown whole.
+    """
+    if amount is None:
+        return None
+    if currency.quantize(amount) == amount:
+        return currency.format(amount)
+    return f"{amount.normalize():f}"
+
+
+def transaction(txn: AccountTransaction, account: Account, currency: Currency) -> JSON:
+    return {
+        "account": {"id": account.id, "type": account.type, "name": account.path},
+        "weight": txn.weight,
+        "amount": money(txn.amount, currency),
+        "status": PrintStatus(txn.status).label,
+    }
+
+
+def event(ev: Event) -> JSON:
+    return {
+        "at": iso(ev.at),
+        "actor": ev.actor,
+        "from": ev.from_status,
+        "to": ev.to_status,
+        "reason": ev.reason,
+        "message": ev.message,
+    }
+
+
+def print_out(
+    po: PrintOut,
+    *,
+    printer: str,
+    transactions: Sequence[tuple[AccountTransaction, Account]],
+    currency: Currency,
+    events: Sequence[Event] | None = None,
+) -> JSON:
+    """A print-out; ``events`` only in the detail view (None leaves the key out)."""
+    out: JSON = {
+        "id": po.id,
+        "status": PrintStatus(po.status).label,
+        "status_reason": po.status_reason,
+        "status_message": po.status_message,
+        "mode": po.mode,
+        "printer": printer,
+        "target": po.target,
+        "delegate": po.delegate,
+        "title": po.title,
+        "pages": po.pages,
+        "copies": po.copies,
+        "cost": money(po.cost, currency),
+        "currency": po.currency,
+        "ticket_number": po.ticket_number,
+        "created_at": iso(po.created_at),
+        "ended_at": iso(po.ended_at),
+        "charged_at": iso(po.charged_at),
+        "reversed_at": iso(po.reversed_at),
+        "transactions": [transaction(t, a, currency) for t, a in transactions],
+    }
+    if events is not None:
+        out["events"] = [event(e) for e in events]
+    return out
+
+
+def account(acc: Account, *, balance: Decimal, pages: int, currency: Currency) -> JSON:
+    return {
+        "id": acc.id,
+        "type": acc.type,
+        "name": acc.path,
+        "balance": money(balance, currency),
+        "currency": currency.code,
+        "pages": pages,
+        "active": acc.active,
+    }
+
+
+def ledger_entry(entry: LedgerEntry, currency: Currency) -> JSON:
+    return {
+        "id": entry.id,
+        "amount": money(entry.amount, currency),
+        "kind": entry.kind,
+        "pages": entry.pages,
+        "print_out_id": entry.print_out_id,
+        "reverses_id": entry.reverses_id,
+        "created_at": iso(entry.created_at),
+        "comment": entry.comment,
+        "actor": entry.actor,
+    }
+
+
+def page(items: list[JSON], next_cursor: str | None) -> JSON:
+    return {"items": items, "next_cursor": next_cursor}

@@ -1,0 +1,111 @@
+"""The app factory: config in, aiohttp application out; resources in cleanup_ctx."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from billing.db import make_engine, make_sessionmaker
+from billing.models import PrintIn
+
+from .config import Config
+from .pipeline.pool import TargetPool
+from .pipeline.wake import WAKE, Waker
+from .spool import Spool
+
+log = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", Config)
+ENGINE = web.AppKey("engine", AsyncEngine)
+SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
+SPOOL = web.AppKey("spool", Spool)
+TARGETS = web.AppKey("targets", TargetPool)
+INTAKE_RUNNER = web.AppKey("intake_runner", web.AppRunner)
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    engine = make_engine(config.database.url, echo=config.database.echo)
+    app[ENGINE] = engine
+    app[SESSIONS] = make_sessionmaker(engine)
+    yield
+    await engine.dispose()
+
+
+async def _spool(app: web.Application) -> AsyncIterator[None]:
+    spool = app[SPOOL]
+    spool.prepare()
+    async with app[SESSIONS]() as session:
+        referenced = set(
+            await session.scalars(select(PrintIn.spool_path).where(PrintIn.spool_path.is_not(None)))
+        )
+    removed = spool.sweep({str(p) for p in referenced})
+    if removed:
+        log.info("spool: removed %d files of ended jobs", removed)
+    yield
+
+
+async def _targets(app: web.Application) -> AsyncIterator[None]:
+    app[TARGETS] = TargetPool(app[CONFIG])
+    yield
+    await app[TARGETS].close()
+
+
+def _parse_hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+async def _intake(app: web.Application) -> AsyncIterator[None]:
+    """Serve the intake on its Unix socket (and TCP with a secret, if configured)."""
+    from .pipeline.intake import create_intake_app
+
+    config = app[CONFIG].intake
+    runner = web.AppRunner(create_intake_app(app), handle_signals=False, access_log=None)
+    await runner.setup()
+    sites: list[web.BaseSite] = []
+    if config.socket:
+        path = Path(config.socket)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        sites.append(web.UnixSite(runner, str(path)))
+    if config.tcp:
+        host, port = _parse_hostport(config.tcp)
+        sites.append(web.TCPSite(runner, host, port))
+    for site in sites:
+        await site.start()
+    if config.socket:
+        # Only root (cupsd runs our backend as root) may hand us jobs.
+        os.chmod(config.socket, 0o600)
+    app[INTAKE_RUNNER] = runner
+    yield
+    await runner.cleanup()
+
+
+def create_app(config: Config, *, workers: bool = True, intake: bool = True) -> web.Application:
+    """The service. ``workers=False`` leaves out the background loops (API tests)."""
+    from .api import setup_api
+
+    app = web.Application(client_max_size=1024**2)
+    app[CONFIG] = config
+    app[SPOOL] = Spool(Path(config.spool.dir))
+    app[WAKE] = Waker()
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_spool)
+    app.cleanup_ctx.append(_targets)
+    if intake:
+        app.cleanup_ctx.append(_intake)
+    setup_api(app)
+    if workers:
+        from .pipeline import setup_workers
+
+        setup_workers(app)
+    return app

@@ -1,0 +1,386 @@
+"""A private cupsd for the tests and ``proxyprint demo``.
+
+``PrivateCupsd`` runs ``cupsd -f`` on its own configuration in a temporary
+directory: a Unix socket there plus a free 127.0.0.1 port, no browsing, no
+authentication for local clients, every path absolute, and a private
+ServerBin.  The ServerBin symlinks the system's ``filter``, ``daemon``,
+``driver``... directories and holds ``backend/`` with symlinks to the system
+backends plus ours, installed by ``proxy.cupsadmin.install_backend``.  The
+system cupsd, its queues and its files are never touched.
+
+It must run as root (cupsd drops to user ``lp`` for filters and backends;
+the backends symlinked from the system run as ``lp``, ours as root).  pycups
+is blocking: async callers use ``asyncio.to_thread``.
+"""
+
+import enum
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Collection, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from proxy import cupsadmin
+from proxy.exceptions import CupsError
+
+SYSTEM_SERVERBIN = Path("/usr/lib/cups")
+SERVERBIN_LINKS = ("filter", "daemon", "cgi-bin", "driver", "monitor", "notifier", "command")
+START_ATTEMPTS = 3
+REQUEST_ID = re.compile(r"request id is (?P<queue>\S+)-(?P<job>\d+)")
+
+
+class IppJobState(enum.IntEnum):
+    """IPP ``job-state`` (RFC 8011, 5.3.7)."""
+
+    PENDING = 3
+    HELD = 4
+    PROCESSING = 5
+    STOPPED = 6
+    CANCELED = 7
+    ABORTED = 8
+    COMPLETED = 9
+
+
+TERMINAL_STATES = frozenset({IppJobState.CANCELED, IppJobState.ABORTED, IppJobState.COMPLETED})
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the kernel just handed out; callers retry if someone takes it meanwhile."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cupsd_conf(
+    *, port: int, socket_path: Path, retry_interval: int, kill_delay: int, log_level: str
+) -> str:
+    """cupsd.conf: local clients may do everything without authentication."""
+    return f"""\
+LogLevel {log_level}
+MaxLogSize 0
+Listen 127.0.0.1:{port}
+Listen {socket_path}
+Browsing No
+BrowseLocalProtocols none
+DefaultShared No
+WebInterface No
+# proxy queues retry forever: JobRetryLimit 0 means no limit
+JobRetryInterval {retry_interval}
+JobRetryLimit 0
+JobKillDelay {kill_delay}
+MaxJobs 0
+MaxJobsPerPrinter 0
+MaxJobsPerUser 0
+PreserveJobHistory Yes
+PreserveJobFiles No
+DefaultAuthType Basic
+<Location />
+  Order allow,deny
+  Allow from all
+</Location>
+<Policy default>
+  JobPrivateAccess all
+  JobPrivateValues none
+  SubscriptionPrivateAccess all
+  SubscriptionPrivateValues none
+  <Limit All>
+    Order deny,allow
+  </Limit>
+</Policy>
+"""
+
+
+def cups_files_conf(root: Path, env: Mapping[str, str]) -> str:
+    """cups-files.conf: every file and directory inside ``root``."""
+    lines = [
+        f"ServerRoot {root / 'etc'}",
+        f"ServerBin {root / 'serverbin'}",
+        f"RequestRoot {root / 'spool'}",
+        f"TempDir {root / 'spool' / 'tmp'}",
+        f"CacheDir {root / 'cache'}",
+        f"StateDir {root / 'state'}",
+        f"AccessLog {root / 'log' / 'access_log'}",
+        f"ErrorLog {root / 'log' / 'error_log'}",
+        f"PageLog {root / 'log' / 'page_log'}",
+        f"Printcap {root / 'state' / 'printcap'}",
+        f"ServerKeychain {root / 'etc' / 'ssl'}",
+        "CreateSelfSignedCerts no",
+        "FileDevice Yes",
+        "User lp",
+        "Group lp",
+        "SystemGroup root",
+        "LogFileGroup root",
+    ]
+    lines += [f"SetEnv {name} {value}" for name, value in env.items()]
+    return "\n".join(lines) + "\n"
+
+
+class PrivateCupsd:
+    """A private cupsd; ``with PrivateCupsd() as cupsd: ...`` or start()/stop()."""
+
+    def __init__(
+        self,
+        *,
+        retry_interval: int = 2,
+        kill_delay: int = 5,
+        log_level: str = "debug",
+        env: Mapping[str, str] | None = None,
+        start_timeout: float = 20.0,
+    ) -> None:
+        self.retry_interval = retry_interval
+        self.kill_delay = kill_delay
+        self.log_level = log_level
+        self.backend_env = dict(env or {})
+        self.start_timeout = start_timeout
+        self.root = Path()
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    # --- paths -----------------------------------------------------------
+
+    @property
+    def socket_path(self) -> Path:
+        return self.root / "cups.sock"
+
+    @property
+    def serverbin(self) -> Path:
+        return self.root / "serverbin"
+
+    @property
+    def error_log_path(self) -> Path:
+        return self.root / "log" / "error_log"
+
+    @property
+    def error_log(self) -> str:
+        """The whole error_log (LogLevel debug): what cupsd and each backend said."""
+        try:
+            return self.error_log_path.read_text("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def server(self) -> str:
+        """The value for CUPS_SERVER (and ``cups_server=`` of proxy.cupsadmin)."""
+        return str(self.socket_path)
+
+    def env(self) -> dict[str, str]:
+        """os.environ plus CUPS_SERVER for the command-line tools (lp, lpstat...)."""
+        return {**os.environ, "CUPS_SERVER": self.server}
+
+    # --- lifecycle -------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Lay out the directory, start cupsd and wait until it answers."""
+        if shutil.which("cupsd") is None:
+            raise CupsError("cupsd is not installed (Debian package cups-daemon)")
+        if os.geteuid() != 0:
+            raise CupsError("a private cupsd must run as root")
+        self.root = Path(tempfile.mkdtemp(prefix="proxyprint-cupsd-"))
+        # Backends run as lp and must traverse to ServerBin and the spool.
+        self.root.chmod(0o755)
+        try:
+            self._layout()
+            self._start_listening()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _layout(self) -> None:
+        for sub in ("etc", "etc/ppd", "etc/ssl", "spool/tmp", "cache", "state", "log"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o755)
+        backend_dir = self.serverbin / "backend"
+        backend_dir.mkdir(parents=True, mode=0o755)
+        for name in SERVERBIN_LINKS:
+            if (SYSTEM_SERVERBIN / name).is_dir():
+                (self.serverbin / name).symlink_to(SYSTEM_SERVERBIN / name)
+        for backend in (SYSTEM_SERVERBIN / "backend").iterdir():
+            (backend_dir / backend.name).symlink_to(backend)
+        (backend_dir / cupsadmin.BACKEND_NAME).unlink(missing_ok=True)
+        cupsadmin.install_backend(self.serverbin)
+        (self.root / "etc" / "cups-files.conf").write_text(
+            cups_files_conf(self.root, self.backend_env)
+        )
+
+    def _start_listening(self) -> None:
+        """Start cupsd on a free port; another port if that one was taken meanwhile."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            self.port = free_port()
+            self._write_cupsd_conf()
+            self._spawn()
+            try:
+                self._wait_ready()
+            except CupsError:
+                self._terminate()
+                if attempt == START_ATTEMPTS or "Unable to bind" not in self.error_log:
+                    raise
+            else:
+                return
+
+    def _write_cupsd_conf(self) -> None:
+        text = cupsd_conf(
+            port=self.port,
+            socket_path=self.socket_path,
+            retry_interval=self.retry_interval,
+            kill_delay=self.kill_delay,
+            log_level=self.log_level,
+        )
+        (self.root / "etc" / "cupsd.conf").write_text(text)
+
+    def _spawn(self) -> None:
+        etc = self.root / "etc"
+        self._process = subprocess.Popen(
+            ["cupsd", "-f", "-c", str(etc / "cupsd.conf"), "-s", str(etc / "cups-files.conf")],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.root / "log" / "cupsd.stderr").open("wb"),
+            env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C"},
+        )
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                raise CupsError(f"cupsd exited at start-up:\n{self._start_errors()}")
+            if self.socket_path.exists() and self._answers():
+                return
+            time.sleep(0.05)
+        raise CupsError(
+            f"cupsd did not answer within {self.start_timeout} s:\n{self._start_errors()}"
+        )
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                pass
+            cupsadmin.printers(cups_server=self.server)
+        except (OSError, CupsError):
+            return False
+        return True
+
+    def _start_errors(self) -> str:
+        stderr = (self.root / "log" / "cupsd.stderr").read_text("utf-8", "replace")
+        lines = [ln for ln in self.error_log.splitlines() if ln[:2] in ("E ", "C ", "A ", "X ")]
+        return (stderr + "\n".join(lines[-20:])).strip()
+
+    def _terminate(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def stop(self) -> None:
+        """Stop cupsd (it stops its jobs' processes) and remove the directory."""
+        self._terminate()
+        if self.root != Path() and self.root.exists():
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    # --- queues and jobs -------------------------------------------------
+
+    def add_queue(self, name: str, device_uri: str, *, info: str = "") -> None:
+        """A raw queue (no PPD: the backend gets the document as sent)."""
+        cupsadmin.create_queue(name, device_uri, cups_server=self.server, info=info)
+
+    def lp(
+        self,
+        queue: str,
+        file: Path | None,
+        *,
+        user: str,
+        options: Mapping[str, str] | Iterable[str] = (),
+        title: str | bytes | None = None,
+        copies: int | None = None,
+        stdin: bytes | None = None,
+    ) -> int:
+        """Print like a user with ``lp``; returns the CUPS job id.
+
+        ``options`` is ``{"delegators": "alice,bob:2"}`` or ``["delegators=alice"]``;
+        without ``file`` the document is ``stdin``.  A bytes title is passed
+        as is (to test titles that are not UTF-8).
+        """
+        args: list[str | bytes] = ["lp", "-U", user, "-d", queue]
+        pairs = (
+            [f"{k}={v}" for k, v in options.items()] if isinstance(options, Mapping) else options
+        )
+        for option in pairs:
+            args += ["-o", option]
+        if title is not None:
+            args += ["-t", title]
+        if copies is not None:
+            args += ["-n", str(copies)]
+        args.append(str(file) if file is not None else "-")
+        result = subprocess.run(
+            args, input=stdin, capture_output=True, env=self.env(), timeout=30, check=False
+        )
+        out = result.stdout.decode("utf-8", "replace")
+        match = REQUEST_ID.search(out)
+        if result.returncode != 0 or match is None:
+            err = result.stderr.decode("utf-8", "replace")
+            raise CupsError(f"lp failed ({result.returncode}): {out}{err}".strip())
+        return int(match["job"])
+
+    def job_attributes(self, job_id: int) -> dict[str, object]:
+        return cupsadmin.job_attributes(job_id, cups_server=self.server)
+
+    def job_state(self, job_id: int) -> IppJobState:
+        state = self.job_attributes(job_id)["job-state"]
+        return IppJobState(int(str(state)))
+
+    def wait_job(
+        self, job_id: int, states: Collection[IppJobState], timeout: float = 20.0
+    ) -> IppJobState:
+        """Poll until the job is in one of ``states``; CupsError on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.job_state(job_id)
+            if state in states:
+                return state
+            if time.monotonic() >= deadline:
+                wanted = ", ".join(s.name for s in states)
+                raise CupsError(f"job {job_id} is {state.name}, not {wanted}, after {timeout} s")
+            time.sleep(0.05)
+
+    def cancel(self, job_id: int) -> None:
+        """Cancel a job like an operator does, with the ``cancel`` command."""
+        result = subprocess.run(
+            ["cancel", str(job_id)], capture_output=True, env=self.env(), timeout=30, check=False
+        )
+        if result.returncode != 0:
+            raise CupsError(f"cancel {job_id} failed: {result.stderr.decode(errors='replace')}")
+
+    def lpinfo_devices(self) -> list[str]:
+        """``lpinfo -v``: the device lines the backends report."""
+        result = subprocess.run(
+            ["lpinfo", "-v"], capture_output=True, env=self.env(), timeout=60, check=False
+        )
+        if result.returncode != 0:
+            raise CupsError(f"lpinfo -v failed: {result.stderr.decode(errors='replace')}")
+        return result.stdout.decode("utf-8", "replace").splitlines()

@@ -1,0 +1,175 @@
+"""Dispatch: send pending print-outs to their targets.
+
+Work is claimed from the database (``claimed_by``/``claim_until``; ``FOR UPDATE
+SKIP LOCKED`` on PostgreSQL), so a restarted service, or another instance,
+picks up what is left; an expired claim is free again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import timedelta
+
+from aiohttp import web
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import events, status
+from billing.db import utcnow
+from billing.enums import PrintStatus
+from billing.models import PrintIn, PrintOut
+
+from ..app import SESSIONS, SPOOL, TARGETS
+from ..targets.base import PrintRequest, Target
+from ..targets.errors import TargetError
+from .jobs import detach_spool
+from .wake import wake
+
+log = logging.getLogger(__name__)
+
+CLAIM_FOR = timedelta(minutes=5)
+BATCH = 20
+MAX_BACKOFF = timedelta(minutes=5)
+INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def backoff(attempts: int) -> timedelta:
+    return min(MAX_BACKOFF, timedelta(seconds=2 ** min(attempts, 10)))
+
+
+async def claim_due(session: AsyncSession, limit: int = BATCH) -> list[int]:
+    """Claim pending, undispatched print-outs whose time has come."""
+    now = utcnow()
+    query = (
+        select(PrintOut.id)
+        .where(
+            PrintOut.status == int(PrintStatus.PENDING),
+            PrintOut.dispatched_at.is_(None),
+            PrintOut.next_action_at <= now,
+            or_(PrintOut.claim_until.is_(None), PrintOut.claim_until < now),
+        )
+        .order_by(PrintOut.next_action_at, PrintOut.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    ids = list(await session.scalars(query))
+    if ids:
+        await session.execute(
+            update(PrintOut)
+            .where(PrintOut.id.in_(ids))
+            .values(claimed_by=INSTANCE, claim_until=now + CLAIM_FOR)
+            .execution_options(synchronize_session=False)
+        )
+    return ids
+
+
+def print_request(print_out: PrintOut, print_in: PrintIn) -> PrintRequest:
+    if print_in.spool_path is None:
+        raise TargetError(f"print-out {print_out.id} has no spool file")
+    return PrintRequest(
+        path=print_in.spool_path,
+        document_format=print_in.content_type or "application/octet-stream",
+        job_name=print_out.document_name or print_out.title or f"proxyprint-{print_out.id}",
+        requesting_user=print_out.delegate,
+        copies=print_out.copies,
+    )
+
+
+async def _load(session: AsyncSession, print_out_id: int) -> tuple[PrintOut, PrintIn] | None:
+    row = (
+        await session.execute(
+            select(PrintOut, PrintIn)
+            .join(PrintIn, PrintIn.id == PrintOut.print_in_id)
+            .where(PrintOut.id == print_out_id)
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+async def dispatch_one(app: web.Application, print_out_id: int) -> None:
+    sessions = app[SESSIONS]
+    async with sessions() as session:
+        loaded = await _load(session, print_out_id)
+    if loaded is None:
+        return
+    print_out, print_in = loaded
+    if print_out.status != PrintStatus.PENDING or print_out.dispatched_at is not None:
+        return
+    target: Target = app[TARGETS].get(print_out.target)
+    try:
+        submitted = await target.submit(print_request(print_out, print_in))
+    except TargetError as exc:
+        await _failed(app, print_out, print_in, exc)
+        return
+    async with sessions() as session, session.begin():
+        now = utcnow()
+        await session.execute(
+            update(PrintOut)
+            .where(PrintOut.id == print_out.id)
+            .values(
+                target_job_id=submitted.job_id,
+                target_job_uri=submitted.job_uri,
+                dispatched_at=now,
+                attempts=PrintOut.attempts + 1,
+                claimed_by=None,
+                claim_until=None,
+                next_action_at=None,
+                status_message=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        events.record(
+            session,
+            subject_type="print_out",
+            subject_id=print_out.id,
+            actor="dispatch",
+            reason="dispatched",
+            message=f"job {submitted.job_id} at {print_out.target}",
+        )
+        if print_out.papercut:
+            fresh = await session.get(PrintOut, print_out.id)
+            assert fresh is not None
+            await status.transition(session, fresh, PrintStatus.PENDING_EXTERNAL, actor="dispatch")
+    wake(app)  # let the tracker look soon
+
+
+async def _failed(
+    app: web.Application, print_out: PrintOut, print_in: PrintIn, exc: TargetError
+) -> None:
+    retryable = bool(getattr(exc, "retryable", True))
+    async with app[SESSIONS]() as session, session.begin():
+        fresh = await session.get(PrintOut, print_out.id)
+        if fresh is None:
+            return
+        if retryable:
+            fresh.attempts += 1
+            fresh.next_action_at = utcnow() + backoff(fresh.attempts)
+            fresh.claimed_by = fresh.claim_until = None
+            fresh.status_message = f"target unavailable, retrying: {exc}"[:1000]
+            log.warning("print-out %s: %s (retry %s)", fresh.id, exc, fresh.attempts)
+            return
+        done = await status.transition(
+            session,
+            fresh,
+            PrintStatus.ABORTED,
+            actor="dispatch",
+            reason="target-rejected",
+            message=str(exc)[:1000],
+        )
+        paths = await detach_spool(session, [print_in.id]) if done else []
+    for path in paths:
+        app[SPOOL].remove(path)
+
+
+async def dispatch_tick(app: web.Application) -> int:
+    async with app[SESSIONS]() as session, session.begin():
+        ids = await claim_due(session)
+    for print_out_id in ids:
+        try:
+            await dispatch_one(app, print_out_id)
+        except Exception:
+            log.exception("dispatch of print-out %s failed", print_out_id)
+    return len(ids)

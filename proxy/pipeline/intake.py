@@ -1,0 +1,233 @@
+"""The intake: the HTTP endpoint the CUPS backend streams jobs to.
+
+Protocol (see cups_backend/proxyprint.py): ``POST /intake/v1/jobs`` with the
+document as a chunked body and ``X-Proxyprint-Meta`` = base64 of a JSON object
+(printer, job_id, job_uuid, user, title, copies, options, content_type, host).
+The answer is sent only after the job is spooled and committed: 201 new,
+200 duplicate (same job-uuid), 404 unknown printer (backend: STOP), 4xx bad
+request, 5xx (backend: RETRY).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from billing.models import Printer, PrintIn, PrintOut
+
+from ..app import CONFIG, SESSIONS, SPOOL
+from ..exceptions import BadRequest, ProxyPrintError, Unauthorized
+from ..pages import count_pages
+from ..spool import CHUNK, Incomplete, SpooledFile
+from .delegation import DelegationError, parse_cups_options
+from .jobs import IntakeJob, record_job
+from .wake import WAKE, wake
+
+log = logging.getLogger(__name__)
+
+META_HEADER = "X-Proxyprint-Meta"
+SECRET_HEADER = "X-Proxyprint-Secret"
+MAX_META = 64 * 1024
+MAX_FIELD = 10_000
+
+
+def _str(meta: dict[str, Any], key: str, *, required: bool = False) -> str | None:
+    value = meta.get(key)
+    if value is None:
+        if required:
+            raise BadRequest(f"job metadata lacks {key!r}")
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"job metadata {key!r} must be a string")
+    if len(value) > MAX_FIELD:
+        raise BadRequest(f"job metadata {key!r} is longer than {MAX_FIELD} characters")
+    return value
+
+
+def _int(meta: dict[str, Any], key: str, default: int | None) -> int | None:
+    value = meta.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+        raise BadRequest(f"job metadata {key!r} must be a non-negative integer")
+    return value
+
+
+def parse_meta(header: str | None) -> IntakeJob:
+    if not header:
+        raise BadRequest(f"missing {META_HEADER} header")
+    if len(header) > MAX_META:
+        raise BadRequest(f"{META_HEADER} is too large")
+    try:
+        meta = json.loads(base64.b64decode(header, validate=True))
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest(f"{META_HEADER} is not base64 JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise BadRequest(f"{META_HEADER} must hold a JSON object")
+    job_uuid = _str(meta, "job_uuid")
+    if job_uuid is not None and (len(job_uuid) > 64 or not job_uuid.isprintable()):
+        raise BadRequest("job_uuid is malformed")
+    copies = _int(meta, "copies", 1)
+    return IntakeJob(
+        printer=_str(meta, "printer", required=True) or "",
+        job_id=_int(meta, "job_id", None),
+        job_uuid=job_uuid,
+        user=_str(meta, "user", required=True) or "",
+        title=_str(meta, "title") or "",
+        copies=max(1, copies or 1),
+        options=_str(meta, "options") or "",
+        content_type=_str(meta, "content_type"),
+        host=_str(meta, "host"),
+    )
+
+
+async def _body(request: web.Request) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in request.content.iter_chunked(CHUNK):
+            yield chunk
+    except (ConnectionResetError, asyncio.IncompleteReadError) as exc:
+        raise Incomplete("the upload was cut off") from exc
+    except Exception as exc:  # aiohttp's payload errors have no public common base
+        if type(exc).__name__ in {
+            "ClientPayloadError",
+            "ContentLengthError",
+            "TransferEncodingError",
+        }:
+            raise Incomplete(f"the upload was cut off: {exc}") from exc
+        raise
+    if request.content.exception() is not None:
+        raise Incomplete("the upload was cut off")
+
+
+async def _drain(request: web.Request) -> None:
+    async for _ in request.content.iter_chunked(CHUNK):
+        pass
+
+
+def _check_secret(request: web.Request) -> None:
+    secret: str = request.app[CONFIG].intake.secret
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport else None
+    if isinstance(peer, tuple):  # TCP: the shared secret is required
+        given = request.headers.get(SECRET_HEADER, "")
+        if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
+            raise Unauthorized("bad or missing intake secret")
+
+
+async def receive_job(request: web.Request) -> web.Response:
+    _check_secret(request)
+    job = parse_meta(request.headers.get(META_HEADER))
+    config = request.app[CONFIG]
+    sessions = request.app[SESSIONS]
+    async with sessions() as session:
+        printer = await session.scalar(select(Printer).where(Printer.name == job.printer))
+        known = None
+        if job.job_uuid is not None:
+            known = await session.scalar(select(PrintIn.id).where(PrintIn.job_uuid == job.job_uuid))
+    if printer is None:
+        await _drain(request)
+        return _answer(
+            404,
+            {
+                "error": {
+                    "code": "unknown-printer",
+                    "message": f"proxyprint does not know printer {job.printer!r}",
+                }
+            },
+        )
+    if known is not None:
+        await _drain(request)
+        return _answer(200, {"print_in": known, "duplicate": True, "status": "duplicate"})
+
+    spool = request.app[SPOOL]
+    spooled = await spool.receive(_body(request), max_bytes=config.spool.max_job_bytes)
+    try:
+        return await _record(request, printer, job, spooled)
+    except BaseException:
+        spool.remove(spooled.path)
+        raise
+
+
+async def _record(
+    request: web.Request, printer: Printer, job: IntakeJob, spooled: SpooledFile
+) -> web.Response:
+    config = request.app[CONFIG]
+    options: dict[str, str] = {}
+    options_problem: str | None = None
+    try:
+        options = parse_cups_options(job.options)
+    except DelegationError as exc:
+        options_problem = str(exc)
+    pages = await asyncio.to_thread(count_pages, Path(spooled.path), job.content_type)
+    try:
+        async with request.app[SESSIONS]() as session, session.begin():
+            print_out = await record_job(
+                session,
+                printer,
+                job,
+                options=options,
+                spooled=spooled,
+                pages=pages,
+                currency=config.currency.code,
+                options_problem=options_problem,
+            )
+            answer = _summary(print_out)
+    except IntegrityError:
+        # The same job-uuid raced in through another connection: record it once.
+        request.app[SPOOL].remove(spooled.path)
+        async with request.app[SESSIONS]() as session:
+            known = await session.scalar(select(PrintIn.id).where(PrintIn.job_uuid == job.job_uuid))
+        if known is None:
+            raise
+        return _answer(200, {"print_in": known, "duplicate": True, "status": "duplicate"})
+    wake(request.app)
+    return _answer(201, answer)
+
+
+def _summary(po: PrintOut) -> dict[str, Any]:
+    from billing.enums import PrintStatus
+
+    return {
+        "print_in": po.print_in_id,
+        "print_out": po.id,
+        "duplicate": False,
+        "status": PrintStatus(po.status).label,
+        "reason": po.status_reason,
+        "message": po.status_message,
+    }
+
+
+def _answer(status: int, body: dict[str, Any]) -> web.Response:
+    return web.json_response(body, status=status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except ProxyPrintError as exc:
+        if exc.status >= 500:
+            log.exception("intake failed")
+        return _answer(exc.status, {"error": {"code": exc.code, "message": str(exc)}})
+
+
+def create_intake_app(main: web.Application) -> web.Application:
+    """The intake app shares the main app's config, database and wake-up event."""
+    app = web.Application(middlewares=[_errors], client_max_size=0)
+    app[CONFIG] = main[CONFIG]
+    app[SESSIONS] = main[SESSIONS]
+    app[SPOOL] = main[SPOOL]
+    app[WAKE] = main[WAKE]
+    app.router.add_post("/intake/v1/jobs", receive_job)
+    return app

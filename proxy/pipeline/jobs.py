@@ -1,0 +1,216 @@
+"""Recording a received job: print-in, print-out and shadow transactions at once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import events
+from billing.db import utcnow
+from billing.enums import PrinterMode, PrintStatus
+from billing.models import AccountTransaction, Delegation, Printer, PrintIn, PrintOut, User
+
+from ..pages import PageCount
+from ..spool import SpooledFile
+from .delegation import DelegationError, DelegationRequest, delegation_from_json, parse_delegation
+from .resolve import Share, resolve
+
+REASON_DELEGATION_INVALID = "delegation-invalid"
+REASON_TITLE_INVALID = "title-invalid"
+MAX_TITLE = 255
+
+
+@dataclass(frozen=True)
+class IntakeJob:
+    """What the backend told us about a job (already validated for shape)."""
+
+    printer: str
+    job_id: int | None
+    job_uuid: str | None
+    user: str
+    title: str
+    copies: int
+    options: str
+    content_type: str | None
+    host: str | None
+
+
+def clean_title(title: str) -> tuple[str, str | None]:
+    """A storable title and, when the title was bad, why."""
+    try:
+        title.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = title.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return shown[:MAX_TITLE], "the job title is not valid UTF-8"
+    if len(title) > MAX_TITLE:
+        return title[:MAX_TITLE], f"the job title is longer than {MAX_TITLE} characters"
+    return title, None
+
+
+async def _registered_delegation(
+    session: AsyncSession, delegate: str, printer: Printer, print_in: PrintIn
+) -> DelegationRequest | None:
+    """Consume the delegate's registered delegation for this printer, if one is valid now."""
+    now = utcnow()
+    found = await session.scalar(
+        select(Delegation)
+        .where(
+            Delegation.delegate == delegate,
+            Delegation.printer_id == printer.id,
+            Delegation.consumed_at.is_(None),
+            Delegation.valid_from <= now,
+            Delegation.valid_until > now,
+        )
+        .order_by(Delegation.id)
+        .limit(1)
+    )
+    if found is None:
+        return None
+    # Compare-and-set: two jobs at once cannot both consume it.
+    done = await session.execute(
+        update(Delegation)
+        .where(Delegation.id == found.id, Delegation.consumed_at.is_(None))
+        .values(consumed_at=now, consumed_by_print_in_id=print_in.id)
+        .execution_options(synchronize_session=False)
+    )
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return delegation_from_json(found.options)
+
+
+async def record_job(
+    session: AsyncSession,
+    printer: Printer,
+    job: IntakeJob,
+    *,
+    options: dict[str, str],
+    spooled: SpooledFile,
+    pages: PageCount,
+    currency: str,
+    options_problem: str | None = None,
+) -> PrintOut:
+    """Create the print-in, its print-out and the shadow transactions.
+
+    A job whose delegation or title is invalid is kept ``held`` with a reason
+    and a message; nothing is lost and nothing prints or is charged.
+    """
+    title, title_problem = clean_title(job.title)
+    delegate_user = await session.scalar(select(User).where(User.name == job.user))
+    print_in = PrintIn(
+        job_uuid=job.job_uuid,
+        cups_job_id=job.job_id,
+        printer_id=printer.id,
+        delegate=job.user,
+        delegate_user_id=delegate_user.id if delegate_user else None,
+        title=title,
+        options=job.options[:10_000],
+        content_type=job.content_type,
+        origin_host=job.host,
+        copies_requested=job.copies,
+        spool_path=str(spooled.path),
+        sha256=spooled.sha256,
+        size=spooled.size,
+        pages=pages.pages,
+        pages_estimated=pages.estimated,
+        color=bool(pages.color),
+        duplex=bool(pages.duplex) or options.get("sides", "").startswith("two-sided"),
+        media=options.get("media") or options.get("PageSize"),
+    )
+    session.add(print_in)
+    await session.flush()
+
+    problem: str | None = options_problem
+    shares: list[Share] = []
+    try:
+        if problem is not None:
+            raise DelegationError(problem)
+        request = parse_delegation(options)
+        if request is None:
+            request = await _registered_delegation(session, job.user, printer, print_in)
+        shares = await resolve(session, request, job.user)
+    except DelegationError as exc:
+        problem = str(exc)
+    if problem is None and title_problem is not None:
+        problem = title_problem
+        reason = REASON_TITLE_INVALID
+    else:
+        reason = REASON_DELEGATION_INVALID
+
+    mode = printer.printer_mode
+    status = PrintStatus.PENDING
+    if problem is not None or mode in (PrinterMode.HOLD, PrinterMode.TICKET):
+        status = PrintStatus.HELD
+    now = utcnow()
+    hold_until = None
+    if status == PrintStatus.HELD and problem is None and mode is PrinterMode.HOLD:
+        hold_until = now + timedelta(minutes=printer.hold_expiry_mins)
+    print_out = PrintOut(
+        print_in_id=print_in.id,
+        printer_id=printer.id,
+        mode=mode.value,
+        target=printer.target,
+        papercut=printer.papercut,
+        status=int(status),
+        status_reason=reason if problem else (mode.value if status == PrintStatus.HELD else None),
+        status_message=problem,
+        delegate=job.user,
+        delegate_user_id=print_in.delegate_user_id,
+        title=title,
+        pages=pages.pages,
+        copies=max(1, sum(s.weight for s in shares)),
+        currency=currency,
+        hold_until=hold_until,
+        next_action_at=now if status == PrintStatus.PENDING else hold_until,
+    )
+    session.add(print_out)
+    await session.flush()
+    for share in shares:
+        session.add(
+            AccountTransaction(
+                print_out_id=print_out.id,
+                account_id=share.account_id,
+                weight=share.weight,
+                amount=Decimal(0),
+                status=int(status),
+                idempotency_key=f"po:{print_out.id}:acct:{share.account_id}",
+            )
+        )
+    events.record(
+        session,
+        subject_type="print_out",
+        subject_id=print_out.id,
+        actor=job.user,
+        to_status=status.label,
+        reason=print_out.status_reason,
+        message=problem,
+        data={"print_in": print_in.id, "cups_job_id": job.job_id, "pages": pages.pages},
+    )
+    return print_out
+
+
+async def detach_spool(session: AsyncSession, print_in_ids: Sequence[int]) -> list[str]:
+    """Mark ended jobs' spool files removed; the caller unlinks them after commit.
+
+    A crash between commit and unlink leaves an unreferenced file, which the
+    start-up janitor (``Spool.sweep``) deletes.
+    """
+    if not print_in_ids:
+        return []
+    rows = await session.execute(
+        select(PrintIn.spool_path).where(
+            PrintIn.id.in_(print_in_ids), PrintIn.spool_path.is_not(None)
+        )
+    )
+    paths = [path for (path,) in rows if path]
+    await session.execute(
+        update(PrintIn)
+        .where(PrintIn.id.in_(print_in_ids), PrintIn.spool_path.is_not(None))
+        .values(spool_path=None, spool_removed_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return paths

@@ -1,0 +1,113 @@
+"""The tracker: follows dispatched jobs to their end state, batched per target.
+
+Each tick makes one ``Get-Jobs`` request per target for all of its jobs in
+flight (never one request per job), applies the state changes through the
+guarded transitions, and charges completed print-outs in the same database
+transaction as their completion.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from decimal import Decimal
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import charging, status
+from billing.enums import PrinterMode, PrintStatus
+from billing.models import Printer, PrintIn, PrintOut
+from billing.money import Currency
+
+from ..app import CONFIG, SESSIONS, SPOOL, TARGETS
+from ..targets.base import JobState
+from ..targets.errors import TargetError
+from .jobs import detach_spool
+
+log = logging.getLogger(__name__)
+
+IN_FLIGHT = (PrintStatus.PENDING, PrintStatus.HELD, PrintStatus.PROCESSING, PrintStatus.STOPPED)
+_IPP_STATES = {int(s) for s in PrintStatus if s != PrintStatus.PENDING_EXTERNAL}
+
+
+def to_status(state: JobState) -> PrintStatus | None:
+    return PrintStatus(state.state) if state.state in _IPP_STATES else None
+
+
+async def in_flight(session: AsyncSession) -> dict[str, dict[int, int]]:
+    """{target uri: {target job id: print-out id}} for dispatched, unfinished jobs."""
+    rows = await session.execute(
+        select(PrintOut.target, PrintOut.target_job_id, PrintOut.id).where(
+            PrintOut.status.in_([int(s) for s in IN_FLIGHT]),
+            PrintOut.dispatched_at.is_not(None),
+            PrintOut.target_job_id.is_not(None),
+            PrintOut.papercut.is_(False),
+        )
+    )
+    jobs: dict[str, dict[int, int]] = defaultdict(dict)
+    for target, job_id, print_out_id in rows:
+        if job_id is not None:
+            jobs[target][job_id] = print_out_id
+    return jobs
+
+
+async def cost_of(
+    session: AsyncSession, print_out: PrintOut, currency: Currency
+) -> tuple[Decimal, list[dict[str, object]]]:
+    if print_out.mode == PrinterMode.TICKET.value and print_out.ticket_cost is not None:
+        return print_out.ticket_cost, [
+            {"description": "job ticket cost", "amount": currency.format(print_out.ticket_cost)}
+        ]
+    printer = await session.get(Printer, print_out.printer_id)
+    print_in = await session.get(PrintIn, print_out.print_in_id)
+    assert printer is not None and print_in is not None
+    breakdown = charging.printer_cost(printer, print_in, print_out, currency)
+    return breakdown.total, charging.breakdown_json(breakdown, currency)
+
+
+async def apply_states(
+    app: web.Application, jobs: dict[int, int], states: dict[int, JobState]
+) -> int:
+    """Apply a target's reported states; returns how many print-outs changed."""
+    currency = app[CONFIG].money
+    changed = 0
+    ended: list[int] = []
+    async with app[SESSIONS]() as session, session.begin():
+        ids = [jobs[j] for j in states if j in jobs]
+        outs = {
+            po.id: po for po in await session.scalars(select(PrintOut).where(PrintOut.id.in_(ids)))
+        }
+        for job_id, state in states.items():
+            po = outs.get(jobs.get(job_id, -1))
+            new = to_status(state)
+            if po is None or new is None or new == po.status:
+                continue
+            reason = ",".join(state.reasons)[:64] or None
+            if not await status.transition(session, po, new, actor="tracker", reason=reason):
+                continue
+            changed += 1
+            if new == PrintStatus.COMPLETED:
+                cost, detail = await cost_of(session, po, currency)
+                await charging.charge(session, po, cost, currency, actor="tracker", detail=detail)
+            if new.is_final:
+                ended.append(po.print_in_id)
+        paths = await detach_spool(session, ended)
+    for path in paths:
+        app[SPOOL].remove(path)
+    return changed
+
+
+async def track_tick(app: web.Application) -> int:
+    async with app[SESSIONS]() as session:
+        flights = await in_flight(session)
+    changed = 0
+    for uri, jobs in flights.items():
+        try:
+            states = await app[TARGETS].get(uri).poll(list(jobs))
+        except TargetError as exc:
+            log.warning("tracking %s: %s", uri, exc)
+            continue
+        changed += await apply_states(app, jobs, states)
+    return changed

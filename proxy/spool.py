@@ -1,0 +1,91 @@
+"""The spool: job files written 0600, streamed, hashed on the way in.
+
+A job is written to ``incoming/`` and renamed into ``jobs/`` only once it is
+complete, so a partial upload (canceled job, dropped connection) never looks
+like a job. Spool files are removed only after the job reached an end state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .exceptions import BadRequest
+
+CHUNK = 256 * 1024
+
+
+class TooLarge(BadRequest):
+    code = "too-large"
+    status = 413
+
+
+class Incomplete(BadRequest):
+    """The upload ended before its end (backend canceled or connection lost)."""
+
+    code = "incomplete-upload"
+
+
+@dataclass(frozen=True)
+class SpooledFile:
+    path: Path
+    sha256: str
+    size: int
+
+
+class Spool:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.incoming = root / "incoming"
+        self.jobs = root / "jobs"
+
+    def prepare(self) -> None:
+        for d in (self.root, self.incoming, self.jobs):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(d, 0o700)
+        # Leftovers of uploads cut off by a crash are never jobs.
+        for stale in self.incoming.glob("*.part"):
+            stale.unlink(missing_ok=True)
+
+    async def receive(self, chunks: AsyncIterator[bytes], *, max_bytes: int) -> SpooledFile:
+        """Write ``chunks`` to a new spool file; raise (and leave nothing) on failure."""
+        name = uuid.uuid4().hex
+        part = self.incoming / f"{name}.part"
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as out:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise TooLarge(f"job larger than the limit of {max_bytes} bytes")
+                    digest.update(chunk)
+                    out.write(chunk)
+            final = self.jobs / name
+            part.rename(final)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        return SpooledFile(final, digest.hexdigest(), size)
+
+    def remove(self, path: str | Path | None) -> None:
+        if path is None:
+            return
+        p = Path(path)
+        # Only ever delete inside our own spool.
+        if p.parent == self.jobs:
+            p.unlink(missing_ok=True)
+
+    def sweep(self, referenced: set[str]) -> int:
+        """Delete job files no print-in refers to (left by a crash); start-up only."""
+        removed = 0
+        for path in self.jobs.iterdir():
+            if str(path) not in referenced:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
