@@ -54,7 +54,8 @@ def breakdown_json(breakdown: CostBreakdown, currency: Currency) -> list[dict[st
             "description": line.description,
             "quantity": line.quantity,
             "unit_price": str(line.unit_price),
-            "amount": currency.format(currency.quantize(line.amount)),
+            # Lines are exact (a rounding line keeps their sum equal to the total).
+            "amount": str(line.amount),
         }
         for line in breakdown.lines
     ]

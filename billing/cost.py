@@ -127,8 +127,7 @@ class CostRules:
         if media is not None and media.strip():
             key = media.strip().lower()
             found = self._lookup.get(key)
-            short = _short_name(key)
-            if found is None and short is not None:
+            if found is None and (short := _short_name(key)) is not None:
                 found = self._lookup.get(short)
             if found is not None:
                 return found

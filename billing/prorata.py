@@ -24,6 +24,9 @@ def _check_weights(weights: Sequence[int]) -> list[int]:
     checked = list(weights)
     if not checked:
         raise InvalidWeights("weights must not be empty")
+    # Fast path for the usual case; the loop below finds and names the culprit.
+    if all(type(weight) is int for weight in checked) and min(checked) >= 1:
+        return checked
     for index, weight in enumerate(checked):
         # bool is an int subclass; True as a weight is almost surely a bug.
         if isinstance(weight, bool) or not isinstance(weight, int):
@@ -43,18 +46,23 @@ def _split_units(total: int, weights: list[int]) -> list[int]:
     to the lower index, so the result is deterministic. O(n log n).
     """
     weight_sum = sum(weights)
-    shares: list[int] = []
-    remainders: list[int] = []
-    for weight in weights:
-        share, remainder = divmod(total * weight, weight_sum)
-        shares.append(share)
-        remainders.append(remainder)
+    # total * w is the exact share times weight_sum: floor-divide for the share,
+    # and share * weight_sum - total * w is minus the remainder. Remainders
+    # share the denominator, so comparing numerators compares them exactly.
+    scaled = [total * weight for weight in weights]
+    shares = [value // weight_sum for value in scaled]
     leftover = total - sum(shares)
     if leftover:
-        # Remainders share the denominator weight_sum, so comparing the
-        # numerators compares the fractional parts exactly.
-        order = sorted(range(len(weights)), key=lambda i: (-remainders[i], -weights[i], i))
-        for index in order[:leftover]:
+        # Ascending (-remainder, -weight, index) is the priority order.
+        ranked = sorted(
+            zip(
+                [share * weight_sum - value for share, value in zip(shares, scaled, strict=True)],
+                [-weight for weight in weights],
+                range(len(weights)),
+                strict=True,
+            )
+        )
+        for _, _, index in ranked[:leftover]:
             shares[index] += 1
     return shares
 
@@ -80,5 +88,6 @@ def split(total: Decimal, weights: Sequence[int], currency: Currency) -> list[De
     checked = _check_weights(weights)
     minor = currency.to_minor(total, field="total")
     shares = _split_units(abs(minor), checked)
-    sign = -1 if minor < 0 else 1
-    return [currency.from_minor(sign * share) for share in shares]
+    if minor < 0:
+        shares = [-share for share in shares]
+    return currency.from_minor_many(shares)

@@ -65,10 +65,16 @@ def _parse_hostport(value: str) -> tuple[str, int]:
 
 async def _intake(app: web.Application) -> AsyncIterator[None]:
     """Serve the intake on its Unix socket (and TCP with a secret, if configured)."""
-    from .pipeline.intake import create_intake_app
+    from .pipeline.intake import MAX_META, create_intake_app
 
     config = app[CONFIG].intake
-    runner = web.AppRunner(create_intake_app(app), handle_signals=False, access_log=None)
+    # The metadata header carries the job's options, which may be long.
+    runner = web.AppRunner(
+        create_intake_app(app),
+        handle_signals=False,
+        access_log=None,
+        max_field_size=MAX_META + 1024,
+    )
     await runner.setup()
     sites: list[web.BaseSite] = []
     if config.socket:

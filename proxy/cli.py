@@ -143,6 +143,13 @@ async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_demo(config: Config, args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    del config  # the demo runs on its own embedded defaults
+    return await run_demo()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="proxyprint", description="Delegated print for CUPS")
     parser.add_argument(
@@ -184,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     token_create.add_argument("--user")
     token_create.add_argument("--label")
     token_create.set_defaults(handler=cmd_token_create)
+
+    demo = sub.add_parser("demo", help="run the whole pipeline privately and show a job go through")
+    demo.set_defaults(handler=cmd_demo)
 
     serve = sub.add_parser("serve", help="run the service (API, intake, workers)")
     serve.set_defaults(handler=cmd_serve)

@@ -5,12 +5,16 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tests.hypothesis_profiles  # noqa: F401  (before any @given: picks the profile)
 from billing.exceptions import CurrencyError, InvalidAmount, InvalidInput
 from billing.money import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, Currency, parse_amount
+
+# These properties are cheap to cover: 2,000 examples in CI is plenty and keeps
+# the suite's time for the 10,000-example pro rata properties.
+SECONDARY = settings(max_examples=min(settings().max_examples, 2_000))
 
 EUR = Currency("EUR")
 JPY = Currency("JPY", 0)
@@ -88,6 +92,26 @@ def test_to_minor(currency: Currency, amount: Decimal | int, minor: int) -> None
     assert currency.to_minor(amount) == minor
 
 
+@pytest.mark.parametrize("amount", [Decimal("1E+999999999"), Decimal("-1E+40")])
+def test_absurd_magnitudes_are_refused_quickly(amount: Decimal) -> None:
+    # Would otherwise build a billion-digit integer (or coefficient).
+    for method in (EUR.quantize, EUR.to_minor, EUR.format):
+        with pytest.raises(InvalidAmount, match="is too large"):
+            method(amount)
+
+
+def test_to_minor_of_a_tiny_amount_is_refused_quickly() -> None:
+    with pytest.raises(InvalidAmount, match="more than 2 decimals"):
+        EUR.to_minor(Decimal("1E-999999999"))
+    assert EUR.to_minor(Decimal("1" + "0" * 50 + "E-50")) == 100  # trailing zeros are fine
+
+
+def test_error_messages_stay_short() -> None:
+    with pytest.raises(InvalidAmount) as info:
+        EUR.to_minor(Decimal("0." + "1" * 1000))
+    assert len(str(info.value)) < 200
+
+
 def test_to_minor_refuses_to_round() -> None:
     with pytest.raises(InvalidAmount, match=r"price: 1\.205 has more than 2 decimals for EUR"):
         EUR.to_minor(Decimal("1.205"), field="price")
@@ -112,6 +136,17 @@ def test_from_minor_is_exact_beyond_context_precision() -> None:
 def test_from_minor_wants_int(minor: object) -> None:
     with pytest.raises(InvalidAmount, match="minor units must be an int"):
         EUR.from_minor(minor)  # type: ignore[arg-type]
+    with pytest.raises(InvalidAmount, match="minor units must be an int"):
+        EUR.from_minor_many([1, minor])  # type: ignore[list-item]
+
+
+def test_from_minor_many() -> None:
+    assert [str(amount) for amount in EUR.from_minor_many(iter([120, -5, 0]))] == [
+        "1.20",
+        "-0.05",
+        "0.00",
+    ]
+    assert JPY.from_minor_many([]) == []
 
 
 @pytest.mark.parametrize(
@@ -145,9 +180,10 @@ def test_format(currency: Currency, amount: Decimal | int, text: str) -> None:
 def test_currency_methods_reject_non_amounts(amount: object, message: str) -> None:
     for method in (EUR.quantize, EUR.to_minor, EUR.format):
         with pytest.raises(InvalidAmount, match=message):
-            method(amount)  # type: ignore[operator]
+            method(amount)  # type: ignore[arg-type]
 
 
+@SECONDARY
 @given(
     places=st.integers(min_value=0, max_value=6),
     minor=st.integers(min_value=-(10**18), max_value=10**18),
@@ -155,6 +191,8 @@ def test_currency_methods_reject_non_amounts(amount: object, message: str) -> No
 def test_minor_round_trip(places: int, minor: int) -> None:
     currency = Currency("XTS", places)
     amount = currency.from_minor(minor)
+    assert currency.from_minor_many([minor]) == [amount]
+    assert str(amount) == str(currency.from_minor_many([minor])[0])
     assert currency.to_minor(amount) == minor
     assert currency.quantize(amount) == amount
     assert Decimal(currency.format(amount)) == amount
@@ -250,6 +288,7 @@ def test_invalid_amount_is_a_value_error() -> None:
         parse_amount("abc")
 
 
+@SECONDARY
 @given(
     whole=st.integers(min_value=0, max_value=10**MAX_INTEGER_DIGITS - 1),
     fraction=st.text(alphabet="0123456789", max_size=MAX_FRACTION_DIGITS),

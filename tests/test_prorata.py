@@ -117,6 +117,7 @@ def test_split_rejects_bad_weights(weights: list[object], message: str) -> None:
         (d("1.005"), "total: 1.005 has more than 2 decimals for EUR"),
         (d("0.001"), "more than 2 decimals"),
         (d("NaN"), "not a finite amount"),
+        (d("1E+999999999"), "total: 1E\\+999999999 is too large"),
         (d("Infinity"), "not a finite amount"),
         (0.1, "floats are not accepted"),
         ("1.00", "expected a Decimal or int, got str"),

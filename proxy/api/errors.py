@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 from decimal import Decimal
-from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -62,12 +61,22 @@ def error_response(
     )
 
 
+# Codes are a public contract: spelled out, not derived from HTTPStatus
+# phrases, which change between Python versions (413 became "Content Too Large").
+_HTTP_CODES = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "too-large",
+    415: "unsupported-media-type",
+    429: "too-many-requests",
+}
+
+
 def _status_code(status: int) -> str:
-    """``404`` → ``not-found``, ``405`` → ``method-not-allowed``."""
-    try:
-        return HTTPStatus(status).phrase.lower().replace(" ", "-")
-    except ValueError:
-        return "http-error"
+    return _HTTP_CODES.get(status, f"http-{status}")
 
 
 def _from_http(exc: web.HTTPException) -> web.Response:

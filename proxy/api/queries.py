@@ -191,9 +191,7 @@ def print_out_position(cursor: str) -> tuple[dt.datetime, int]:
     return _from_micros(micros), id_
 
 
-async def _rows(
-    session: AsyncSession, found: Sequence[tuple[PrintOut, str]]
-) -> list[PrintOutRow]:
+async def _rows(session: AsyncSession, found: Sequence[tuple[PrintOut, str]]) -> list[PrintOutRow]:
     """Attach transactions and their accounts: one query for all of ``found``."""
     by_print_out: dict[int, list[tuple[AccountTransaction, Account]]] = {
         po.id: [] for po, _ in found
@@ -205,7 +203,7 @@ async def _rows(
             .where(AccountTransaction.print_out_id.in_(list(by_print_out)))
             .order_by(AccountTransaction.print_out_id, AccountTransaction.id)
         )
-        for txn, account in result.tuples():
+        for txn, account in result:
             by_print_out[txn.print_out_id].append((txn, account))
     return [PrintOutRow(po, name, by_print_out[po.id]) for po, name in found]
 
@@ -236,7 +234,7 @@ async def print_out_page(
         # Row-value comparison: the bound values take the columns' types.
         stmt = stmt.where(tuple_(PrintOut.created_at, PrintOut.id) < after)
     stmt = stmt.order_by(PrintOut.created_at.desc(), PrintOut.id.desc()).limit(limit + 1)
-    found = list((await session.execute(stmt)).tuples())
+    found = list(await session.execute(stmt))
     more = len(found) > limit
     found = found[:limit]
     next_cursor = print_out_cursor(found[-1][0]) if more else None
@@ -252,7 +250,7 @@ async def print_out_detail(
             .join(Printer, Printer.id == PrintOut.printer_id)
             .where(PrintOut.id == print_out_id)
         )
-    ).tuples().first()
+    ).first()
     if row is None:
         return None
     (detail,) = await _rows(session, [row])
@@ -304,7 +302,7 @@ async def page_counts(session: AsyncSession, account_ids: Sequence[int]) -> dict
             .where(LedgerEntry.account_id.in_(account_ids))
             .group_by(LedgerEntry.account_id)
         )
-        for account_id, total in rows.tuples():
+        for account_id, total in rows:
             counts[account_id] = int(total or 0)
     return counts
 

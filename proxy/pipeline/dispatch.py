@@ -98,8 +98,8 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
     print_out, print_in = loaded
     if print_out.status != PrintStatus.PENDING or print_out.dispatched_at is not None:
         return
-    target: Target = app[TARGETS].get(print_out.target)
     try:
+        target: Target = app[TARGETS].get(print_out.target)
         submitted = await target.submit(print_request(print_out, print_in))
     except TargetError as exc:
         await _failed(app, print_out, print_in, exc)
@@ -145,8 +145,13 @@ async def _failed(
         if fresh is None:
             return
         if retryable:
-            fresh.attempts += 1
-            fresh.next_action_at = utcnow() + backoff(fresh.attempts)
+            retry_after = getattr(exc, "retry_after", None)
+            if retry_after is not None:
+                # Busy printer (one job at a time): try again soon, not with growing backoff.
+                fresh.next_action_at = utcnow() + timedelta(seconds=float(retry_after))
+            else:
+                fresh.attempts += 1
+                fresh.next_action_at = utcnow() + backoff(fresh.attempts)
             fresh.claimed_by = fresh.claim_until = None
             fresh.status_message = f"target unavailable, retrying: {exc}"[:1000]
             log.warning("print-out %s: %s (retry %s)", fresh.id, exc, fresh.attempts)

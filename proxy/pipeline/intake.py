@@ -38,11 +38,13 @@ log = logging.getLogger(__name__)
 
 META_HEADER = "X-Proxyprint-Meta"
 SECRET_HEADER = "X-Proxyprint-Secret"
-MAX_META = 64 * 1024
+MAX_META = 1024 * 1024
 MAX_FIELD = 10_000
 
 
-def _str(meta: dict[str, Any], key: str, *, required: bool = False) -> str | None:
+def _str(
+    meta: dict[str, Any], key: str, *, required: bool = False, limit: int = MAX_FIELD
+) -> str | None:
     value = meta.get(key)
     if value is None:
         if required:
@@ -50,8 +52,8 @@ def _str(meta: dict[str, Any], key: str, *, required: bool = False) -> str | Non
         return None
     if not isinstance(value, str):
         raise BadRequest(f"job metadata {key!r} must be a string")
-    if len(value) > MAX_FIELD:
-        raise BadRequest(f"job metadata {key!r} is longer than {MAX_FIELD} characters")
+    if len(value) > limit:
+        raise BadRequest(f"job metadata {key!r} is longer than {limit} characters")
     return value
 
 
@@ -86,7 +88,8 @@ def parse_meta(header: str | None) -> IntakeJob:
         user=_str(meta, "user", required=True) or "",
         title=_str(meta, "title") or "",
         copies=max(1, copies or 1),
-        options=_str(meta, "options") or "",
+        # Long options are not refused here: the job is kept, held, with the reason.
+        options=_str(meta, "options", limit=MAX_META) or "",
         content_type=_str(meta, "content_type"),
         host=_str(meta, "host"),
     )

@@ -162,14 +162,18 @@ Value: TypeAlias = (
     " | OutOfBand | Collection"
 )
 Collection: TypeAlias = "dict[str, Attribute]"
+# What callers may pass for an attribute: a value, several, a plain mapping
+# for a collection, or a ready ``Attribute``.
+AttributeInput: TypeAlias = "Value | Sequence[Value] | Mapping[str, AttributeInput] | Attribute"
 
 
 @dataclass(frozen=True)
 class Attribute:
     """One attribute: name, the value tag of its values, and 1..n values.
 
-    ``tag`` is the first value's tag; a 1setOf mixing tags (rare: e.g.
-    ``keyword | name``) is decoded with each value's Python type intact.
+    ``tag`` is the first value's tag.  A 1setOf mixing tags (rare) keeps each
+    value's Python type; re-encoded, values of another Python type than the
+    first get their tag inferred, so ``keyword | name`` sets come back as keywords.
     """
 
     name: str
@@ -283,38 +287,60 @@ class Message:
 # Attributes whose str/int values are not keywords/integers.  The rest follows
 # the Python type (str -> keyword, int -> integer, bool -> boolean, ...).
 _NAME_ATTRIBUTES = frozenset(
-    {"job-name", "document-name", "requesting-user-name", "job-originating-user-name",
-     "job-sheets", "output-bin", "media-source", "job-account-id"}
+    {
+        "job-name",
+        "document-name",
+        "requesting-user-name",
+        "job-originating-user-name",
+        "job-sheets",
+        "output-bin",
+        "media-source",
+        "job-account-id",
+    }
 )
 _TEXT_ATTRIBUTES = frozenset({"job-message-from-operator", "document-message", "status-message"})
 _URI_ATTRIBUTES = frozenset({"printer-uri", "job-uri", "document-uri", "job-uuid"})
 _ENUM_ATTRIBUTES = frozenset(
-    {"orientation-requested", "print-quality", "finishings", "job-state", "printer-state",
-     "operations-supported", "document-state"}
+    {
+        "orientation-requested",
+        "print-quality",
+        "finishings",
+        "job-state",
+        "printer-state",
+        "operations-supported",
+        "document-state",
+    }
 )
 _MIME_ATTRIBUTES = frozenset({"document-format"})
 
 
-def make_attribute(name: str, value: Value | Sequence[Value] | Attribute) -> Attribute:
+def make_attribute(name: str, value: AttributeInput) -> Attribute:
     """An ``Attribute`` from a plain Python value, inferring the tag.
 
     ``str`` -> keyword (name/text/uri/mimeMediaType for the well-known
     attributes above), ``bool`` -> boolean, ``int`` -> integer (enum for the
-    well-known enums), ``IntRange`` -> rangeOfInteger, ``dict`` -> collection,
-    a list/tuple -> 1setOf.  Pass an ``Attribute`` to choose the tag yourself.
+    well-known enums), ``IntRange`` -> rangeOfInteger, a mapping -> collection
+    (members inferred the same way), a list/tuple -> 1setOf.  Pass an
+    ``Attribute`` to choose the tag yourself.
     """
     if isinstance(value, Attribute):
         return value
-    values: tuple[Value, ...]
+    items: Sequence[object]
     if isinstance(value, list | tuple) and not isinstance(value, _NAMED_TUPLES):
-        values = tuple(value)
+        items = value
     else:
-        values = (value,)  # type: ignore[assignment]  # a single Value
-    # Plain dicts become collections (members inferred the same way).
-    values = tuple(collection(v) if isinstance(v, dict) else v for v in values)
+        items = [value]
+    values = tuple(_plain_value(name, item) for item in items)
     if not values:
         raise ValueError(f"attribute {name!r} needs at least one value")
     return Attribute(name, _infer_tag(name, values[0]), values)
+
+
+def _plain_value(name: str, item: object) -> Value:
+    if isinstance(item, Mapping):
+        return collection(item)
+    _infer_tag(name, item)  # type: ignore[arg-type]  # raises TypeError for foreign types
+    return item  # type: ignore[return-value]
 
 
 _NAMED_TUPLES = (Resolution, IntRange, LangString, OutOfBand)
@@ -354,9 +380,9 @@ def _infer_tag(name: str, value: Value) -> int:
     raise TypeError(f"cannot encode {type(value).__name__} for attribute {name!r}")
 
 
-def collection(members: Mapping[str, Value | Sequence[Value] | Attribute]) -> Collection:
-    # Accepts dicts of Attributes too (they pass through unchanged).
-    """A collection value from plain member values (tags inferred like ``make_attribute``)."""
+def collection(members: Mapping[str, AttributeInput]) -> Collection:
+    """A collection value from plain member values (tags inferred like ``make_attribute``;
+    ``Attribute`` members pass through)."""
     return {name: make_attribute(name, value) for name, value in members.items()}
 
 
@@ -393,11 +419,14 @@ _INT = struct.Struct(">i")
 
 def encode(message: Message) -> bytes:
     """The message header and groups, ending with the end-of-attributes tag."""
-    out = bytearray(struct.pack(">BBHi", *message.version, message.code, message.request_id))
-    for group in message.groups:
-        out.append(group.tag)
-        for attr in group.attributes.values():
-            _encode_attribute(out, attr.name, attr)
+    try:
+        out = bytearray(struct.pack(">BBHi", *message.version, message.code, message.request_id))
+        for group in message.groups:
+            out.append(group.tag)
+            for attr in group.attributes.values():
+                _encode_attribute(out, attr.name, attr)
+    except struct.error as exc:  # e.g. an integer outside 32 bits
+        raise ValueError(f"cannot encode IPP message: {exc}") from exc
     out.append(GroupTag.END)
     return bytes(out)
 
@@ -405,8 +434,9 @@ def encode(message: Message) -> bytes:
 def _encode_attribute(out: bytearray, name: str, attr: Attribute) -> None:
     if not attr.values:
         raise ValueError(f"attribute {attr.name!r} has no value")
+    mixed = _is_mixed(attr)
     for index, value in enumerate(attr.values):
-        tag = attr.tag if index == 0 or not _is_mixed(attr) else _infer_tag(attr.name, value)
+        tag = attr.tag if index == 0 or not mixed else _infer_tag(attr.name, value)
         if isinstance(value, OutOfBand):
             tag = value.tag
         _put_name(out, tag, name if index == 0 else "")
@@ -472,8 +502,17 @@ def _encode_date(value: datetime) -> bytes:
     sign = b"+" if minutes >= 0 else b"-"
     minutes = abs(minutes)
     return struct.pack(
-        ">HBBBBBBcBB", value.year, value.month, value.day, value.hour, value.minute,
-        value.second, value.microsecond // 100_000, sign, minutes // 60, minutes % 60,
+        ">HBBBBBBcBB",
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond // 100_000,
+        sign,
+        minutes // 60,
+        minutes % 60,
     )
 
 

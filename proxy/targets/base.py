@@ -1,0 +1,140 @@
+"""The target interface: where a print-out really prints.
+
+The dispatcher calls ``submit``; the tracker calls ``poll`` once per target
+per tick with every job it follows there (one request, never one per job);
+release/ticket code calls ``cancel``.  ``open_target`` builds a target from
+the URI stored with the proxy printer:
+
+- ``ipp://HOST[:PORT]/PATH`` and ``ipps://…``: an IPP (Everywhere) printer;
+- ``cups://QUEUE``: a queue of the local cupsd, reached over ``cups_server``
+  (a Unix socket path such as ``/run/cups/cups.sock``, or ``HOST:PORT``).
+
+Both speak IPP over aiohttp (see ``proxy.targets.ipp`` for why not pycups).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Protocol, runtime_checkable
+from urllib.parse import unquote, urlsplit
+
+from .errors import TargetRequestError
+from .ipp_codec import AttributeInput
+
+
+class IppJobState(IntEnum):
+    """IPP ``job-state`` (RFC 8011 §5.3.7); ``PrintStatus`` mirrors these values."""
+
+    PENDING = 3
+    PENDING_HELD = 4
+    PROCESSING = 5
+    PROCESSING_STOPPED = 6
+    CANCELED = 7
+    ABORTED = 8
+    COMPLETED = 9
+
+    @property
+    def is_final(self) -> bool:
+        return self >= IppJobState.CANCELED
+
+
+@dataclass(frozen=True, slots=True)
+class PrintRequest:
+    """One document to print.
+
+    ``requesting_user`` is the delegate: cupsd files the job under that name.
+    ``job_attributes`` are extra job template attributes (``sides``,
+    ``media``, ``print-color-mode``...): ``str`` values are sent as keywords,
+    ``int`` as integers, ``bool`` as booleans, ``dict`` as collections; pass an
+    ``ipp_codec.Attribute`` to choose the value tag.
+    """
+
+    path: str | os.PathLike[str]
+    document_format: str
+    job_name: str
+    requesting_user: str
+    copies: int = 1
+    job_attributes: Mapping[str, AttributeInput] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.copies < 1:
+            raise ValueError(f"copies must be at least 1, not {self.copies}")
+        if not self.requesting_user:
+            raise ValueError("requesting_user must not be empty")
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedJob:
+    """The job the target created: its id there (what ``poll``/``cancel`` take)."""
+
+    job_id: int
+    job_uri: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """A job as the target reports it."""
+
+    state: IppJobState
+    reasons: tuple[str, ...] = ()
+    impressions_completed: int | None = None
+    pages_completed: int | None = None
+    message: str | None = None  # job-state-message / job-printer-state-message
+
+    @property
+    def is_final(self) -> bool:
+        return self.state.is_final
+
+
+@runtime_checkable
+class Target(Protocol):
+    """Where jobs print.  Every failure raises ``TargetError`` (usually
+    ``TargetRequestError`` with ``retryable``)."""
+
+    @property
+    def uri(self) -> str: ...
+
+    @property
+    def requests_made(self) -> int:
+        """How many requests this target sent (the tracker benchmark counts them)."""
+        ...
+
+    async def submit(self, req: PrintRequest) -> SubmittedJob:
+        """Send the document (streamed from ``req.path``); returns the target's job."""
+        ...
+
+    async def poll(self, job_ids: Collection[int]) -> dict[int, JobState]:
+        """States of ``job_ids`` in one request; jobs the target no longer knows are absent."""
+        ...
+
+    async def cancel(self, job_id: int) -> None:
+        """Cancel a job.  A job that already ended raises ``TargetRequestError``
+        with ``ipp_status`` ``client-error-not-possible`` (0x0404) and
+        ``retryable=False``; callers poll to learn how it ended."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def open_target(uri: str, *, cups_server: str, timeout: float) -> Target:
+    """The target for ``uri``; no I/O happens until the first request."""
+    from .ipp import IppTarget  # ipp.py imports this module
+
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme in ("ipp", "ipps"):
+        if not parts.hostname:
+            raise TargetRequestError(f"no host in target URI {uri!r}", retryable=False)
+        return IppTarget.for_printer(uri, timeout=timeout)
+    if scheme == "cups":
+        # cups://QUEUE (the queue in the host part) or cups:///QUEUE
+        queue = unquote(parts.netloc or parts.path.lstrip("/"))
+        if not queue or "/" in queue or queue.strip() != queue:
+            raise TargetRequestError(f"no valid queue name in target URI {uri!r}", retryable=False)
+        return IppTarget.for_cups_queue(uri, queue, cups_server=cups_server, timeout=timeout)
+    raise TargetRequestError(
+        f"unsupported target URI {uri!r} (use ipp://, ipps:// or cups://QUEUE)", retryable=False
+    )

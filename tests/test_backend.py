@@ -1,0 +1,503 @@
+"""The CUPS backend as CUPS runs it: a subprocess, against a fake intake."""
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+from cups_backend import proxyprint
+from cups_backend.proxyprint import BackendStatus
+from proxy import cupsadmin
+from tests.fixtures_cups import FakeIntake, IntakeRequest, free_tcp_port
+
+REPO = Path(__file__).resolve().parent.parent
+DISCOVERY = 'network proxyprint "Unknown" "proxyprint delegated print"\n'
+UUID = "urn:uuid:6f0b4d0e-3b8a-4c1e-9d51-0c3f2a7e9b10"
+OPTIONS = (
+    f"delegators=alice,bob:2 job-uuid={UUID} job-originating-host-name=ws17.example.org "
+    "shared-accounts='Events/Gala:2' document-name-supplied=report.pdf"
+)
+
+
+def backend_env(device_uri: str, **extra: str) -> dict[str, str]:
+    """The environment cupsd gives a backend (the parts ours reads); C locale."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LC_ALL": "C",
+        "DEVICE_URI": device_uri,
+        "PRINTER": "pp-direct",
+        "CONTENT_TYPE": "application/pdf",
+    }
+    env.update(extra)
+    return env
+
+
+def job_args(
+    title: str | bytes = "report.pdf",
+    *,
+    options: str = OPTIONS,
+    copies: int = 1,
+    user: str | bytes = "carol",
+    file: Path | None = None,
+) -> list[str | bytes]:
+    args: list[str | bytes] = ["42", user, title, str(copies), options]
+    if file is not None:
+        args.append(str(file))
+    return args
+
+
+def backend_cmd(args: Sequence[str | bytes]) -> list[str | bytes]:
+    return [sys.executable, "-m", "cups_backend", *args]
+
+
+def run_backend(
+    args: Sequence[str | bytes],
+    env: Mapping[str, str],
+    *,
+    stdin: bytes | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        backend_cmd(args),
+        input=stdin if stdin is not None else b"",
+        env=dict(env),
+        cwd=REPO,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    return subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
+    )
+
+
+def only_request(intake: FakeIntake) -> IntakeRequest:
+    intake.wait_for(lambda: len(intake.requests) == 1, timeout=5)
+    return intake.requests[0]
+
+
+@pytest.fixture
+def document(short_tmp: Path) -> Path:
+    """300,001 random bytes: not a multiple of the 64 KiB block."""
+    path = short_tmp / "doc.bin"
+    path.write_bytes(os.urandom(300_001))
+    return path
+
+
+def sparse_file(directory: Path, size: int) -> Path:
+    path = directory / f"sparse-{size}.bin"
+    with path.open("wb") as fh:
+        fh.truncate(size)
+    return path
+
+
+# --- calling conventions ------------------------------------------------------------
+
+
+def test_without_arguments_prints_the_discovery_line() -> None:
+    result = run_backend([], {"PATH": os.environ["PATH"]})
+    assert result.returncode == 0
+    assert result.stdout == DISCOVERY
+    assert result.stderr == ""
+
+
+def test_wrong_argument_count_fails_without_contacting_anyone(fake_intake: FakeIntake) -> None:
+    result = run_backend(["42", "carol"], backend_env(fake_intake.device_uri))
+    assert result.returncode == BackendStatus.FAILED
+    assert "ERROR: Usage" in result.stderr
+    assert fake_intake.requests == []
+
+
+def test_exit_codes_are_those_of_cups_backend_h() -> None:
+    assert {s.name: s.value for s in BackendStatus} == {
+        "OK": 0,
+        "FAILED": 1,
+        "AUTH_REQUIRED": 2,
+        "HOLD": 3,
+        "STOP": 4,
+        "CANCEL": 5,
+        "RETRY": 6,
+        "RETRY_CURRENT": 7,
+    }
+
+
+# --- what the intake receives -------------------------------------------------------
+
+
+def test_metadata_header_carries_the_job(fake_intake: FakeIntake, document: Path) -> None:
+    title = b"Caf\xe9 \xff report"  # Latin-1 bytes: not UTF-8
+    args = job_args(title, user="zo\u00eb", copies=3, file=document)
+    result = run_backend(args, backend_env(fake_intake.device_uri))
+
+    assert result.returncode == 0, result.stderr
+    request = only_request(fake_intake)
+    assert (request.method, request.path) == ("POST", "/intake/v1/jobs")
+    assert request.headers["content-type"] == "application/octet-stream"
+    assert request.headers["transfer-encoding"] == "chunked"
+    assert "x-proxyprint-secret" not in request.headers
+    assert request.meta == {
+        "printer": "pp-direct",
+        "job_id": 42,
+        "job_uuid": UUID,
+        "user": "zo\u00eb",
+        "title": "Caf\udce9 \udcff report",
+        "copies": 3,
+        "options": OPTIONS,
+        "content_type": "application/pdf",
+        "host": "ws17.example.org",
+    }
+    # Surrogate escapes travel as JSON \udcXX escapes in pure ASCII.
+    assert "Caf\\udce9 \\udcff report" in request.meta_json
+    assert request.meta_json.isascii()
+    assert base64.b64decode(request.headers["x-proxyprint-meta"], validate=True)
+
+
+def test_metadata_without_uuid_host_or_content_type(fake_intake: FakeIntake) -> None:
+    env = backend_env(fake_intake.device_uri)
+    del env["CONTENT_TYPE"]
+    result = run_backend(job_args(options="number-up=1"), env, stdin=b"%PDF-1.4\n")
+
+    assert result.returncode == 0, result.stderr
+    meta = only_request(fake_intake).meta
+    assert meta is not None
+    assert (meta["job_uuid"], meta["host"], meta["content_type"]) == (None, None, None)
+    assert meta["options"] == "number-up=1"
+
+
+@pytest.mark.parametrize("via", ["file", "stdin"])
+def test_body_is_byte_identical(fake_intake: FakeIntake, document: Path, via: str) -> None:
+    data = document.read_bytes()
+    if via == "file":
+        result = run_backend(job_args(file=document), backend_env(fake_intake.device_uri))
+    else:
+        result = run_backend(job_args(), backend_env(fake_intake.device_uri), stdin=data)
+
+    assert result.returncode == 0, result.stderr
+    request = only_request(fake_intake)
+    assert request.complete
+    assert bytes(request.body) == data
+
+
+def test_empty_document_is_an_empty_complete_body(fake_intake: FakeIntake) -> None:
+    result = run_backend(job_args(), backend_env(fake_intake.device_uri), stdin=b"")
+    assert result.returncode == 0, result.stderr
+    request = only_request(fake_intake)
+    assert request.complete and request.size == 0
+
+
+def test_options_parser_handles_quotes_escapes_and_collections() -> None:
+    parsed = proxyprint.parse_options(
+        "a=1 b='x y' c=\"q r\" d=x\\ y media-col={media-size={x-dimension=1 y-dimension=2}} e"
+    )
+    assert parsed == {
+        "a": "1",
+        "b": "x y",
+        "c": "q r",
+        "d": "x y",
+        "media-col": "{media-size={x-dimension=1 y-dimension=2}}",
+        "e": "true",
+    }
+
+
+@pytest.mark.parametrize(
+    ("uri", "unix", "host", "port"),
+    [
+        ("proxyprint:/run/proxyprint/intake.sock", "/run/proxyprint/intake.sock", None, None),
+        ("proxyprint:///run/proxyprint/intake.sock", "/run/proxyprint/intake.sock", None, None),
+        ("proxyprint://127.0.0.1:6311", None, "127.0.0.1", 6311),
+        ("proxyprint://[::1]:6311/", None, "::1", 6311),
+        ("proxyprint://intake.example.org:6311", None, "intake.example.org", 6311),
+    ],
+)
+def test_device_uri_forms(uri: str, unix: str | None, host: str | None, port: int | None) -> None:
+    target = proxyprint.parse_device_uri(uri)
+    assert target.unix_path == unix
+    if unix is None:
+        assert (target.host, target.port) == (host, port)
+
+
+@pytest.mark.parametrize(
+    "uri", ["", "ipp://x/", "proxyprint:", "proxyprint:relative.sock", "proxyprint://host"]
+)
+def test_bad_device_uri_stops_the_queue(fake_intake: FakeIntake, uri: str) -> None:
+    result = run_backend(job_args(), backend_env(uri), stdin=b"x")
+    assert result.returncode == BackendStatus.STOP
+    assert "ERROR: The proxyprint queue is misconfigured" in result.stderr
+
+
+# --- answers and exit codes -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "code", "says"),
+    [
+        (201, {"print_in": 7, "duplicate": False, "status": "pending"}, 0, "print-in 7"),
+        (200, {"print_in": 7, "duplicate": True, "status": "held"}, 0, "already received"),
+        (404, {"error": {"code": "unknown-printer", "message": "?"}}, 4, "does not know"),
+        (404, {"error": {"code": "not-found", "message": "no route"}}, 4, "rejected"),
+        (401, {"error": {"code": "unauthorized", "message": "bad secret"}}, 4, "secret"),
+        (403, {"error": {"code": "forbidden", "message": "no"}}, 4, "secret"),
+        (400, {"error": {"code": "bad-request", "message": "bad meta"}}, 4, "bad meta"),
+        (413, {"error": {"code": "too-large", "message": "too big"}}, 4, "rejected"),
+        (429, {"error": {"code": "busy", "message": "slow down"}}, 6, "retry"),
+        (500, {"error": {"code": "internal", "message": "db down"}}, 6, "db down"),
+        (503, {"error": {"code": "unavailable", "message": "starting"}}, 6, "retry"),
+    ],
+)
+def test_answer_maps_to_exit_code(
+    fake_intake: FakeIntake, status: int, answer: dict[str, object], code: int, says: str
+) -> None:
+    fake_intake.behaviour.status = status
+    fake_intake.behaviour.answer = answer
+    result = run_backend(job_args(), backend_env(fake_intake.device_uri), stdin=b"%PDF-1.4\n")
+
+    assert result.returncode == code, result.stderr
+    assert result.returncode != BackendStatus.CANCEL
+    assert says in result.stderr
+    assert ("INFO:" if code == 0 else "ERROR:") in result.stderr
+    assert only_request(fake_intake).complete
+
+
+def test_missing_socket_means_retry(short_tmp: Path) -> None:
+    uri = f"proxyprint:{short_tmp / 'no-such.sock'}"
+    result = run_backend(job_args(), backend_env(uri), stdin=b"x")
+    assert result.returncode == BackendStatus.RETRY
+    assert "ERROR: Cannot connect to the intake" in result.stderr
+
+
+def test_refused_tcp_connection_means_retry() -> None:
+    uri = f"proxyprint://127.0.0.1:{free_tcp_port()}"
+    result = run_backend(job_args(), backend_env(uri, PROXYPRINT_INTAKE_SECRET="x"), stdin=b"x")
+    assert result.returncode == BackendStatus.RETRY
+    assert "Connection refused" in result.stderr
+
+
+@pytest.mark.parametrize("raw", [None, b"garbage\r\n\r\n", b"HTTP/1.1 20"])
+def test_no_or_malformed_answer_means_retry(fake_intake: FakeIntake, raw: bytes | None) -> None:
+    fake_intake.behaviour.close_without_answer = raw is None
+    fake_intake.behaviour.raw_answer = raw
+    result = run_backend(job_args(), backend_env(fake_intake.device_uri), stdin=b"x" * 1000)
+    assert result.returncode == BackendStatus.RETRY, result.stderr
+    assert "ERROR:" in result.stderr
+
+
+def test_refusal_before_the_body_sends_no_document(fake_intake: FakeIntake) -> None:
+    fake_intake.behaviour.answer_before_body = True
+    fake_intake.behaviour.status = 404
+    fake_intake.behaviour.answer = {"error": {"code": "unknown-printer", "message": "who?"}}
+    result = run_backend(job_args(), backend_env(fake_intake.device_uri), stdin=b"x" * 500_000)
+
+    assert result.returncode == BackendStatus.STOP
+    assert "does not know the printer 'pp-direct'" in result.stderr
+    request = only_request(fake_intake)
+    assert request.size == 0 and not request.complete
+
+
+def test_answer_in_the_middle_of_the_body_stops_the_upload(
+    fake_intake: FakeIntake, short_tmp: Path
+) -> None:
+    fake_intake.behaviour.answer_after_bytes = 1 << 20
+    fake_intake.behaviour.status = 413
+    big = sparse_file(short_tmp, 256 << 20)
+    result = run_backend(job_args(file=big), backend_env(fake_intake.device_uri))
+
+    assert result.returncode == BackendStatus.STOP, result.stderr
+    assert "413" in result.stderr
+    request = only_request(fake_intake)
+    assert not request.complete and request.size < 256 << 20
+
+
+# --- TCP and its secret ----------------------------------------------------------------------
+
+
+def test_tcp_with_secret_from_the_environment(fake_intake_tcp: FakeIntake) -> None:
+    env = backend_env(fake_intake_tcp.device_uri, PROXYPRINT_INTAKE_SECRET="s3cret")
+    result = run_backend(job_args(), env, stdin=b"%PDF-1.4\n")
+
+    assert result.returncode == 0, result.stderr
+    request = only_request(fake_intake_tcp)
+    assert request.headers["x-proxyprint-secret"] == "s3cret"
+    assert request.headers["host"] == f"127.0.0.1:{fake_intake_tcp.port}"
+    assert bytes(request.body) == b"%PDF-1.4\n"
+
+
+def test_tcp_with_secret_from_a_file(fake_intake_tcp: FakeIntake, short_tmp: Path) -> None:
+    secret_file = short_tmp / "intake.secret"
+    secret_file.write_text("s3cret\n")
+    env = backend_env(fake_intake_tcp.device_uri, PROXYPRINT_INTAKE_SECRET_FILE=str(secret_file))
+    result = run_backend(job_args(), env, stdin=b"x")
+    assert result.returncode == 0, result.stderr
+
+
+def test_tcp_with_a_wrong_secret_stops_the_queue(fake_intake_tcp: FakeIntake) -> None:
+    env = backend_env(fake_intake_tcp.device_uri, PROXYPRINT_INTAKE_SECRET="guess")
+    result = run_backend(job_args(), env, stdin=b"x" * 100_000)
+    assert result.returncode == BackendStatus.STOP
+    assert "refused the shared secret" in result.stderr
+    assert only_request(fake_intake_tcp).size == 0
+
+
+def test_tcp_without_any_secret_stops_before_connecting(
+    fake_intake_tcp: FakeIntake, short_tmp: Path
+) -> None:
+    missing = str(short_tmp / "none.secret")
+    env = backend_env(fake_intake_tcp.device_uri, PROXYPRINT_INTAKE_SECRET_FILE=missing)
+    result = run_backend(job_args(), env, stdin=b"x")
+    assert result.returncode == BackendStatus.STOP
+    assert "cannot read the intake secret" in result.stderr
+    assert fake_intake_tcp.requests == []
+
+
+# --- cancel, memory, start-up -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_sigterm_aborts_the_upload_incomplete(
+    fake_intake: FakeIntake, fake_intake_tcp: FakeIntake, short_tmp: Path, transport: str
+) -> None:
+    intake = fake_intake if transport == "unix" else fake_intake_tcp
+    intake.behaviour.read_delay = 0.002  # a slow service: the backend blocks in send
+    big = sparse_file(short_tmp, 512 << 20)
+    env = backend_env(intake.device_uri, PROXYPRINT_INTAKE_SECRET="s3cret")
+    proc = subprocess.Popen(
+        backend_cmd(job_args(file=big)), env=env, cwd=REPO, stderr=subprocess.PIPE
+    )
+    try:
+        intake.wait_for(lambda: bool(intake.requests) and intake.requests[0].size > 1 << 20)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=5)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.stderr is not None
+    stderr = proc.stderr.read().decode()
+    proc.stderr.close()
+
+    assert code == BackendStatus.RETRY, stderr
+    assert "upload aborted" in stderr
+    intake.behaviour.read_delay = 0
+    time.sleep(0.3)  # let the server drain what was in flight
+    request = intake.requests[0]
+    assert not request.complete
+    assert request.answered is None
+    assert request.size < 512 << 20
+
+
+def vm_hwm_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def peak_rss_kib(intake: FakeIntake, document: Path) -> tuple[int, int]:
+    """Send ``document`` on stdin; (peak RSS in KiB while waiting, bytes received)."""
+    peaks: list[int] = []
+    intake.requests.clear()
+    intake.behaviour.keep_body = False
+    with document.open("rb") as stdin:
+        proc = subprocess.Popen(
+            backend_cmd(job_args()),
+            stdin=stdin,
+            env=backend_env(intake.device_uri),
+            cwd=REPO,
+            stderr=subprocess.DEVNULL,
+        )
+        intake.behaviour.before_answer = lambda _request: peaks.append(vm_hwm_kib(proc.pid))
+        assert proc.wait(timeout=120) == 0
+    request = only_request(intake)
+    assert request.complete
+    return peaks[0], request.size
+
+
+def test_memory_stays_flat_for_a_1_gib_job(fake_intake: FakeIntake, short_tmp: Path) -> None:
+    small_peak, small_size = peak_rss_kib(fake_intake, sparse_file(short_tmp, 1 << 20))
+    started = time.monotonic()
+    big_peak, big_size = peak_rss_kib(fake_intake, sparse_file(short_tmp, 1 << 30))
+    elapsed = time.monotonic() - started
+
+    assert (small_size, big_size) == (1 << 20, 1 << 30)
+    print(f"peak RSS {small_peak} KiB (1 MiB), {big_peak} KiB (1 GiB), {elapsed:.1f} s")
+    assert big_peak < 40 * 1024, f"peak RSS {big_peak} KiB"
+    assert big_peak - small_peak < 4 * 1024, (small_peak, big_peak)
+    assert elapsed < 30
+
+
+def imported_modules(importtime_stderr: str) -> set[str]:
+    names = set()
+    for line in importtime_stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            if name != "imported package":  # the header line
+                names.add(name.split(".")[0])
+    return names
+
+
+def assert_only_stdlib(names: set[str]) -> None:
+    foreign = names - set(sys.stdlib_module_names) - {"cups_backend"}
+    assert not foreign, f"the backend imports {sorted(foreign)}"
+    assert not names & {"aiohttp", "sqlalchemy", "proxy", "billing", "cups", "pikepdf"}
+
+
+def test_module_start_up_imports_only_the_standard_library() -> None:
+    result = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", "-m", "cups_backend"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout == DISCOVERY
+    names = imported_modules(result.stderr)
+    assert "cups_backend" in names
+    assert_only_stdlib(names)
+
+
+def test_installed_backend_runs_a_job_with_only_the_standard_library(
+    fake_intake: FakeIntake, short_tmp: Path
+) -> None:
+    installed = cupsadmin.install_backend(short_tmp / "serverbin")
+    # The installed copy's own "#!python -IS", plus -X importtime.
+    cmd = [sys.executable, "-IS", "-X", "importtime", str(installed), *job_args()]
+    result = subprocess.run(
+        cmd,
+        input=b"%PDF-1.4\n",
+        env=backend_env(fake_intake.device_uri),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr
+    assert "INFO: Job accepted as print-in 1" in stderr
+    assert_only_stdlib(imported_modules(stderr))
+
+
+def test_install_backend_is_an_executable_root_only_copy(short_tmp: Path) -> None:
+    serverbin = short_tmp / "serverbin"
+    first = cupsadmin.install_backend(serverbin)
+    content = first.read_bytes()
+    second = cupsadmin.install_backend(serverbin)
+
+    assert first == second == serverbin / "backend" / "proxyprint"
+    assert second.read_bytes() == content
+    assert list((serverbin / "backend").iterdir()) == [second]  # no temp files left
+    assert second.stat().st_mode & 0o777 == 0o700
+    assert content.startswith(f"#!{sys.executable} -IS\n".encode())
+    assert b"import aiohttp" not in content
+    result = subprocess.run([str(second)], capture_output=True, text=True, check=False)
+    assert (result.returncode, result.stdout) == (0, DISCOVERY)
+
+
+def test_stop_and_retry_answers_are_never_cancel() -> None:
+    """No answer the intake can give makes the backend cancel a job."""
+    for status in (*range(200, 208), *range(300, 309), *range(400, 452), *range(500, 512)):
+        answer = proxyprint.Answer(status, "x", json.dumps({"x": 1}).encode(), True)
+        assert proxyprint.decide(answer, "p") != BackendStatus.CANCEL

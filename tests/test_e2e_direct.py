@@ -1,0 +1,315 @@
+"""The spine end to end: lp -> private cupsd -> our backend -> intake -> target -> tracker
+-> charging, for SavaPage A.3.1 scenarios 1 and 2 (non-secure delegated print)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from billing.enums import PrintStatus
+from proxy.devkit.cupsd import IppJobState, PrivateCupsd
+from proxy.devkit.documents import make_pdf
+from proxy.devkit.ippeve import IppEvePrinter
+from proxy.devkit.stack import ServiceStack, amounts_sum
+
+pytestmark = pytest.mark.cups
+
+S = PrintStatus
+
+
+@pytest.fixture
+async def stack(
+    private_cupsd: PrivateCupsd, short_tmp: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[ServiceStack]:
+    async with ServiceStack(private_cupsd, short_tmp / "svc") as svc:
+        yield svc
+
+
+@pytest.fixture
+async def api(stack: ServiceStack) -> AsyncIterator[aiohttp.ClientSession]:
+    token = await stack.token("admin")
+    async with aiohttp.ClientSession(
+        stack.base_url, headers={"Authorization": f"Bearer {token}"}
+    ) as session:
+        yield session
+
+
+async def _get(api: aiohttp.ClientSession, path: str) -> dict[str, object]:
+    async with api.get(path) as resp:
+        assert resp.status == 200, await resp.text()
+        body: dict[str, object] = await resp.json()
+        return body
+
+
+async def _setup(stack: ServiceStack, queue: str, target: str) -> None:
+    await stack.add_printer(queue, target=target, mode="direct", cost_mono="0.10")
+    await stack.add_users("alice", "bob", "carol")
+    await stack.add_shared_account("ProjectX")
+
+
+def _unique(prefix: str) -> str:
+    import uuid
+
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+async def test_delegated_print_to_ipp_printer(
+    stack: ServiceStack, api: aiohttp.ClientSession, ippeve_printer: IppEvePrinter, short_tmp: Path
+) -> None:
+    queue = _unique("pp-direct")
+    await _setup(stack, queue, ippeve_printer.uri)
+    pdf = make_pdf(short_tmp / "report.pdf", 3)
+    title = _unique("report")
+    job = await stack.lp(
+        queue, pdf, user="carol", title=title,
+        options={"delegators": "alice,bob:2", "shared-accounts": "ProjectX"},
+    )
+    po = await stack.wait_print_out(queue, job)
+    assert po.status == S.COMPLETED, po.status_message
+
+    docs = await asyncio.to_thread(
+        ippeve_printer.wait_for_documents, 1, 20.0, where=lambda d: d.job_name == title
+    )
+    assert docs[0].read_bytes() == pdf.read_bytes()  # byte-identical
+    assert docs[0].copies == 4
+    assert docs[0].user == "carol"
+
+    detail = await _get(api, f"/api/v1/printouts/{po.id}")
+    assert detail["delegate"] == "carol" and detail["pages"] == 3 and detail["copies"] == 4
+    assert detail["cost"] == "1.20"  # 3 pages x 4 copies x 0.10
+    txns = detail["transactions"]
+    assert isinstance(txns, list)
+    by_name = {t["account"]["name"]: t for t in txns}
+    assert {n: t["weight"] for n, t in by_name.items()} == {"alice": 1, "bob": 2, "ProjectX": 1}
+    assert {n: t["amount"] for n, t in by_name.items()} == {
+        "alice": "0.30", "bob": "0.60", "ProjectX": "0.30"
+    }
+    assert amounts_sum(t["amount"] for t in txns) == Decimal("1.20")
+    assert all(t["status"] == "completed" for t in txns)
+    events = detail["events"]
+    assert isinstance(events, list)
+    assert events[-1]["to"] == "completed" or any(e["to"] == "completed" for e in events)
+
+    # The spool file is gone once the job ended.
+    assert not list((stack.root / "spool" / "jobs").iterdir())
+
+
+async def test_personal_print_is_charged_to_the_printing_user(
+    stack: ServiceStack, api: aiohttp.ClientSession, ippeve_printer: IppEvePrinter, short_tmp: Path
+) -> None:
+    queue = _unique("pp-personal")
+    await _setup(stack, queue, ippeve_printer.uri)
+    job = await stack.lp(queue, make_pdf(short_tmp / "one.pdf", 2), user="carol")
+    po = await stack.wait_print_out(queue, job)
+    assert po.status == S.COMPLETED
+    detail = await _get(api, f"/api/v1/printouts/{po.id}")
+    assert [(t["account"]["name"], t["weight"], t["amount"]) for t in detail["transactions"]] == [  # type: ignore[union-attr]
+        ("carol", 1, "0.20")
+    ]
+
+
+async def test_canceled_on_the_target_cups_queue_charges_nothing(
+    stack: ServiceStack,
+    api: aiohttp.ClientSession,
+    private_cupsd: PrivateCupsd,
+    ippeve_printer: IppEvePrinter,
+    short_tmp: Path,
+) -> None:
+    target_queue = _unique("target")
+    await asyncio.to_thread(private_cupsd.add_queue, target_queue, ippeve_printer.uri)
+    queue = _unique("pp-cups")
+    await _setup(stack, queue, f"cups://{target_queue}")
+    with ippeve_printer.held():
+        job = await stack.lp(
+            queue, make_pdf(short_tmp / "c.pdf", 1), user="carol",
+            options={"delegators": "alice,bob"},
+        )
+        po = await stack.wait_print_out(queue, job, {S.PENDING, S.PROCESSING}, timeout=30)
+        for _ in range(200):
+            po = await stack.print_out_for(queue, job)  # type: ignore[assignment]
+            if po.target_job_id is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert po.target_job_id is not None
+        # An operator cancels the job on the target queue with `cancel`.
+        await asyncio.to_thread(private_cupsd.cancel, po.target_job_id)
+        po = await stack.wait_print_out(queue, job)
+    assert po.status == S.CANCELED
+    detail = await _get(api, f"/api/v1/printouts/{po.id}")
+    assert detail["cost"] is None
+    assert {t["status"] for t in detail["transactions"]} == {"canceled"}  # type: ignore[union-attr]
+    assert {t["amount"] for t in detail["transactions"]} == {"0.00"}  # type: ignore[union-attr]
+    accounts = await _get(api, "/api/v1/accounts?type=user")
+    assert {a["balance"] for a in accounts["items"]} == {"0.00"}  # type: ignore[union-attr]
+
+
+async def test_aborted_at_the_printer(
+    stack: ServiceStack, api: aiohttp.ClientSession, ippeve_printer: IppEvePrinter, short_tmp: Path
+) -> None:
+    queue = _unique("pp-abort")
+    await _setup(stack, queue, ippeve_printer.uri)
+    ippeve_printer.abort_next(1)
+    job = await stack.lp(queue, make_pdf(short_tmp / "a.pdf", 1), user="carol")
+    po = await stack.wait_print_out(queue, job)
+    assert po.status == S.ABORTED
+    assert po.cost is None and po.charged_at is None
+
+
+async def test_reverse_a_charged_print_out(
+    stack: ServiceStack, api: aiohttp.ClientSession, ippeve_printer: IppEvePrinter, short_tmp: Path
+) -> None:
+    queue = _unique("pp-rev")
+    await _setup(stack, queue, ippeve_printer.uri)
+    job = await stack.lp(
+        queue, make_pdf(short_tmp / "r.pdf", 2), user="carol", options={"delegators": "alice,bob"}
+    )
+    po = await stack.wait_print_out(queue, job)
+    assert po.status == S.COMPLETED
+
+    async def balances() -> dict[str, str]:
+        body = await _get(api, "/api/v1/accounts?type=user")
+        return {a["name"]: a["balance"] for a in body["items"]}  # type: ignore[union-attr]
+
+    assert (await balances())["alice"] == "-0.20"
+    user_token = await stack.token("user", user="alice")
+    async with api.post(
+        f"/api/v1/printouts/{po.id}/reverse", headers={"Authorization": f"Bearer {user_token}"}
+    ) as resp:
+        assert resp.status == 403
+    editor = await stack.token("accounts-editor")
+    auth = {"Authorization": f"Bearer {editor}"}
+    async with api.post(f"/api/v1/printouts/{po.id}/reverse", headers=auth) as resp:
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["reversed"] == 2
+    assert set((await balances()).values()) == {"0.00"}
+    async with api.post(f"/api/v1/printouts/{po.id}/reverse", headers=auth) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["reversed"] == 0
+    assert set((await balances()).values()) == {"0.00"}
+
+
+@pytest.mark.parametrize(
+    ("options", "title", "needle"),
+    [
+        ({"delegators": "alice,mallory"}, None, "mallory"),
+        ({"delegators": "alice:-1"}, None, "delegators"),
+        ({"delegators": "a" * 10_000}, None, "delegators"),
+        ({"shared-accounts": "NoSuchAccount"}, None, "NoSuchAccount"),
+        ({"delegator-groups": "nogroup:2"}, None, "nogroup"),
+    ],
+)
+async def test_invalid_delegation_is_held_not_lost(
+    stack: ServiceStack,
+    api: aiohttp.ClientSession,
+    ippeve_printer: IppEvePrinter,
+    short_tmp: Path,
+    options: dict[str, str],
+    title: bytes | None,
+    needle: str,
+) -> None:
+    queue = _unique("pp-bad")
+    await _setup(stack, queue, ippeve_printer.uri)
+    before = len(ippeve_printer.documents())
+    job = await stack.lp(
+        queue, make_pdf(short_tmp / "b.pdf", 1), user="carol", options=options, title=title
+    )
+    po = await stack.wait_print_out(queue, job, {S.HELD})
+    assert po.status_reason in {"delegation-invalid", "title-invalid"}
+    assert po.status_message and needle in po.status_message
+    held = await _get(api, f"/api/v1/printouts?status=held&printer={queue}")
+    assert [i["id"] for i in held["items"]] == [po.id]  # type: ignore[index]
+    await asyncio.sleep(0.5)
+    assert len(ippeve_printer.documents()) == before  # nothing printed
+    assert (await stack.print_out_for(queue, job)).charged_at is None  # type: ignore[union-attr]
+    # The CUPS job itself is done: the job now lives in our spool.
+    assert private_state(stack, job) == IppJobState.COMPLETED
+
+
+def private_state(stack: ServiceStack, job: int) -> IppJobState:
+    return stack.cupsd.wait_job(job, {IppJobState.COMPLETED, IppJobState.ABORTED}, 10)
+
+
+async def test_service_down_then_up_delivers_once(
+    private_cupsd: PrivateCupsd, short_tmp: Path, ippeve_printer: IppEvePrinter
+) -> None:
+    stack = ServiceStack(private_cupsd, short_tmp / "svc")
+    await stack.migrate()
+    await stack.start()
+    queue = _unique("pp-retry")
+    await _setup(stack, queue, ippeve_printer.uri)
+    await stack.stop()
+    title = _unique("retry")
+    job = await stack.lp(queue, make_pdf(short_tmp / "d.pdf", 1), user="carol", title=title)
+    # The backend cannot reach the intake: CUPS keeps the job and retries.
+    await asyncio.sleep(1.5)
+    state = await asyncio.to_thread(private_cupsd.job_state, job)
+    assert state in {IppJobState.PENDING, IppJobState.PROCESSING, IppJobState.HELD}
+    await stack.start()
+    try:
+        po = await stack.wait_print_out(queue, job, timeout=45)
+        assert po.status == S.COMPLETED
+        docs = ippeve_printer.documents()
+        assert len([d for d in docs if d.job_name == title]) == 1
+        await asyncio.to_thread(private_cupsd.wait_job, job, {IppJobState.COMPLETED}, 20)
+    finally:
+        await stack.stop()
+
+
+async def _post_intake(
+    stack: ServiceStack, meta: dict[str, object], body: bytes = b"hello\n"
+) -> tuple[int, dict[str, object]]:
+    # json.dumps keeps lone surrogates (non-UTF-8 argv bytes) as \\udcXX escapes,
+    # exactly as the backend sends them.
+    header = base64.b64encode(json.dumps(meta).encode()).decode()
+    connector = aiohttp.UnixConnector(path=stack.intake_socket)
+    async with aiohttp.ClientSession(connector=connector) as session, session.post(
+        "http://intake/intake/v1/jobs", data=body, headers={"X-Proxyprint-Meta": header}
+    ) as resp:
+        return resp.status, await resp.json()
+
+
+def _meta(printer: str, **kw: object) -> dict[str, object]:
+    meta: dict[str, object] = {
+        "printer": printer, "job_id": 7, "job_uuid": f"urn:uuid:{_unique('u')}",
+        "user": "carol", "title": "t", "copies": 1, "options": "", "content_type": "text/plain",
+        "host": "localhost",
+    }
+    meta.update(kw)
+    return meta
+
+
+async def test_same_job_uuid_twice_is_recorded_once(stack: ServiceStack) -> None:
+    await stack.add_printer("pp-dup", target="ipp://127.0.0.1:9/ipp/print")
+    await stack.add_users("carol")
+    meta = _meta("pp-dup")
+    first = await _post_intake(stack, meta)
+    second = await _post_intake(stack, meta)
+    assert first[0] == 201 and second[0] == 200
+    assert second[1]["duplicate"] is True
+    assert first[1]["print_in"] == second[1]["print_in"]
+
+
+async def test_non_utf8_title_is_held_with_a_reason(stack: ServiceStack) -> None:
+    # cupsd itself replaces a non-UTF-8 job-name with "Untitled", so such a title
+    # only reaches the intake from another client; it is kept, held, explained.
+    await stack.add_printer("pp-title", target="ipp://127.0.0.1:9/ipp/print")
+    await stack.add_users("carol")
+    raw = b"caf\xe9 \xff report".decode("utf-8", "surrogateescape")
+    status, answer = await _post_intake(stack, _meta("pp-title", title=raw))
+    assert status == 201
+    assert answer["status"] == "held" and answer["reason"] == "title-invalid"
+    assert "UTF-8" in str(answer["message"])
+
+
+async def test_unknown_printer_and_bad_metadata(stack: ServiceStack) -> None:
+    status, answer = await _post_intake(stack, _meta("no-such-printer"))
+    assert status == 404 and answer["error"]["code"] == "unknown-printer"  # type: ignore[index]
+    status, answer = await _post_intake(stack, {"printer": "x"})
+    assert status == 400
