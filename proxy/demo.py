@@ -40,7 +40,9 @@ async def _api(stack: ServiceStack, token: str, path: str) -> Any:
 
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    return "\n".join(
+        "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows
+    )
 
 
 async def _direct_print(stack: ServiceStack, printer: IppEvePrinter, root: Path) -> None:
@@ -51,17 +53,25 @@ async def _direct_print(stack: ServiceStack, printer: IppEvePrinter, root: Path)
     say("• users alice, bob, carol; shared account ProjectX")
     pdf = make_pdf(root / "report.pdf", 3, title="proxyprint demo report")
     options = {"delegators": "alice,bob:2", "shared-accounts": "ProjectX"}
-    say("\n$ lp -U carol -d pp-direct -o delegators=alice,bob:2 -o shared-accounts=ProjectX report.pdf")
+    say(
+        "\n$ lp -U carol -d pp-direct -o delegators=alice,bob:2"
+        " -o shared-accounts=ProjectX report.pdf"
+    )
     job = await stack.lp("pp-direct", pdf, user="carol", options=options, title="report.pdf")
     say(f"  CUPS job pp-direct-{job}: our backend streams it to the proxyprint intake")
     po = await stack.wait_print_out("pp-direct", job, timeout=60)
-    say(f"  print-out {po.id}: {PrintStatus(po.status).label} — {po.pages} pages x {po.copies} copies")
+    say(
+        f"  print-out {po.id}: {PrintStatus(po.status).label}:"
+        f" {po.pages} pages x {po.copies} copies"
+    )
     docs = await asyncio.to_thread(
         printer.wait_for_documents, 1, 30.0, where=lambda d: d.job_name == "report.pdf"
     )
     same = docs[0].read_bytes() == pdf.read_bytes()
-    say(f"  the printer received {docs[0].path.name}: copies={docs[0].copies}, "
-        f"byte-identical={same}")
+    say(
+        f"  the printer received {docs[0].path.name}: copies={docs[0].copies}, "
+        f"byte-identical={same}"
+    )
 
 
 async def _show(stack: ServiceStack) -> None:
@@ -70,23 +80,43 @@ async def _show(stack: ServiceStack) -> None:
     say("\nHistory (GET /api/v1/printouts):")
     rows = [["id", "status", "printer", "delegate", "title", "pages", "copies", "cost"]]
     for item in history["items"]:
-        rows.append([str(item["id"]), item["status"], item["printer"], item["delegate"],
-                     item["title"], str(item["pages"]), str(item["copies"]),
-                     f"{item['cost'] or '-'} {item['currency']}"])
+        rows.append(
+            [
+                str(item["id"]),
+                item["status"],
+                item["printer"],
+                item["delegate"],
+                item["title"],
+                str(item["pages"]),
+                str(item["copies"]),
+                f"{item['cost'] or '-'} {item['currency']}",
+            ]
+        )
     say(_table(rows))
     for item in history["items"]:
         detail = await _api(stack, token, f"/api/v1/printouts/{item['id']}")
         say(f"\nPrint-out {item['id']} transactions (pro rata by copies):")
         rows = [["account", "type", "weight", "amount", "status"]]
         for t in detail["transactions"]:
-            rows.append([t["account"]["name"], t["account"]["type"], str(t["weight"]),
-                         t["amount"], t["status"]])
+            rows.append(
+                [
+                    t["account"]["name"],
+                    t["account"]["type"],
+                    str(t["weight"]),
+                    t["amount"],
+                    t["status"],
+                ]
+            )
         say(_table(rows))
         say("  events: " + " -> ".join(e["to"] or e["reason"] or "?" for e in detail["events"]))
     accounts = await _api(stack, token, "/api/v1/accounts")
     say("\nBalances (derived from the ledger):")
-    say(_table([["account", "type", "balance"]]
-               + [[a["name"], a["type"], a["balance"]] for a in accounts["items"]]))
+    say(
+        _table(
+            [["account", "type", "balance"]]
+            + [[a["name"], a["type"], a["balance"]] for a in accounts["items"]]
+        )
+    )
 
 
 async def run_demo() -> int:

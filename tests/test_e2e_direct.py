@@ -68,7 +68,10 @@ async def test_delegated_print_to_ipp_printer(
     pdf = make_pdf(short_tmp / "report.pdf", 3)
     title = _unique("report")
     job = await stack.lp(
-        queue, pdf, user="carol", title=title,
+        queue,
+        pdf,
+        user="carol",
+        title=title,
         options={"delegators": "alice,bob:2", "shared-accounts": "ProjectX"},
     )
     po = await stack.wait_print_out(queue, job)
@@ -89,7 +92,9 @@ async def test_delegated_print_to_ipp_printer(
     by_name = {t["account"]["name"]: t for t in txns}
     assert {n: t["weight"] for n, t in by_name.items()} == {"alice": 1, "bob": 2, "ProjectX": 1}
     assert {n: t["amount"] for n, t in by_name.items()} == {
-        "alice": "0.30", "bob": "0.60", "ProjectX": "0.30"
+        "alice": "0.30",
+        "bob": "0.60",
+        "ProjectX": "0.30",
     }
     assert amounts_sum(t["amount"] for t in txns) == Decimal("1.20")
     assert all(t["status"] == "completed" for t in txns)
@@ -128,7 +133,9 @@ async def test_canceled_on_the_target_cups_queue_charges_nothing(
     await _setup(stack, queue, f"cups://{target_queue}")
     with ippeve_printer.held():
         job = await stack.lp(
-            queue, make_pdf(short_tmp / "c.pdf", 1), user="carol",
+            queue,
+            make_pdf(short_tmp / "c.pdf", 1),
+            user="carol",
             options={"delegators": "alice,bob"},
         )
         po = await stack.wait_print_out(queue, job, {S.PENDING, S.PROCESSING}, timeout=30)
@@ -205,7 +212,7 @@ async def test_reverse_a_charged_print_out(
         ({"delegator-groups": "nogroup:2"}, None, "nogroup"),
     ],
 )
-async def test_invalid_delegation_is_held_not_lost(
+async def test_invalid_delegation_is_held_not_lost(  # noqa: PLR0917 (fixtures + params)
     stack: ServiceStack,
     api: aiohttp.ClientSession,
     ippeve_printer: IppEvePrinter,
@@ -269,16 +276,25 @@ async def _post_intake(
     # exactly as the backend sends them.
     header = base64.b64encode(json.dumps(meta).encode()).decode()
     connector = aiohttp.UnixConnector(path=stack.intake_socket)
-    async with aiohttp.ClientSession(connector=connector) as session, session.post(
-        "http://intake/intake/v1/jobs", data=body, headers={"X-Proxyprint-Meta": header}
-    ) as resp:
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post(
+            "http://intake/intake/v1/jobs", data=body, headers={"X-Proxyprint-Meta": header}
+        ) as resp,
+    ):
         return resp.status, await resp.json()
 
 
 def _meta(printer: str, **kw: object) -> dict[str, object]:
     meta: dict[str, object] = {
-        "printer": printer, "job_id": 7, "job_uuid": f"urn:uuid:{_unique('u')}",
-        "user": "carol", "title": "t", "copies": 1, "options": "", "content_type": "text/plain",
+        "printer": printer,
+        "job_id": 7,
+        "job_uuid": f"urn:uuid:{_unique('u')}",
+        "user": "carol",
+        "title": "t",
+        "copies": 1,
+        "options": "",
+        "content_type": "text/plain",
         "host": "localhost",
     }
     meta.update(kw)

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing import accounts
 from billing.db import make_engine
@@ -96,7 +97,7 @@ class ServiceStack:
 
     # --- what an administrator sets up ---------------------------------
 
-    def _sessions(self) -> Any:
+    def _sessions(self) -> async_sessionmaker[AsyncSession]:
         if self.app is None:
             raise ProxyPrintError("the service is not running")
         return self.app[SESSIONS]
