@@ -13,6 +13,7 @@ import io
 import logging
 import re
 import shutil
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,12 @@ async def test_healthz_reports_a_dead_database(
     body = await call(client, "GET", "/healthz", expect=503)
     assert body == {"status": "error", "database": "error"}
     assert "database unreachable" in caplog.text
+    # aiosqlite 0.22 stops the worker thread of a failed connection without
+    # awaiting it; let it finish while this loop is open, or it reports into a
+    # closed loop during a later test.
+    for thread in threading.enumerate():
+        if "_connection_worker_thread" in thread.name:
+            thread.join(timeout=5)
 
 
 # --- the error format -------------------------------------------------------------

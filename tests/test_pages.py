@@ -80,12 +80,9 @@ def handmade_pdf(path: Path, *, kids: int, claimed: int, resources: bool = True)
 
 def gs(device: str, source: Path, target: Path, *extra: str) -> Path:
     assert GS is not None
+    command = [GS, "-q", "-dSAFER", "-dBATCH", "-dNOPAUSE", f"-sDEVICE={device}", *extra]
     subprocess.run(
-        [GS, "-q", "-dSAFER", "-dBATCH", "-dNOPAUSE", f"-sDEVICE={device}", *extra]
-        + ["-o", str(target), str(source)],
-        check=True,
-        capture_output=True,
-        timeout=60,
+        [*command, "-o", str(target), str(source)], check=True, capture_output=True, timeout=60
     )
     return target
 
@@ -398,7 +395,7 @@ def test_compressed_raster_both_byte_orders(
 
 def test_compressed_raster_row_repeat_counts(tmp_path: Path) -> None:
     # 1000 rows as 4 compressed rows repeated 250 times each, then a 2nd page.
-    page = (bytes([249, 128]) * 4)
+    page = bytes([249, 128]) * 4
     data = b"RaS2" + (raster_header(width=8, height=1000) + page) * 2
     assert count_pages(write(tmp_path, "rep.pwg", data), None).pages == 2
 

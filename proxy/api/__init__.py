@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import accounts, health, printouts
+from . import accounts, delegations, health, jobs, printouts, tickets
 from .errors import error_middleware
 
 PREFIX = "/api/v1"
@@ -20,3 +20,6 @@ def setup_api(app: web.Application) -> None:
     app.router.add_routes(health.routes())
     app.router.add_routes(printouts.routes(PREFIX))
     app.router.add_routes(accounts.routes(PREFIX))
+    app.router.add_routes(jobs.routes(PREFIX))
+    app.router.add_routes(tickets.routes(PREFIX))
+    app.router.add_routes(delegations.routes(PREFIX))

@@ -36,6 +36,7 @@ async def run_loop(app: web.Application, name: str, tick: Tick, interval: float)
 async def _workers(app: web.Application) -> AsyncIterator[None]:
     from ..app import CONFIG
     from .dispatch import dispatch_tick
+    from .release import expire_tick
     from .tracker import track_tick
 
     interval = app[CONFIG].tracker.interval_secs
@@ -43,6 +44,7 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(run_loop(app, "dispatch", dispatch_tick, interval)),
         # The tracker never loops at once: one poll per target per tick.
         asyncio.create_task(run_loop(app, "tracker", _no_spin(track_tick), interval)),
+        asyncio.create_task(run_loop(app, "expiry", expire_tick, max(interval, 1.0))),
     ]
     app[WORKERS] = tasks
     yield

@@ -41,7 +41,7 @@ MAX_ENTRIES = 200
 MAX_VALUE_CHARS = 4096
 """Longest option value, in characters (also checked on the canonical form)."""
 MAX_NAME_CHARS = 255
-"""Longest single name, in characters (after NFC normalisation)."""
+"""Longest single name, in characters (as ``billing.accounts.MAX_NAME``)."""
 
 _MESSAGE_MAX = 199
 _QUOTE_MAX = 40

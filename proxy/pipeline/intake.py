@@ -182,7 +182,7 @@ async def _record(
                 options=options,
                 spooled=spooled,
                 pages=pages,
-                currency=config.currency.code,
+                currency=config.money,
                 options_problem=options_problem,
             )
             answer = _summary(print_out)

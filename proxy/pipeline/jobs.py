@@ -10,7 +10,9 @@ from decimal import Decimal
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import events
+from billing import charging, events
+from billing.cost import ticket_cost
+from billing.money import Currency, parse_amount
 from billing.db import utcnow
 from billing.enums import PrinterMode, PrintStatus
 from billing.models import AccountTransaction, Delegation, Printer, PrintIn, PrintOut, User
@@ -91,7 +93,7 @@ async def record_job(
     options: dict[str, str],
     spooled: SpooledFile,
     pages: PageCount,
-    currency: str,
+    currency: Currency,
     options_problem: str | None = None,
 ) -> PrintOut:
     """Create the print-in, its print-out and the shadow transactions.
@@ -163,12 +165,22 @@ async def record_job(
         title=title,
         pages=pages.pages,
         copies=max(1, sum(s.weight for s in shares)),
-        currency=currency,
+        currency=currency.code,
         hold_until=hold_until,
         next_action_at=now if status == PrintStatus.PENDING else hold_until,
     )
     session.add(print_out)
     await session.flush()
+    if mode is PrinterMode.TICKET:
+        breakdown = ticket_cost(
+            charging.rules_of(printer),
+            charging.job_spec(print_in, print_out),
+            currency,
+            [parse_amount(x.get("amount", "0"), field="ticket extra") for x in printer.ticket_extras],
+        )
+        print_out.ticket_number = f"T-{print_out.id:06d}"
+        print_out.ticket_cost = breakdown.total
+        print_out.cost_detail = charging.breakdown_json(breakdown, currency)
     for share in shares:
         session.add(
             AccountTransaction(

@@ -1,0 +1,79 @@
+"""Delegations registered ahead of a job, for clients that cannot send options.
+
+``POST /delegations`` stores who pays for the delegate's NEXT job on a named
+proxy printer within a validity window; the intake consumes it once, for a
+job that carries no delegation options of its own.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from aiohttp import web
+from sqlalchemy import select
+
+from billing.db import utcnow
+from billing.enums import Role
+from billing.models import Delegation, Printer
+from proxy.app import SESSIONS
+from proxy.exceptions import NotFound
+from proxy.pipeline.delegation import DelegationKind, delegation_from_json
+from proxy.pipeline.resolve import resolve
+
+from . import serialize
+from .auth import require
+from .errors import InvalidParameter, json_body, reject_unknown
+
+MAX_VALID_MINUTES = 7 * 24 * 60
+_OPTION_KEYS = {kind.value for kind in DelegationKind}
+
+
+async def create_delegation(request: web.Request) -> web.Response:
+    principal = await require(request, Role.ADMIN, Role.USER)
+    body = await json_body(request)
+    reject_unknown(body, _OPTION_KEYS | {"printer", "delegate", "valid_minutes"})
+    delegate = body.get("delegate")
+    if principal.own_data_only or delegate is None:
+        if delegate is not None and delegate != principal.user_name:
+            raise InvalidParameter("delegate: a user token registers its own delegations")
+        delegate = principal.user_name
+    if not isinstance(delegate, str) or not delegate:
+        raise InvalidParameter("delegate: required for a token not bound to a user")
+    printer_name = body.get("printer")
+    if not isinstance(printer_name, str) or not printer_name:
+        raise InvalidParameter("printer: the proxy printer name is required")
+    minutes = body.get("valid_minutes", 60)
+    if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= MAX_VALID_MINUTES:
+        raise InvalidParameter(f"valid_minutes: an integer 1..{MAX_VALID_MINUTES}")
+    request_ = delegation_from_json({k: v for k, v in body.items() if k in _OPTION_KEYS})
+    async with request.app[SESSIONS]() as session, session.begin():
+        printer = await session.scalar(select(Printer).where(Printer.name == printer_name))
+        if printer is None:
+            raise NotFound(f"unknown printer {printer_name!r}")
+        # Unknown names are refused now, not when the job arrives.
+        await resolve(session, request_, delegate)
+        now = utcnow()
+        row = Delegation(
+            delegate=delegate,
+            printer_id=printer.id,
+            options=request_.to_options(),
+            valid_from=now,
+            valid_until=now + timedelta(minutes=minutes),
+        )
+        session.add(row)
+        await session.flush()
+    return web.json_response(
+        {
+            "id": row.id,
+            "delegate": delegate,
+            "printer": printer.name,
+            "options": row.options,
+            "valid_from": serialize.iso(row.valid_from),
+            "valid_until": serialize.iso(row.valid_until),
+        },
+        status=201,
+    )
+
+
+def routes(prefix: str) -> list[web.RouteDef]:
+    return [web.post(f"{prefix}/delegations", create_delegation)]

@@ -1,0 +1,137 @@
+"""Held jobs (hold mode and held-for-a-reason): list, web release, cancel.
+
+The ``user`` role sees and acts on its own jobs only (it is the delegate);
+another user's job is a 404. Job tickets have their own resource (tickets.py).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.enums import PrinterMode, PrintStatus, Role
+from billing.models import Printer, PrintOut
+from proxy.app import SESSIONS, SPOOL
+from proxy.exceptions import Conflict, Forbidden, NotFound
+from proxy.pipeline import release as held
+from proxy.pipeline.wake import wake
+
+from . import queries, serialize
+from .auth import Principal, require
+from .errors import json_body, reject_unknown
+
+LIST_PARAMS = frozenset({"user", "printer", "limit", "cursor"})
+OWNERS = (Role.ADMIN, Role.USER)
+
+
+def held_json(po: PrintOut, printer: str) -> serialize.JSON:
+    return {
+        "id": po.id,
+        "printer": printer,
+        "delegate": po.delegate,
+        "title": po.title,
+        "pages": po.pages,
+        "copies": po.copies,
+        "mode": po.mode,
+        "status": PrintStatus(po.status).label,
+        "status_reason": po.status_reason,
+        "status_message": po.status_message,
+        "created_at": serialize.iso(po.created_at),
+        "hold_until": serialize.iso(po.hold_until),
+    }
+
+
+async def held_page(
+    session: AsyncSession,
+    *,
+    mode_is_ticket: bool,
+    delegate: str | None,
+    printer: str | None,
+    limit: int,
+    after: int | None,
+) -> tuple[list[tuple[PrintOut, str]], str | None]:
+    """Held print-outs oldest first (a queue), keyset on id."""
+    query = (
+        select(PrintOut, Printer.name)
+        .join(Printer, Printer.id == PrintOut.printer_id)
+        .where(PrintOut.status == int(PrintStatus.HELD))
+        .order_by(PrintOut.id)
+        .limit(limit + 1)
+    )
+    ticket = PrintOut.mode == PrinterMode.TICKET.value
+    query = query.where(ticket if mode_is_ticket else ~ticket)
+    if delegate is not None:
+        query = query.where(PrintOut.delegate == delegate)
+    if printer is not None:
+        query = query.where(Printer.name == printer)
+    if after is not None:
+        query = query.where(PrintOut.id > after)
+    rows = [(po, name) for po, name in (await session.execute(query)).all()]
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = queries.encode_cursor("held", rows[-1][0].id)
+    return rows, next_cursor
+
+
+async def list_held(request: web.Request) -> web.Response:
+    principal = await require(request, Role.ADMIN, Role.TICKET_OPERATOR, Role.USER)
+    params = queries.query_params(request.query, LIST_PARAMS)
+    user = params.get("user")
+    if principal.own_data_only:
+        if user is not None and user != principal.user_name:
+            raise Forbidden("a user token may only list its own held jobs")
+        user = principal.user_name
+    cursor = params.get("cursor")
+    after = queries.decode_cursor("held", cursor, 1)[0] if cursor else None
+    async with request.app[SESSIONS]() as session, session.begin():
+        rows, next_cursor = await held_page(
+            session, mode_is_ticket=False, delegate=user, printer=params.get("printer"),
+            limit=queries.parse_limit(params.get("limit")), after=after,
+        )
+    return web.json_response(serialize.page([held_json(po, n) for po, n in rows], next_cursor))
+
+
+async def own_print_out(session: AsyncSession, principal: Principal, raw_id: str) -> PrintOut:
+    """The print-out if the caller may act on it (owner or staff), else 404."""
+    po_id = queries.parse_id(raw_id)
+    po = None if po_id is None else await session.get(PrintOut, po_id)
+    if po is None or (principal.own_data_only and po.delegate != principal.user_name):
+        raise NotFound(f"job {raw_id[:40]!r} not found")
+    return po
+
+
+async def release_job(request: web.Request) -> web.Response:
+    principal = await require(request, *OWNERS)
+    reject_unknown(await json_body(request, optional=True), set())
+    async with request.app[SESSIONS]() as session, session.begin():
+        po = await own_print_out(session, principal, request.match_info["id"])
+        if po.mode == PrinterMode.TICKET.value:
+            raise Conflict("job tickets are released by a ticket operator (POST /tickets/{id}/release)")
+        done = await held.release(session, po, actor=principal.describe(), reason="web-release")
+        if not done:
+            raise Conflict(f"job {po.id} is {PrintStatus(po.status).label}, not held")
+        printer = await session.scalar(select(Printer.name).where(Printer.id == po.printer_id))
+    wake(request.app)
+    return web.json_response({"released": True, "job": held_json(po, printer or "")})
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    principal = await require(request, *OWNERS)
+    reject_unknown(await json_body(request, optional=True), set())
+    async with request.app[SESSIONS]() as session, session.begin():
+        po = await own_print_out(session, principal, request.match_info["id"])
+        paths = await held.cancel_held(session, po, actor=principal.describe())
+        printer = await session.scalar(select(Printer.name).where(Printer.id == po.printer_id))
+    for path in paths:
+        request.app[SPOOL].remove(path)
+    return web.json_response({"canceled": True, "job": held_json(po, printer or "")})
+
+
+def routes(prefix: str) -> list[web.RouteDef]:
+    return [
+        web.get(f"{prefix}/jobs/held", list_held),
+        web.post(f"{prefix}/jobs/{{id}}/release", release_job),
+        web.post(f"{prefix}/jobs/{{id}}/cancel", cancel_job),
+    ]

@@ -1,0 +1,107 @@
+"""Job tickets: the operator's queue (SavaPage A.3.1 scenarios 4 and 5).
+
+A ticket is a held print-out in ``ticket`` mode with a number and a cost fixed
+when it arrived. An operator releases it (optionally to another proxy
+printer's target) and it prints and is charged with the ticket cost pro rata;
+the delegate or an operator cancels it, which just removes it (spool deleted,
+event kept).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy import select
+
+from billing.enums import PrinterMode, PrintStatus, Role
+from billing.models import Printer, PrintOut
+from proxy.app import CONFIG, SESSIONS, SPOOL
+from proxy.exceptions import Conflict, NotFound
+from proxy.pipeline import release as held
+from proxy.pipeline.wake import wake
+
+from . import queries, serialize
+from .auth import require
+from .errors import InvalidParameter, json_body, reject_unknown
+from .jobs import held_json, held_page, own_print_out
+
+LIST_PARAMS = frozenset({"user", "printer", "limit", "cursor"})
+OPERATORS = (Role.TICKET_OPERATOR,)
+
+
+def ticket_json(po: PrintOut, printer: str, request: web.Request) -> serialize.JSON:
+    out = held_json(po, printer)
+    out["number"] = po.ticket_number
+    out["cost"] = serialize.money(po.ticket_cost, request.app[CONFIG].money)
+    out["currency"] = po.currency
+    out["cost_detail"] = po.cost_detail
+    return out
+
+
+async def list_tickets(request: web.Request) -> web.Response:
+    await require(request, *OPERATORS)
+    params = queries.query_params(request.query, LIST_PARAMS)
+    cursor = params.get("cursor")
+    after = queries.decode_cursor("held", cursor, 1)[0] if cursor else None
+    async with request.app[SESSIONS]() as session, session.begin():
+        rows, next_cursor = await held_page(
+            session, mode_is_ticket=True, delegate=params.get("user"),
+            printer=params.get("printer"), limit=queries.parse_limit(params.get("limit")),
+            after=after,
+        )
+    items = [ticket_json(po, name, request) for po, name in rows]
+    return web.json_response(serialize.page(items, next_cursor))
+
+
+def _ticket(po: PrintOut) -> PrintOut:
+    if po.mode != PrinterMode.TICKET.value:
+        raise NotFound(f"ticket {po.id} not found")
+    return po
+
+
+async def release_ticket(request: web.Request) -> web.Response:
+    principal = await require(request, *OPERATORS)
+    body = await json_body(request, optional=True)
+    reject_unknown(body, {"printer"})
+    target_name = body.get("printer")
+    if target_name is not None and not isinstance(target_name, str):
+        raise InvalidParameter("printer: must be a proxy printer name")
+    async with request.app[SESSIONS]() as session, session.begin():
+        po = _ticket(await own_print_out(session, principal, request.match_info["id"]))
+        printer = None
+        if target_name is not None:
+            printer = await session.scalar(select(Printer).where(Printer.name == target_name))
+            if printer is None:
+                raise NotFound(f"unknown printer {target_name!r}")
+        done = await held.release(
+            session, po, actor=principal.describe(), reason="ticket-released", printer=printer
+        )
+        if not done:
+            raise Conflict(f"ticket {po.ticket_number} is {PrintStatus(po.status).label}")
+        name = printer.name if printer else await session.scalar(
+            select(Printer.name).where(Printer.id == po.printer_id)
+        )
+    wake(request.app)
+    return web.json_response({"released": True, "ticket": ticket_json(po, name or "", request)})
+
+
+async def cancel_ticket(request: web.Request) -> web.Response:
+    """By an operator or the ticket's own delegate (a ``user`` token)."""
+    principal = await require(request, Role.TICKET_OPERATOR, Role.USER)
+    reject_unknown(await json_body(request, optional=True), set())
+    async with request.app[SESSIONS]() as session, session.begin():
+        po = _ticket(await own_print_out(session, principal, request.match_info["id"]))
+        paths = await held.cancel_held(
+            session, po, actor=principal.describe(), reason=held.REASON_TICKET_CANCELED
+        )
+        name = await session.scalar(select(Printer.name).where(Printer.id == po.printer_id))
+    for path in paths:
+        request.app[SPOOL].remove(path)
+    return web.json_response({"canceled": True, "ticket": ticket_json(po, name or "", request)})
+
+
+def routes(prefix: str) -> list[web.RouteDef]:
+    return [
+        web.get(f"{prefix}/tickets", list_tickets),
+        web.post(f"{prefix}/tickets/{{id}}/release", release_ticket),
+        web.post(f"{prefix}/tickets/{{id}}/cancel", cancel_ticket),
+    ]

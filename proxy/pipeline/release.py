@@ -1,0 +1,179 @@
+"""Held jobs: release (web, NFC tap, ticket operator), cancel, and hold expiry.
+
+Held print-outs (hold mode, job tickets, invalid delegations) wait in the spool
+with status ``held``. Release is the guarded HELD → PENDING transition (a
+compare-and-set), so a burst of taps or two operators release a job once;
+dispatch, tracking and charging then follow the direct-print path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing import events, status
+from billing.db import utcnow
+from billing.enums import PrinterMode, PrintStatus
+from billing.models import Card, Printer, PrintOut, Reader, User, reader_printers
+
+from ..app import SESSIONS, SPOOL
+from ..exceptions import Conflict, NotFound
+from .jobs import REASON_DELEGATION_INVALID, REASON_TITLE_INVALID, detach_spool
+from .wake import wake
+
+log = logging.getLogger(__name__)
+
+REASON_EXPIRED = "expired"
+REASON_CANCELED_HELD = "canceled-while-held"
+REASON_TICKET_CANCELED = "ticket-canceled"
+# Held jobs that cannot print until an admin fixes them.
+_NOT_RELEASABLE = (REASON_DELEGATION_INVALID, REASON_TITLE_INVALID)
+
+
+@dataclass(frozen=True)
+class Released:
+    print_out: PrintOut
+    printer: str
+
+
+def releasable(po: PrintOut) -> bool:
+    return (
+        po.status == PrintStatus.HELD
+        and po.status_reason not in _NOT_RELEASABLE
+        and po.target_job_id is None
+    )
+
+
+async def release(
+    session: AsyncSession,
+    po: PrintOut,
+    *,
+    actor: str,
+    reason: str,
+    printer: Printer | None = None,
+) -> bool:
+    """HELD → PENDING (dispatch picks it up); False if it was not held any more.
+
+    ``printer`` sends a job ticket to another proxy printer's target instead.
+    """
+    if not releasable(po):
+        if po.status == PrintStatus.HELD:
+            raise Conflict(f"print-out {po.id} is held because: {po.status_message}")
+        return False
+    if printer is not None and printer.id != po.printer_id:
+        po.target, po.papercut = printer.target, printer.papercut
+        events.record(
+            session, subject_type="print_out", subject_id=po.id, actor=actor,
+            reason="redirected", message=f"to printer {printer.name} ({printer.target})",
+        )
+    if not await status.transition(session, po, PrintStatus.PENDING, actor=actor, reason=reason):
+        return False
+    po.next_action_at = utcnow()
+    po.hold_until = None
+    return True
+
+
+async def cancel_held(
+    session: AsyncSession, po: PrintOut, *, actor: str, reason: str = REASON_CANCELED_HELD
+) -> list[str]:
+    """Cancel a held job: nothing printed, nothing charged; returns spool paths to remove."""
+    if po.status != PrintStatus.HELD:
+        raise Conflict(f"print-out {po.id} is {PrintStatus(po.status).label}, not held")
+    if not await status.transition(session, po, PrintStatus.CANCELED, actor=actor, reason=reason):
+        raise Conflict(f"print-out {po.id} changed meanwhile; try again")
+    return await detach_spool(session, [po.print_in_id])
+
+
+async def held_for_user_on(
+    session: AsyncSession, user_name: str, printer_ids: Sequence[int]
+) -> list[PrintOut]:
+    """A user's releasable held jobs in hold mode on the given printers, oldest first."""
+    rows = await session.scalars(
+        select(PrintOut)
+        .where(
+            PrintOut.delegate == user_name,
+            PrintOut.printer_id.in_(printer_ids),
+            PrintOut.status == int(PrintStatus.HELD),
+            PrintOut.mode == PrinterMode.HOLD.value,
+        )
+        .order_by(PrintOut.created_at, PrintOut.id)
+    )
+    return [po for po in rows if releasable(po)]
+
+
+async def card_owner(session: AsyncSession, number: str) -> User | None:
+    return await session.scalar(
+        select(User).join(Card, Card.user_id == User.id).where(Card.number == number)
+    )
+
+
+async def tap(session: AsyncSession, reader: Reader, card_number: str) -> list[Released]:
+    """Release every held job of the card's owner on the reader's printers.
+
+    ``card_number`` is already normalised. Unknown card → NotFound, nothing
+    released. Every tap is an event, whatever it released.
+    """
+    owner = await card_owner(session, card_number)
+    if owner is None:
+        events.record(
+            session, subject_type="reader", subject_id=reader.reader_id, actor=reader.reader_id,
+            reason="tap-unknown-card", data={"card": card_number},
+        )
+        raise NotFound("unknown card")
+    printers = dict(
+        (
+            await session.execute(
+                select(Printer.id, Printer.name)
+                .join(reader_printers, reader_printers.c.printer_id == Printer.id)
+                .where(reader_printers.c.reader_id == reader.id)
+            )
+        ).all()
+    )
+    released: list[Released] = []
+    for po in await held_for_user_on(session, owner.name, list(printers)):
+        if await release(session, po, actor=f"reader:{reader.reader_id}", reason="nfc-tap"):
+            released.append(Released(po, printers[po.printer_id]))
+    events.record(
+        session, subject_type="reader", subject_id=reader.reader_id, actor=owner.name,
+        reason="tap", data={"card": card_number, "released": [r.print_out.id for r in released]},
+    )
+    return released
+
+
+async def expire_tick(app: web.Application) -> int:
+    """Cancel held jobs whose hold expired (reason ``expired``); nothing is charged."""
+    now = utcnow()
+    paths: list[str] = []
+    async with app[SESSIONS]() as session, session.begin():
+        due = (
+            await session.scalars(
+                select(PrintOut)
+                .where(
+                    PrintOut.status == int(PrintStatus.HELD),
+                    PrintOut.hold_until.is_not(None),
+                    PrintOut.hold_until <= now,
+                )
+                .order_by(PrintOut.hold_until)
+                .limit(100)
+            )
+        ).all()
+        for po in due:
+            if await status.transition(
+                session, po, PrintStatus.CANCELED, actor="expiry", reason=REASON_EXPIRED,
+                message="never released before the hold expired",
+            ):
+                paths += await detach_spool(session, [po.print_in_id])
+    for path in paths:
+        app[SPOOL].remove(path)
+    if due:
+        log.info("expired %d held job(s)", len(due))
+    return len(due)
+
+
+def after_release(app: web.Application) -> None:
+    wake(app)
