@@ -16,10 +16,11 @@ The device URI comes from ``DEVICE_URI`` (``argv[0]`` is the script path):
   a Unix socket; the service may identify the caller with ``SO_PEERCRED``.
 * ``proxyprint://HOST:PORT`` (or ``[v6addr]:PORT``): TCP with a shared secret
   sent as ``X-Proxyprint-Secret``.  The secret comes from the environment
-  variable ``PROXYPRINT_INTAKE_SECRET`` (cupsd.conf ``SetEnv``, or tests),
+  variable ``PROXYPRINT_INTAKE_SECRET`` (cups-files.conf ``SetEnv``, or
+  tests; note that cupsd at LogLevel debug logs the backend's environment),
   else from the root-only file ``/etc/proxyprint/intake.secret`` (another
-  file with ``PROXYPRINT_INTAKE_SECRET_FILE``).  It is never in the URI, so
-  neither ``lpstat -v`` nor the CUPS logs can show it.  The backend is
+  file with ``PROXYPRINT_INTAKE_SECRET_FILE``): the production choice.  It
+  is never in the URI, which ``lpstat -v`` shows to everyone.  The backend is
   installed mode 0700 and runs as root (``proxy.cupsadmin.install_backend``),
   which is what lets it read that file.
 
@@ -47,14 +48,16 @@ what happened                         exit code
 5xx, refused, socket missing, reset,  RETRY (6): CUPS keeps the job and tries
 timeout, malformed answer, unreadable again after JobRetryInterval
 document
-bad device URI, no secret             STOP (4)
+bad device URI, no or bad secret      STOP (4)
 bad command line                      FAILED (1)
 SIGTERM                               RETRY (6), see below
 ====================================  =======================================
 
 CANCEL (5) is never used: a job that could not be delivered is never dropped.
 Note that cupsd aborts a job after ``JobRetryLimit`` (default 5) retries;
-proxy queues want ``JobRetryLimit 0`` (no limit) in cupsd.conf.
+proxy queues want ``JobRetryLimit 0`` (no limit) in cupsd.conf.  A retry
+comes JobRetryInterval (default 300 s) later, never sooner than about 10 s:
+cupsd looks at held jobs about that often.
 
 SIGTERM means cupsd canceled, held or stopped the job.  The backend closes the
 connection at once *without* the terminating zero-length chunk (TCP with a
@@ -304,6 +307,13 @@ def read_secret(env: Env) -> str:
     return secret
 
 
+def checked_secret(secret: str) -> str:
+    """A secret must fit in an HTTP header: printable ASCII, no spaces."""
+    if not (secret.isascii() and secret.isprintable()) or " " in secret:
+        raise ConfigProblem("the intake secret must be printable ASCII without spaces")
+    return secret
+
+
 # --- HTTP exchange ------------------------------------------------------------
 
 
@@ -355,12 +365,12 @@ class Exchange:
         """The final answer if the service refused before the body, else None."""
         if not self.poller.poll(CONTINUE_TIMEOUT * 1000):
             return None
-        status, reason, headers = self.read_head()
-        if status == 100:
-            return None
-        if 100 < status < 200:
-            return self.read_answer(upload_complete=False)
-        return Answer(status, reason, self.read_body(headers), upload_complete=False)
+        while True:
+            status, reason, headers = self.read_head()
+            if status == 100:
+                return None
+            if status >= 200:
+                return Answer(status, reason, self.read_body(headers), upload_complete=False)
 
     def send_body(self, source: io.RawIOBase) -> tuple[int, bool]:
         """Send ``source`` in 64 KiB chunks: (bytes sent, body complete).
@@ -565,7 +575,7 @@ def run(argv: list[str], env: Env) -> BackendStatus:
         return BackendStatus.FAILED
     try:
         target = parse_device_uri(env.get("DEVICE_URI", ""))
-        secret = read_secret(env) if target.unix_path is None else None
+        secret = checked_secret(read_secret(env)) if target.unix_path is None else None
         answer = deliver(job, target, secret, encode_meta(job_meta(job, env)))
     except ConfigProblem as exc:
         log("ERROR", f"The proxyprint queue is misconfigured: {exc}")

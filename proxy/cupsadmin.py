@@ -154,3 +154,13 @@ def printers(*, cups_server: str | None) -> dict[str, dict[str, Any]]:
     except (cups.IPPError, cups.HTTPError, RuntimeError) as exc:
         raise CupsError(f"cannot list the CUPS queues: {_describe(exc)}") from exc
     return result
+
+
+def printer_attributes(name: str, *, cups_server: str | None) -> dict[str, Any]:
+    """Every IPP attribute of one queue (``printer-is-accepting-jobs``...)."""
+    conn = _connection(cups_server)
+    try:
+        attrs: dict[str, Any] = conn.getPrinterAttributes(name)
+    except (cups.IPPError, cups.HTTPError, RuntimeError) as exc:
+        raise CupsError(f"cannot read the CUPS queue {name!r}: {_describe(exc)}") from exc
+    return attrs

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import IO, Any, NoReturn
 
 import pytest
 
@@ -135,12 +135,12 @@ class _TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
 def _handler_class(intake: FakeIntake) -> type[socketserver.StreamRequestHandler]:
     class Handler(socketserver.StreamRequestHandler):
         def handle(self) -> None:
-            _serve(intake, self.rfile, self.wfile)
+            _serve(intake, self.rfile, self.wfile)  # type: ignore[arg-type]
 
     return Handler
 
 
-def _serve(intake: FakeIntake, rfile: BinaryIO, wfile: BinaryIO) -> None:
+def _serve(intake: FakeIntake, rfile: IO[bytes], wfile: IO[bytes]) -> None:
     request_line = rfile.readline(65536).decode("latin-1").split()
     if len(request_line) != 3:
         return
@@ -161,7 +161,9 @@ def _serve(intake: FakeIntake, rfile: BinaryIO, wfile: BinaryIO) -> None:
         intake.requests.append(request)
         intake.changed.notify_all()
     behaviour = intake.behaviour
-    refused = behaviour.secret is not None and headers.get("x-proxyprint-secret") != behaviour.secret
+    refused = (
+        behaviour.secret is not None and headers.get("x-proxyprint-secret") != behaviour.secret
+    )
     try:
         if refused or behaviour.answer_before_body:
             _answer(intake, request, wfile, 401 if refused else behaviour.status)
@@ -183,7 +185,7 @@ def _serve(intake: FakeIntake, rfile: BinaryIO, wfile: BinaryIO) -> None:
 
 
 def _read_chunked(
-    intake: FakeIntake, request: IntakeRequest, rfile: BinaryIO, behaviour: IntakeBehaviour
+    intake: FakeIntake, request: IntakeRequest, rfile: IO[bytes], behaviour: IntakeBehaviour
 ) -> None:
     digest = hashlib.sha256()
     while True:
@@ -203,14 +205,17 @@ def _read_chunked(
             digest.update(data)
             request.body += data
         request.size += size
-        if behaviour.answer_after_bytes is not None and request.size >= behaviour.answer_after_bytes:
+        if (
+            behaviour.answer_after_bytes is not None
+            and request.size >= behaviour.answer_after_bytes
+        ):
             return
         if behaviour.read_delay:
             time.sleep(behaviour.read_delay)
             intake.notify()
 
 
-def _answer(intake: FakeIntake, request: IntakeRequest, wfile: BinaryIO, status: int) -> None:
+def _answer(intake: FakeIntake, request: IntakeRequest, wfile: IO[bytes], status: int) -> None:
     behaviour = intake.behaviour
     if behaviour.raw_answer is not None:
         wfile.write(behaviour.raw_answer)

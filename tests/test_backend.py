@@ -355,6 +355,14 @@ def test_tcp_without_any_secret_stops_before_connecting(
     assert fake_intake_tcp.requests == []
 
 
+def test_tcp_secret_that_does_not_fit_a_header_stops(fake_intake_tcp: FakeIntake) -> None:
+    env = backend_env(fake_intake_tcp.device_uri, PROXYPRINT_INTAKE_SECRET="s3\ncret")
+    result = run_backend(job_args(), env, stdin=b"x")
+    assert result.returncode == BackendStatus.STOP
+    assert "printable ASCII" in result.stderr
+    assert fake_intake_tcp.requests == []
+
+
 # --- cancel, memory, start-up -------------------------------------------------------------------
 
 

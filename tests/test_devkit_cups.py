@@ -5,6 +5,7 @@ import socket
 import stat
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cups
@@ -22,8 +23,16 @@ DISCOVERY = 'network proxyprint "Unknown" "proxyprint delegated print"'
 PRINTER_STOPPED = 5
 
 
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.05)
+
+
 def printer_attrs(cupsd: PrivateCupsd, queue: str) -> dict[str, object]:
-    return cupsadmin.printers(cups_server=cupsd.server)[queue]
+    return cupsadmin.printer_attributes(queue, cups_server=cupsd.server)
 
 
 # --- the private cupsd ----------------------------------------------------------------
@@ -116,6 +125,27 @@ def test_proxy_queue_delivers_job_and_options(
     assert "Job accepted as print-in 1" in private_cupsd.error_log
 
 
+def test_tcp_proxy_queue_with_the_secret_from_setenv(
+    fake_intake_tcp: FakeIntake, sample_pdf: Path
+) -> None:
+    cupsd = PrivateCupsd(env={"PROXYPRINT_INTAKE_SECRET": "s3cret"})
+    try:
+        cupsd.start()
+    except (ProxyPrintError, OSError) as exc:
+        unavailable(f"the private cupsd did not start: {exc}")
+    with cupsd:
+        cupsd.add_queue("pp-tcp", fake_intake_tcp.device_uri)
+        data = sample_pdf.read_bytes()
+        job = cupsd.lp("pp-tcp", None, user="erin", title="over tcp", stdin=data)
+        assert cupsd.wait_job(job, TERMINAL_STATES) == IppJobState.COMPLETED
+        log = cupsd.error_log
+    (request,) = fake_intake_tcp.requests
+    assert request.headers["x-proxyprint-secret"] == "s3cret"
+    assert bytes(request.body) == data
+    assert request.meta is not None and request.meta["title"] == "over tcp"
+    assert "Job accepted as print-in 1" in log
+
+
 def test_intake_down_keeps_the_job_until_it_is_back(
     private_cupsd: PrivateCupsd, short_tmp: Path, sample_pdf: Path
 ) -> None:
@@ -124,7 +154,8 @@ def test_intake_down_keeps_the_job_until_it_is_back(
     private_cupsd.add_queue(queue, intake.device_uri)
     job = private_cupsd.lp(queue, sample_pdf, user="carol", title="waits")
 
-    # RETRY: held for JobRetryInterval, then pending again; never canceled or aborted.
+    # RETRY: held for JobRetryInterval, then tried again (cupsd looks at held jobs
+    # about every 10 s, whatever the interval); never canceled or aborted.
     assert private_cupsd.wait_job(job, {IppJobState.HELD}) == IppJobState.HELD
     attrs = private_cupsd.job_attributes(job)
     assert "Cannot connect to the intake" in str(attrs["job-printer-state-message"])
@@ -162,11 +193,7 @@ def test_unknown_printer_stops_the_queue_and_keeps_the_job(
 
 
 def wait_for_printer_state(cupsd: PrivateCupsd, queue: str, state: int) -> None:
-    for _ in range(200):
-        if printer_attrs(cupsd, queue)["printer-state"] == state:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{queue} never reached printer-state {state}")
+    wait_until(lambda: printer_attrs(cupsd, queue)["printer-state"] == state)
 
 
 def test_cancel_aborts_the_upload(
@@ -185,7 +212,7 @@ def test_cancel_aborts_the_upload(
     private_cupsd.cancel(job)
 
     assert private_cupsd.wait_job(job, TERMINAL_STATES) == IppJobState.CANCELED
-    fake_intake.wait_for(lambda: "upload aborted" in private_cupsd.error_log, timeout=10)
+    wait_until(lambda: "Job canceled; upload aborted" in private_cupsd.error_log)
     fake_intake.behaviour.read_delay = 0
     (request,) = fake_intake.requests
     assert not request.complete

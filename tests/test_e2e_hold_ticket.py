@@ -45,9 +45,7 @@ class Api:
     def __init__(self, stack: ServiceStack) -> None:
         self.stack = stack
 
-    async def call(
-        self, method: str, path: str, token: str, json: Any = None
-    ) -> tuple[int, Any]:
+    async def call(self, method: str, path: str, token: str, json: Any = None) -> tuple[int, Any]:
         async with (
             aiohttp.ClientSession(self.stack.base_url) as s,
             s.request(method, path, json=json, headers={"Authorization": f"Bearer {token}"}) as r,
@@ -116,9 +114,9 @@ async def test_unreleased_hold_expires_without_charge(
     assert stack.app is not None
     async with stack.app[SESSIONS]() as session, session.begin():
         await session.execute(
-            update(PrintOut).where(PrintOut.id == po.id).values(
-                hold_until=utcnow() - timedelta(seconds=1)
-            )
+            update(PrintOut)
+            .where(PrintOut.id == po.id)
+            .values(hold_until=utcnow() - timedelta(seconds=1))
         )
     wake(stack.app)
     po = await stack.wait_print_out(queue, job, timeout=20)
@@ -156,7 +154,10 @@ async def test_ticket_released_to_another_printer_charges_ticket_cost(
     await stack.add_printer(other, target=ippeve_printer.uri, mode="direct", cost_mono="0.01")
     title = _unique("ticket")
     job = await stack.lp(
-        ticket_queue, make_pdf(short_tmp / "t.pdf", 3), user="carol", title=title,
+        ticket_queue,
+        make_pdf(short_tmp / "t.pdf", 3),
+        user="carol",
+        title=title,
         options={"delegators": "alice:2", "shared-accounts": "ProjectX"},
     )
     po = await stack.wait_print_out(ticket_queue, job, {S.HELD})
@@ -217,7 +218,9 @@ async def test_registered_delegation_is_used_once(
     await stack.add_printer(queue, target=ippeve_printer.uri, mode="direct", cost_mono="0.10")
     carol = await stack.token("user", user="carol")
     status, body = await api.call(
-        "POST", "/api/v1/delegations", carol,
+        "POST",
+        "/api/v1/delegations",
+        carol,
         json={"printer": queue, "delegators": "alice,bob:2"},
     )
     assert status == 201, body

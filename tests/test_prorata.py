@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import tests.hypothesis_profiles  # noqa: F401  (before any @given: picks the profile)
 from billing.exceptions import InvalidAmount, InvalidInput, InvalidWeights
 from billing.money import Currency
 from billing.prorata import split, split_minor
+from tests.hypothesis_profiles import MONEY_PROPERTY  # before any @given: picks the profile
 
 EUR = Currency("EUR", 2)
 JPY = Currency("JPY", 0)
@@ -165,6 +165,7 @@ def _units(shares: list[Decimal], currency: Currency) -> list[int]:
     return [currency.to_minor(share) for share in shares]
 
 
+@MONEY_PROPERTY
 @given(
     currency=CURRENCIES,
     minor=MINOR_TOTALS,
@@ -221,6 +222,7 @@ def test_split_properties(currency: Currency, minor: int, weights: list[int], se
     )
 
 
+@MONEY_PROPERTY
 @given(
     currency=CURRENCIES,
     minor=MINOR_TOTALS,

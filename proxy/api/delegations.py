@@ -43,7 +43,11 @@ async def create_delegation(request: web.Request) -> web.Response:
     if not isinstance(printer_name, str) or not printer_name:
         raise InvalidParameter("printer: the proxy printer name is required")
     minutes = body.get("valid_minutes", 60)
-    if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= MAX_VALID_MINUTES:
+    if (
+        isinstance(minutes, bool)
+        or not isinstance(minutes, int)
+        or not 1 <= minutes <= MAX_VALID_MINUTES
+    ):
         raise InvalidParameter(f"valid_minutes: an integer 1..{MAX_VALID_MINUTES}")
     request_ = delegation_from_json({k: v for k, v in body.items() if k in _OPTION_KEYS})
     async with request.app[SESSIONS]() as session, session.begin():

@@ -87,8 +87,12 @@ async def list_held(request: web.Request) -> web.Response:
     after = queries.decode_cursor("held", cursor, 1)[0] if cursor else None
     async with request.app[SESSIONS]() as session, session.begin():
         rows, next_cursor = await held_page(
-            session, mode_is_ticket=False, delegate=user, printer=params.get("printer"),
-            limit=queries.parse_limit(params.get("limit")), after=after,
+            session,
+            mode_is_ticket=False,
+            delegate=user,
+            printer=params.get("printer"),
+            limit=queries.parse_limit(params.get("limit")),
+            after=after,
         )
     return web.json_response(serialize.page([held_json(po, n) for po, n in rows], next_cursor))
 
@@ -108,7 +112,9 @@ async def release_job(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session, session.begin():
         po = await own_print_out(session, principal, request.match_info["id"])
         if po.mode == PrinterMode.TICKET.value:
-            raise Conflict("job tickets are released by a ticket operator (POST /tickets/{id}/release)")
+            raise Conflict(
+                "job tickets are released by a ticket operator (POST /tickets/{id}/release)"
+            )
         done = await held.release(session, po, actor=principal.describe(), reason="web-release")
         if not done:
             raise Conflict(f"job {po.id} is {PrintStatus(po.status).label}, not held")

@@ -44,8 +44,11 @@ async def list_tickets(request: web.Request) -> web.Response:
     after = queries.decode_cursor("held", cursor, 1)[0] if cursor else None
     async with request.app[SESSIONS]() as session, session.begin():
         rows, next_cursor = await held_page(
-            session, mode_is_ticket=True, delegate=params.get("user"),
-            printer=params.get("printer"), limit=queries.parse_limit(params.get("limit")),
+            session,
+            mode_is_ticket=True,
+            delegate=params.get("user"),
+            printer=params.get("printer"),
+            limit=queries.parse_limit(params.get("limit")),
             after=after,
         )
     items = [ticket_json(po, name, request) for po, name in rows]
@@ -77,8 +80,10 @@ async def release_ticket(request: web.Request) -> web.Response:
         )
         if not done:
             raise Conflict(f"ticket {po.ticket_number} is {PrintStatus(po.status).label}")
-        name = printer.name if printer else await session.scalar(
-            select(Printer.name).where(Printer.id == po.printer_id)
+        name = (
+            printer.name
+            if printer
+            else await session.scalar(select(Printer.name).where(Printer.id == po.printer_id))
         )
     wake(request.app)
     return web.json_response({"released": True, "ticket": ticket_json(po, name or "", request)})

@@ -13,6 +13,7 @@ the backends symlinked from the system run as ``lp``, ours as root).  pycups
 is blocking: async callers use ``asyncio.to_thread``.
 """
 
+import atexit
 import enum
 import os
 import re
@@ -45,6 +46,10 @@ class IppJobState(enum.IntEnum):
     CANCELED = 7
     ABORTED = 8
     COMPLETED = 9
+
+
+class _PortTaken(CupsError):
+    """Someone bound the free port between free_port() and cupsd's listen."""
 
 
 TERMINAL_STATES = frozenset({IppJobState.CANCELED, IppJobState.ABORTED, IppJobState.COMPLETED})
@@ -190,6 +195,8 @@ class PrivateCupsd:
 
     def start(self) -> None:
         """Lay out the directory, start cupsd and wait until it answers."""
+        if self._process is not None:
+            return  # already started (start() then "with")
         if shutil.which("cupsd") is None:
             raise CupsError("cupsd is not installed (Debian package cups-daemon)")
         if os.geteuid() != 0:
@@ -200,6 +207,7 @@ class PrivateCupsd:
         try:
             self._layout()
             self._start_listening()
+            atexit.register(self.stop)  # no orphan if the caller forgets stop()
         except BaseException:
             self.stop()
             raise
@@ -228,10 +236,13 @@ class PrivateCupsd:
             self._spawn()
             try:
                 self._wait_ready()
-            except CupsError:
+            except _PortTaken:
                 self._terminate()
-                if attempt == START_ATTEMPTS or "Unable to bind" not in self.error_log:
+                if attempt == START_ATTEMPTS:
                     raise
+            except BaseException:
+                self._terminate()
+                raise
             else:
                 return
 
@@ -247,20 +258,22 @@ class PrivateCupsd:
 
     def _spawn(self) -> None:
         etc = self.root / "etc"
-        self._process = subprocess.Popen(
-            ["cupsd", "-f", "-c", str(etc / "cupsd.conf"), "-s", str(etc / "cups-files.conf")],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=(self.root / "log" / "cupsd.stderr").open("wb"),
-            env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C"},
-        )
+        args = ["cupsd", "-f", "-c", str(etc / "cupsd.conf"), "-s", str(etc / "cups-files.conf")]
+        with (self.root / "log" / "cupsd.stderr").open("wb") as stderr:
+            self._process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C"},
+            )
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self._process is None or self._process.poll() is not None:
                 raise CupsError(f"cupsd exited at start-up:\n{self._start_errors()}")
-            if self.socket_path.exists() and self._answers():
+            if self._answers():
                 return
             time.sleep(0.05)
         raise CupsError(
@@ -268,11 +281,15 @@ class PrivateCupsd:
         )
 
     def _answers(self) -> bool:
+        """cupsd serves its socket and listens on our port (it starts without it)."""
+        log = self.error_log
+        if f"Unable to open listen socket for address 127.0.0.1:{self.port} " in log:
+            raise _PortTaken(f"port {self.port} was taken before cupsd could listen")
+        if f"Listening to 127.0.0.1:{self.port} on fd" not in log:
+            return False
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                pass
             cupsadmin.printers(cups_server=self.server)
-        except (OSError, CupsError):
+        except CupsError:
             return False
         return True
 
@@ -295,6 +312,7 @@ class PrivateCupsd:
 
     def stop(self) -> None:
         """Stop cupsd (it stops its jobs' processes) and remove the directory."""
+        atexit.unregister(self.stop)
         self._terminate()
         if self.root != Path() and self.root.exists():
             shutil.rmtree(self.root, ignore_errors=True)

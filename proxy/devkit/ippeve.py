@@ -6,9 +6,11 @@ What was checked on Debian 12 (CUPS 2.4.2):
   to initialize DNS-SD"): the system D-Bus and avahi-daemon must run.
   ``ensure_dnssd()`` starts them when they are not running and leaves them
   running (they are system-wide; other printers may use them).
-* ``-n 127.0.0.1`` makes it fail ("Unable to create IPv6 listener"); with
-  ``-n localhost`` it listens on every IPv4 and IPv6 address of the port.
-  ``-r off`` then keeps it out of mDNS.
+* It binds its IPv4 and IPv6 listeners to the addresses of its ``-n`` name
+  and fails without both: ``-n 127.0.0.1`` exits with "Unable to create IPv6
+  listener"; ``-n localhost`` listens on 127.0.0.1 and ::1 only (the machine
+  needs IPv6 loopback).  ``-r off`` keeps it out of mDNS.  It prints
+  ``printer-uri-supported=...`` once both listeners exist.
 * ``-d DIR`` must exist; with ``-k`` every document stays there as
   ``<job-id>-<job-name>.<ext>`` (the name reduced to ``[A-Za-z0-9_]``) and the
   command's stdout as ``<...>.prn``.
@@ -16,6 +18,7 @@ What was checked on Debian 12 (CUPS 2.4.2):
   attributes as environment variables: ``IPP_COPIES`` (only when the client
   sent ``copies``), ``IPP_JOB_NAME``, ``IPP_JOB_ORIGINATING_USER_NAME``,
   ``IPP_JOB_ID``, ``IPP_JOB_UUID``, ``IPP_MEDIA``, ``IPP_SIDES``,
+  ``IPP_PRINT_COLOR_MODE``, ``IPP_JOB_ORIGINATING_HOST_NAME``,
   ``IPP_DOCUMENT_FORMAT_SUPPLIED``, ``IPP_JOB_URI``, ``IPP_JOB_PRINTER_URI``,
   plus ``CONTENT_TYPE`` and every printer default as ``IPP_<NAME>_DEFAULT``.
   The command inherits ippeveprinter's environment too, so the printer is
@@ -23,15 +26,19 @@ What was checked on Debian 12 (CUPS 2.4.2):
 * A command that exits non-zero aborts the job (``job-state`` aborted,
   ``aborted-by-system``; an ``ERROR:`` line on its stderr becomes the
   ``job-state-message``).
+* One job at a time, no queue: while a job's command runs, Print-Job is
+  refused with ``server-error-busy`` ("Currently printing another job."); the
+  CUPS ipp backend keeps its job processing and retries until it gets in.
 * Cancel-Job of a job whose command runs does not kill the command: the job
   stays processing (``processing-to-stop-point``) until the command ends,
-  then is canceled.  Jobs wait (pending) behind it: one command at a time.
+  then is canceled.
 
 The command installed here records each document's attributes in
 ``<document>.json`` (written atomically), holds every job while the ``hold``
 knob is on (``held()``), and aborts the next N jobs with ``abort_next(N)``.
 """
 
+import atexit
 import contextlib
 import json
 import os
@@ -243,6 +250,8 @@ class IppEvePrinter:
         self.stop()
 
     def start(self) -> None:
+        if self._process is not None:
+            return  # already started (start() then "with")
         if shutil.which("ippeveprinter") is None:
             raise TargetError("ippeveprinter is not installed (Debian package cups-ipp-utils)")
         ensure_dnssd()
@@ -254,6 +263,7 @@ class IppEvePrinter:
             command.chmod(0o755)
             (self.root / "get-job.test").write_text(GET_JOB_TEST)
             self._start_listening()
+            atexit.register(self.stop)  # no orphan if the caller forgets stop()
         except BaseException:
             self.stop()
             raise
@@ -287,26 +297,33 @@ class IppEvePrinter:
             "HOME": str(self.root),
             "TMPDIR": str(self.root),
         }
-        self._process = subprocess.Popen(
-            self._args(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=(self.root / "ippeveprinter.log").open("wb"),
-            env=env,
-            cwd=self.root,
-        )
+        with (self.root / "ippeveprinter.log").open("wb") as log:
+            self._process = subprocess.Popen(
+                self._args(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=env,
+                cwd=self.root,
+            )
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self._process is None or self._process.poll() is not None:
                 raise TargetError(f"ippeveprinter exited at start-up: {self.log.strip()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
+            listening = f'printer-uri-supported="ipp://localhost:{self.port}/' in self.log
+            if listening and self._connectable():
+                return
+            time.sleep(0.05)
         raise TargetError(f"ippeveprinter did not listen within {self.start_timeout} s")
+
+    def _connectable(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     def _terminate(self) -> None:
         process, self._process = self._process, None
@@ -322,6 +339,7 @@ class IppEvePrinter:
     def stop(self) -> None:
         """Stop the printer and delete its documents."""
         self.release()
+        atexit.unregister(self.stop)
         self._terminate()
         if self.root != Path() and self.root.exists():
             shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,124 @@
+"""NFC: card registration (admin) and reader taps (the reader's own token).
+
+``POST /readers/{reader_id}/tap`` is not authenticated with an API token but
+with the reader's token (``proxyprint reader add`` prints it): no or a
+malformed/unknown token → 401; a valid token of another reader, or for a
+reader id that does not exist → 403. The card is read with that reader's
+format and byte order. Every tap by an authenticated reader is an event,
+including unknown (404) and malformed (400) cards: the event is committed
+before the error is answered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.enums import Role
+from proxy.app import SESSIONS
+from proxy.exceptions import BadRequest, NotFound
+from proxy.nfc import CardError
+from proxy.nfc_admin import (
+    TAP_GATE,
+    TapOutcome,
+    add_card,
+    authenticate_reader,
+    in_transaction,
+    install_tap_gate,
+    tap_card,
+)
+from proxy.pipeline.release import Released
+from proxy.pipeline.wake import wake
+
+from . import serialize
+from .auth import _bearer, require
+from .errors import json_body, reject_unknown
+
+PREFIX = "/api/v1"
+CARD_FIELDS = frozenset({"user", "card", "format", "byte_order"})
+
+
+def _required(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str):
+        raise BadRequest(f"{key!r} is required and must be a string")
+    return value
+
+
+def _optional(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(f"{key!r} must be a string")
+    return value
+
+
+def released_json(item: Released) -> serialize.JSON:
+    po = item.print_out
+    return {
+        "id": po.id,
+        "printer": item.printer,
+        "title": po.title,
+        "pages": po.pages,
+        "copies": po.copies,
+    }
+
+
+async def register_card(request: web.Request) -> web.Response:
+    principal = await require(request, Role.ADMIN)
+    body = await json_body(request)
+    reject_unknown(body, set(CARD_FIELDS))
+    user, raw = _required(body, "user"), _required(body, "card")
+    card_format, byte_order = _optional(body, "format"), _optional(body, "byte_order")
+    async with request.app[SESSIONS]() as session, session.begin():
+        card = await add_card(
+            session,
+            user,
+            raw,
+            card_format=card_format or "hex",
+            byte_order=byte_order or "msb",
+            actor=principal.describe(),
+        )
+    return web.json_response({"id": card.id, "user": user, "card": card.number}, status=201)
+
+
+async def reader_tap(request: web.Request) -> web.Response:
+    token = _bearer(request)  # 401 before anything else is looked at
+    reader_id = request.match_info["reader_id"]
+    await request.read()  # buffered now: no client wait while a connection is held
+
+    async def work(session: AsyncSession) -> TapOutcome:
+        reader = await authenticate_reader(session, reader_id, token)
+        body = await json_body(request)
+        reject_unknown(body, {"card"})
+        return await tap_card(session, reader, _required(body, "card"))
+
+    outcome = await in_transaction(request.app[SESSIONS], work, gate=request.app.get(TAP_GATE))
+    # Committed: the tap's event stays whatever the answer is.
+    if outcome.malformed is not None:
+        raise CardError(outcome.malformed)
+    if outcome.unknown_card:
+        raise NotFound("unknown card; nothing released")
+    if outcome.released:
+        wake(request.app)
+    return web.json_response(
+        {
+            "reader": reader_id,
+            "card": outcome.card,
+            "released": [released_json(r) for r in outcome.released],
+        }
+    )
+
+
+def routes(prefix: str = PREFIX) -> list[web.RouteDef]:
+    return [
+        web.post(f"{prefix}/cards", register_card),
+        web.post(f"{prefix}/readers/{{reader_id}}/tap", reader_tap),
+    ]
+
+
+def setup_nfc_routes(app: web.Application, prefix: str = PREFIX) -> None:
+    """Add the NFC routes (the error middleware is installed by ``setup_api``)."""
+    install_tap_gate(app)
+    app.router.add_routes(routes(prefix))

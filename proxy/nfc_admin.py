@@ -1,0 +1,319 @@
+"""Cards and readers: registering them, authenticating readers, and one tap.
+
+Domain functions: they take a session and never commit; the CLI, the HTTP
+handlers and the TCP listener own the transaction. The one exception is at
+the end, ``in_transaction``: the boundary helper both tap entry points
+(HTTP and TCP) run their unit of work with, retried when SQLite is busy.
+
+``reader add`` for an existing reader id is a Conflict, not a silent re-map:
+a second ``reader add`` is far more often a copy-paste slip (or a second
+device given the same name) than a wish to rotate, and rotating would cut off
+the reader that works. Rotating is its own, explicit step: ``rotate_reader_token``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from billing import events
+from billing.accounts import user_by_name
+from billing.db import is_sqlite
+from billing.enums import ByteOrder, CardFormat, PrinterMode
+from billing.models import Card, Printer, Reader, User, reader_printers
+
+from .app import CONFIG
+from .exceptions import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from .nfc import CardError, normalize_card, parse_byte_order, parse_card_format
+from .pipeline.release import Released, tap
+from .tokens import TOKEN_PREFIX, hash_token, new_secret
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+READER_ID_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+MAX_TOKEN_CHARS = 200
+
+
+def validate_reader_id(reader_id: str) -> str:
+    if not isinstance(reader_id, str) or not READER_ID_RE.fullmatch(reader_id):
+        shown = repr(reader_id)[:70]
+        raise BadRequest(f"reader id {shown}: use 1-64 letters, digits, '_', '.' or '-'")
+    return reader_id
+
+
+# --- cards -------------------------------------------------------------------
+
+
+async def card_by_number(session: AsyncSession, number: str) -> Card | None:
+    return await session.scalar(select(Card).where(Card.number == number))
+
+
+async def add_card(
+    session: AsyncSession,
+    user_name: str,
+    raw: str,
+    *,
+    card_format: CardFormat | str = CardFormat.HEX,
+    byte_order: ByteOrder | str = ByteOrder.MSB,
+    actor: str = "admin",
+) -> Card:
+    """Register a card for a user; the number is normalised first.
+
+    Unknown user → NotFound. A card that is already registered → Conflict; the
+    message names the owner only when it is this same user (so the answer
+    does not tell who else holds a given card).
+    """
+    number = normalize_card(raw, card_format=card_format, byte_order=byte_order)
+    user = await user_by_name(session, user_name) if isinstance(user_name, str) else None
+    if user is None:
+        raise NotFound(f"unknown user {str(user_name)[:255]!r}")
+    existing = await card_by_number(session, number)
+    if existing is not None:
+        if existing.user_id == user.id:
+            raise Conflict(f"card {number} is already registered to {user.name!r}")
+        raise Conflict(f"card {number} is already registered")
+    card = Card(user_id=user.id, number=number)
+    session.add(card)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:  # registered concurrently
+        raise Conflict(f"card {number} is already registered") from exc
+    events.record(
+        session,
+        subject_type="card",
+        subject_id=card.id,
+        actor=actor,
+        reason="created",
+        data={"user": user.name, "card": number},
+    )
+    return card
+
+
+async def cards_of(session: AsyncSession, user_name: str) -> list[str]:
+    """The user's card numbers (stored form), oldest first."""
+    rows = await session.scalars(
+        select(Card.number)
+        .join(User, User.id == Card.user_id)
+        .where(User.name == user_name)
+        .order_by(Card.id)
+    )
+    return list(rows)
+
+
+# --- readers -----------------------------------------------------------------
+
+
+async def _hold_printers(session: AsyncSession, names: Sequence[str]) -> list[Printer]:
+    wanted = list(dict.fromkeys(names))  # de-duplicated, order kept
+    if not wanted:
+        raise BadRequest("a reader needs at least one printer (--printer NAME)")
+    found = {
+        p.name: p for p in await session.scalars(select(Printer).where(Printer.name.in_(wanted)))
+    }
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        raise NotFound(f"unknown printer(s): {', '.join(repr(n) for n in missing)}")
+    not_hold = [n for n in wanted if found[n].mode != PrinterMode.HOLD.value]
+    if not_hold:
+        raise BadRequest(
+            f"printer(s) {', '.join(repr(n) for n in not_hold)} are not in hold mode;"
+            " a reader releases held jobs of hold-mode printers only"
+        )
+    return [found[n] for n in wanted]
+
+
+async def add_reader(
+    session: AsyncSession,
+    reader_id: str,
+    printer_names: Sequence[str],
+    *,
+    card_format: CardFormat | str = CardFormat.HEX,
+    byte_order: ByteOrder | str = ByteOrder.MSB,
+    actor: str = "admin",
+) -> str:
+    """Create a reader mapped to hold-mode printers; returns its token (shown once).
+
+    Only ``hash_token(secret)`` is stored. Existing reader id → Conflict (see
+    the module docstring); unknown printer → NotFound; a printer not in hold
+    mode → BadRequest (a tap would never release anything there).
+    """
+    validate_reader_id(reader_id)
+    fmt = parse_card_format(card_format)
+    order = parse_byte_order(byte_order)
+    if await session.scalar(select(Reader.id).where(Reader.reader_id == reader_id)) is not None:
+        raise Conflict(f"reader {reader_id!r} already exists")
+    printers = await _hold_printers(session, printer_names)
+    secret = new_secret()
+    reader = Reader(
+        reader_id=reader_id,
+        token_hash=hash_token(secret),
+        card_format=fmt.value,
+        byte_order=order.value,
+    )
+    session.add(reader)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:  # created concurrently
+        raise Conflict(f"reader {reader_id!r} already exists") from exc
+    for printer in printers:
+        await session.execute(
+            reader_printers.insert().values(reader_id=reader.id, printer_id=printer.id)
+        )
+    events.record(
+        session,
+        subject_type="reader",
+        subject_id=reader_id,
+        actor=actor,
+        reason="created",
+        data={
+            "printers": [p.name for p in printers],
+            "card_format": fmt.value,
+            "byte_order": order.value,
+        },
+    )
+    return secret
+
+
+async def rotate_reader_token(
+    session: AsyncSession, reader_id: str, *, actor: str = "admin"
+) -> str:
+    """A new token for the reader; the old one stops working (TCP readers too)."""
+    reader = await session.scalar(select(Reader).where(Reader.reader_id == reader_id))
+    if reader is None:
+        raise NotFound(f"unknown reader {reader_id[:64]!r}")
+    secret = new_secret()
+    reader.token_hash = hash_token(secret)
+    await session.flush()
+    events.record(
+        session, subject_type="reader", subject_id=reader_id, actor=actor, reason="token-rotated"
+    )
+    return secret
+
+
+async def reader_by_token(session: AsyncSession, token: str) -> Reader | None:
+    """The reader whose token this is, or None (malformed or unknown token)."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > MAX_TOKEN_CHARS:
+        return None
+    return await session.scalar(select(Reader).where(Reader.token_hash == hash_token(token)))
+
+
+async def authenticate_reader(session: AsyncSession, reader_id: str, token: str) -> Reader:
+    """The reader ``reader_id`` if ``token`` is its token.
+
+    An unknown or malformed token → Unauthorized. A valid token of another
+    reader, or for a reader id that does not exist → Forbidden (the token is
+    fine, the reader id is not its own; unknown and foreign ids answer alike).
+    """
+    reader = await reader_by_token(session, token)
+    if reader is None:
+        raise Unauthorized("invalid reader token")
+    if reader.reader_id != reader_id:
+        raise Forbidden(f"this token does not belong to reader {reader_id[:64]!r}")
+    return reader
+
+
+# --- one tap -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TapOutcome:
+    """What one tap did. The caller commits (events are written in every case)."""
+
+    card: str | None  # the stored form; None when the input was malformed
+    released: list[Released] = field(default_factory=list)
+    unknown_card: bool = False
+    malformed: str | None = None  # why the input is not a card number
+
+
+async def tap_card(session: AsyncSession, reader: Reader, raw: str) -> TapOutcome:
+    """Normalise ``raw`` with the reader's format and byte order, then ``tap``.
+
+    Never raises for the card itself: a malformed or unknown card is an
+    outcome with an event, so that the boundary can commit the event and then
+    answer 400/404 (HTTP) or an ``ERR`` line (TCP).
+    """
+    try:
+        number = normalize_card(raw, card_format=reader.card_format, byte_order=reader.byte_order)
+    except CardError as exc:
+        events.record(
+            session,
+            subject_type="reader",
+            subject_id=reader.reader_id,
+            actor=reader.reader_id,
+            reason="tap-malformed-card",
+            message=str(exc),
+        )
+        return TapOutcome(card=None, malformed=str(exc))
+    try:
+        released = await tap(session, reader, number)
+    except NotFound:  # tap() recorded the event
+        return TapOutcome(card=number, unknown_card=True)
+    return TapOutcome(card=number, released=released)
+
+
+# --- the boundary: one transaction, serialised and retried on SQLite ---------------
+
+SQLITE_BUSY_ATTEMPTS = 8
+# One per app, on SQLite only: taps of one process queue here rather than
+# fight over SQLite's single writer lock (set by setup_nfc_routes / serve_readers).
+TAP_GATE = web.AppKey("nfc_tap_gate", asyncio.Lock)
+
+
+def install_tap_gate(app: web.Application) -> None:
+    """Before the app is started (or from its startup): the SQLite tap queue."""
+    if TAP_GATE not in app and is_sqlite(app[CONFIG].database.url):
+        app[TAP_GATE] = asyncio.Lock()
+
+
+def is_sqlite_busy(exc: OperationalError) -> bool:
+    """SQLite's "database is locked": busy timeout, or a stale snapshot in WAL mode.
+
+    The second needs no waiting: a deferred transaction that read before
+    another connection committed cannot upgrade to a writer and fails at once
+    (SQLITE_BUSY_SNAPSHOT). Running the whole transaction again is the fix.
+    """
+    return "database is locked" in str(exc.orig)
+
+
+async def in_transaction(
+    sessions: async_sessionmaker[AsyncSession],
+    work: Callable[[AsyncSession], Awaitable[T]],
+    *,
+    gate: asyncio.Lock | None = None,
+    attempts: int = SQLITE_BUSY_ATTEMPTS,
+) -> T:
+    """Run ``work`` in one transaction and commit; again, from scratch, if SQLite is busy.
+
+    ``work`` must be safe to repeat: everything it did is rolled back first.
+    ``gate`` (SQLite) serialises the callers of one process, so only other
+    writers (workers, the CLI) can still make SQLite busy. PostgreSQL needs
+    neither: its guarded updates wait for each other's row locks.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if gate is not None:
+                    await stack.enter_async_context(gate)
+                session = await stack.enter_async_context(sessions())
+                await stack.enter_async_context(session.begin())
+                return await work(session)
+        except OperationalError as exc:
+            if attempt == attempts or not is_sqlite_busy(exc):
+                raise
+            log.debug("SQLite busy (attempt %d of %d); retrying", attempt, attempts)
+            await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)
+    raise AssertionError("unreachable")
