@@ -12,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import charging, events
 from billing.cost import ticket_cost
-from billing.money import Currency, parse_amount
 from billing.db import utcnow
 from billing.enums import PrinterMode, PrintStatus
 from billing.models import AccountTransaction, Delegation, Printer, PrintIn, PrintOut, User
+from billing.money import Currency, parse_amount
 
 from ..pages import PageCount
 from ..spool import SpooledFile
@@ -176,7 +176,10 @@ async def record_job(
             charging.rules_of(printer),
             charging.job_spec(print_in, print_out),
             currency,
-            [parse_amount(x.get("amount", "0"), field="ticket extra") for x in printer.ticket_extras],
+            [
+                parse_amount(x.get("amount", "0"), field="ticket extra")
+                for x in printer.ticket_extras
+            ],
         )
         print_out.ticket_number = f"T-{print_out.id:06d}"
         print_out.ticket_cost = breakdown.total
