@@ -172,6 +172,9 @@ async def record_job(
     session.add(print_out)
     await session.flush()
     if mode is PrinterMode.TICKET:
+        extras = [
+            parse_amount(x.get("amount", "0"), field="ticket extra") for x in printer.ticket_extras
+        ]
         breakdown = ticket_cost(
             charging.rules_of(printer),
             charging.job_spec(print_in, print_out),
