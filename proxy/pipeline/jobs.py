@@ -179,10 +179,7 @@ async def record_job(
             charging.rules_of(printer),
             charging.job_spec(print_in, print_out),
             currency,
-            [
-                parse_amount(x.get("amount", "0"), field="ticket extra")
-                for x in printer.ticket_extras
-            ],
+            extras,
         )
         print_out.ticket_number = f"T-{print_out.id:06d}"
         print_out.ticket_cost = breakdown.total
