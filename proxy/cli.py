@@ -114,6 +114,7 @@ async def cmd_printer_add(config: Config, args: argparse.Namespace) -> int:
             uri,
             cups_server=config.cups.server,
             info=f"proxyprint {printer.mode} -> {printer.target}",
+            error_policy=printers.PROXY_QUEUE_ERROR_POLICY,
         )
     print(f"printer {args.name} ({args.mode}) -> {args.target}; CUPS device {uri}")
     return 0

@@ -106,12 +106,25 @@ def _describe(exc: BaseException) -> str:
 
 
 def create_queue(
-    name: str, device_uri: str, *, cups_server: str | None, info: str = "", location: str = ""
+    name: str,
+    device_uri: str,
+    *,
+    cups_server: str | None,
+    info: str = "",
+    location: str = "",
+    error_policy: str | None = None,
 ) -> None:
-    """Create (or update) a raw queue: enabled, accepting jobs, shared."""
+    """Create (or update) a raw queue: enabled, accepting jobs, shared.
+
+    Proxy queues use ``error_policy="retry-job"``: when the service cannot be
+    reached, cupsd keeps the job and retries it (with ``JobRetryLimit 0`` in
+    cupsd.conf, forever) instead of aborting it.
+    """
     conn = _connection(cups_server)
     try:
         conn.addPrinter(name, device=device_uri, info=info or name, location=location)
+        if error_policy is not None:
+            conn.setPrinterErrorPolicy(name, error_policy)
         conn.enablePrinter(name)
         conn.acceptJobs(name)
         conn.setPrinterShared(name, True)

@@ -315,5 +315,5 @@ async def in_transaction(
             if attempt == attempts or not is_sqlite_busy(exc):
                 raise
             log.debug("SQLite busy (attempt %d of %d); retrying", attempt, attempts)
-            await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)
+            await asyncio.sleep(min(0.2, 0.005 * 2**attempt) * random.uniform(0.5, 1.5))
     raise AssertionError("unreachable")

@@ -9,6 +9,7 @@ The protocol is line based, ASCII, one answer line per request line::
            | ERR unknown-card           nothing released
            | ERR malformed: <reason>    the line is not a card number; keep going
            | ERR internal               the service failed; try again
+           | ERR busy / ERR timeout     too many connections / no first line in time
     reader → PING                       keep-alive
     proxy  ← OK pong
 
@@ -37,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from billing.models import Reader
 
 from .app import CONFIG, SESSIONS
-from .exceptions import ProxyPrintError
+from .exceptions import ConfigError, ProxyPrintError
 from .nfc_admin import (
     TAP_GATE,
     TapOutcome,
@@ -63,7 +64,10 @@ class LineTooLong(Exception):
 
 
 def parse_hostport(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:7772`` for IPv6; port 0 = any free port)."""
     host, _, port = value.rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"nfc.tcp_listen: expected HOST:PORT, got {value!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
@@ -193,8 +197,12 @@ class ReaderListener:
             try:
                 async with self.sessions() as session, session.begin():
                     reader = await authenticate_reader(session, parts[0], parts[1])
-            except ProxyPrintError:
+            except ProxyPrintError:  # Unauthorized, Forbidden
                 reader = None
+            except Exception:  # the database is down...: say so, log it whole
+                log.exception("reader connection %s: authentication failed", peer)
+                await self._send(writer, "ERR internal")
+                return None
         if reader is None:
             log.warning("reader connection %s: authentication failed", peer)
             await self._send(writer, ERR_AUTH)

@@ -82,6 +82,30 @@ def test_our_backend_is_installed_in_serverbin(private_cupsd: PrivateCupsd) -> N
         assert DISCOVERY in private_cupsd.lpinfo_devices()
 
 
+def test_cupsadmin_deletes_queues(private_cupsd: PrivateCupsd) -> None:
+    queue = unique("gone")
+    private_cupsd.add_queue(queue, "file:///dev/null")
+    assert queue in cupsadmin.printers(cups_server=private_cupsd.server)
+    cupsadmin.delete_queue(queue, cups_server=private_cupsd.server)
+    assert queue not in cupsadmin.printers(cups_server=private_cupsd.server)
+    with pytest.raises(CupsError, match=f"cannot delete the CUPS queue '{queue}'"):
+        cupsadmin.delete_queue(queue, cups_server=private_cupsd.server)
+
+
+@pytest.mark.parametrize(
+    ("server", "expected"),
+    [
+        ("/run/cups/cups.sock", ("/run/cups/cups.sock", 0)),
+        ("localhost", ("localhost", 631)),
+        ("127.0.0.1:8631", ("127.0.0.1", 8631)),
+        ("[::1]:8631", ("::1", 8631)),
+        ("[::1]", ("::1", 631)),
+    ],
+)
+def test_cups_server_forms(server: str, expected: tuple[str, int]) -> None:
+    assert cupsadmin.split_server(server) == expected
+
+
 def test_cupsadmin_errors_are_cups_errors(private_cupsd: PrivateCupsd) -> None:
     with pytest.raises(CupsError, match="cannot cancel CUPS job 999999") as info:
         cupsadmin.cancel_job(999_999, cups_server=private_cupsd.server)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing.enums import ByteOrder, CardFormat, PrinterMode
-from billing.models import Card, Event, Reader, reader_printers
+from billing import accounts, status
+from billing.enums import AccountType, ByteOrder, CardFormat, PrinterMode, PrintStatus
+from billing.models import Card, Event, Printer, Reader, reader_printers
 from proxy import nfc_admin
 from proxy.exceptions import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from proxy.nfc import CardError, normalize_card, parse_byte_order, parse_card_format
@@ -206,3 +210,82 @@ async def test_add_reader_errors(sessionmaker: async_sessionmaker[AsyncSession])
         second = await nfc_admin.rotate_reader_token(s, "r1")
         assert await nfc_admin.reader_by_token(s, first) is None
         assert await nfc_admin.reader_by_token(s, second) is not None
+
+
+# --- the tap transaction: retried when SQLite is busy -------------------------
+
+
+def _busy() -> OperationalError:
+    return OperationalError("UPDATE ...", {}, Exception("database is locked"))
+
+
+async def test_in_transaction_retries_only_a_busy_sqlite(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    calls: list[int] = []
+
+    async def flaky(session: AsyncSession) -> int:
+        calls.append(1)
+        if len(calls) < 3:
+            raise _busy()
+        return 42
+
+    assert await nfc_admin.in_transaction(sessionmaker, flaky) == 42
+    assert len(calls) == 3
+
+    async def broken(session: AsyncSession) -> int:
+        calls.append(1)
+        raise OperationalError("SELECT ...", {}, Exception("no such table: x"))
+
+    calls.clear()
+    with pytest.raises(OperationalError, match="no such table"):
+        await nfc_admin.in_transaction(sessionmaker, broken)
+    assert len(calls) == 1
+
+    async def always_busy(session: AsyncSession) -> int:
+        calls.append(1)
+        raise _busy()
+
+    calls.clear()
+    with pytest.raises(OperationalError, match="locked"):
+        await nfc_admin.in_transaction(sessionmaker, always_busy, attempts=3)
+    assert len(calls) == 3
+
+
+async def test_concurrent_taps_without_the_gate_release_once(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Other processes (no shared gate): SQLite retries, PostgreSQL waits on row locks."""
+    await _seed(sessionmaker)
+    async with sessionmaker() as s, s.begin():
+        account = await accounts.find_account(s, AccountType.USER, "alice")
+        printer = await s.scalar(select(Printer).where(Printer.name == "pp-hold"))
+        assert account is not None and printer is not None
+        held = []
+        for i in range(3):
+            po = await f.print_out(s, printer, "alice", charged_to=[(account, 1)], title=f"{i}")
+            assert await status.transition(s, po, PrintStatus.HELD, actor="intake")
+            held.append(po.id)
+        await nfc_admin.add_card(s, "alice", "04a1b2c3")
+        await nfc_admin.add_reader(s, "r1", ["pp-hold"])
+        reader_pk = (await s.scalar(select(Reader.id).where(Reader.reader_id == "r1"))) or 0
+
+    async def work(session: AsyncSession) -> list[int]:
+        reader = await session.get(Reader, reader_pk)
+        assert reader is not None
+        outcome = await nfc_admin.tap_card(session, reader, "04:A1:B2:C3")
+        return [r.print_out.id for r in outcome.released]
+
+    results = await asyncio.gather(
+        *(nfc_admin.in_transaction(sessionmaker, work) for _ in range(4))
+    )
+    assert sorted(i for ids in results for i in ids) == held
+    async with sessionmaker() as s:
+        pending = await s.scalars(
+            select(Event.subject_id).where(
+                Event.subject_type == "print_out", Event.to_status == "pending"
+            )
+        )
+        assert sorted(int(i) for i in pending) == held
+        taps = await s.scalars(select(Event.id).where(Event.reason == "tap"))
+        assert len(taps.all()) == 4

@@ -22,7 +22,14 @@ from sqlalchemy import select
 from billing.enums import PrintStatus
 from billing.models import Event
 from proxy import nfc_admin
-from proxy.nfc_listener import MAX_LINE, READER_LISTENER, ReaderListener, serve_readers
+from proxy.exceptions import ConfigError
+from proxy.nfc_listener import (
+    MAX_LINE,
+    READER_LISTENER,
+    ReaderListener,
+    parse_hostport,
+    serve_readers,
+)
 from tests.test_nfc_api import (
     ALICE_LSB,
     Sessions,
@@ -242,3 +249,39 @@ async def test_idle_readers_do_not_slow_http_taps(
     async with sessionmaker() as s:
         taps = await s.scalars(select(Event.id).where(Event.reason == "tap"))
         assert len(taps.all()) == 45
+
+
+async def test_limits_and_shutdown_with_readers_connected(client: Client, world: World) -> None:
+    listener = ReaderListener(client.app, "127.0.0.1", 0, max_connections=2)
+    await listener.start()
+    token = world.readers["lobby"]
+    async with (
+        connected(listener.port, "lobby", token) as first,
+        connected(listener.port, "lobby", token),
+        connected(listener.port) as third,
+    ):
+        assert await third.recv() == "ERR busy"
+        assert await third.closed_by_peer()
+        await wait_until(lambda: listener.open_connections == 2, "third one gone")
+        # Stopping the service closes the connections of readers that stay connected.
+        await listener.close()
+        assert await first.closed_by_peer()
+        assert listener.open_connections == 0
+
+
+def test_listen_address() -> None:
+    assert parse_hostport("127.0.0.1:7772") == ("127.0.0.1", 7772)
+    assert parse_hostport("[::1]:0") == ("::1", 0)
+    assert parse_hostport(":7772") == ("127.0.0.1", 7772)
+    for bad in ("7772x", "host", "host:", "host:99999"):
+        with pytest.raises(ConfigError, match=r"nfc\.tcp_listen"):
+            parse_hostport(bad)
+
+
+async def test_no_listener_without_tcp_listen(
+    aiohttp_client: AiohttpClient, db_url: str, tmp_path: Path
+) -> None:
+    app = make_app(db_url, tmp_path)
+    app.cleanup_ctx.append(serve_readers)
+    client = await aiohttp_client(app)
+    assert READER_LISTENER not in client.app

@@ -101,23 +101,23 @@ def parse_device_uri(uri: str, default_printer: str) -> tuple[str, str, str]:
     return path, server, printer
 
 
-def count_pages(stream: BinaryIO) -> int:
+def count_pages(stream: BinaryIO, chunk_size: int = _CHUNK) -> int:
     """Pages of a document read from a binary stream: PDF page objects, else 1."""
-    head = stream.read(_CHUNK)
+    head = stream.read(max(chunk_size, 16))
     if head.lstrip()[:5] != b"%PDF-":
-        while stream.read(_CHUNK):  # drain, so a pipe's writer is not cut off
+        while stream.read(chunk_size):  # drain, so a pipe's writer is not cut off
             pass
         return 1
     pages = 0
     buffer = head
     while True:
-        chunk = stream.read(_CHUNK)
+        chunk = stream.read(chunk_size)
         if not chunk:
             break
         buffer += chunk
         # Count matches that start before the overlap; the rest are counted
         # with the next chunk, so none is counted twice or split.
-        cut = len(buffer) - _OVERLAP
+        cut = max(len(buffer) - _OVERLAP, 0)
         pages += sum(1 for m in _PAGE.finditer(buffer) if m.start() < cut)
         buffer = buffer[cut:]
     pages += sum(1 for _ in _PAGE.finditer(buffer))

@@ -282,6 +282,7 @@ class SimDatabase:
         )
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA busy_timeout = 30000")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.execute("PRAGMA foreign_keys = ON")
         self._conn.executescript(SCHEMA)
 
@@ -470,7 +471,7 @@ class SimDatabase:
             (limit, offset),
         )
 
-    def add_new_internal_user(
+    def add_new_internal_user(  # noqa: PLR0917 - PaperCut's positional arguments
         self,
         user: str,
         password: str,
@@ -821,7 +822,10 @@ class SimDatabase:
         """What a person does in the admin UI (Advanced Configuration)."""
         printer_id = self._printer_id(server, name)
         with self._tx() as conn:
-            for column, value in (("unauthenticated", unauthenticated), ("hold_release", hold_release)):
+            for column, value in (
+                ("unauthenticated", unauthenticated),
+                ("hold_release", hold_release),
+            ):
                 if value is not None:
                     conn.execute(
                         f"UPDATE tbl_printer SET {column} = ? WHERE printer_id = ?",
@@ -981,9 +985,7 @@ class SimDatabase:
         that looks only at ``cancelled`` sees it ended, and the reason tells an
         expiry from a cancel.
         """
-        return self._decide(
-            document_name, "cancelled = 'Y', denied_reason = ?", (TIMEOUT_REASON,)
-        )
+        return self._decide(document_name, "cancelled = 'Y', denied_reason = ?", (TIMEOUT_REASON,))
 
     def refund(self, document_name: str) -> bool:
         """A printed job refunded by an admin (``refunded='Y'``)."""

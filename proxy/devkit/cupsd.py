@@ -281,17 +281,23 @@ class PrivateCupsd:
         )
 
     def _answers(self) -> bool:
-        """cupsd serves its socket and listens on our port (it starts without it)."""
-        log = self.error_log
-        if f"Unable to open listen socket for address 127.0.0.1:{self.port} " in log:
-            raise _PortTaken(f"port {self.port} was taken before cupsd could listen")
-        if f"Listening to 127.0.0.1:{self.port} on fd" not in log:
-            return False
+        """cupsd serves its socket and listens on our port (it starts without it).
+
+        cupsd opens every listener before it serves any, and logs a failed one
+        at level error, so once the socket answers the log tells whether the
+        port was taken meanwhile (LogLevel must be error or more verbose).
+        """
         try:
             cupsadmin.printers(cups_server=self.server)
         except CupsError:
             return False
-        return True
+        if f"Unable to open listen socket for address 127.0.0.1:{self.port} " in self.error_log:
+            raise _PortTaken(f"port {self.port} was taken before cupsd could listen")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return False
 
     def _start_errors(self) -> str:
         stderr = (self.root / "log" / "cupsd.stderr").read_text("utf-8", "replace")

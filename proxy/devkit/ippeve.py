@@ -391,9 +391,14 @@ class IppEvePrinter:
 
     # --- knobs -----------------------------------------------------------
 
+    def _knob(self, name: str) -> Path:
+        if self._process is None:
+            raise TargetError("the ippeveprinter is not running")
+        return self.root / name
+
     def hold(self) -> None:
         """Keep every job "printing" (processing) until release()."""
-        (self.root / "hold").touch()
+        self._knob("hold").touch()
 
     def release(self) -> None:
         if self.root != Path():
@@ -409,7 +414,7 @@ class IppEvePrinter:
 
     def abort_next(self, count: int = 1) -> None:
         """The next ``count`` jobs fail: their command exits 1, the job is aborted."""
-        (self.root / "abort").write_text(str(count))
+        self._knob("abort").write_text(str(count))
 
     # --- IPP -------------------------------------------------------------
 

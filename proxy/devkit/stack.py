@@ -110,6 +110,7 @@ class ServiceStack:
             name,
             printers.device_uri(self.intake_socket),
             cups_server=self.cupsd.server,
+            error_policy=printers.PROXY_QUEUE_ERROR_POLICY,
         )
 
     async def add_users(self, *names: str, groups: Iterable[str] = ()) -> None:

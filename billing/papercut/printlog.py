@@ -1,0 +1,276 @@
+"""PaperCut's print log: what happened to the jobs proxyprint sent (SPEC §8).
+
+PaperCut writes one ``tbl_printer_usage_log`` row per job it tracks; proxyprint
+finds its jobs there by their unique document name
+(``<title>.proxyprint.<uuid>``). This module reads that table, and
+``tbl_account_transaction`` for the outbox, with SQLAlchemy Core and bound
+parameters only (the names come from users' titles: never built into SQL).
+The tables are declared here, not created: they are PaperCut's (or the
+simulator's, which uses the same names).
+
+Cost: ``fetch`` runs one query per ``CHUNK`` (1,000) names, so the tracker's
+tick over up to 1,000 pending jobs is one query; 1,001 to 2,000 cost two.
+1,000 is the largest list every database PaperCut supports takes in one
+``IN (...)`` with bound parameters: Oracle allows at most 1,000 expressions
+in a list (ORA-01795) and SQL Server 2,100 parameters per statement;
+PostgreSQL, MySQL, Derby and SQLite (>= 3.32: 32,766 variables) take more.
+
+``QUERIES`` counts the queries run, by function, for the metrics and the
+"at most one query per tick" acceptance test.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Column, Dialect, Integer, MetaData, String, Table, bindparam, literal, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "CHUNK",
+    "QUERIES",
+    "TIMEOUT_REASON",
+    "Outcome",
+    "PrintLogRow",
+    "adjustment_applied",
+    "fetch",
+    "outcome",
+]
+
+CHUNK = 1000
+TIMEOUT_REASON = "TIMEOUT"
+# Denied reasons that mean "a person cancelled it" rather than "refused".
+_CANCEL_REASONS = frozenset({"CANCELLED", "CANCELED"})
+
+QUERIES: Counter[str] = Counter()
+
+
+class _LoggedDecimal(TypeDecorator[Decimal]):
+    """An amount whatever the driver returns: Decimal (NUMERIC), str (the
+    simulator's TEXT) or float (SQLite REAL: read back as its shortest text)."""
+
+    impl = String
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal:
+        if value is None:
+            return Decimal(0)
+        if isinstance(value, Decimal):
+            return value
+        if isinstance(value, float):
+            return Decimal(repr(value))
+        try:
+            return Decimal(str(value).strip())
+        except InvalidOperation:
+            raise ValueError(f"usage_cost {value!r} is not a number") from None
+
+
+class _LoggedTime(TypeDecorator[dt.datetime]):
+    """A time as the database keeps it: a datetime, or the simulator's ISO text.
+
+    PaperCut itself stores the server's local time without a zone: such
+    values come back naive, as stored.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None or isinstance(value, dt.datetime):
+            return value
+        try:
+            return dt.datetime.fromisoformat(str(value))
+        except ValueError:
+            return None
+
+
+_metadata = MetaData()
+
+usage_log = Table(
+    "tbl_printer_usage_log",
+    _metadata,
+    Column("printer_usage_log_id", Integer, primary_key=True),
+    Column("usage_date", _LoggedTime),
+    Column("document_name", String),
+    Column("total_pages", Integer),
+    Column("total_color_pages", Integer),
+    Column("copies", Integer),
+    Column("usage_cost", _LoggedDecimal),
+    Column("printed", String),
+    Column("cancelled", String),
+    Column("refunded", String),
+    Column("denied_reason", String),
+    Column("job_type", String),
+)
+
+account_transaction = Table(
+    "tbl_account_transaction",
+    _metadata,
+    Column("account_transaction_id", Integer, primary_key=True),
+    Column("txn_comment", String),
+)
+
+_FETCH = (
+    select(
+        usage_log.c.printer_usage_log_id,
+        usage_log.c.document_name,
+        usage_log.c.printed,
+        usage_log.c.cancelled,
+        usage_log.c.refunded,
+        usage_log.c.denied_reason,
+        usage_log.c.usage_cost,
+        usage_log.c.total_pages,
+        usage_log.c.total_color_pages,
+        usage_log.c.copies,
+        usage_log.c.usage_date,
+    )
+    .where(
+        usage_log.c.document_name.in_(bindparam("names", expanding=True)),
+        usage_log.c.job_type == "PRINT",
+    )
+    .order_by(usage_log.c.printer_usage_log_id)
+)
+
+_APPLIED = (
+    select(literal(1))
+    .select_from(account_transaction)
+    .where(account_transaction.c.txn_comment.like(bindparam("pattern"), escape="\\"))
+    .limit(1)
+)
+
+
+class Outcome(StrEnum):
+    """A print-log row read as a job's end state (SPEC §8)."""
+
+    PRINTED = "printed"  # completed, cost = usage_cost
+    CANCELED = "canceled"  # cancelled in PaperCut (or CUPS)
+    EXPIRED = "expired"  # a hold/release job never released (denied_reason TIMEOUT)
+    DENIED = "denied"  # refused by PaperCut (denied_reason says why)
+    PENDING = "pending"  # held, or not decided yet
+
+    @property
+    def is_final(self) -> bool:
+        return self is not Outcome.PENDING
+
+    @property
+    def rank(self) -> int:
+        """How decisive: a printed row beats an ended one, which beats a pending one."""
+        return {Outcome.PRINTED: 3, Outcome.PENDING: 1}.get(self, 2)
+
+
+@dataclass(frozen=True, slots=True)
+class PrintLogRow:
+    document_name: str
+    printed: bool
+    cancelled: bool
+    refunded: bool
+    denied_reason: str  # "" or a code, upper-case
+    usage_cost: Decimal
+    total_pages: int  # printed pages: pages x copies
+    total_color_pages: int
+    copies: int
+    usage_date: dt.datetime | None
+    printer_usage_log_id: int = 0
+
+    @property
+    def outcome(self) -> Outcome:
+        return outcome(self)
+
+
+def outcome(row: PrintLogRow) -> Outcome:
+    """The end state a row records.
+
+    ====================================================  ==========
+    printed='Y' (refunded or not: the row's usage_cost)   PRINTED
+    denied_reason 'TIMEOUT'                               EXPIRED
+    another denied_reason (not CANCELLED)                 DENIED
+    cancelled='Y', or denied_reason 'CANCELLED'           CANCELED
+    none of these (held, or still being processed)        PENDING
+    ====================================================  ==========
+
+    EXPIRED, DENIED and CANCELED all end a print-out as ``canceled``; they
+    differ in the reason it records.
+    """
+    if row.printed:
+        return Outcome.PRINTED
+    reason = row.denied_reason
+    if reason == TIMEOUT_REASON:
+        return Outcome.EXPIRED
+    if reason and reason not in _CANCEL_REASONS:
+        return Outcome.DENIED
+    if row.cancelled or reason:
+        return Outcome.CANCELED
+    return Outcome.PENDING
+
+
+def _yes(value: object) -> bool:
+    return isinstance(value, str) and value.strip().upper() == "Y"
+
+
+def _row(values: Any) -> PrintLogRow:
+    return PrintLogRow(
+        document_name=str(values.document_name),
+        printed=_yes(values.printed),
+        cancelled=_yes(values.cancelled),
+        refunded=_yes(values.refunded),
+        denied_reason=(values.denied_reason or "").strip().upper(),
+        usage_cost=values.usage_cost,
+        total_pages=int(values.total_pages or 0),
+        total_color_pages=int(values.total_color_pages or 0),
+        copies=int(values.copies or 1),
+        usage_date=values.usage_date,
+        printer_usage_log_id=int(values.printer_usage_log_id),
+    )
+
+
+async def fetch(engine: AsyncEngine, document_names: Sequence[str]) -> dict[str, PrintLogRow]:
+    """The print-log row of each document name that has one (print jobs only).
+
+    One query per ``CHUNK`` names (duplicates are asked once). A name with
+    several rows (CUPS delivered the job twice, say) gets its most decisive
+    row: printed over ended over pending, then the latest.
+    """
+    names = list(dict.fromkeys(document_names))
+    found: dict[str, PrintLogRow] = {}
+    if not names:
+        return found
+    async with engine.connect() as conn:
+        for start in range(0, len(names), CHUNK):
+            QUERIES["fetch"] += 1
+            result = await conn.execute(_FETCH, {"names": names[start : start + CHUNK]})
+            for values in result:
+                row = _row(values)
+                known = found.get(row.document_name)
+                if known is None or row.outcome.rank >= known.outcome.rank:
+                    found[row.document_name] = row
+    return found
+
+
+def _like_pattern(marker: str) -> str:
+    escaped = marker.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+async def adjustment_applied(engine: AsyncEngine, comment_marker: str) -> bool:
+    """Whether PaperCut holds an account transaction whose comment contains the marker.
+
+    The outbox puts a unique marker in every adjustment's comment; after a
+    write whose answer was lost it asks here before sending it again. The
+    marker is matched literally (``%`` and ``_`` escaped) anywhere in the
+    comment, so it must not be a part of another marker: end it with a
+    delimiter (e.g. ``[pp:<uuid>]``). The table has no index on comments:
+    this scans it, so call it for uncertain deliveries only.
+    """
+    if not comment_marker:
+        raise ValueError("an empty marker matches every transaction")
+    QUERIES["adjustment_applied"] += 1
+    async with engine.connect() as conn:
+        result = await conn.execute(_APPLIED, {"pattern": _like_pattern(comment_marker)})
+        return result.first() is not None
