@@ -276,6 +276,7 @@ async def test_register_cards(client: Client, world: World, sessionmaker: Sessio
         {"user": "bob", "card": 123456789},
         {"user": "bob", "card": "0a0b0c0d", "format": "oct"},
         {"user": "bob", "card": "0a0b0c0d", "byte_order": "big"},
+        {"user": "bob", "card": "0a0b0c0d", "format": ""},
         {"user": "bob", "card": "0a0b0c0d", "colour": "red"},
     ):
         await post(client, "/api/v1/cards", admin, bad, expect=400)

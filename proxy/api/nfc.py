@@ -76,8 +76,8 @@ async def register_card(request: web.Request) -> web.Response:
             session,
             user,
             raw,
-            card_format=card_format or "hex",
-            byte_order=byte_order or "msb",
+            card_format="hex" if card_format is None else card_format,
+            byte_order="msb" if byte_order is None else byte_order,
             actor=principal.describe(),
         )
     return web.json_response({"id": card.id, "user": user, "card": card.number}, status=201)

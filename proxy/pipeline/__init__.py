@@ -36,6 +36,7 @@ async def run_loop(app: web.Application, name: str, tick: Tick, interval: float)
 async def _workers(app: web.Application) -> AsyncIterator[None]:
     from ..app import CONFIG
     from .dispatch import dispatch_tick
+    from .outbox_worker import outbox_tick
     from .release import expire_tick
     from .tracker import track_tick
 
@@ -45,7 +46,14 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
         # The tracker never loops at once: one poll per target per tick.
         asyncio.create_task(run_loop(app, "tracker", _no_spin(track_tick), interval)),
         asyncio.create_task(run_loop(app, "expiry", expire_tick, max(interval, 1.0))),
+        asyncio.create_task(run_loop(app, "outbox", outbox_tick, interval)),
     ]
+    if PAPERCUT_ON in app:
+        from .papercut import monitor_tick
+
+        tasks.append(
+            asyncio.create_task(run_loop(app, "papercut", _no_spin(monitor_tick), interval))
+        )
     app[WORKERS] = tasks
     yield
     for task in tasks:
@@ -63,5 +71,26 @@ def _no_spin(tick: Tick) -> Tick:
     return wrapped
 
 
+PAPERCUT_ON = web.AppKey("papercut_on", bool)
+
+
 def setup_workers(app: web.Application) -> None:
+    from ..app import CONFIG
+    from .outbox_worker import HANDLERS
+
+    app[HANDLERS] = {}
+    if app[CONFIG].papercut.url:
+        from .papercut import papercut_ctx
+
+        app[PAPERCUT_ON] = True
+        app.cleanup_ctx.append(papercut_ctx)
+        app.cleanup_ctx.append(_papercut_handlers)
     app.cleanup_ctx.append(_workers)
+
+
+async def _papercut_handlers(app: web.Application) -> AsyncIterator[None]:
+    from .outbox_worker import HANDLERS
+    from .papercut import ADJUST_KIND, PAPERCUT, PRINTLOG, PaperCutAdjustments
+
+    app[HANDLERS][ADJUST_KIND] = PaperCutAdjustments(app[PAPERCUT], app[PRINTLOG])
+    yield

@@ -25,6 +25,7 @@ from ..app import SESSIONS, SPOOL, TARGETS
 from ..targets.base import PrintRequest, Target
 from ..targets.errors import TargetError
 from .jobs import detach_spool
+from .papercut import document_name
 from .wake import wake
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,16 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
     print_out, print_in = loaded
     if print_out.status != PrintStatus.PENDING or print_out.dispatched_at is not None:
         return
+    if print_out.papercut and print_out.document_name is None:
+        # Stored before the job leaves: the monitor finds it in PaperCut's log by this name.
+        print_out.document_name = document_name(print_out.title)
+        async with sessions() as session, session.begin():
+            await session.execute(
+                update(PrintOut)
+                .where(PrintOut.id == print_out.id)
+                .values(document_name=print_out.document_name)
+                .execution_options(synchronize_session=False)
+            )
     try:
         target: Target = app[TARGETS].get(print_out.target)
         submitted = await target.submit(print_request(print_out, print_in))

@@ -68,8 +68,12 @@ async def release(
     if printer is not None and printer.id != po.printer_id:
         po.target, po.papercut = printer.target, printer.papercut
         events.record(
-            session, subject_type="print_out", subject_id=po.id, actor=actor,
-            reason="redirected", message=f"to printer {printer.name} ({printer.target})",
+            session,
+            subject_type="print_out",
+            subject_id=po.id,
+            actor=actor,
+            reason="redirected",
+            message=f"to printer {printer.name} ({printer.target})",
         )
     if not await status.transition(session, po, PrintStatus.PENDING, actor=actor, reason=reason):
         return False
@@ -121,8 +125,12 @@ async def tap(session: AsyncSession, reader: Reader, card_number: str) -> list[R
     owner = await card_owner(session, card_number)
     if owner is None:
         events.record(
-            session, subject_type="reader", subject_id=reader.reader_id, actor=reader.reader_id,
-            reason="tap-unknown-card", data={"card": card_number},
+            session,
+            subject_type="reader",
+            subject_id=reader.reader_id,
+            actor=reader.reader_id,
+            reason="tap-unknown-card",
+            data={"card": card_number},
         )
         raise NotFound("unknown card")
     printers = dict(
@@ -139,8 +147,12 @@ async def tap(session: AsyncSession, reader: Reader, card_number: str) -> list[R
         if await release(session, po, actor=f"reader:{reader.reader_id}", reason="nfc-tap"):
             released.append(Released(po, printers[po.printer_id]))
     events.record(
-        session, subject_type="reader", subject_id=reader.reader_id, actor=owner.name,
-        reason="tap", data={"card": card_number, "released": [r.print_out.id for r in released]},
+        session,
+        subject_type="reader",
+        subject_id=reader.reader_id,
+        actor=owner.name,
+        reason="tap",
+        data={"card": card_number, "released": [r.print_out.id for r in released]},
     )
     return released
 
@@ -164,7 +176,11 @@ async def expire_tick(app: web.Application) -> int:
         ).all()
         for po in due:
             if await status.transition(
-                session, po, PrintStatus.CANCELED, actor="expiry", reason=REASON_EXPIRED,
+                session,
+                po,
+                PrintStatus.CANCELED,
+                actor="expiry",
+                reason=REASON_EXPIRED,
                 message="never released before the hold expired",
             ):
                 paths += await detach_spool(session, [po.print_in_id])

@@ -40,10 +40,10 @@ async def in_flight(session: AsyncSession) -> dict[str, dict[int, int]]:
     """{target uri: {target job id: print-out id}} for dispatched, unfinished jobs."""
     rows = await session.execute(
         select(PrintOut.target, PrintOut.target_job_id, PrintOut.id).where(
-            PrintOut.status.in_([int(s) for s in IN_FLIGHT]),
+            # PaperCut jobs too: a cancel in CUPS shows there first (see apply_states).
+            PrintOut.status.in_([int(s) for s in (*IN_FLIGHT, PrintStatus.PENDING_EXTERNAL)]),
             PrintOut.dispatched_at.is_not(None),
             PrintOut.target_job_id.is_not(None),
-            PrintOut.papercut.is_(False),
         )
     )
     jobs: dict[str, dict[int, int]] = defaultdict(dict)
@@ -85,6 +85,12 @@ async def apply_states(
             if po is None or new is None or new == po.status:
                 continue
             reason = ",".join(state.reasons)[:64] or None
+            if po.papercut:
+                # PaperCut's print log decides how a PaperCut job ends, except a job
+                # canceled or aborted in CUPS before PaperCut logged it.
+                if new not in (PrintStatus.CANCELED, PrintStatus.ABORTED):
+                    continue
+                new, reason = PrintStatus.CANCELED, "canceled-in-cups"
             if not await status.transition(session, po, new, actor="tracker", reason=reason):
                 continue
             changed += 1

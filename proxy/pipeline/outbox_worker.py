@@ -1,0 +1,61 @@
+"""Runs the outbox: every external posting, retried until it succeeds, once."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from billing import outbox
+from billing.models import OutboxItem
+
+from ..app import SESSIONS
+from .dispatch import INSTANCE
+
+log = logging.getLogger(__name__)
+
+HANDLERS = web.AppKey("outbox_handlers", dict)
+
+
+async def _run_one(app: web.Application, claimed: outbox.Claimed) -> None:
+    handler: outbox.Handler | None = app[HANDLERS].get(claimed.kind)
+    sessions = app[SESSIONS]
+    async with sessions() as session:
+        item = await session.get(OutboxItem, claimed.id)
+    if item is None:
+        return
+    if handler is None:
+        async with sessions() as session, session.begin():
+            await outbox.postpone(
+                session, item.id, claimed.attempts + 1, f"no handler for {item.kind}"
+            )
+        return
+    try:
+        # An earlier attempt may have reached the other side: look before re-sending.
+        if claimed.attempts > 0 and await handler.already_applied(item):
+            log.info("outbox %s: applied by an earlier attempt", item.idempotency_key)
+        else:
+            await handler.apply(item)
+    except outbox.GiveUp as exc:
+        async with sessions() as session, session.begin():
+            await outbox.fail(session, item.id, str(exc))
+        log.error("outbox %s failed for good: %s", item.idempotency_key, exc)
+        return
+    except (outbox.Retry, OSError, TimeoutError) as exc:
+        async with sessions() as session, session.begin():
+            await outbox.postpone(session, item.id, claimed.attempts + 1, str(exc))
+        log.warning("outbox %s: %s (will retry)", item.idempotency_key, exc)
+        return
+    async with sessions() as session, session.begin():
+        await outbox.finish(session, item.id)
+
+
+async def outbox_tick(app: web.Application) -> int:
+    if not app[HANDLERS]:
+        return 0
+    async with app[SESSIONS]() as session, session.begin():
+        # The attempt is committed before anything is sent (see billing/outbox.py).
+        claimed = await outbox.claim(session, INSTANCE)
+    for item in claimed:
+        await _run_one(app, item)
+    return len(claimed)

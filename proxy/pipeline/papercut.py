@@ -1,0 +1,226 @@
+"""PaperCut-managed targets (SavaPage A.3.2, A.3.3).
+
+A print-out to a PaperCut-managed queue goes out under a unique document name
+and waits ``pending_external`` with zero shadow transactions. The monitor reads
+PaperCut's print log in batches (one query per tick for every pending name),
+ends the print-out as PaperCut did, charges the cost pro rata (PaperCut's
+``usage_cost``, or the ticket cost for a job ticket), and queues one PaperCut
+adjustment per transaction in the outbox, in the same database transaction.
+
+Exactly once: each adjustment's comment carries a unique marker
+``[pp:<outbox key>]``. The outbox commits the attempt before calling PaperCut;
+a row that may have been applied (an earlier attempt exists) is first looked
+up in PaperCut's ``tbl_account_transaction`` by that marker and only re-sent
+when it is not there.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from decimal import Decimal
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from billing import charging, events, outbox, status
+from billing.db import make_engine, utcnow
+from billing.enums import AccountType, PrinterMode, PrintStatus
+from billing.models import Account, AccountTransaction, OutboxItem, PrintOut
+from billing.papercut import printlog
+from billing.papercut.client import PaperCutClient
+from billing.papercut.exceptions import PaperCutError
+
+from ..app import CONFIG, SESSIONS, SPOOL
+from .jobs import detach_spool
+
+log = logging.getLogger(__name__)
+
+PAPERCUT = web.AppKey("papercut", PaperCutClient)
+PRINTLOG = web.AppKey("papercut_printlog", AsyncEngine)
+ADJUST_KIND = "papercut.adjust"
+REASON_MISSING = "not-in-print-log"
+MAX_DOCUMENT_NAME = 255
+_UNSAFE = re.compile(r"[^A-Za-z0-9 ._\-()\[\]+,@]")
+
+
+def document_name(title: str, unique: uuid.UUID | None = None) -> str:
+    """``<title>.proxyprint.<uuid>``: ASCII, at most 255 characters, unique."""
+    suffix = f".proxyprint.{(unique or uuid.uuid4()).hex}"
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    ascii_title = _UNSAFE.sub("_", ascii_title).strip() or "job"
+    return ascii_title[: MAX_DOCUMENT_NAME - len(suffix)] + suffix
+
+
+def marker(key: str) -> str:
+    return f"[pp:{key}]"
+
+
+async def _charge_to_papercut(session: AsyncSession, po: PrintOut, account_name: str) -> None:
+    """Queue one PaperCut adjustment per charged transaction (same DB transaction)."""
+    rows = await session.execute(
+        select(AccountTransaction, Account)
+        .join(Account, Account.id == AccountTransaction.account_id)
+        .where(AccountTransaction.print_out_id == po.id)
+        .order_by(AccountTransaction.id)
+    )
+    for txn, account in rows.all():
+        if txn.amount == 0:
+            continue
+        key = f"papercut:po:{po.id}:txn:{txn.id}"
+        comment = f"proxyprint print-out {po.id}: {po.title[:80]} {marker(key)}"
+        await outbox.enqueue(
+            session,
+            kind=ADJUST_KIND,
+            key=key,
+            print_out_id=po.id,
+            payload={
+                "account_type": account.type,
+                "name": account.path,
+                "amount": str(-txn.amount),
+                "comment": comment,
+                "marker": marker(key),
+                "user_account": account_name,
+            },
+        )
+
+
+async def apply_outcomes(app: web.Application, rows: dict[str, printlog.PrintLogRow]) -> int:
+    """End the print-outs whose print-log rows say so; returns how many changed."""
+    config = app[CONFIG]
+    currency = config.money
+    changed = 0
+    ended: list[int] = []
+    async with app[SESSIONS]() as session, session.begin():
+        names = [n for n, row in rows.items() if row.outcome.is_final]
+        pos = (
+            await session.scalars(
+                select(PrintOut).where(
+                    PrintOut.document_name.in_(names),
+                    PrintOut.status == int(PrintStatus.PENDING_EXTERNAL),
+                )
+            )
+        ).all()
+        for po in pos:
+            row = rows[po.document_name or ""]
+            result = row.outcome
+            if result is printlog.Outcome.PRINTED:
+                if not await status.transition(
+                    session, po, PrintStatus.COMPLETED, actor="papercut", reason="printed"
+                ):
+                    continue
+                ticket = po.mode == PrinterMode.TICKET.value and po.ticket_cost is not None
+                cost = po.ticket_cost if ticket and po.ticket_cost is not None else row.usage_cost
+                detail: list[dict[str, object]] = [
+                    {
+                        "description": "job ticket cost" if ticket else "PaperCut usage cost",
+                        "amount": str(cost),
+                    }
+                ]
+                await charging.charge(session, po, cost, currency, actor="papercut", detail=detail)
+                await _charge_to_papercut(session, po, config.papercut.account)
+            else:
+                reason = {
+                    printlog.Outcome.EXPIRED: "expired",
+                    printlog.Outcome.DENIED: f"denied:{row.denied_reason.lower()}"[:64],
+                }.get(result, "canceled-in-papercut")
+                if not await status.transition(
+                    session, po, PrintStatus.CANCELED, actor="papercut", reason=reason
+                ):
+                    continue
+            changed += 1
+            ended.append(po.print_in_id)
+        paths = await detach_spool(session, ended)
+    for path in paths:
+        app[SPOOL].remove(path)
+    return changed
+
+
+async def _flag_missing(app: web.Application, missing: list[int]) -> None:
+    """Flag print-outs PaperCut never logged; nothing is charged, an admin looks."""
+    if not missing:
+        return
+    async with app[SESSIONS]() as session, session.begin():
+        for po in await session.scalars(select(PrintOut).where(PrintOut.id.in_(missing))):
+            if po.status_reason == REASON_MISSING:
+                continue
+            po.status_reason = REASON_MISSING
+            po.status_message = "PaperCut's print log has no row for this job; check PaperCut"
+            events.record(
+                session,
+                subject_type="print_out",
+                subject_id=po.id,
+                actor="papercut",
+                reason=REASON_MISSING,
+                message=po.status_message,
+            )
+
+
+async def monitor_tick(app: web.Application) -> int:
+    """One tick: one print-log query (per 500 names) for every pending document."""
+    async with app[SESSIONS]() as session:
+        pending = (
+            await session.execute(
+                select(PrintOut.id, PrintOut.document_name, PrintOut.dispatched_at).where(
+                    PrintOut.status == int(PrintStatus.PENDING_EXTERNAL),
+                    PrintOut.document_name.is_not(None),
+                )
+            )
+        ).all()
+    if not pending:
+        return 0
+    rows = await printlog.fetch(app[PRINTLOG], [p.document_name for p in pending])
+    changed = await apply_outcomes(app, rows)
+    limit = utcnow() - timedelta(minutes=app[CONFIG].papercut.missing_after_mins)
+    missing = [
+        p.id
+        for p in pending
+        if p.document_name not in rows and p.dispatched_at is not None and p.dispatched_at < limit
+    ]
+    await _flag_missing(app, missing)
+    return changed
+
+
+class PaperCutAdjustments:
+    """The outbox handler that posts adjustments to PaperCut (unconditionally)."""
+
+    def __init__(self, client: PaperCutClient, printlog_engine: AsyncEngine) -> None:
+        self.client = client
+        self.printlog = printlog_engine
+
+    async def already_applied(self, item: OutboxItem) -> bool:
+        return await printlog.adjustment_applied(self.printlog, str(item.payload["marker"]))
+
+    async def apply(self, item: OutboxItem) -> None:
+        p = item.payload
+        amount = Decimal(str(p["amount"]))
+        try:
+            if p["account_type"] == AccountType.USER.value:
+                await self.client.adjust_user_account_balance(
+                    str(p["name"]), amount, str(p["comment"]), str(p.get("user_account") or "")
+                )
+                return
+            name = str(p["name"])
+            if not await self.client.is_shared_account_exists(name):
+                await self.client.add_new_shared_account(name)
+            await self.client.adjust_shared_account_account_balance(name, amount, str(p["comment"]))
+        except PaperCutError as exc:
+            # Retried until it succeeds (a fault, e.g. an unknown user, waits for an admin).
+            raise outbox.Retry(str(exc)) from exc
+
+
+async def papercut_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The PaperCut client and print-log engine, when ``[papercut]`` is configured."""
+    config = app[CONFIG].papercut
+    client = PaperCutClient(config.url, config.token, retry_writes=False)
+    engine = make_engine(config.db_url)
+    app[PAPERCUT] = client
+    app[PRINTLOG] = engine
+    yield
+    await client.close()
+    await engine.dispose()

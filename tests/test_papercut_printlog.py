@@ -1,0 +1,253 @@
+"""Reading PaperCut's print log: batched, bound, and read as end states."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from billing.db import make_engine
+from billing.papercut import printlog
+from billing.papercut.printlog import CHUNK, Outcome, PrintLogRow, outcome
+from billing.papercut.simdb import SimDatabase
+
+SERVER = "localhost"
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[SimDatabase]:
+    db = SimDatabase(tmp_path / "sim.db")
+    db.add_printer(SERVER, "direct", cost_mono=Decimal("0.10"))
+    db.add_printer(SERVER, "hold", cost_mono=Decimal("0.05"), hold_release=True)
+    yield db
+    db.close()
+
+
+@pytest.fixture
+async def engine(sim: SimDatabase) -> AsyncIterator[AsyncEngine]:
+    eng = make_engine(f"sqlite+aiosqlite:///{sim.path}")
+    yield eng
+    await eng.dispose()
+
+
+def count_selects(engine: AsyncEngine) -> list[str]:
+    statements: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", before)
+    return statements
+
+
+def row(**overrides: Any) -> PrintLogRow:
+    values: dict[str, Any] = {
+        "document_name": "d",
+        "printed": False,
+        "cancelled": False,
+        "refunded": False,
+        "denied_reason": "",
+        "usage_cost": Decimal("0.30"),
+        "total_pages": 3,
+        "total_color_pages": 0,
+        "copies": 1,
+        "usage_date": None,
+    }
+    values.update(overrides)
+    return PrintLogRow(**values)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, Outcome.PENDING),
+        ({"printed": True}, Outcome.PRINTED),
+        ({"printed": True, "refunded": True}, Outcome.PRINTED),
+        ({"cancelled": True}, Outcome.CANCELED),
+        ({"denied_reason": "CANCELLED"}, Outcome.CANCELED),
+        ({"denied_reason": "TIMEOUT"}, Outcome.EXPIRED),
+        ({"denied_reason": "TIMEOUT", "cancelled": True}, Outcome.EXPIRED),
+        ({"denied_reason": "INSUFFICIENT_BALANCE"}, Outcome.DENIED),
+        ({"denied_reason": "PRINTER_DISABLED", "cancelled": True}, Outcome.DENIED),
+    ],
+)
+def test_outcome_mapping(overrides: dict[str, Any], expected: Outcome) -> None:
+    assert outcome(row(**overrides)) is expected
+    assert row(**overrides).outcome is expected
+    assert expected.is_final == (expected is not Outcome.PENDING)
+
+
+async def test_one_query_for_a_thousand_pending_jobs(sim: SimDatabase, engine: AsyncEngine) -> None:
+    names = [f"job {n}.proxyprint.{n:08d}" for n in range(CHUNK)]
+    for name in names:
+        sim.record_job(name, user="amy", printer="hold")
+    selects = count_selects(engine)
+    before = printlog.QUERIES["fetch"]
+
+    found = await printlog.fetch(engine, names)
+
+    assert len(selects) == 1 == printlog.QUERIES["fetch"] - before
+    assert set(found) == set(names)
+    assert all(r.outcome is Outcome.PENDING for r in found.values())
+    # One more name: a second chunk, a second query; duplicates are asked once.
+    selects.clear()
+    found = await printlog.fetch(engine, [*names, "missing.proxyprint.x", names[0]])
+    assert len(selects) == 2
+    assert len(found) == CHUNK
+    assert await printlog.fetch(engine, []) == {}
+    assert len(selects) == 2  # nothing to ask: no query
+
+
+async def test_fetch_reads_every_end_state(sim: SimDatabase, engine: AsyncEngine) -> None:
+    names = {state: f"{state}.proxyprint.{state}" for state in (
+        "printed", "held", "released", "cancelled", "expired", "denied", "refunded"
+    )}  # fmt: skip
+    sim.record_job(names["printed"], user="Amy", printer="direct", pages=3, copies=2)
+    for state in ("held", "released", "cancelled", "expired", "denied"):
+        sim.record_job(names[state], user="amy", printer="hold", pages=2)
+    sim.record_job(names["refunded"], user="amy", printer="direct")
+    sim.release(names["released"])
+    sim.cancel(names["cancelled"])
+    sim.expire(names["expired"])
+    sim.deny(names["denied"], "filter_rule")
+    sim.refund(names["refunded"])
+
+    found = await printlog.fetch(engine, [*names.values(), "never.proxyprint.sent"])
+
+    assert "never.proxyprint.sent" not in found
+    outcomes = {state: found[name].outcome for state, name in names.items()}
+    assert outcomes == {
+        "printed": Outcome.PRINTED,
+        "held": Outcome.PENDING,
+        "released": Outcome.PRINTED,
+        "cancelled": Outcome.CANCELED,
+        "expired": Outcome.EXPIRED,
+        "denied": Outcome.DENIED,
+        "refunded": Outcome.PRINTED,
+    }
+    printed = found[names["printed"]]
+    assert printed.usage_cost == Decimal("0.60") and isinstance(printed.usage_cost, Decimal)
+    assert (printed.total_pages, printed.copies) == (6, 2)
+    assert isinstance(printed.usage_date, dt.datetime) and printed.usage_date.tzinfo is not None
+    assert found[names["released"]].usage_cost == Decimal("0.10")
+    assert found[names["denied"]].denied_reason == "FILTER_RULE"
+    assert found[names["refunded"]].refunded
+
+
+async def test_the_most_decisive_row_wins(sim: SimDatabase, engine: AsyncEngine) -> None:
+    name = "twice.proxyprint.1"
+    sim.record_job(name, user="amy", printer="hold")
+    sim.cancel(name)
+    sim.record_job(name, user="amy", printer="direct")  # delivered again, printed
+    sim.record_job(name, user="amy", printer="hold")  # and once more, held
+    found = await printlog.fetch(engine, [name])
+    assert found[name].outcome is Outcome.PRINTED
+
+
+async def test_names_are_bound_never_spliced(sim: SimDatabase, engine: AsyncEngine) -> None:
+    names = [
+        "O'Brien's report.proxyprint.1",
+        "100%_done.proxyprint.2",
+        "x'); DROP TABLE tbl_printer_usage_log; --.proxyprint.3",
+        "naïve ünïcödé.proxyprint.4",
+    ]
+    for name in names:
+        sim.record_job(name, user="amy", printer="direct")
+    found = await printlog.fetch(engine, [*names, "100%", "%"])
+    assert set(found) == set(names)
+    assert len(sim.usage_rows()) == 4
+
+
+async def test_only_print_jobs_count(sim: SimDatabase, engine: AsyncEngine) -> None:
+    sim.record_job("copy.proxyprint.1", user="amy", printer="direct")
+    with sqlite3.connect(sim.path) as conn:
+        conn.execute("UPDATE tbl_printer_usage_log SET job_type = 'COPY'")
+    assert await printlog.fetch(engine, ["copy.proxyprint.1"]) == {}
+
+
+async def test_adjustment_applied(sim: SimDatabase, engine: AsyncEngine) -> None:
+    sim.add_user("amy")
+    sim.adjust_user_account_balance("amy", -0.3, "proxyprint print-out 7 [pp:ab_1]")
+    before = printlog.QUERIES["adjustment_applied"]
+    assert await printlog.adjustment_applied(engine, "[pp:ab_1]")
+    assert not await printlog.adjustment_applied(engine, "[pp:ab%1]")  # % is literal
+    assert not await printlog.adjustment_applied(engine, "[pp:abx1]")  # so is _
+    assert not await printlog.adjustment_applied(engine, "[pp:ab_2]")
+    assert printlog.QUERIES["adjustment_applied"] - before == 4
+    with pytest.raises(ValueError):
+        await printlog.adjustment_applied(engine, "")
+
+
+async def test_numeric_and_float_costs_read_exactly(tmp_path: Path) -> None:
+    """A database that stores usage_cost as a number, not the simulator's text."""
+    path = tmp_path / "real.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE tbl_printer_usage_log (printer_usage_log_id INTEGER PRIMARY KEY,"
+            " usage_date TIMESTAMP, document_name VARCHAR(255), total_pages INT,"
+            " total_color_pages INT, copies INT, usage_cost REAL, printed CHAR(1),"
+            " cancelled CHAR(1), refunded CHAR(1), denied_reason VARCHAR(30),"
+            " job_type VARCHAR(20))"
+        )
+        conn.execute(
+            "INSERT INTO tbl_printer_usage_log VALUES"
+            " (1, '2024-05-01 10:00:00', 'a', 2, 0, 1, 0.3, 'y ', 'N', 'N', NULL, 'PRINT')"
+        )
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        [found] = (await printlog.fetch(engine, ["a"])).values()
+    finally:
+        await engine.dispose()
+    assert found.usage_cost == Decimal("0.3")
+    assert found.printed and found.denied_reason == ""
+    assert found.usage_date == dt.datetime(2024, 5, 1, 10, 0)  # naive, as stored
+
+
+@pytest.mark.pg
+async def test_postgresql_numeric_costs_and_like(pg_database: str) -> None:
+    """PaperCut on PostgreSQL: NUMERIC costs, CHAR flags, naive timestamps, LIKE ... ESCAPE."""
+    admin = make_engine(pg_database)
+    try:
+        async with admin.begin() as conn:
+            for statement in (
+                "DROP SCHEMA IF EXISTS papercut_sim CASCADE",
+                "CREATE SCHEMA papercut_sim",
+                "CREATE TABLE papercut_sim.tbl_printer_usage_log ("
+                " printer_usage_log_id BIGINT PRIMARY KEY, usage_date TIMESTAMP,"
+                " document_name VARCHAR(255), total_pages INT, total_color_pages INT,"
+                " copies INT, usage_cost NUMERIC(19, 6), printed CHAR(1), cancelled CHAR(1),"
+                " refunded CHAR(1), denied_reason VARCHAR(30), job_type VARCHAR(20))",
+                "CREATE TABLE papercut_sim.tbl_account_transaction ("
+                " account_transaction_id BIGINT PRIMARY KEY, txn_comment VARCHAR(255))",
+                "INSERT INTO papercut_sim.tbl_printer_usage_log VALUES"
+                " (1, '2024-05-01 10:00:00', 'it''s.proxyprint.1', 4, 0, 2, 0.4, 'Y', 'N', 'N',"
+                " '', 'PRINT'), (2, '2024-05-01 10:01:00', 'held.proxyprint.2', 1, 0, 1, 0.1,"
+                " 'N', 'Y', 'N', 'TIMEOUT', 'PRINT')",
+                "INSERT INTO papercut_sim.tbl_account_transaction VALUES (1, 'po 1 [pp:a_1]')",
+            ):
+                await conn.exec_driver_sql(statement)
+        reader = create_async_engine(
+            pg_database, connect_args={"server_settings": {"search_path": "papercut_sim"}}
+        )
+        try:
+            found = await printlog.fetch(reader, ["it's.proxyprint.1", "held.proxyprint.2", "x"])
+            assert await printlog.adjustment_applied(reader, "[pp:a_1]")
+            assert not await printlog.adjustment_applied(reader, "[pp:a%1]")
+        finally:
+            await reader.dispose()
+        printed = found["it's.proxyprint.1"]
+        assert printed.outcome is Outcome.PRINTED and printed.usage_cost == Decimal("0.4")
+        assert printed.usage_date == dt.datetime(2024, 5, 1, 10, 0)
+        assert found["held.proxyprint.2"].outcome is Outcome.EXPIRED
+    finally:
+        async with admin.begin() as conn:
+            await conn.exec_driver_sql("DROP SCHEMA IF EXISTS papercut_sim CASCADE")
+        await admin.dispose()
