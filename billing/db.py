@@ -114,7 +114,10 @@ def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN")
+    # IMMEDIATE: take the write lock at BEGIN (waiting up to busy_timeout), so two
+    # transactions that read then write can never deadlock on the lock upgrade
+    # (WAL's SQLITE_BUSY_SNAPSHOT answers "database is locked" at once).
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:

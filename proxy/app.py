@@ -109,6 +109,10 @@ def create_app(config: Config, *, workers: bool = True, intake: bool = True) -> 
     app.cleanup_ctx.append(_targets)
     if intake:
         app.cleanup_ctx.append(_intake)
+    if config.nfc.tcp_listen:
+        from .nfc_listener import serve_readers
+
+        app.cleanup_ctx.append(serve_readers)
     setup_api(app)
     if workers:
         from .pipeline import setup_workers

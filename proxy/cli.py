@@ -144,6 +144,33 @@ async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_card_add(config: Config, args: argparse.Namespace) -> int:
+    from . import nfc_admin
+
+    async with session_scope(config) as session:
+        card = await nfc_admin.add_card(
+            session, args.user, args.card, card_format=args.format, byte_order=args.byte_order
+        )
+    print(f"card {card.number} registered to {args.user}")
+    return 0
+
+
+async def cmd_reader_add(config: Config, args: argparse.Namespace) -> int:
+    from . import nfc_admin
+
+    async with session_scope(config) as session:
+        secret = await nfc_admin.add_reader(
+            session,
+            args.reader_id,
+            args.printer,
+            card_format=args.card_format,
+            byte_order=args.byte_order,
+        )
+    print(f"reader {args.reader_id} -> {', '.join(args.printer)}; its token:", file=sys.stderr)
+    print(secret)
+    return 0
+
+
 async def cmd_demo(config: Config, args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -195,6 +222,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the whole pipeline privately and show a job go through")
     demo.set_defaults(handler=cmd_demo)
+
+    card = sub.add_parser("card", help="NFC cards").add_subparsers(dest="action", required=True)
+    card_add = card.add_parser("add", help="register an NFC card for a user")
+    card_add.add_argument("user")
+    card_add.add_argument("card", help="04:A1:B2:C3, 04a1b2c3, 0x04A1B2C3; decimal: --format dec")
+    card_add.add_argument("--format", choices=["hex", "dec"], default="hex")
+    card_add.add_argument("--byte-order", choices=["msb", "lsb"], default="msb")
+    card_add.set_defaults(handler=cmd_card_add)
+
+    reader = sub.add_parser("reader", help="NFC card readers").add_subparsers(
+        dest="action", required=True
+    )
+    reader_add = reader.add_parser("add", help="a reader for hold printers; prints its token")
+    reader_add.add_argument("reader_id")
+    reader_add.add_argument("--printer", action="extend", nargs="+", required=True)
+    reader_add.add_argument("--card-format", choices=["hex", "dec"], default="hex")
+    reader_add.add_argument("--byte-order", choices=["msb", "lsb"], default="msb")
+    reader_add.set_defaults(handler=cmd_reader_add)
 
     serve = sub.add_parser("serve", help="run the service (API, intake, workers)")
     serve.set_defaults(handler=cmd_serve)

@@ -1,9 +1,7 @@
 """Cards and readers: registering them, authenticating readers, and one tap.
 
 Domain functions: they take a session and never commit; the CLI, the HTTP
-handlers and the TCP listener own the transaction. The one exception is at
-the end, ``in_transaction``: the boundary helper both tap entry points
-(HTTP and TCP) run their unit of work with, retried when SQLite is busy.
+handlers and the TCP listener own the transaction.
 
 ``reader add`` for an existing reader id is a Conflict, not a silent re-map:
 a second ``reader add`` is far more often a copy-paste slip (or a second
@@ -13,27 +11,21 @@ the reader that works. Rotating is its own, explicit step: ``rotate_reader_token
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import random
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import events
 from billing.accounts import user_by_name
-from billing.db import is_sqlite
 from billing.enums import ByteOrder, CardFormat, PrinterMode
 from billing.models import Card, Printer, Reader, User, reader_printers
 
-from .app import CONFIG
 from .exceptions import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from .nfc import CardError, normalize_card, parse_byte_order, parse_card_format
 from .pipeline.release import Released, tap
@@ -263,57 +255,3 @@ async def tap_card(session: AsyncSession, reader: Reader, raw: str) -> TapOutcom
     except NotFound:  # tap() recorded the event
         return TapOutcome(card=number, unknown_card=True)
     return TapOutcome(card=number, released=released)
-
-
-# --- the boundary: one transaction, serialised and retried on SQLite ---------------
-
-SQLITE_BUSY_ATTEMPTS = 8
-# One per app, on SQLite only: taps of one process queue here rather than
-# fight over SQLite's single writer lock (set by setup_nfc_routes / serve_readers).
-TAP_GATE = web.AppKey("nfc_tap_gate", asyncio.Lock)
-
-
-def install_tap_gate(app: web.Application) -> None:
-    """Before the app is started (or from its startup): the SQLite tap queue."""
-    if TAP_GATE not in app and is_sqlite(app[CONFIG].database.url):
-        app[TAP_GATE] = asyncio.Lock()
-
-
-def is_sqlite_busy(exc: OperationalError) -> bool:
-    """SQLite's "database is locked": busy timeout, or a stale snapshot in WAL mode.
-
-    The second needs no waiting: a deferred transaction that read before
-    another connection committed cannot upgrade to a writer and fails at once
-    (SQLITE_BUSY_SNAPSHOT). Running the whole transaction again is the fix.
-    """
-    return "database is locked" in str(exc.orig)
-
-
-async def in_transaction(
-    sessions: async_sessionmaker[AsyncSession],
-    work: Callable[[AsyncSession], Awaitable[T]],
-    *,
-    gate: asyncio.Lock | None = None,
-    attempts: int = SQLITE_BUSY_ATTEMPTS,
-) -> T:
-    """Run ``work`` in one transaction and commit; again, from scratch, if SQLite is busy.
-
-    ``work`` must be safe to repeat: everything it did is rolled back first.
-    ``gate`` (SQLite) serialises the callers of one process, so only other
-    writers (workers, the CLI) can still make SQLite busy. PostgreSQL needs
-    neither: its guarded updates wait for each other's row locks.
-    """
-    for attempt in range(1, attempts + 1):
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                if gate is not None:
-                    await stack.enter_async_context(gate)
-                session = await stack.enter_async_context(sessions())
-                await stack.enter_async_context(session.begin())
-                return await work(session)
-        except OperationalError as exc:
-            if attempt == attempts or not is_sqlite_busy(exc):
-                raise
-            log.debug("SQLite busy (attempt %d of %d); retrying", attempt, attempts)
-            await asyncio.sleep(min(0.2, 0.005 * 2**attempt) * random.uniform(0.5, 1.5))
-    raise AssertionError("unreachable")

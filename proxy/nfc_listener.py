@@ -40,11 +40,8 @@ from billing.models import Reader
 from .app import CONFIG, SESSIONS
 from .exceptions import ConfigError, ProxyPrintError
 from .nfc_admin import (
-    TAP_GATE,
     TapOutcome,
     authenticate_reader,
-    in_transaction,
-    install_tap_gate,
     tap_card,
 )
 from .pipeline.wake import wake
@@ -249,7 +246,8 @@ class ReaderListener:
             return await tap_card(session, reader, text)
 
         try:
-            outcome = await in_transaction(self.sessions, work, gate=self.app.get(TAP_GATE))
+            async with self.sessions() as session, session.begin():
+                outcome = await work(session)
         except Exception:  # the database is down...: answer, log, keep the connection
             log.exception("reader %s: tap failed", reader_id)
             return "ERR internal"
@@ -275,7 +273,6 @@ async def serve_readers(app: web.Application) -> AsyncIterator[None]:
     if not listen:
         yield
         return
-    install_tap_gate(app)
     host, port = parse_hostport(listen)
     listener = ReaderListener(app, host, port)
     await listener.start()

@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing import accounts, status
@@ -212,50 +211,13 @@ async def test_add_reader_errors(sessionmaker: async_sessionmaker[AsyncSession])
         assert await nfc_admin.reader_by_token(s, second) is not None
 
 
-# --- the tap transaction: retried when SQLite is busy -------------------------
+# --- concurrent taps ------------------------------------------------------------
 
 
-def _busy() -> OperationalError:
-    return OperationalError("UPDATE ...", {}, Exception("database is locked"))
-
-
-async def test_in_transaction_retries_only_a_busy_sqlite(
+async def test_concurrent_taps_release_each_job_once(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
-    calls: list[int] = []
-
-    async def flaky(session: AsyncSession) -> int:
-        calls.append(1)
-        if len(calls) < 3:
-            raise _busy()
-        return 42
-
-    assert await nfc_admin.in_transaction(sessionmaker, flaky) == 42
-    assert len(calls) == 3
-
-    async def broken(session: AsyncSession) -> int:
-        calls.append(1)
-        raise OperationalError("SELECT ...", {}, Exception("no such table: x"))
-
-    calls.clear()
-    with pytest.raises(OperationalError, match="no such table"):
-        await nfc_admin.in_transaction(sessionmaker, broken)
-    assert len(calls) == 1
-
-    async def always_busy(session: AsyncSession) -> int:
-        calls.append(1)
-        raise _busy()
-
-    calls.clear()
-    with pytest.raises(OperationalError, match="locked"):
-        await nfc_admin.in_transaction(sessionmaker, always_busy, attempts=3)
-    assert len(calls) == 3
-
-
-async def test_concurrent_taps_without_the_gate_release_once(
-    sessionmaker: async_sessionmaker[AsyncSession],
-) -> None:
-    """Other processes (no shared gate): SQLite retries, PostgreSQL waits on row locks."""
+    """SQLite serialises the writers (BEGIN IMMEDIATE), PostgreSQL waits on row locks."""
     await _seed(sessionmaker)
     async with sessionmaker() as s, s.begin():
         account = await accounts.find_account(s, AccountType.USER, "alice")
@@ -276,9 +238,11 @@ async def test_concurrent_taps_without_the_gate_release_once(
         outcome = await nfc_admin.tap_card(session, reader, "04:A1:B2:C3")
         return [r.print_out.id for r in outcome.released]
 
-    results = await asyncio.gather(
-        *(nfc_admin.in_transaction(sessionmaker, work) for _ in range(4))
-    )
+    async def in_transaction() -> list[int]:
+        async with sessionmaker() as session, session.begin():
+            return await work(session)
+
+    results = await asyncio.gather(*(in_transaction() for _ in range(4)))
     assert sorted(i for ids in results for i in ids) == held
     async with sessionmaker() as s:
         pending = await s.scalars(

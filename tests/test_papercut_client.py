@@ -389,3 +389,12 @@ async def test_one_session_for_every_call(client: PaperCutClient, sim: PaperCutS
         await client.is_user_exists("alice")
     assert client._http() is session
     assert sim.requests["api.isUserExists"] == 5
+
+
+async def test_an_unlisted_method_counts_as_a_write(
+    client: PaperCutClient, sim: PaperCutSimulator
+) -> None:
+    sim.inject(FaultMode.HTTP_500, count=5)
+    with pytest.raises(PaperCutUnavailable):
+        await client.call("api.adjustUserAccountBalanceByGroup", "staff", 1.0, "x")
+    assert client.calls["api.adjustUserAccountBalanceByGroup"] == 1

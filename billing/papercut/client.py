@@ -21,7 +21,8 @@ Contracts:
   retried. A transport error (refused, timeout, HTTP 5xx, malformed body)
   is retried with exponential backoff and jitter, at most ``attempts``
   attempts in all, then raises ``PaperCutUnavailable``.
-* **Writes are not retried unless ``retry_writes=True``.** A transport error
+* **Writes are not retried unless ``retry_writes=True``** (a write is any
+  method not in ``READ_METHODS``, so an unlisted one is safe). A transport error
   after the server applied a write (the answer was lost, or came after our
   timeout) cannot be told apart from one before: retrying
   ``adjustUserAccountBalance`` blindly can charge twice. The billing outbox
@@ -57,8 +58,9 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_COMMENT_CHARS",
     "PAGE_SIZE",
-    "WRITE_METHODS",
+    "READ_METHODS",
     "PaperCutClient",
+    "is_write",
     "shared_account_name",
     "split_printer",
 ]
@@ -74,23 +76,39 @@ PAGE_SIZE = 1000
 MAX_COMMENT_CHARS = 255
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
-# Calls that change something on the server: not retried unless retry_writes.
-WRITE_METHODS: Final = frozenset(
+# Calls that only read. Every other method counts as a write: not retried
+# unless retry_writes, so a method added later is safe by default.
+READ_METHODS: Final = frozenset(
     {
-        "api.adjustUserAccountBalance",
-        "api.adjustSharedAccountAccountBalance",
-        "api.addNewSharedAccount",
-        "api.setUserProperty",
-        "api.setUserProperties",
-        "api.addUserToGroup",
-        "api.removeUserFromGroup",
-        "api.addNewInternalUser",
-        "api.deleteExistingUser",
-        "api.addNewGroup",
-        "api.setPrinterProperty",
-        "api.setPrinterCostSimple",
+        "api.isUserExists",
+        "api.getUserAccountBalance",
+        "api.getUserProperty",
+        "api.getUserProperties",
+        "api.listUserAccounts",
+        "api.getTotalUsers",
+        "api.lookUpUserNameByCardNo",
+        "api.lookUpUserNameByIDNo",
+        "api.lookUpUserNameByEmail",
+        "api.isGroupExists",
+        "api.listUserGroups",
+        "api.getGroupMembers",
+        "api.getUserGroups",
+        "api.isSharedAccountExists",
+        "api.listSharedAccounts",
+        "api.getSharedAccountAccountBalance",
+        "api.getSharedAccountProperty",
+        "api.listPrinters",
+        "api.getPrinterProperty",
+        "api.getPrinterProperties",
+        "api.getPrinterCostSimple",
     }
 )
+
+
+def is_write(method: str) -> bool:
+    """Whether a call may change something on the server (anything not a known read)."""
+    return method not in READ_METHODS
+
 
 # XML 1.0 cannot carry these characters, not even escaped.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
@@ -241,9 +259,6 @@ class PaperCutClient:
 
     # --- the XML-RPC call ----------------------------------------------------
 
-    def is_write(self, method: str) -> bool:
-        return method in WRITE_METHODS
-
     async def call(self, method: str, *params: XmlRpcArg) -> object:
         """Call ``method`` (e.g. ``"api.isUserExists"``) with the token prepended.
 
@@ -253,7 +268,7 @@ class PaperCutClient:
         body = xmlrpc.client.dumps(
             (self._token, *params), methodname=method, encoding="utf-8", allow_none=False
         ).encode("utf-8")
-        attempts = self.attempts if (self.retry_writes or not self.is_write(method)) else 1
+        attempts = self.attempts if (self.retry_writes or not is_write(method)) else 1
         for attempt in range(1, attempts + 1):
             self.calls[method] += 1
             try:
@@ -347,7 +362,7 @@ class PaperCutClient:
         )
 
     async def adjust_user_account_balance(
-        self, user: str, amount: Decimal, comment: str, account_name: str = ""
+        self, user: str, amount: Decimal | int, comment: str, account_name: str = ""
     ) -> None:
         """Add ``amount`` (negative: charge) to a personal account; "" = the built-in one.
 
@@ -474,7 +489,7 @@ class PaperCutClient:
         await self.call("api.addNewSharedAccount", shared_account_name(account))
 
     async def adjust_shared_account_account_balance(
-        self, account: str, amount: Decimal, comment: str
+        self, account: str, amount: Decimal | int, comment: str
     ) -> None:
         """Add ``amount`` (negative: charge) to a shared account. Unconditional; a write."""
         await self.call(

@@ -78,7 +78,7 @@ from aiohttp import web
 
 from billing.exceptions import InvalidAmount
 from billing.money import parse_amount
-from billing.papercut.client import WRITE_METHODS
+from billing.papercut.client import is_write
 from billing.papercut.simbackend import BACKEND_NAME, DEFAULT_SERVER, device_uri
 from billing.papercut.simdb import SimDatabase, SimFault, SimNotFound
 
@@ -297,7 +297,7 @@ class PaperCutSimulator(SimDatabase):
         if draw < self.fail_rate:
             return FaultMode.HTTP_500
         if draw < self.fail_rate + self.timeout_rate:
-            write = method in WRITE_METHODS
+            write = is_write(method)
             return (
                 FaultMode.APPLY_THEN_HANG if write and self.apply_before_timeout else FaultMode.HANG
             )

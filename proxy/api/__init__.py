@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import accounts, delegations, health, jobs, printouts, tickets
+from . import accounts, delegations, health, jobs, nfc, printouts, tickets
 from .errors import error_middleware
 
 PREFIX = "/api/v1"
@@ -23,3 +23,4 @@ def setup_api(app: web.Application) -> None:
     app.router.add_routes(jobs.routes(PREFIX))
     app.router.add_routes(tickets.routes(PREFIX))
     app.router.add_routes(delegations.routes(PREFIX))
+    nfc.setup_nfc_routes(app, PREFIX)

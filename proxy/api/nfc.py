@@ -21,12 +21,9 @@ from proxy.app import SESSIONS
 from proxy.exceptions import BadRequest, NotFound
 from proxy.nfc import CardError
 from proxy.nfc_admin import (
-    TAP_GATE,
     TapOutcome,
     add_card,
     authenticate_reader,
-    in_transaction,
-    install_tap_gate,
     tap_card,
 )
 from proxy.pipeline.release import Released
@@ -94,7 +91,8 @@ async def reader_tap(request: web.Request) -> web.Response:
         reject_unknown(body, {"card"})
         return await tap_card(session, reader, _required(body, "card"))
 
-    outcome = await in_transaction(request.app[SESSIONS], work, gate=request.app.get(TAP_GATE))
+    async with request.app[SESSIONS]() as session, session.begin():
+        outcome = await work(session)
     # Committed: the tap's event stays whatever the answer is.
     if outcome.malformed is not None:
         raise CardError(outcome.malformed)
@@ -120,5 +118,4 @@ def routes(prefix: str = PREFIX) -> list[web.RouteDef]:
 
 def setup_nfc_routes(app: web.Application, prefix: str = PREFIX) -> None:
     """Add the NFC routes (the error middleware is installed by ``setup_api``)."""
-    install_tap_gate(app)
     app.router.add_routes(routes(prefix))
