@@ -74,6 +74,52 @@ async def _direct_print(stack: ServiceStack, printer: IppEvePrinter, root: Path)
     )
 
 
+async def _post(stack: ServiceStack, token: str, path: str, body: dict[str, Any]) -> Any:
+    async with (
+        aiohttp.ClientSession(stack.base_url, headers={"Authorization": f"Bearer {token}"}) as s,
+        s.post(path, json=body) as resp,
+    ):
+        resp.raise_for_status()
+        return await resp.json()
+
+
+async def _hold_and_tap(stack: ServiceStack, printer: IppEvePrinter, root: Path) -> None:
+    await stack.add_printer("pp-hold", target=printer.uri, mode="hold", cost_mono="0.10")
+    await stack.add_card("alice", "04:A1:B2:C3")
+    reader_token = await stack.add_reader("lobby", ["pp-hold"])
+    say("\n• hold printer pp-hold; alice's NFC card 04:A1:B2:C3; reader 'lobby' releases pp-hold")
+    say("$ lp -U alice -d pp-hold -o shared-accounts=ProjectX memo.pdf")
+    pdf = make_pdf(root / "memo.pdf", 1, title="memo")
+    job = await stack.lp(
+        "pp-hold", pdf, user="alice", title="memo.pdf", options={"shared-accounts": "ProjectX"}
+    )
+    po = await stack.wait_print_out("pp-hold", job, {PrintStatus.HELD})
+    say(f"  print-out {po.id}: held in the spool; nothing has reached the printer")
+    tap = await _post(stack, reader_token, "/api/v1/readers/lobby/tap", {"card": "04a1b2c3"})
+    say(f"  alice taps her card at 'lobby': released {[r['id'] for r in tap['released']]}")
+    po = await stack.wait_print_out("pp-hold", job, timeout=60)
+    say(f"  print-out {po.id}: {PrintStatus(po.status).label}")
+
+
+async def _ticket(stack: ServiceStack, printer: IppEvePrinter, root: Path) -> None:
+    await stack.add_printer("pp-ticket", target=printer.uri, mode="ticket", cost_mono="0.50")
+    say("\n• job-ticket printer pp-ticket (0.50 EUR per page)")
+    say("$ lp -U bob -d pp-ticket -o delegators=bob,carol poster.pdf")
+    pdf = make_pdf(root / "poster.pdf", 2, title="poster")
+    job = await stack.lp(
+        "pp-ticket", pdf, user="bob", title="poster.pdf", options={"delegators": "bob,carol"}
+    )
+    po = await stack.wait_print_out("pp-ticket", job, {PrintStatus.HELD})
+    operator = await stack.token("ticket-operator")
+    tickets = await _api(stack, operator, "/api/v1/tickets")
+    for t in tickets["items"]:
+        say(f"  ticket {t['number']}: {t['title']} by {t['delegate']}, cost {t['cost']} EUR")
+    await _post(stack, operator, f"/api/v1/tickets/{po.id}/release", {})
+    say("  the ticket operator releases it")
+    po = await stack.wait_print_out("pp-ticket", job, timeout=60)
+    say(f"  print-out {po.id}: {PrintStatus(po.status).label}, charged the ticket cost pro rata")
+
+
 async def _show(stack: ServiceStack) -> None:
     token = await stack.token("admin")
     history = await _api(stack, token, "/api/v1/printouts")
@@ -132,6 +178,8 @@ async def run_demo() -> int:
         async with ServiceStack(cupsd, root / "service") as stack:
             say(f"• proxyprint service: API {stack.base_url}, intake {stack.intake_socket}, SQLite")
             await _direct_print(stack, printer, root)
+            await _hold_and_tap(stack, printer, root)
+            await _ticket(stack, printer, root)
             await _show(stack)
     finally:
         await asyncio.to_thread(printer.stop)

@@ -238,3 +238,53 @@ async def test_registered_delegation_is_used_once(
     _, d2 = await api.call("GET", f"/api/v1/printouts/{po2.id}", admin)
     assert {t["account"]["name"]: t["weight"] for t in d1["transactions"]} == {"alice": 1, "bob": 2}
     assert [t["account"]["name"] for t in d2["transactions"]] == ["carol"]  # personal print
+
+
+async def test_nfc_tap_releases_held_jobs_once(
+    stack: ServiceStack, api: Api, ippeve_printer: IppEvePrinter, short_tmp: Path
+) -> None:
+    queue = _unique("pp-tap")
+    await stack.add_printer(queue, target=ippeve_printer.uri, mode="hold", cost_mono="0.10")
+    other = _unique("pp-tap2")
+    await stack.add_printer(other, target=ippeve_printer.uri, mode="hold")
+    await stack.add_card("carol", "04:A1:B2:C3")
+    await stack.add_card("dave", "04:D4:D4:D4")
+    reader = _unique("lobby")
+    token = await stack.add_reader(reader, [queue])
+    token_other = await stack.add_reader(_unique("annex"), [other])
+    title = _unique("tap")
+    pdf = make_pdf(short_tmp / "tap.pdf", 3)
+    job = await stack.lp(
+        queue, pdf, user="carol", title=title, options={"delegators": "alice,carol:2"}
+    )
+    po = await stack.wait_print_out(queue, job, {S.HELD})
+    await asyncio.sleep(0.3)
+    assert await _docs_named(ippeve_printer, title) == 0
+
+    tap = f"/api/v1/readers/{reader}/tap"
+    status, _ = await api.call("POST", tap, token, json={"card": "04d4d4d4"})  # dave's card
+    assert status == 200 and _ == {"reader": reader, "card": "04d4d4d4", "released": []}
+    status, _ = await api.call("POST", tap, token, json={"card": "01020304"})
+    assert status == 404
+    status, _ = await api.call("POST", tap, token_other, json={"card": "04a1b2c3"})
+    assert status == 403
+    async with aiohttp.ClientSession(stack.base_url) as s, s.post(tap, json={"card": "x"}) as r:
+        assert r.status == 401
+    assert (await stack.print_out_for(queue, job)).status == S.HELD  # type: ignore[union-attr]
+
+    status, body = await api.call("POST", tap, token, json={"card": "04 a1 b2 c3"})
+    assert status == 200 and [r["id"] for r in body["released"]] == [po.id]
+    status, body = await api.call("POST", tap, token, json={"card": "04A1B2C3"})
+    assert status == 200 and body["released"] == []  # nothing new
+    po = await stack.wait_print_out(queue, job)
+    assert po.status == S.COMPLETED
+    docs = await asyncio.to_thread(
+        ippeve_printer.wait_for_documents, 1, 20.0, where=lambda d: d.job_name == title
+    )
+    assert docs[0].read_bytes() == pdf.read_bytes() and docs[0].copies == 3
+    admin = await stack.token("admin")
+    _, detail = await api.call("GET", f"/api/v1/printouts/{po.id}", admin)
+    assert detail["cost"] == "0.90"
+    assert {t["account"]["name"]: t["amount"] for t in detail["transactions"]} == {
+        "alice": "0.30", "carol": "0.60"
+    }

@@ -126,6 +126,19 @@ class ServiceStack:
         async with self._sessions()() as session, session.begin():
             await accounts.create_shared_account(session, path)
 
+    async def add_card(self, user: str, card: str) -> str:
+        from .. import nfc_admin
+
+        async with self._sessions()() as session, session.begin():
+            return (await nfc_admin.add_card(session, user, card)).number
+
+    async def add_reader(self, reader_id: str, printers: list[str]) -> str:
+        """A reader for hold printers; returns its token."""
+        from .. import nfc_admin
+
+        async with self._sessions()() as session, session.begin():
+            return await nfc_admin.add_reader(session, reader_id, printers)
+
     async def token(self, role: str, user: str | None = None) -> str:
         async with self._sessions()() as session, session.begin():
             return await tokens.create_api_token(session, role, user=user)
