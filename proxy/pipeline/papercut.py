@@ -7,8 +7,8 @@ ends the print-out as PaperCut did, charges the cost pro rata (PaperCut's
 ``usage_cost``, or the ticket cost for a job ticket), and queues one PaperCut
 adjustment per transaction in the outbox, in the same database transaction.
 
-Exactly once: each adjustment's comment carries a unique marker
-``[pp:<outbox key>]``. The outbox commits the attempt before calling PaperCut;
+Exactly once: each adjustment's comment carries a unique random marker
+``[pp:<uuid>]``. The outbox commits the attempt before calling PaperCut;
 a row that may have been applied (an earlier attempt exists) is first looked
 up in PaperCut's ``tbl_account_transaction`` by that marker and only re-sent
 when it is not there.
@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from billing import charging, events, outbox, status
 from billing.db import make_engine, utcnow
 from billing.enums import AccountType, PrinterMode, PrintStatus
+from billing.exceptions import InvalidInput
 from billing.models import Account, AccountTransaction, OutboxItem, PrintOut
 from billing.papercut import printlog
 from billing.papercut.client import PaperCutClient
@@ -57,8 +58,19 @@ def document_name(title: str, unique: uuid.UUID | None = None) -> str:
     return ascii_title[: MAX_DOCUMENT_NAME - len(suffix)] + suffix
 
 
-def marker(key: str) -> str:
-    return f"[pp:{key}]"
+def new_marker() -> str:
+    """A random marker for one adjustment's comment: unguessable, so a job title
+    can never make another adjustment look applied."""
+    return f"[pp:{uuid.uuid4().hex}]"
+
+
+def adjustment_comment(po: PrintOut, mark: str) -> str:
+    """PaperCut keeps at most 255 characters; the marker must survive intact."""
+    title = _UNSAFE.sub(
+        "_", unicodedata.normalize("NFKD", po.title).encode("ascii", "ignore").decode()
+    )
+    title = title.replace("[", "(").replace("]", ")")[:80]
+    return f"proxyprint print-out {po.id}: {title} {mark}"
 
 
 async def _charge_to_papercut(session: AsyncSession, po: PrintOut, account_name: str) -> None:
@@ -73,7 +85,7 @@ async def _charge_to_papercut(session: AsyncSession, po: PrintOut, account_name:
         if txn.amount == 0:
             continue
         key = f"papercut:po:{po.id}:txn:{txn.id}"
-        comment = f"proxyprint print-out {po.id}: {po.title[:80]} {marker(key)}"
+        mark = new_marker()  # kept from the first enqueue: the key is unique
         await outbox.enqueue(
             session,
             kind=ADJUST_KIND,
@@ -83,8 +95,8 @@ async def _charge_to_papercut(session: AsyncSession, po: PrintOut, account_name:
                 "account_type": account.type,
                 "name": account.path,
                 "amount": str(-txn.amount),
-                "comment": comment,
-                "marker": marker(key),
+                "comment": adjustment_comment(po, mark),
+                "marker": mark,
                 "user_account": account_name,
             },
         )
@@ -212,6 +224,8 @@ class PaperCutAdjustments:
         except PaperCutError as exc:
             # Retried until it succeeds (a fault, e.g. an unknown user, waits for an admin).
             raise outbox.Retry(str(exc)) from exc
+        except InvalidInput as exc:  # a payload PaperCut cannot take: an admin must look
+            raise outbox.GiveUp(str(exc)) from exc
 
 
 async def papercut_ctx(app: web.Application) -> AsyncIterator[None]:
