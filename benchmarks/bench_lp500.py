@@ -49,6 +49,7 @@ from .harness import IPP_NO_WAIT, ServiceProcess, env_int, scratch_dir
 
 DEFAULT_JOBS = 500
 BUDGET = 120.0  # seconds per side; a proxy side that needs longer is compared on fewer jobs
+BUSY_SLEEP = 10.0  # what CUPS 2.4's ipp backend sleeps after server-error-busy
 PROXY_QUEUE = "pp-lp"
 CUPS_QUEUE = "ipp-lp"
 USER = "bench"
@@ -92,6 +93,7 @@ class Side:
     received: list[float]  # epoch seconds, sorted, within the budget
     submitting: float  # seconds the submissions took
     busy: int  # server-error-busy answers the printer gave
+    errors: int = 0  # ERROR lines in the service's log (proxy side)
 
     def seconds(self, count: int) -> float:
         """Wall time from the first submission until ``count`` jobs were received."""
@@ -130,12 +132,15 @@ def _proxy_side(cupsd: PrivateCupsd, root: Path, pdf: Path, jobs: int) -> Side:
             PROXY_QUEUE,
             printers.device_uri(str(service.intake_socket)),
             cups_server=cupsd.server,
+            error_policy=printers.PROXY_QUEUE_ERROR_POLICY,  # as `proxyprint printer add`
         )
         try:
             with _started(service.start, service.stop):
-                return _submit_and_wait(cupsd, PROXY_QUEUE, pdf, jobs, printer)
+                side = _submit_and_wait(cupsd, PROXY_QUEUE, pdf, jobs, printer)
         finally:
             _stop_queue(cupsd, PROXY_QUEUE)
+        side.errors = sum(" ERROR " in line for line in service.log.splitlines())
+        return side
 
 
 def _cups_side(cupsd: PrivateCupsd, pdf: Path, jobs: int) -> Side:
@@ -184,11 +189,22 @@ def main() -> None:
         f"{_rate(theirs, count)}; ratio {ratio:.2f}x (goal <= 1.2x)",
         flush=True,
     )
+    unstalled = ""
+    if theirs.busy:
+        cups_seconds = theirs.seconds(count) - BUSY_SLEEP * theirs.busy
+        unstalled = (
+            f"; without those sleeps the CUPS side would take about {cups_seconds:.1f} s "
+            f"(ratio {ours.seconds(count) / cups_seconds:.2f}x)"
+        )
     print(
         f"lp500: printer busy answers (ippeveprinter prints one job at a time): proxy side "
         f"{ours.busy} (dispatch retries such a job after 2 s), CUPS side {theirs.busy} (the "
-        f"ipp backend sleeps 10 s after each); submitting took {ours.submitting:.1f} s and "
-        f"{theirs.submitting:.1f} s",
+        f"ipp backend sleeps {BUSY_SLEEP:.0f} s after each){unstalled}",
+        flush=True,
+    )
+    print(
+        f"lp500: submitting took {ours.submitting:.1f} s (proxy) and {theirs.submitting:.1f} s "
+        f"(CUPS); the service logged {ours.errors} ERROR lines",
         flush=True,
     )
 

@@ -20,7 +20,7 @@ from billing.exceptions import BillingError
 
 from . import dbadmin, tokens
 from .config import Config, load_config
-from .exceptions import ProxyPrintError
+from .exceptions import ConfigError, ProxyPrintError
 
 Handler = Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -171,6 +171,40 @@ async def cmd_reader_add(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_papercut(config: Config, args: argparse.Namespace) -> int:
+    """``papercut check|fix``: exit 0 when nothing is left to do, 1 otherwise."""
+    from billing.money import parse_amount
+    from billing.papercut import checks
+    from billing.papercut.client import PaperCutClient
+
+    if not config.papercut.url:
+        raise ConfigError("papercut.url is not set: no PaperCut server to check")
+    default_cost = (
+        parse_amount(args.default_cost, field="--default-cost") if args.default_cost else None
+    )
+    async with PaperCutClient(config.papercut.url, config.papercut.token) as client:
+        if args.action == "check":
+            problems = await checks.check(client, default_cost=default_cost)
+            for problem in problems:
+                fix_note = "fixable by 'papercut fix'" if problem.fixable else "needs a person"
+                print(f"PROBLEM {problem} ({fix_note})")
+                if not problem.fixable:
+                    for step in problem.steps:
+                        print(f"    - {step}")
+            print(f"{len(problems)} problem(s)")
+            return 1 if problems else 0
+        report = await checks.fix(client, default_cost=default_cost)
+    for problem in report.fixed:
+        print(f"FIXED {problem}")
+    for problem, error in report.failed:
+        print(f"FAILED {problem}: {error}")
+    for problem in report.needs_person:
+        print(f"NEEDS A PERSON {problem}")
+        for step in problem.steps:
+            print(f"    - {step}")
+    return 0 if report.clean else 1
+
+
 async def cmd_demo(config: Config, args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -240,6 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     reader_add.add_argument("--card-format", choices=["hex", "dec"], default="hex")
     reader_add.add_argument("--byte-order", choices=["msb", "lsb"], default="msb")
     reader_add.set_defaults(handler=cmd_reader_add)
+
+    papercut = sub.add_parser("papercut", help="PaperCut server checks").add_subparsers(
+        dest="action", required=True
+    )
+    for action, text in (("check", "report misconfigured printers"), ("fix", "fix what can be")):
+        cmd = papercut.add_parser(action, help=text)
+        cmd.add_argument("--default-cost", help="page cost to set on printers without one")
+        cmd.set_defaults(handler=cmd_papercut)
 
     serve = sub.add_parser("serve", help="run the service (API, intake, workers)")
     serve.set_defaults(handler=cmd_serve)

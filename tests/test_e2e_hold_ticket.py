@@ -286,5 +286,6 @@ async def test_nfc_tap_releases_held_jobs_once(
     _, detail = await api.call("GET", f"/api/v1/printouts/{po.id}", admin)
     assert detail["cost"] == "0.90"
     assert {t["account"]["name"]: t["amount"] for t in detail["transactions"]} == {
-        "alice": "0.30", "carol": "0.60"
+        "alice": "0.30",
+        "carol": "0.60",
     }

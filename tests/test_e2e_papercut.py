@@ -61,9 +61,7 @@ async def _papercut_queue(
     """A CUPS queue managed by (simulated) PaperCut; returns its name."""
     queue = _unique("pc-hold" if hold else "pc-direct")
     sim.add_printer(SERVER, queue, cost_mono=Decimal(cost), hold_release=hold)
-    await asyncio.to_thread(
-        stack.cupsd.add_queue, queue, sim.device_uri(queue, server=SERVER)
-    )
+    await asyncio.to_thread(stack.cupsd.add_queue, queue, sim.device_uri(queue, server=SERVER))
     return queue
 
 
@@ -93,9 +91,13 @@ async def test_delegated_print_to_papercut_hold_queue_completes_and_charges(
     proxy = _unique("pp-pc")
     await stack.add_printer(proxy, target=f"cups://{queue}", mode="direct", papercut=True)
     job = await stack.lp(
-        proxy, make_pdf(short_tmp / "pc.pdf", 2), user="carol", title="budget.pdf",
+        proxy,
+        make_pdf(short_tmp / "pc.pdf", 2),
+        user="carol",
+        title="budget.pdf",
         options={
-            "delegators": "alice,bob:2", "delegator-groups": "sales",
+            "delegators": "alice,bob:2",
+            "delegator-groups": "sales",
             "shared-accounts": "ProjectX",
         },
     )
@@ -143,8 +145,9 @@ async def test_canceled_or_expired_papercut_job_charges_nothing(
         await asyncio.to_thread(
             subprocess.run, ["cupsdisable", queue], env=stack.cupsd.env(), check=True
         )
-    job = await stack.lp(proxy, make_pdf(short_tmp / "x.pdf", 1), user="carol",
-                         options={"delegators": "alice"})
+    job = await stack.lp(
+        proxy, make_pdf(short_tmp / "x.pdf", 1), user="carol", options={"delegators": "alice"}
+    )
     po = await stack.wait_print_out(proxy, job, {S.PENDING_EXTERNAL})
     assert po.document_name and po.target_job_id
     if how == "cups-cancel":
@@ -154,14 +157,19 @@ async def test_canceled_or_expired_papercut_job_charges_nothing(
             if [r for r in sim.held_jobs() if r.document_name == po.document_name]:
                 break
             await asyncio.sleep(0.05)
-        done = sim.cancel(po.document_name) if how == "papercut-cancel" else sim.expire(
-            po.document_name
+        done = (
+            sim.cancel(po.document_name)
+            if how == "papercut-cancel"
+            else sim.expire(po.document_name)
         )
         assert done
     po = await stack.wait_print_out(proxy, job)
     assert po.status == S.CANCELED
-    expected = {"papercut-cancel": "canceled-in-papercut", "expire": "expired",
-                "cups-cancel": "canceled-in-cups"}[how]
+    expected = {
+        "papercut-cancel": "canceled-in-papercut",
+        "expire": "expired",
+        "cups-cancel": "canceled-in-cups",
+    }[how]
     assert po.status_reason == expected
     detail = await _api(stack, f"/api/v1/printouts/{po.id}")
     assert detail["cost"] is None
@@ -177,17 +185,25 @@ async def test_job_ticket_to_papercut_is_charged_the_ticket_cost(
     queue = await _papercut_queue(stack, sim, hold=False, cost="0.99")
     ticket_printer = _unique("pp-pct")
     await stack.add_printer(
-        ticket_printer, target=f"cups://{queue}", mode="ticket", papercut=True,
+        ticket_printer,
+        target=f"cups://{queue}",
+        mode="ticket",
+        papercut=True,
         cost_mono="0.20",
     )
-    job = await stack.lp(ticket_printer, make_pdf(short_tmp / "t.pdf", 3), user="carol",
-                         options={"delegators": "alice,bob"})
+    job = await stack.lp(
+        ticket_printer,
+        make_pdf(short_tmp / "t.pdf", 3),
+        user="carol",
+        options={"delegators": "alice,bob"},
+    )
     po = await stack.wait_print_out(ticket_printer, job, {S.HELD})
     operator = await stack.token("ticket-operator")
     async with (
         aiohttp.ClientSession(stack.base_url) as s,
-        s.post(f"/api/v1/tickets/{po.id}/release",
-               headers={"Authorization": f"Bearer {operator}"}) as r,
+        s.post(
+            f"/api/v1/tickets/{po.id}/release", headers={"Authorization": f"Bearer {operator}"}
+        ) as r,
     ):
         assert r.status == 200, await r.text()
     po = await stack.wait_print_out(ticket_printer, job)
@@ -210,21 +226,31 @@ async def test_monitor_reads_the_print_log_once_per_tick_for_many_jobs(
     assert stack.app is not None
     async with stack.app[SESSIONS]() as session, session.begin():
         printer_id = await session.scalar(
-            Printer.__table__.select().with_only_columns(Printer.id).where(
-                Printer.name == "pp-many"
-            )
+            Printer.__table__.select()
+            .with_only_columns(Printer.id)
+            .where(Printer.name == "pp-many")
         )
         assert printer_id is not None
-        pin = PrintIn(printer_id=printer_id, delegate="carol", title="t", sha256="0" * 64,
-                      size=1, pages=1)
+        pin = PrintIn(
+            printer_id=printer_id, delegate="carol", title="t", sha256="0" * 64, size=1, pages=1
+        )
         session.add(pin)
         await session.flush()
         now = utcnow()
         session.add_all(
             PrintOut(
-                print_in_id=pin.id, printer_id=printer_id, mode="direct", target="cups://nowhere",
-                papercut=True, status=int(S.PENDING_EXTERNAL), delegate="carol", title="t",
-                pages=1, copies=1, currency="EUR", document_name=f"t.proxyprint.{i:032x}",
+                print_in_id=pin.id,
+                printer_id=printer_id,
+                mode="direct",
+                target="cups://nowhere",
+                papercut=True,
+                status=int(S.PENDING_EXTERNAL),
+                delegate="carol",
+                title="t",
+                pages=1,
+                copies=1,
+                currency="EUR",
+                document_name=f"t.proxyprint.{i:032x}",
                 dispatched_at=now,
             )
             for i in range(1000)
