@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -46,7 +47,8 @@ LINE = 128  # 127 hex digits + newline, like PostScript image data
 QUEUE = "pp-bigjob"
 RSS_GOAL_MIB = 64
 MIB = 1 << 20
-ROUNDS = 2  # cat and backend alternate; the best run of each counts
+ROUNDS = 3  # cat and backend alternate (order swapped each round); the best of each counts
+SETTLE = 1.0  # seconds after unlink + sync, so the disk is quiet before a timed run
 
 
 def write_postscript(path: Path, size: int = SIZE, pages: int = PAGES) -> None:
@@ -95,7 +97,11 @@ def _mib(kib: int | None) -> str:
 
 
 def _warm(document: Path) -> None:
-    """Read the document once (page cache) and flush dirty pages: same start for each run."""
+    """The same start for every timed run: earlier output flushed and its blocks
+    freed (the file system may discard them), then the document read once so it
+    is in the page cache for both."""
+    os.sync()
+    time.sleep(SETTLE)
     with document.open("rb") as fh:
         while fh.read(8 * MIB):
             pass
@@ -160,11 +166,14 @@ def _measure(root: Path) -> tuple[list[Run], list[Run], int | None, int | None, 
         service.start()
         before = proc_status_kib(service.pid, "VmHWM")
         for job_id in range(1, ROUNDS + 1):
-            cats.append(_cat_run(document, service.spool_dir))
+            if job_id % 2:
+                cats.append(_cat_run(document, service.spool_dir))
             ours.append(_backend_run(backend, job_id, document, service))
             # The service's job copy is not needed any more: keep the disk use down.
             for spooled in (service.spool_dir / "jobs").iterdir():
                 spooled.unlink()
+            if not job_id % 2:
+                cats.append(_cat_run(document, service.spool_dir))
         after = proc_status_kib(service.pid, "VmHWM")
         recorded = _recorded(service.root / "proxyprint.db")
     finally:

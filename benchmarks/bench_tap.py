@@ -37,11 +37,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import select
+
 from billing.enums import PrintStatus
-from billing.models import PrintOut
+from billing.models import Event, PrintOut
+from proxy.app import SESSIONS
 from proxy.devkit.cupsd import PrivateCupsd
 from proxy.devkit.documents import make_pdf
-from proxy.devkit.ippeve import IppEvePrinter, ReceivedDocument
+from proxy.devkit.ippeve import IppEvePrinter
 from proxy.devkit.stack import ServiceStack
 
 from .harness import (
@@ -67,6 +70,9 @@ JOB_TIMEOUT = 30.0
 class Sample:
     printed: float  # seconds from the start point to the printer having the document
     completed: float  # seconds from the start point to our print-out completed
+    # Tap side only: seconds from the release (the HELD -> pending event, stamped
+    # inside the tap's transaction like created_at in the intake's) to printed.
+    released_to_printed: float = 0.0
 
 
 @dataclass
@@ -87,14 +93,56 @@ def _card(number: int) -> str:
     return f"04:7a:{number >> 8:02x}:{number & 0xFF:02x}"
 
 
-def _document(printer: IppEvePrinter, title: str) -> ReceivedDocument:
-    docs = printer.wait_for_documents(1, JOB_TIMEOUT, where=lambda d: d.job_name == title)
-    return docs[0]
+def _title(kind: str, number: int) -> str:
+    """A job name ippeveprinter keeps as is in its file name (``[A-Za-z0-9_]`` only)."""
+    return f"{kind}_{number:04d}"
 
 
-def _received_at(document: ReceivedDocument) -> float:
+def _record(printer: IppEvePrinter, title: str) -> tuple[Path, str] | None:
+    """(document, print command status) of the job named ``title``, once the printer has it.
+
+    Looks up this one job's record (``<job-id>-<title>.<ext>.json``, written by
+    the devkit's print command) instead of ``IppEvePrinter.documents()``,
+    which reads every record so far on each call.
+    """
+    for record in printer.spool.glob(f"*-{title}.*.json"):
+        try:
+            data = json.loads(record.read_text("utf-8"))
+        except (OSError, ValueError):
+            continue  # replaced meanwhile
+        if data["env"].get("IPP_JOB_NAME") == title:
+            return record.with_suffix(""), str(data["status"])
+    return None
+
+
+def _received_at(printer: IppEvePrinter, title: str) -> float:
     """When the printer had the whole document: the mtime of the file it wrote."""
-    return document.path.stat().st_mtime
+    found: list[Path] = []
+
+    def received() -> bool:
+        record = _record(printer, title)
+        if record is not None:
+            found.append(record[0])
+        return record is not None
+
+    wait_until(received, f"the printer received {title}", JOB_TIMEOUT, interval=0.005)
+    return found[0].stat().st_mtime
+
+
+async def _released_at(stack: ServiceStack, print_out_id: int) -> float:
+    """When the tap released the print-out: its ``nfc-tap`` event (epoch seconds)."""
+    assert stack.app is not None
+    async with stack.app[SESSIONS]() as session:
+        at = await session.scalar(
+            select(Event.at).where(
+                Event.subject_type == "print_out",
+                Event.subject_id == str(print_out_id),
+                Event.reason == "nfc-tap",
+            )
+        )
+    if at is None:
+        raise RuntimeError(f"print-out {print_out_id}: no nfc-tap event")
+    return at.timestamp()
 
 
 def _completed(bench: Bench, queue: str, job: int) -> PrintOut:
@@ -110,10 +158,10 @@ def _wait_idle(bench: Bench, title: str) -> None:
     """The document's print command has ended and the printer is idle again."""
 
     def idle() -> bool:
-        docs = [d for d in bench.printer.documents() if d.job_name == title]
+        record = _record(bench.printer, title)
         return (
-            bool(docs)
-            and docs[0].status == "completed"
+            record is not None
+            and record[1] == "completed"
             and printer_state(bench.printer.uri) == PRINTER_IDLE
         )
 
@@ -147,22 +195,23 @@ def _tap_job(bench: Bench, number: int) -> tuple[Sample, float]:
     """Tap user ``number``'s card; (latencies, seconds until the tap was answered)."""
     user = _user(number)
     start = time.time()
-    released = _tap(bench, _card(number))
+    ids = _tap(bench, _card(number))
     answered = time.time() - start
-    if len(released) != 1:
-        raise RuntimeError(f"tap of {user}'s card released {released}, expected one job")
-    title = f"tap-{number:03d}"
-    received = _received_at(_document(bench.printer, title))
+    if len(ids) != 1:
+        raise RuntimeError(f"tap of {user}'s card released {ids}, expected one job")
+    received = _received_at(bench.printer, _title("tap", number))
     po = _completed(bench, HOLD_QUEUE, bench.held[user])
-    _wait_idle(bench, title)
+    _wait_idle(bench, _title("tap", number))
     assert po.ended_at is not None
-    return Sample(received - start, po.ended_at.timestamp() - start), answered
+    released = bench.loop.run(_released_at(bench.stack, po.id))
+    sample = Sample(received - start, po.ended_at.timestamp() - start, received - released)
+    return sample, answered
 
 
 def _direct_job(bench: Bench, number: int) -> Sample:
-    title = f"direct-{number:03d}"
+    title = _title("direct", number)
     job = bench.loop.run(bench.stack.lp(DIRECT_QUEUE, bench.pdf, user=_user(number), title=title))
-    received = _received_at(_document(bench.printer, title))
+    received = _received_at(bench.printer, title)
     po = _completed(bench, DIRECT_QUEUE, job)
     _wait_idle(bench, title)
     assert po.ended_at is not None
@@ -183,7 +232,7 @@ def _set_up(bench: Bench, jobs: int) -> float:
     start = time.perf_counter()
     for number in numbers:
         bench.held[_user(number)] = loop.run(
-            stack.lp(HOLD_QUEUE, bench.pdf, user=_user(number), title=f"tap-{number:03d}")
+            stack.lp(HOLD_QUEUE, bench.pdf, user=_user(number), title=_title("tap", number))
         )
     for job in bench.held.values():
         loop.run(stack.wait_print_out(HOLD_QUEUE, job, [PrintStatus.HELD], timeout=120))
@@ -262,6 +311,13 @@ def main() -> None:
         f"tap->print-out completed (N={jobs}, tracker interval {result.tracker_interval} s): "
         f"{_ms(tap_completed)}; direct intake->completed: {_ms(direct_completed)}; "
         f"ratio {median(tap_completed) / median(direct_completed):.2f}x",
+        flush=True,
+    )
+    released_printed = [s.released_to_printed for s in result.taps]
+    print(
+        f"tap, server side: release (tap's transaction) ->printed {_ms(released_printed)}; "
+        f"direct intake (intake's transaction) ->printed {_ms(direct_printed)}; "
+        f"ratio {median(released_printed) / median(direct_printed):.2f}x",
         flush=True,
     )
     print(

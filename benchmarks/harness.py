@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
-import json
 import math
 import os
 import shutil
@@ -246,22 +245,6 @@ def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not within {timeout} s")
         time.sleep(interval)
-
-
-def received_at(spool: Path) -> dict[str, float]:
-    """ippeveprinter documents (devkit command records): {document name: time received}.
-
-    The devkit's ``-c`` command writes ``<document>.json`` with ``at`` (epoch
-    seconds) when it starts on a document, i.e. once the printer has it whole.
-    """
-    found: dict[str, float] = {}
-    for record in spool.glob("*.json"):
-        try:
-            data = json.loads(record.read_text("utf-8"))
-        except (OSError, ValueError):
-            continue
-        found[str(data["document"])] = float(data["at"])
-    return found
 
 
 # --- an event loop in a thread (for an in-process ServiceStack) -------------------------

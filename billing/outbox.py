@@ -25,7 +25,7 @@ from .db import utcnow
 from .enums import OutboxStatus
 from .models import OutboxItem
 
-CLAIM_FOR = timedelta(minutes=2)
+CLAIM_FOR = timedelta(seconds=60)
 MAX_BACKOFF = timedelta(minutes=10)
 
 

@@ -18,7 +18,7 @@ from billing import accounts
 from billing.db import make_engine, make_sessionmaker
 from billing.exceptions import BillingError
 
-from . import dbadmin, tokens
+from . import tokens
 from .config import Config, load_config
 from .exceptions import ConfigError, ProxyPrintError
 
@@ -43,6 +43,8 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 
 async def cmd_db_upgrade(config: Config, args: argparse.Namespace) -> int:
+    from . import dbadmin  # alembic: not loaded by `serve`
+
     _ensure_sqlite_dir(config.database.url)
     engine = make_engine(config.database.url)
     try:

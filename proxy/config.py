@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from billing.exceptions import CurrencyError
-from billing.money import Currency
+from billing.exceptions import CurrencyError, InvalidInput
+from billing.money import Currency, parse_amount
 
 from .exceptions import ConfigError
 
@@ -73,6 +75,7 @@ class PaperCutConfig:
     db_url: str = ""
     account: str = ""
     missing_after_mins: int = 60
+    timeout_secs: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -82,9 +85,21 @@ class OfficeRnDConfig:
     org: str = ""
     client_id: str = ""
     client_secret: str = ""
+    scope: str = "officernd.api.read officernd.api.write"
+    # Member Management: who is synced into PaperCut.
+    statuses: tuple[str, ...] = ("active",)
+    include_companies: tuple[str, ...] = ()  # empty: every company
+    exclude_companies: tuple[str, ...] = ()
+    plans: tuple[str, ...] = ()  # empty: any plan
+    sync_interval_mins: int = 60
+    # "Do not manage printing fees inside OfficeRnD" = manage_fees false.
     manage_fees: bool = True
     fees_at: str = "07:30"
     timezone: str = "UTC"
+    fees_plan: str = "PaperCut Fees"
+    # Balance allowance added to each synced user's PaperCut balance.
+    allowance_amount: str = "0"
+    allowance_period: str = "monthly"  # daily | weekly | monthly
 
 
 @dataclass(frozen=True)
@@ -150,6 +165,11 @@ def _coerce(where: str, kind: Any, value: Any) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if kind == tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(i.strip() for i in items if i.strip())
     if not isinstance(value, str):
         raise ConfigError(f"{where}: expected a string, got {value!r}")
     return value
@@ -196,6 +216,20 @@ def build_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         raise ConfigError(f"currency: {exc}") from exc
     if config.tracker.interval_secs <= 0:
         raise ConfigError("tracker.interval_secs: must be positive")
+    if config.officernd.allowance_period not in {"daily", "weekly", "monthly"}:
+        raise ConfigError("officernd.allowance_period: use daily, weekly or monthly")
+    if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", config.officernd.fees_at):
+        raise ConfigError("officernd.fees_at: use HH:MM (24 h)")
+    try:
+        ZoneInfo(config.officernd.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"officernd.timezone: unknown time zone {config.officernd.timezone!r}"
+        ) from None
+    try:
+        parse_amount(config.officernd.allowance_amount, field="officernd.allowance_amount")
+    except InvalidInput as exc:
+        raise ConfigError(str(exc)) from exc
     return config
 
 

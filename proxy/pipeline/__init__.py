@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from billing.db import is_sqlite
+
 from .wake import WAKE, sleep_or_wake
 
 log = logging.getLogger(__name__)
@@ -34,13 +36,20 @@ async def run_loop(app: web.Application, name: str, tick: Tick, interval: float)
 
 
 async def _workers(app: web.Application) -> AsyncIterator[None]:
-    from ..app import CONFIG
-    from .dispatch import dispatch_tick
+    from ..app import CONFIG, SESSIONS
+    from .dispatch import dispatch_tick, release_all_claims
     from .outbox_worker import outbox_tick
     from .release import expire_tick
     from .tracker import track_tick
 
-    interval = app[CONFIG].tracker.interval_secs
+    config = app[CONFIG]
+    if is_sqlite(config.database.url):
+        # SQLite runs one instance: claims left by a killed predecessor are void.
+        async with app[SESSIONS]() as session, session.begin():
+            released = await release_all_claims(session)
+        if released:
+            log.info("released %d claim(s) left by the previous run", released)
+    interval = config.tracker.interval_secs
     tasks = [
         asyncio.create_task(run_loop(app, "dispatch", dispatch_tick, interval)),
         # The tracker never loops at once: one poll per target per tick.

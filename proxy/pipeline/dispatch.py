@@ -7,6 +7,7 @@ picks up what is left; an expired claim is free again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing import events, status
 from billing.db import utcnow
 from billing.enums import PrintStatus
-from billing.models import PrintIn, PrintOut
+from billing.models import OutboxItem, PrintIn, PrintOut
 
 from ..app import SESSIONS, SPOOL, TARGETS
 from ..targets.base import PrintRequest, Target
@@ -30,7 +31,10 @@ from .wake import wake
 
 log = logging.getLogger(__name__)
 
-CLAIM_FOR = timedelta(minutes=5)
+# A claim lives a minute and is renewed while a job is being sent (heartbeat), so
+# an instance that dies leaves its work to the others within a minute.
+CLAIM_FOR = timedelta(seconds=60)
+HEARTBEAT_SECS = 20.0
 BATCH = 20
 MAX_BACKOFF = timedelta(minutes=5)
 INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
@@ -65,6 +69,33 @@ async def claim_due(session: AsyncSession, limit: int = BATCH) -> list[int]:
             .execution_options(synchronize_session=False)
         )
     return ids
+
+
+async def _keep_claim(app: web.Application, print_out_id: int) -> None:
+    """Renew our claim while a (possibly long) upload runs."""
+    while True:
+        await asyncio.sleep(HEARTBEAT_SECS)
+        async with app[SESSIONS]() as session, session.begin():
+            await session.execute(
+                update(PrintOut)
+                .where(PrintOut.id == print_out_id, PrintOut.claimed_by == INSTANCE)
+                .values(claim_until=utcnow() + CLAIM_FOR)
+                .execution_options(synchronize_session=False)
+            )
+
+
+async def release_all_claims(session: AsyncSession) -> int:
+    """Void every claim (print-outs and outbox): for a single-instance restart."""
+    released = 0
+    for model in (PrintOut, OutboxItem):
+        result = await session.execute(
+            update(model)
+            .where(model.claimed_by.is_not(None))
+            .values(claimed_by=None, claim_until=None)
+            .execution_options(synchronize_session=False)
+        )
+        released += int(result.rowcount)  # type: ignore[attr-defined]
+    return released
 
 
 def print_request(print_out: PrintOut, print_in: PrintIn) -> PrintRequest:
@@ -109,12 +140,15 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
                 .values(document_name=print_out.document_name)
                 .execution_options(synchronize_session=False)
             )
+    heartbeat = asyncio.create_task(_keep_claim(app, print_out.id))
     try:
         target: Target = app[TARGETS].get(print_out.target)
         submitted = await target.submit(print_request(print_out, print_in))
     except TargetError as exc:
         await _failed(app, print_out, print_in, exc)
         return
+    finally:
+        heartbeat.cancel()
     async with sessions() as session, session.begin():
         now = utcnow()
         await session.execute(

@@ -231,7 +231,9 @@ class PaperCutAdjustments:
 async def papercut_ctx(app: web.Application) -> AsyncIterator[None]:
     """The PaperCut client and print-log engine, when ``[papercut]`` is configured."""
     config = app[CONFIG].papercut
-    client = PaperCutClient(config.url, config.token, retry_writes=False)
+    client = PaperCutClient(
+        config.url, config.token, retry_writes=False, timeout=config.timeout_secs
+    )
     engine = make_engine(config.db_url)
     app[PAPERCUT] = client
     app[PRINTLOG] = engine

@@ -36,21 +36,35 @@ def to_status(state: JobState) -> PrintStatus | None:
     return PrintStatus(state.state) if state.state in _IPP_STATES else None
 
 
-async def in_flight(session: AsyncSession) -> dict[str, dict[int, int]]:
-    """{target uri: {target job id: print-out id}} for dispatched, unfinished jobs."""
+async def in_flight(session: AsyncSession) -> dict[str, dict[int, tuple[int, int]]]:
+    """{target uri: {target job id: (print-out id, status)}} for dispatched, unfinished jobs."""
     rows = await session.execute(
-        select(PrintOut.target, PrintOut.target_job_id, PrintOut.id).where(
+        select(PrintOut.target, PrintOut.target_job_id, PrintOut.id, PrintOut.status).where(
             # PaperCut jobs too: a cancel in CUPS shows there first (see apply_states).
             PrintOut.status.in_([int(s) for s in (*IN_FLIGHT, PrintStatus.PENDING_EXTERNAL)]),
             PrintOut.dispatched_at.is_not(None),
             PrintOut.target_job_id.is_not(None),
         )
     )
-    jobs: dict[str, dict[int, int]] = defaultdict(dict)
-    for target, job_id, print_out_id in rows:
+    jobs: dict[str, dict[int, tuple[int, int]]] = defaultdict(dict)
+    for target, job_id, print_out_id, current in rows:
         if job_id is not None:
-            jobs[target][job_id] = print_out_id
+            jobs[target][job_id] = (print_out_id, current)
     return jobs
+
+
+def changes(jobs: dict[int, tuple[int, int]], states: dict[int, JobState]) -> dict[int, JobState]:
+    """{print-out id: reported state} for the jobs whose state differs from ours.
+
+    Most ticks change nothing: then no write transaction is opened at all.
+    """
+    moved: dict[int, JobState] = {}
+    for job_id, state in states.items():
+        known = jobs.get(job_id)
+        new = to_status(state)
+        if known is not None and new is not None and int(new) != known[1]:
+            moved[known[0]] = state
+    return moved
 
 
 async def cost_of(
@@ -67,22 +81,19 @@ async def cost_of(
     return breakdown.total, charging.breakdown_json(breakdown, currency)
 
 
-async def apply_states(
-    app: web.Application, jobs: dict[int, int], states: dict[int, JobState]
-) -> int:
-    """Apply a target's reported states; returns how many print-outs changed."""
+async def apply_states(app: web.Application, moved: dict[int, JobState]) -> int:
+    """Apply the reported states that differ from ours; returns how many changed."""
+    if not moved:
+        return 0
     currency = app[CONFIG].money
     changed = 0
     ended: list[int] = []
     async with app[SESSIONS]() as session, session.begin():
-        ids = [jobs[j] for j in states if j in jobs]
-        outs = {
-            po.id: po for po in await session.scalars(select(PrintOut).where(PrintOut.id.in_(ids)))
-        }
-        for job_id, state in states.items():
-            po = outs.get(jobs.get(job_id, -1))
+        outs = (await session.scalars(select(PrintOut).where(PrintOut.id.in_(list(moved))))).all()
+        for po in outs:
+            state = moved[po.id]
             new = to_status(state)
-            if po is None or new is None or new == po.status:
+            if new is None or new == po.status:
                 continue
             reason = ",".join(state.reasons)[:64] or None
             if po.papercut:
@@ -115,5 +126,5 @@ async def track_tick(app: web.Application) -> int:
         except TargetError as exc:
             log.warning("tracking %s: %s", uri, exc)
             continue
-        changed += await apply_states(app, jobs, states)
+        changed += await apply_states(app, changes(jobs, states))
     return changed

@@ -1,0 +1,174 @@
+"""Exactly once under faults: 200 PaperCut jobs, 20 % of PaperCut calls failing or
+timing out (some applied before the timeout), and the service killed with SIGKILL
+three times. Every adjustment must be applied exactly once and no job lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from billing.db import make_engine, make_sessionmaker
+from billing.enums import OutboxStatus, PrintStatus
+from billing.models import OutboxItem, PrintOut
+from billing.papercut.simulator import PaperCutSimulator, install_papercut_backend
+from proxy.devkit.cupsd import PrivateCupsd
+from proxy.devkit.documents import make_pdf
+
+pytestmark = [pytest.mark.cups, pytest.mark.slow]
+
+JOBS = int(os.environ.get("PP_FAULT_JOBS", "200"))
+KILLS = 3
+
+
+def _cli(env: dict[str, str], *args: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", *args],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def _serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "proxy.cli", "serve"], env=env, stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def _wait_socket(path: Path, proc: subprocess.Popen[bytes], log: Path) -> None:
+    for _ in range(300):
+        if path.exists():
+            return
+        assert proc.poll() is None, log.read_text()[-3000:]
+        await asyncio.sleep(0.05)
+    raise AssertionError("the service did not open its intake socket")
+
+
+async def test_papercut_adjustments_exactly_once_through_faults_and_kills(
+    private_cupsd: PrivateCupsd, short_tmp: Path
+) -> None:
+    root = short_tmp
+    db = root / "pp.db"
+    sim_db = root / "papercut.db"
+    install_papercut_backend(private_cupsd.serverbin, sim_db)
+    async with PaperCutSimulator(sim_db, token="tok", hang_seconds=3.0) as sim:
+        for user in ("alice", "bob", "carol"):
+            sim.add_user(user)
+        sim.add_printer("papercut", "pc-fault", cost_mono=Decimal("0.07"))
+        await asyncio.to_thread(
+            private_cupsd.add_queue, "pc-fault", sim.device_uri("pc-fault", server="papercut")
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYPRINT_")}
+        env.update(
+            PROXYPRINT_CONFIG=str(root / "none.toml"),
+            PROXYPRINT_DATABASE_URL=f"sqlite+aiosqlite:///{db}",
+            PROXYPRINT_SPOOL_DIR=str(root / "spool"),
+            PROXYPRINT_INTAKE_SOCKET=str(root / "intake.sock"),
+            PROXYPRINT_HTTP_LISTEN="127.0.0.1:0",
+            PROXYPRINT_CUPS_SERVER=private_cupsd.server,
+            PROXYPRINT_TRACKER_INTERVAL_SECS="0.2",
+            PROXYPRINT_PAPERCUT_URL=sim.url,
+            PROXYPRINT_PAPERCUT_TOKEN="tok",
+            PROXYPRINT_PAPERCUT_DB_URL=sim.db_url,
+            PROXYPRINT_PAPERCUT_TIMEOUT_SECS="1.0",
+        )
+        (root / "none.toml").write_text("")
+        await asyncio.to_thread(_cli, env, "db", "upgrade")
+        for user in ("alice", "bob", "carol"):
+            await asyncio.to_thread(_cli, env, "user", "add", user)
+        await asyncio.to_thread(_cli, env, "account", "add", "ProjectX")
+        await asyncio.to_thread(
+            _cli, env, "printer", "add", "pp-fault", "--target", "cups://pc-fault",
+            "--mode", "direct", "--papercut",
+        )
+        sim.set_faults(fail_rate=0.1, timeout_rate=0.1, seed=7)
+
+        log = root / "serve.log"
+        proc = _serve(env, log)
+        await _wait_socket(root / "intake.sock", proc, log)
+        pdf = make_pdf(root / "f.pdf", 1)
+        rng = random.Random(11)
+
+        async def submit() -> None:
+            for i in range(JOBS):
+                await asyncio.to_thread(
+                    private_cupsd.lp, "pp-fault", pdf, user="carol", title=f"job-{i}",
+                    options={"delegators": "alice,bob:2", "shared-accounts": "ProjectX"},
+                )
+
+        submitter = asyncio.create_task(submit())
+        engine = make_engine(f"sqlite+aiosqlite:///{db}")
+        sessions = make_sessionmaker(engine)
+        try:
+            for _ in range(KILLS):
+                await asyncio.sleep(rng.uniform(1.0, 4.0))
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+                (root / "intake.sock").unlink(missing_ok=True)
+                await asyncio.sleep(rng.uniform(0.1, 1.0))
+                proc = _serve(env, log)
+                await _wait_socket(root / "intake.sock", proc, log)
+            await submitter
+
+            deadline = time.monotonic() + 240
+            while True:
+                async with sessions() as s:
+                    done = await s.scalar(
+                        select(func.count()).where(PrintOut.status == int(PrintStatus.COMPLETED))
+                    )
+                    pending_outbox = await s.scalar(
+                        select(func.count()).where(
+                            OutboxItem.status == int(OutboxStatus.PENDING)
+                        )
+                    )
+                    stuck = [
+                        (po.id, po.status, po.status_reason, po.status_message, po.target_job_id)
+                        for po in await s.scalars(
+                            select(PrintOut).where(
+                                PrintOut.status != int(PrintStatus.COMPLETED)
+                            )
+                        )
+                    ]
+                if done == JOBS and pending_outbox == 0:
+                    break
+                assert time.monotonic() < deadline, (done, pending_outbox, stuck)
+                await asyncio.sleep(0.5)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            submitter.cancel()
+
+        async with sessions() as s:
+            outs = (await s.scalars(select(PrintOut))).all()
+            items = (await s.scalars(select(OutboxItem))).all()
+        await engine.dispose()
+
+        assert len(outs) == JOBS  # no job lost, none recorded twice
+        assert {po.status for po in outs} == {int(PrintStatus.COMPLETED)}
+        local_total = sum((po.cost or Decimal(0) for po in outs), Decimal(0))
+        assert local_total == Decimal("0.07") * 4 * JOBS
+        assert {i.status for i in items} == {int(OutboxStatus.DONE)}
+        markers = {str(i.payload["marker"]) for i in items}
+        assert len(items) == 3 * JOBS  # one adjustment per delegator account per job
+
+        adjustments = [a for a in sim.adjustments() if "proxyprint print-out" in a.comment]
+        per_marker = Counter(m for a in adjustments for m in markers if m in a.comment)
+        assert set(per_marker) == markers
+        assert set(per_marker.values()) == {1}, [m for m, n in per_marker.items() if n != 1][:5]
+        applied = sum((Decimal(a.amount) for a in adjustments), Decimal(0))
+        assert applied == -local_total  # PaperCut and the ledger agree to the cent
