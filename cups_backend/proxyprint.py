@@ -1,8 +1,14 @@
 """proxyprint CUPS backend: stream one job to the proxyprint intake.
 
-Standard library only, and only its cheap parts (no ``http.client``,
-``urllib``, ``dataclasses`` or ``typing``): CUPS starts this script once per
-job.  ``python -X importtime``: socket, select, json, binascii; about 15 ms.
+Standard library only, and only its cheap parts: CUPS starts this script
+once per job, as a script (compiled at every start, no ``.pyc``).  Imported:
+``_socket``, ``_signal``, ``os``, ``binascii`` (and ``io``, ``sys``, which
+the interpreter has loaded anyway).  Not ``socket`` (it pulls in
+``selectors``, ``enum``), ``signal`` (``enum``), ``json`` (``re``: about
+10 ms of imports and pattern compiling), ``struct``, ``collections.abc``,
+``types``, ``select``, ``http.client``, ``urllib``, ``dataclasses`` or
+``typing``: the metadata JSON is written, and the answer's JSON read, by the
+small functions below.
 
 Calling conventions (cups/backend.h, backend(7)):
 
@@ -25,15 +31,16 @@ The device URI comes from ``DEVICE_URI`` (``argv[0]`` is the script path):
   which is what lets it read that file.
 
 The intake protocol: ``POST /intake/v1/jobs`` over HTTP/1.1 with ``Transfer-
-Encoding: chunked`` in 64 KiB blocks (memory does not grow with the job) and
-the metadata in ``X-Proxyprint-Meta``: base64 of an ASCII JSON object.
-Arguments are re-read as UTF-8 with ``surrogateescape`` whatever the locale,
-so bytes that are not UTF-8 arrive as ``\\udcXX`` escapes for the service to
-flag.  The request carries ``Expect: 100-continue``: the service can refuse
-(bad secret, unknown printer, duplicate ``job_uuid``) before any byte of the
-document is sent; aiohttp answers ``100 Continue`` by itself otherwise.  With
-no interim answer within 5 s the body is sent anyway (RFC 9110, 10.1.1).  An
-answer that arrives while the body is being sent stops the upload too.
+Encoding: chunked`` in blocks of up to 1 MiB (memory does not grow with the
+job) and the metadata in ``X-Proxyprint-Meta``: base64 of an ASCII JSON
+object.  Arguments are re-read as UTF-8 with ``surrogateescape`` whatever the
+locale, so bytes that are not UTF-8 arrive as ``\\udcXX`` escapes for the
+service to flag.  The request carries ``Expect: 100-continue``: the service
+can refuse (bad secret, unknown printer, duplicate ``job_uuid``) before any
+byte of the document is sent; aiohttp answers ``100 Continue`` by itself
+otherwise.  With no interim answer within 5 s the body is sent anyway (RFC
+9110, 10.1.1).  An answer that arrives while the body is being sent stops the
+upload too.
 
 Exit codes:
 
@@ -69,22 +76,27 @@ processing, RETRY keeps the job, where OK would mark an undelivered job
 completed and STOP would stop the queue.
 """
 
+import _socket
 import binascii
-import enum
 import io
-import json
 import os
-import select
-import signal
-import socket
-import struct
 import sys
-from collections.abc import Mapping
-from types import FrameType
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    import signal as _signal  # the stubs of _signal: signal.py re-exports it
+    from collections.abc import Mapping
+    from types import FrameType
+
+    Env = Mapping[str, str]
+else:
+    import _signal
 
 DISCOVERY_LINE = 'network proxyprint "Unknown" "proxyprint delegated print"'
 INTAKE_PATH = "/intake/v1/jobs"
-BLOCK_SIZE = 64 * 1024
+BLOCK_SIZE = 1024 * 1024
+# Room for the chunk size line in front of each block: "100000\r\n".
+SIZE_LINE_ROOM = len(b"%x\r\n" % BLOCK_SIZE)
 SECRET_ENV = "PROXYPRINT_INTAKE_SECRET"
 SECRET_FILE_ENV = "PROXYPRINT_INTAKE_SECRET_FILE"
 DEFAULT_SECRET_FILE = "/etc/proxyprint/intake.secret"
@@ -96,13 +108,14 @@ SEND_TIMEOUT = 120.0
 ANSWER_TIMEOUT = 600.0
 MAX_HEAD = 64 * 1024
 MAX_ANSWER_BODY = 1024 * 1024
+RECV_SIZE = 64 * 1024
 USER_AGENT = "proxyprint-backend/1"
+# struct linger {int l_onoff; int l_linger;} = {1, 0}: close() resets.
+LINGER_RESET = (1).to_bytes(4, sys.byteorder) + (0).to_bytes(4, sys.byteorder)
 
-Env = Mapping[str, str]
 
-
-class BackendStatus(enum.IntEnum):
-    """The exit codes of cups/backend.h (``cups_backend_t``)."""
+class BackendStatus:
+    """The exit codes of cups/backend.h (``cups_backend_t``); plain ints, no enum."""
 
     OK = 0
     FAILED = 1
@@ -237,7 +250,7 @@ def _option_value(text: str, i: int) -> tuple[str, int]:
     return "".join(out), i
 
 
-def job_meta(job: Job, env: Env) -> dict[str, object]:
+def job_meta(job: Job, env: "Env") -> dict[str, object]:
     """The metadata object of the intake protocol (``X-Proxyprint-Meta``)."""
     options = parse_options(job.options)
     printer = env.get("PRINTER")
@@ -256,8 +269,178 @@ def job_meta(job: Job, env: Env) -> dict[str, object]:
 
 def encode_meta(meta: dict[str, object]) -> str:
     """base64 (standard alphabet) of ASCII JSON: surrogates stay ``\\udcXX``."""
-    raw = json.dumps(meta, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    raw = json_text(meta).encode("ascii")
     return binascii.b2a_base64(raw, newline=False).decode("ascii")
+
+
+# --- JSON, without the json module ------------------------------------------------
+
+JSON_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+}
+JSON_UNESCAPES = {"/": "/", **{v[1]: k for k, v in JSON_ESCAPES.items()}}
+JSON_SPACE = " \t\n\r"
+HEX_DIGITS = "0123456789abcdefABCDEF"
+NUMBER_CHARS = "+-.0123456789eE"
+
+
+def json_text(value: object) -> str:
+    """``json.dumps(value, ensure_ascii=True, separators=(",", ":"))``.
+
+    For what the metadata holds: dicts with string keys, strings, ints
+    (bools), None.
+    """
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, str):
+        return json_string(value)
+    if isinstance(value, dict):
+        items = []
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"JSON keys must be strings, not {type(key).__name__}")
+            items.append(f"{json_string(key)}:{json_text(item)}")
+        return "{" + ",".join(items) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} as JSON metadata")
+
+
+def json_string(text: str) -> str:
+    """A JSON string in pure ASCII, as ``json.dumps(text, ensure_ascii=True)``.
+
+    Escaped: ``"``, ``\\``, control characters, DEL and every non-ASCII code
+    point as ``\\uXXXX`` (lower-case hex; beyond the BMP as a surrogate pair;
+    lone surrogates, such as surrogateescape's ``\\udcXX``, as themselves).
+    """
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return '"' + "".join(map(_json_char, text)) + '"'
+
+
+def _json_char(ch: str) -> str:
+    escaped = JSON_ESCAPES.get(ch)
+    if escaped is not None:
+        return escaped
+    code = ord(ch)
+    if 0x20 <= code < 0x7F:
+        return ch
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 | code >> 10:04x}\\u{0xDC00 | code & 0x3FF:04x}"
+
+
+def parse_json(body: bytes) -> object:
+    """The JSON value of a UTF-8 answer body; ValueError if it is not JSON.
+
+    Like ``json.loads``, a little more lenient: control characters in strings
+    and numbers such as ``+1`` or ``01`` pass; ``NaN`` and ``Infinity`` do not.
+    """
+    text = body.decode("utf-8")
+    value, end = _json_value(text, _json_space(text, 0))
+    if _json_space(text, end) != len(text):
+        raise ValueError(f"extra data after the JSON value at {end}")
+    return value
+
+
+def _json_space(text: str, i: int) -> int:
+    while i < len(text) and text[i] in JSON_SPACE:
+        i += 1
+    return i
+
+
+def _json_value(text: str, i: int) -> tuple[object, int]:
+    """The value starting at ``text[i]`` and the index just after it."""
+    first = text[i : i + 1]
+    if first == '"':
+        return _json_string(text, i + 1)
+    if first in ("{", "["):
+        return _json_container(text, i)
+    for word, value in (("true", True), ("false", False), ("null", None)):
+        if text.startswith(word, i):
+            return value, i + len(word)
+    end = i
+    while end < len(text) and text[end] in NUMBER_CHARS:
+        end += 1
+    number = text[i:end]
+    try:
+        return (int(number) if number.lstrip("-").isdigit() else float(number)), end
+    except ValueError:
+        raise ValueError(f"no JSON value at {i}") from None
+
+
+def _json_container(text: str, i: int) -> tuple[object, int]:
+    """The object or array starting at ``text[i]``."""
+    is_object = text[i] == "{"
+    close = "}" if is_object else "]"
+    members: dict[str, object] = {}
+    elements: list[object] = []
+    i = _json_space(text, i + 1)
+    if text.startswith(close, i):
+        return (members if is_object else elements), i + 1
+    while True:
+        if is_object:
+            if not text.startswith('"', i):
+                raise ValueError(f"expected a JSON object key at {i}")
+            key, i = _json_string(text, i + 1)
+            i = _json_space(text, i)
+            if not text.startswith(":", i):
+                raise ValueError(f"expected ':' at {i}")
+            members[key], i = _json_value(text, _json_space(text, i + 1))
+        else:
+            value, i = _json_value(text, i)
+            elements.append(value)
+        i = _json_space(text, i)
+        if text.startswith(close, i):
+            return (members if is_object else elements), i + 1
+        if not text.startswith(",", i):
+            raise ValueError(f"expected ',' or {close!r} at {i}")
+        i = _json_space(text, i + 1)
+
+
+def _json_string(text: str, i: int) -> tuple[str, int]:
+    """The string whose opening quote is just before ``text[i]``."""
+    parts: list[str] = []
+    while True:
+        quote = text.find('"', i)
+        if quote < 0:
+            raise ValueError("unterminated JSON string")
+        backslash = text.find("\\", i, quote)
+        if backslash < 0:
+            parts.append(text[i:quote])
+            return "".join(parts), quote + 1
+        parts.append(text[i:backslash])
+        kind = text[backslash + 1 : backslash + 2]
+        if kind == "u":
+            code = _json_hex4(text, backslash + 2)
+            i = backslash + 6
+            if 0xD800 <= code < 0xDC00 and text.startswith("\\u", i):
+                low = _json_hex4(text, i + 2)
+                if 0xDC00 <= low < 0xE000:
+                    code = 0x10000 + ((code - 0xD800) << 10 | (low - 0xDC00))
+                    i += 6
+            parts.append(chr(code))
+        elif kind in JSON_UNESCAPES:
+            parts.append(JSON_UNESCAPES[kind])
+            i = backslash + 2
+        else:
+            raise ValueError(f"bad escape in a JSON string at {backslash}")
+
+
+def _json_hex4(text: str, i: int) -> int:
+    digits = text[i : i + 4]
+    if len(digits) != 4 or digits.strip(HEX_DIGITS):
+        raise ValueError(f"bad \\u escape in a JSON string at {i}")
+    return int(digits, 16)
 
 
 # --- device URI and secret ---------------------------------------------------
@@ -291,7 +474,7 @@ def _tcp_target(authority: str, uri: str) -> Target:
     return Target(unix_path=None, host=host, port=int(port_text))
 
 
-def read_secret(env: Env) -> str:
+def read_secret(env: "Env") -> str:
     """The TCP shared secret: the environment first, then the root-only file."""
     secret = env.get(SECRET_ENV, "").strip()
     if secret:
@@ -317,13 +500,13 @@ def checked_secret(secret: str) -> str:
 # --- HTTP exchange ------------------------------------------------------------
 
 
-def connect(target: Target) -> socket.socket:
+def connect(target: Target) -> _socket.socket:
     """Open the connection; any failure is IntakeUnreachable (retry)."""
     try:
         if target.unix_path is None:
-            sock = socket.create_connection((target.host, target.port), CONNECT_TIMEOUT)
+            sock = _connect_tcp(target.host, target.port)
         else:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             sock.settimeout(CONNECT_TIMEOUT)
             try:
                 sock.connect(target.unix_path)
@@ -334,6 +517,24 @@ def connect(target: Target) -> socket.socket:
         raise IntakeUnreachable(f"Cannot connect to the intake at {target}: {exc}") from exc
     sock.settimeout(SEND_TIMEOUT)
     return sock
+
+
+def _connect_tcp(host: str, port: int) -> _socket.socket:
+    """``socket.create_connection``: each address of ``host`` in turn."""
+    error: OSError | None = None
+    for family, kind, proto, _name, address in _socket.getaddrinfo(
+        host, port, 0, _socket.SOCK_STREAM
+    ):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(CONNECT_TIMEOUT)
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+        else:
+            return sock
+    raise error if error is not None else OSError(f"no address for {host}")
 
 
 def request_head(target: Target, meta: str, secret: str | None) -> bytes:
@@ -353,18 +554,26 @@ def request_head(target: Target, meta: str, secret: str | None) -> bytes:
 
 
 class Exchange:
-    """One request/answer on a connected socket; one buffered reader for both."""
+    """One request and its answer on a connected socket.
 
-    def __init__(self, sock: socket.socket) -> None:
+    What the service sends is read through one buffer (``recv``, no
+    ``makefile``): the answer may come before, during or after the body.
+    """
+
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
-        self.reader = sock.makefile("rb")
-        self.poller = select.poll()
-        self.poller.register(sock, select.POLLIN)
+        self.buffer = bytearray()
+        self.ended = False  # the service closed its side
 
     def wait_continue(self) -> Answer | None:
         """The final answer if the service refused before the body, else None."""
-        if not self.poller.poll(CONTINUE_TIMEOUT * 1000):
+        self.sock.settimeout(CONTINUE_TIMEOUT)
+        try:
+            self._receive()
+        except TimeoutError:
             return None
+        finally:
+            self.sock.settimeout(SEND_TIMEOUT)
         while True:
             status, reason, headers = self.read_head()
             if status == 100:
@@ -373,29 +582,43 @@ class Exchange:
                 return Answer(status, reason, self.read_body(headers), upload_complete=False)
 
     def send_body(self, source: io.RawIOBase) -> tuple[int, bool]:
-        """Send ``source`` in 64 KiB chunks: (bytes sent, body complete).
+        """Send ``source`` in chunks of up to 1 MiB: (bytes sent, body complete).
 
         One buffer serves every block: the chunk size line is written just
         before the data and CRLF just after it, so each block is one send and
         no copy.  Stops early (complete=False) when the service answers first.
         """
-        head_room = 8  # "10000\r\n" is the longest size line
-        buf = bytearray(head_room + BLOCK_SIZE + 2)
+        room = SIZE_LINE_ROOM
+        buf = bytearray(room + BLOCK_SIZE + 2)
         view = memoryview(buf)
-        data = view[head_room : head_room + BLOCK_SIZE]
+        data = view[room : room + BLOCK_SIZE]
         total = 0
-        while not self.poller.poll(0):
+        while not self.answer_waiting():
             n = read_block(source, data)
             if not n:
                 self.sock.sendall(b"0\r\n\r\n")
                 return total, True
             size_line = b"%x\r\n" % n
-            start = head_room - len(size_line)
-            buf[start:head_room] = size_line
-            buf[head_room + n : head_room + n + 2] = b"\r\n"
-            self.sock.sendall(view[start : head_room + n + 2])
+            start = room - len(size_line)
+            buf[start:room] = size_line
+            buf[room + n : room + n + 2] = b"\r\n"
+            self.sock.sendall(view[start : room + n + 2])
             total += n
         return total, False
+
+    def answer_waiting(self) -> bool:
+        """Has the service sent something, or closed?  Never waits."""
+        if self.buffer or self.ended:
+            return True
+        timeout = self.sock.gettimeout()
+        self.sock.setblocking(False)
+        try:
+            self._receive()
+        except BlockingIOError:
+            return False
+        finally:
+            self.sock.settimeout(timeout)
+        return True
 
     def read_answer(self, upload_complete: bool) -> Answer:
         """Read the final (non-1xx) answer; IntakeUnreachable if malformed."""
@@ -406,7 +629,7 @@ class Exchange:
                 return Answer(status, reason, self.read_body(headers), upload_complete)
 
     def read_head(self) -> tuple[int, str, dict[str, str]]:
-        line = self.reader.readline(MAX_HEAD)
+        line = self.readline(MAX_HEAD)
         if not line:
             raise IntakeUnreachable("The intake closed the connection without an answer")
         parts = line.decode("latin-1").split(None, 2)
@@ -415,7 +638,7 @@ class Exchange:
         headers: dict[str, str] = {}
         used = len(line)
         while True:
-            line = self.reader.readline(MAX_HEAD)
+            line = self.readline(MAX_HEAD)
             used += len(line)
             if used > MAX_HEAD or not line:
                 raise IntakeUnreachable("The intake's answer headers are truncated")
@@ -431,34 +654,60 @@ class Exchange:
             return self._read_chunked()
         length = headers.get("content-length", "")
         limit = min(int(length), MAX_ANSWER_BODY) if length.isdigit() else MAX_ANSWER_BODY
-        return self.reader.read(limit)
+        return self.read(limit)
 
     def _read_chunked(self) -> bytes:
         body = bytearray()
         while len(body) < MAX_ANSWER_BODY:
-            size_text = self.reader.readline(1024).split(b";")[0].strip()
+            size_text = self.readline(1024).split(b";")[0].strip()
             try:
                 size = int(size_text, 16)
             except ValueError as exc:
                 raise IntakeUnreachable("Malformed chunked answer from the intake") from exc
             if size == 0:
                 break
-            body += self.reader.read(size)
-            self.reader.readline(16)
+            body += self.read(size)
+            self.readline(16)
         return bytes(body)
+
+    def readline(self, limit: int) -> bytes:
+        """Up to and including the next LF, at most ``limit`` bytes; b"" at the end."""
+        searched = 0
+        while (end := self.buffer.find(b"\n", searched, limit)) < 0:
+            searched = len(self.buffer)
+            if searched >= limit or not self._receive():
+                return self._take(limit)
+        return self._take(end + 1)
+
+    def read(self, size: int) -> bytes:
+        """``size`` bytes, fewer if the service closes first."""
+        while len(self.buffer) < size and self._receive():
+            pass
+        return self._take(size)
+
+    def _receive(self) -> bool:
+        """Append what the service sends next to the buffer; False at the end."""
+        if not self.ended:
+            data = self.sock.recv(RECV_SIZE)
+            self.buffer += data
+            self.ended = not data
+        return not self.ended
+
+    def _take(self, size: int) -> bytes:
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
 
     def abort(self) -> None:
         """Close without the terminating chunk; TCP with a reset (SO_LINGER 0)."""
-        if self.sock.family != socket.AF_UNIX:
-            linger = struct.pack("ii", 1, 0)
+        if self.sock.family != _socket.AF_UNIX:
             try:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                self.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, LINGER_RESET)
             except OSError as exc:
                 log("DEBUG", f"SO_LINGER: {exc}")
         self.close()
 
     def close(self) -> None:
-        self.reader.close()
         self.sock.close()
 
 
@@ -469,7 +718,7 @@ def read_block(source: io.RawIOBase, into: memoryview) -> int:
         raise DocumentUnreadable(f"Cannot read the document: {exc}") from exc
 
 
-def exchange(sock: socket.socket, source: io.RawIOBase, head: bytes) -> Answer:
+def exchange(sock: _socket.socket, source: io.RawIOBase, head: bytes) -> Answer:
     """Send the request and the body, return the answer; abort on any failure."""
     conv = Exchange(sock)
     try:
@@ -498,7 +747,7 @@ def exchange(sock: socket.socket, source: io.RawIOBase, head: bytes) -> Answer:
 def error_info(body: bytes) -> tuple[str, str]:
     """(code, message) of an ``{"error": {"code", "message"}}`` answer."""
     try:
-        doc = json.loads(body)
+        doc = parse_json(body)
     except ValueError:
         return "", body[:200].decode("utf-8", "replace").strip()
     error = doc.get("error") if isinstance(doc, dict) else None
@@ -507,7 +756,7 @@ def error_info(body: bytes) -> tuple[str, str]:
     return str(error.get("code", "")), str(error.get("message", ""))
 
 
-def decide(answer: Answer, printer: str) -> BackendStatus:
+def decide(answer: Answer, printer: str) -> int:
     """Map the intake's answer to an exit code and tell CUPS why."""
     status = answer.status
     if 200 <= status < 300:
@@ -529,9 +778,9 @@ def decide(answer: Answer, printer: str) -> BackendStatus:
     return BackendStatus.STOP
 
 
-def accepted(answer: Answer) -> BackendStatus:
+def accepted(answer: Answer) -> int:
     try:
-        doc = json.loads(answer.body)
+        doc = parse_json(answer.body)
     except ValueError:
         doc = None
     if not isinstance(doc, dict):
@@ -567,7 +816,7 @@ def deliver(job: Job, target: Target, secret: str | None, meta: str) -> Answer:
             raise IntakeUnreachable(f"The exchange with the intake failed: {exc}") from exc
 
 
-def run(argv: list[str], env: Env) -> BackendStatus:
+def run(argv: list[str], env: "Env") -> int:
     try:
         job = Job(argv)
     except ValueError as exc:
@@ -586,8 +835,8 @@ def run(argv: list[str], env: Env) -> BackendStatus:
     return decide(answer, env.get("PRINTER", ""))
 
 
-def on_sigterm(signum: int, frame: FrameType | None) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one cancel is enough
+def on_sigterm(signum: int, frame: "FrameType | None") -> None:
+    _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)  # one cancel is enough
     raise JobTerminated
 
 
@@ -596,7 +845,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) == 1:
         print(DISCOVERY_LINE, flush=True)
         return BackendStatus.OK
-    signal.signal(signal.SIGTERM, on_sigterm)
+    _signal.signal(_signal.SIGTERM, on_sigterm)
     try:
         return run(args, os.environ)
     except JobTerminated:

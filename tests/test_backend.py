@@ -4,6 +4,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,7 +12,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+import tests.hypothesis_profiles  # noqa: F401  (before any @given: picks the profile)
 from cups_backend import proxyprint
 from cups_backend.proxyprint import BackendStatus
 from proxy import cupsadmin
@@ -85,9 +89,10 @@ def only_request(intake: FakeIntake) -> IntakeRequest:
 
 @pytest.fixture
 def document(short_tmp: Path) -> Path:
-    """300,001 random bytes: not a multiple of the 64 KiB block."""
+    """2.5 MiB + 1 random bytes: three blocks of the 1 MiB block size, the last partial."""
+    assert proxyprint.BLOCK_SIZE == 1 << 20
     path = short_tmp / "doc.bin"
-    path.write_bytes(os.urandom(300_001))
+    path.write_bytes(os.urandom((5 << 19) + 1))
     return path
 
 
@@ -116,7 +121,9 @@ def test_wrong_argument_count_fails_without_contacting_anyone(fake_intake: FakeI
 
 
 def test_exit_codes_are_those_of_cups_backend_h() -> None:
-    assert {s.name: s.value for s in BackendStatus} == {
+    codes = {name: value for name, value in vars(BackendStatus).items() if name.isupper()}
+    assert all(type(value) is int for value in codes.values())
+    assert codes == {
         "OK": 0,
         "FAILED": 1,
         "AUTH_REQUIRED": 2,
@@ -206,6 +213,132 @@ def test_options_parser_handles_quotes_escapes_and_collections() -> None:
     }
 
 
+# --- JSON without the json module ---------------------------------------------------------
+
+TRICKY_STRINGS = [
+    "",
+    "plain ASCII",
+    'quote " and backslash \\ and slash /',
+    '\\"\\\\"',
+    "\b\f\n\r\t",
+    "".join(map(chr, range(0x20))) + "\x7f",
+    "\x00nul in the middle\x00",
+    "caf\u00e9 \u00ff \u0100 \u07ff \u0800 \uffff",
+    "\u2028\u2029 line separators",
+    "\U0001f600 \U00010000 \U0010ffff non-BMP",
+    "Caf\udce9 \udcff report",  # surrogateescape: lone low surrogates
+    "\ud800 \udbff lone high surrogates",
+    "\ud83d\ude00 a surrogate pair as two code points",
+    "\udc00\ud800 reversed pair",
+    "ends with a lone surrogate \ud834",
+]
+# What the metadata may hold; the encoder refuses the rest.
+json_scalars = st.none() | st.booleans() | st.integers() | st.text(st.characters(codec=None))
+any_code_point = st.characters(exclude_categories=())  # surrogates included
+
+
+@pytest.mark.parametrize("text", TRICKY_STRINGS)
+def test_json_string_is_json_dumps_ensure_ascii(text: str) -> None:
+    expected = json.dumps(text, ensure_ascii=True)
+    assert proxyprint.json_string(text) == expected
+    assert proxyprint.json_string(text).isascii()
+    # Decoding joins a high+low surrogate pair written as two code points; json too.
+    assert proxyprint.parse_json(expected.encode()) == json.loads(expected)
+
+
+@given(st.text(any_code_point))
+def test_json_string_matches_json_dumps_on_any_text(text: str) -> None:
+    assert proxyprint.json_string(text) == json.dumps(text, ensure_ascii=True)
+
+
+@given(st.dictionaries(st.text(any_code_point), json_scalars | st.text(any_code_point)))
+def test_json_text_matches_json_dumps_on_metadata_like_objects(meta: dict[str, object]) -> None:
+    expected = json.dumps(meta, ensure_ascii=True, separators=(",", ":"))
+    assert proxyprint.json_text(meta) == expected
+
+
+def test_json_text_of_the_metadata_and_its_base64() -> None:
+    meta: dict[str, object] = {
+        "printer": "pp-direct",
+        "job_id": 42,
+        "job_uuid": None,
+        "user": "zo\u00eb",
+        "title": 'Caf\udce9 "quoted" \\ \U0001f5a8',
+        "copies": 3,
+        "flag": True,
+        "other": False,
+        "nested": {"big": -(10**30)},
+    }
+    expected = json.dumps(meta, ensure_ascii=True, separators=(",", ":"))
+    assert proxyprint.json_text(meta) == expected
+    assert base64.b64decode(proxyprint.encode_meta(meta), validate=True) == expected.encode()
+
+
+@pytest.mark.parametrize("value", [1.5, [1], (1,), b"x", {1: "int key"}, object()])
+def test_json_text_refuses_what_the_metadata_never_holds(value: object) -> None:
+    with pytest.raises(TypeError):
+        proxyprint.json_text(value)
+
+
+json_values = st.recursive(
+    json_scalars | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(json_values, st.booleans(), st.sampled_from([None, 0, 2]))
+def test_parse_json_reads_what_json_dumps_writes(
+    value: object, ascii_only: bool, indent: int | None
+) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only, indent=indent)
+    parsed = proxyprint.parse_json(f" \n{text}\t\r\n".encode("utf-8", "surrogatepass"))
+    assert parsed == json.loads(text)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"print_in": 7, "duplicate": false, "status": "pending"}',
+        b'{"error": {"code": "unknown-printer", "message": "who is \\"pp\\"? \\u00e9\\/"}}',
+        b'{"a": [1, -2, 3.5, -0.25e-3, 1E2, true, null, [], {}], "b": "\\ud83d\\ude00"}',
+        b'"\\ud800 lone" ',
+        b"[]",
+        '{"s": "caf\u00e9 \U0001f600"}'.encode(),
+    ],
+)
+def test_parse_json_answer_bodies(body: bytes) -> None:
+    assert proxyprint.parse_json(body) == json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"   ",
+        b"<html>502 Bad Gateway</html>",
+        b'{"a": 1',
+        b'{"a" 1}',
+        b'{"a": 1,}',
+        b"{a: 1}",
+        b"[1 2]",
+        b'{"a": 1} trailing',
+        b'"unterminated',
+        b'"bad escape \\x"',
+        b'"bad unicode \\u12G4"',
+        b'"short unicode \\u12"',
+        b"tru",
+        b"-",
+        b"\xff\xfe not UTF-8",
+    ],
+)
+def test_parse_json_refuses_what_is_not_json(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        json.loads(body)
+    with pytest.raises(ValueError):
+        proxyprint.parse_json(body)
+
+
 @pytest.mark.parametrize(
     ("uri", "unix", "host", "port"),
     [
@@ -286,6 +419,72 @@ def test_no_or_malformed_answer_means_retry(fake_intake: FakeIntake, raw: bytes 
     result = run_backend(job_args(), backend_env(fake_intake.device_uri), stdin=b"x" * 1000)
     assert result.returncode == BackendStatus.RETRY, result.stderr
     assert "ERROR:" in result.stderr
+
+
+def test_chunked_answer_read_in_pieces(fake_intake: FakeIntake) -> None:
+    """A chunked answer body after a long head."""
+    body = json.dumps({"print_in": 99, "duplicate": True, "message": "caf\u00e9"}).encode()
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:5], body[5:]))
+    padding = b"".join(b"X-Padding-%d: %s\r\n" % (i, b"p" * 100) for i in range(300))
+    fake_intake.behaviour.raw_answer = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+        + padding
+        + b"\r\n"
+        + chunks
+        + b"0\r\n\r\n"
+    )
+    result = run_backend(job_args(), backend_env(fake_intake.device_uri), stdin=b"x" * 1000)
+    assert result.returncode == 0, result.stderr
+    assert "Job accepted as print-in 99 (already received)" in result.stderr
+
+
+def test_exchange_reads_answers_in_small_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recv-based reader: lines and bodies split across many reads."""
+    monkeypatch.setattr(proxyprint, "RECV_SIZE", 7)
+    body = b'{"print_in": 5, "duplicate": false}'
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        conv = proxyprint.Exchange(ours)
+        assert not conv.answer_waiting()
+        theirs.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        assert conv.wait_continue() is None
+        assert not conv.answer_waiting()
+        theirs.sendall(
+            b"HTTP/1.1 201 Created Here\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        theirs.close()
+        assert conv.answer_waiting()
+        answer = conv.read_answer(upload_complete=True)
+        assert (answer.status, answer.reason, answer.body) == (201, "Created Here", body)
+        assert conv.readline(100) == b""
+        assert conv.answer_waiting()  # the service closed: nothing more to wait for
+
+
+def test_exchange_readline_stops_at_the_limit() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(b"0123456789\nrest")
+        theirs.close()
+        conv = proxyprint.Exchange(ours)
+        assert conv.readline(4) == b"0123"
+        assert conv.readline(100) == b"456789\n"
+        assert conv.readline(100) == b"rest"
+        assert conv.read(10) == b""
+
+
+def test_wait_continue_gives_up_after_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(proxyprint, "CONTINUE_TIMEOUT", 0.05)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.settimeout(proxyprint.SEND_TIMEOUT)
+        conv = proxyprint.Exchange(ours)
+        assert conv.wait_continue() is None
+        assert ours.gettimeout() == proxyprint.SEND_TIMEOUT
+
+
+def test_size_line_fits_the_room_in_front_of_a_block() -> None:
+    assert len(b"%x\r\n" % proxyprint.BLOCK_SIZE) <= proxyprint.SIZE_LINE_ROOM
 
 
 def test_refusal_before_the_body_sends_no_document(fake_intake: FakeIntake) -> None:
@@ -491,7 +690,12 @@ def test_installed_backend_runs_a_job_with_only_the_standard_library(
     stderr = result.stderr.decode()
     assert result.returncode == 0, stderr
     assert "INFO: Job accepted as print-in 1" in stderr
-    assert_only_stdlib(imported_modules(stderr))
+    names = imported_modules(stderr)
+    assert_only_stdlib(names)
+    # Start-up: none of the costly modules, not even to write or read the JSON.
+    costly = {"json", "re", "enum", "socket", "selectors", "select", "signal", "struct"}
+    costly |= {"collections", "types", "typing", "functools", "http", "urllib"}
+    assert not names & costly, sorted(names & costly)
 
 
 def test_install_backend_is_an_executable_root_only_copy(short_tmp: Path) -> None:

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from billing.db import is_sqlite
 
+from .leader import exclusive_instance, leading
 from .wake import WAKE, sleep_or_wake
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
     from .tracker import track_tick
 
     config = app[CONFIG]
+    instance_lock = exclusive_instance(config.database.url)
     if is_sqlite(config.database.url):
         # SQLite runs one instance: claims left by a killed predecessor are void.
         async with app[SESSIONS]() as session, session.begin():
@@ -53,15 +55,21 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
     tasks = [
         asyncio.create_task(run_loop(app, "dispatch", dispatch_tick, interval)),
         # The tracker never loops at once: one poll per target per tick.
-        asyncio.create_task(run_loop(app, "tracker", _no_spin(track_tick), interval)),
-        asyncio.create_task(run_loop(app, "expiry", expire_tick, max(interval, 1.0))),
+        asyncio.create_task(
+            run_loop(app, "tracker", _led("tracker", _no_spin(track_tick)), interval)
+        ),
+        asyncio.create_task(
+            run_loop(app, "expiry", _led("expiry", expire_tick), max(interval, 1.0))
+        ),
         asyncio.create_task(run_loop(app, "outbox", outbox_tick, interval)),
     ]
     if PAPERCUT_ON in app:
         from .papercut import monitor_tick
 
         tasks.append(
-            asyncio.create_task(run_loop(app, "papercut", _no_spin(monitor_tick), interval))
+            asyncio.create_task(
+                run_loop(app, "papercut", _led("papercut", _no_spin(monitor_tick)), interval)
+            )
         )
     app[WORKERS] = tasks
     yield
@@ -70,6 +78,20 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if instance_lock is not None:
+        instance_lock.close()
+
+
+def _led(name: str, tick: Tick) -> Tick:
+    """Run a whole-table sweep on one instance at a time (see leader.py)."""
+
+    async def wrapped(app: web.Application) -> int:
+        from ..app import ENGINE
+
+        async with leading(app[ENGINE], name) as leader:
+            return await tick(app) if leader else 0
+
+    return wrapped
 
 
 def _no_spin(tick: Tick) -> Tick:

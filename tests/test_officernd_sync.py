@@ -1,0 +1,485 @@
+"""OfficeRnD -> PaperCut sync (SPEC §9) against both simulators, in-process.
+
+The PaperCut simulator and the OfficeRnD simulator run in the test's event
+loop; the database is each of the fixtures' backends (SQLite, PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from billing.enums import OutboxStatus
+from billing.models import Event, Group, OutboxItem, ScheduledRun, User, group_members
+from billing.officernd.client import OfficeRnDClient
+from billing.officernd.filter import (
+    INDIVIDUAL_GROUP,
+    UNLINKED_GROUP,
+    MemberFilter,
+    email_user_name,
+    fallback_user_name,
+    group_names,
+    wanted,
+)
+from billing.officernd.models import Company, Member, Plan
+from billing.officernd.simulator import OfficeRnDSimulator
+from billing.officernd.sync import (
+    RECREATE_KIND,
+    Recreator,
+    SyncSummary,
+    local_group_name,
+    run_sync,
+)
+from billing.papercut import printlog
+from billing.papercut.client import PaperCutClient, is_write
+from billing.papercut.simulator import FaultMode, PaperCutSimulator
+
+TOKEN = "pc-token"
+
+
+@dataclass
+class Kit:
+    papercut_sim: PaperCutSimulator
+    ornd_sim: OfficeRnDSimulator
+    papercut: PaperCutClient
+    officernd: OfficeRnDClient
+    sessions: async_sessionmaker[AsyncSession]
+    printlog: AsyncEngine
+
+    async def applied(self, marker: str) -> bool:
+        return await printlog.adjustment_applied(self.printlog, marker)
+
+    async def sync(self, member_filter: MemberFilter | None = None, **kw: Any) -> SyncSummary:
+        return await run_sync(
+            self.sessions,
+            self.officernd,
+            self.papercut,
+            member_filter=member_filter or MemberFilter(),
+            applied=self.applied,
+            **kw,
+        )
+
+    def writes(self) -> dict[str, int]:
+        """PaperCut write calls that reached the simulator's database."""
+        return {m: n for m, n in self.papercut_sim.applied.items() if is_write(m) and n}
+
+    def ornd_writes(self) -> dict[str, int]:
+        """OfficeRnD API writes (the OAuth token request is not one)."""
+        return {
+            k: n
+            for k, n in self.ornd_sim.requests.items()
+            if not k.startswith("GET ") and k != "POST /oauth/token"
+        }
+
+
+@pytest.fixture
+async def kit(tmp_path: Path, sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[Kit]:
+    async with (
+        PaperCutSimulator(tmp_path / "papercut.db", token=TOKEN, hang_seconds=1) as pc_sim,
+        OfficeRnDSimulator(hang_seconds=1) as ornd_sim,
+    ):
+        # Not billing.db.make_engine: its SQLite engines BEGIN IMMEDIATE even to read, and
+        # the simulator, in this event loop, would then wait for the lock with the loop
+        # blocked. PaperCut's own database is never ours to lock.
+        engine = create_async_engine(pc_sim.db_url)
+        async with (
+            PaperCutClient(pc_sim.url, TOKEN, attempts=8, backoff=0.01, max_backoff=0.05) as pc,
+            OfficeRnDClient(
+                ornd_sim.api_url,
+                ornd_sim.org,
+                token_url=ornd_sim.token_url,
+                client_id=ornd_sim.client_id,
+                client_secret=ornd_sim.client_secret,
+                backoff=0.01,
+                max_backoff=0.05,
+            ) as ornd,
+        ):
+            yield Kit(pc_sim, ornd_sim, pc, ornd, sessionmaker, engine)
+        await engine.dispose()
+
+
+def _active(members: list[Member]) -> list[Member]:
+    return [m for m in members if m.status == "active"]
+
+
+def _group_of(member: Member, companies: dict[str, str]) -> str:
+    return INDIVIDUAL_GROUP if member.company_id is None else companies[member.company_id]
+
+
+async def _mirror(kit: Kit) -> dict[str, tuple[str, bool, set[str | None]]]:
+    """member id -> (local name, active, external ids of its groups)."""
+    async with kit.sessions() as session:
+        users = await session.execute(select(User.id, User.name, User.external_id, User.active))
+        rows = users.all()
+        links = (
+            await session.execute(
+                select(group_members.c.user_id, Group.external_id).join(
+                    Group, Group.id == group_members.c.group_id
+                )
+            )
+        ).all()
+    groups: dict[int, set[str | None]] = {}
+    for user_id, ext in links:
+        groups.setdefault(user_id, set()).add(ext)
+    return {
+        str(ext): (name, bool(active), groups.get(uid, set()))
+        for uid, name, ext, active in rows
+        if ext is not None
+    }
+
+
+# --- the filter and the user-name rule (no I/O) ----------------------------------------------
+
+
+def _member(mid: str, name: str, email: str | None, **kw: Any) -> Member:
+    return Member(
+        id=mid,
+        name=name,
+        email=email,
+        status=kw.get("status", "active"),
+        company_id=kw.get("company_id"),
+        plan_ids=kw.get("plan_ids", ()),
+    )
+
+
+def test_user_names_are_emails_else_slug_and_id_and_never_change() -> None:
+    members = [
+        _member("000000000000000000000a01", "Ada Lovelace", "Ada@Example.com"),
+        _member("000000000000000000000a02", "Ada Lovelace", "ada@example.com"),  # same e-mail
+        _member("000000000000000000000a03", "Grace Hopper", None),
+        _member("000000000000000000000a04", "Zoë O'Brien", "zoe o'brien@example.com"),
+    ]
+    names = {w.member_id: w.username for w in wanted(members, []).values()}
+    assert names == {
+        "000000000000000000000a01": "ada@example.com",
+        "000000000000000000000a02": "ada.lovelace-00000a02",
+        "000000000000000000000a03": "grace.hopper-00000a03",
+        "000000000000000000000a04": "zoe.o.brien-00000a04",
+    }
+    assert email_user_name("not-an-email") is None
+    assert fallback_user_name(members[0], whole_id=True).endswith("-000000000000000000000a01")
+    # the same input gives the same names; a kept name wins over the e-mail rule
+    assert {w.member_id: w.username for w in wanted(members, []).values()} == names
+    renamed = [_member("000000000000000000000a01", "Ada L", "new@example.com"), *members[1:]]
+    kept = wanted(renamed, [], existing={"000000000000000000000a01": "ada@example.com"})
+    assert "ada@example.com" in kept and "new@example.com" not in kept
+    # a reserved name (another user) is never given to a member
+    taken = wanted(members[:1], [], reserved={"ADA@example.com"})
+    assert list(taken) == ["ada.lovelace-00000a01"]
+
+
+def test_filter_statuses_companies_and_plans() -> None:
+    acme, blue = Company("c1", "Acme Labs"), Company("c2", "Blue Studio")
+    members = [
+        _member("m1", "A", "a@x.io", company_id="c1", plan_ids=("p1",)),
+        _member("m2", "B", "b@x.io", company_id="c2"),
+        _member("m3", "C", "c@x.io"),
+        _member("m4", "D", "d@x.io", status="former", company_id="c1"),
+        _member("m5", "E", "e@x.io", status="Contact"),
+    ]
+
+    def ids(flt: MemberFilter) -> set[str]:
+        return {w.member_id for w in flt.wanted(members, [acme, blue]).values()}
+
+    assert ids(MemberFilter()) == {"m1", "m2", "m3"}
+    assert ids(MemberFilter.of(statuses=["active", "contact"])) == {"m1", "m2", "m3", "m5"}
+    assert ids(MemberFilter.of(include_companies=["acme labs"])) == {"m1"}
+    assert ids(MemberFilter.of(include_companies=["c2", INDIVIDUAL_GROUP])) == {"m2", "m3"}
+    assert ids(MemberFilter.of(exclude_companies=["Blue Studio", INDIVIDUAL_GROUP])) == {"m1"}
+    assert ids(MemberFilter.of(plans=["p1"])) == {"m1"}
+    by_name = MemberFilter.of(plans=["hot desk"]).wanted(
+        members, [acme, blue], plans=[Plan("p1", "Hot Desk")]
+    )
+    assert {w.member_id for w in by_name.values()} == {"m1"}
+    groups = {w.member_id: w.group for w in MemberFilter().wanted(members, [acme, blue]).values()}
+    assert groups == {"m1": "Acme Labs", "m2": "Blue Studio", "m3": INDIVIDUAL_GROUP}
+
+
+def test_group_names_are_unique_and_never_special() -> None:
+    names = group_names(
+        [Company("a1", "Acme"), Company("a2", "ACME"), Company("a3", INDIVIDUAL_GROUP),
+         Company("a4", "  Tab\tCo \x00"), Company("a5", "")]
+    )  # fmt: skip
+    assert names["a1"] == "Acme"
+    assert names["a2"] == "ACME (a2)"
+    assert names["a3"] == f"{INDIVIDUAL_GROUP} (a3)"
+    assert names["a4"] == "Tab Co"
+    assert names["a5"] == "Company a5"
+    assert local_group_name(INDIVIDUAL_GROUP) == "[Individual_Member]"
+    assert local_group_name("Acme, Labs / R&D") == "Acme_Labs_R&D"
+
+
+# --- initial sync, empty PaperCut -------------------------------------------------------------
+
+
+async def test_initial_sync_into_empty_papercut_creates_groups_and_users(kit: Kit) -> None:
+    members = kit.ornd_sim.seed_members(300, 40, 25, seed=7)
+    companies = {c.id: c.name for c in kit.ornd_sim.companies}
+    active = _active(members)
+    progress: list[tuple[int, int]] = []
+
+    summary = await kit.sync(progress=lambda done, total: progress.append((done, total)))
+
+    assert summary.initial and not summary.second_flow
+    assert summary.errors == 0, summary.error_details
+    assert summary.created == len(active) == summary.wanted
+    assert progress[-1][0] == progress[-1][1] and len(progress) == progress[-1][1]
+    pc = kit.papercut_sim
+    expected_users = {m.email.lower() for m in active if m.email}
+    assert set(await kit.papercut.all_user_accounts()) == expected_users
+    # groups: each company with an active member, and [Individual Member]
+    expected: dict[str, set[str]] = {}
+    for m in active:
+        expected.setdefault(_group_of(m, companies), set()).add(str(m.email).lower())
+    assert set(await kit.papercut.all_user_groups()) == set(expected)
+    for group, names in expected.items():
+        assert set(pc.get_group_members(group, 0, 10_000)) == names
+    assert INDIVIDUAL_GROUP in expected
+    # former and contact members are not synced
+    for m in members:
+        if m.status != "active":
+            assert not pc.is_user_exists(str(m.email))
+    some = active[0]
+    assert pc.get_user_property(str(some.email), "full-name") == some.name
+    assert pc.get_user_property(str(some.email), "email") == some.email
+    # the local mirror
+    mirror = await _mirror(kit)
+    assert set(mirror) == {m.id for m in active}
+    for m in active:
+        name, is_active, exts = mirror[m.id]
+        assert name == str(m.email).lower() and is_active
+        assert exts == {m.company_id or "officernd:individuals"}
+    async with kit.sessions() as session:
+        event = await session.scalar(select(Event).where(Event.subject_type == "officernd-sync"))
+        marker = await session.scalar(
+            select(ScheduledRun.state).where(
+                ScheduledRun.job == "officernd-sync", ScheduledRun.period == "initial"
+            )
+        )
+    assert event is not None and event.data is not None and event.data["created"] == len(active)
+    assert marker == "done"
+    assert not kit.ornd_writes()
+
+
+# --- regular syncs -----------------------------------------------------------------------------
+
+
+async def test_resync_without_changes_makes_no_write_calls(kit: Kit) -> None:
+    kit.ornd_sim.seed_members(60, 8, 6, seed=3)
+    first = await kit.sync()
+    assert first.errors == 0 and first.created > 0
+    kit.papercut_sim.applied.clear()
+    kit.papercut_sim.requests.clear()
+    kit.ornd_sim.requests.clear()
+
+    again = await kit.sync()
+
+    assert not again.initial
+    assert (again.created, again.updated, again.moved, again.removed, again.errors) == (0,) * 5
+    assert kit.writes() == {}
+    assert {m for m in kit.papercut_sim.requests if is_write(m)} == set()
+    assert kit.ornd_writes() == {}
+    assert kit.papercut_sim.requests["api.listUserAccounts"] == 1
+
+
+async def test_regular_sync_applies_exactly_the_changes(kit: Kit) -> None:
+    members = kit.ornd_sim.seed_members(60, 8, 6, seed=5)
+    await kit.sync()
+    active = _active(members)
+    mover = next(m for m in active if m.company_id is not None)
+    other = next(c for c in kit.ornd_sim.companies if c.id != mover.company_id)
+    leaver = next(m for m in active if m.id != mover.id)
+    renamed = next(m for m in active if m.id not in (mover.id, leaver.id))
+    kit.ornd_sim.move_member(mover.id, other.id)
+    kit.ornd_sim.set_member_status(leaver.id, "former")
+    kit.ornd_sim.rename_member(renamed.id, "Renamed Person")
+    newcomer = kit.ornd_sim.add_member("New Comer", email="new.comer@example.com")
+    pc = kit.papercut_sim
+    pc.applied.clear()
+
+    summary = await kit.sync()
+
+    assert (summary.created, summary.moved, summary.removed, summary.updated) == (1, 1, 1, 1)
+    assert summary.errors == 0
+    assert kit.writes() == {
+        "api.addNewInternalUser": 1,
+        "api.addUserToGroup": 2,  # the newcomer, the mover
+        "api.removeUserFromGroup": 1,  # the mover
+        "api.deleteExistingUser": 1,  # the leaver
+        "api.setUserProperties": 1,  # the renamed
+    }
+    mover_name = str(mover.email).lower()
+    assert pc.get_user_groups(mover_name) == [other.name]
+    assert not pc.is_user_exists(str(leaver.email))
+    assert pc.get_user_property(str(renamed.email), "full-name") == "Renamed Person"
+    assert pc.get_user_groups("new.comer@example.com") == [INDIVIDUAL_GROUP]
+    mirror = await _mirror(kit)
+    assert mirror[mover.id][2] == {other.id}
+    assert mirror[leaver.id][1] is False and mirror[leaver.id][2] == set()
+    assert mirror[newcomer.id] == ("new.comer@example.com", True, {"officernd:individuals"})
+    async with kit.sessions() as session:
+        full_name = await session.scalar(
+            select(User.full_name).where(User.external_id == renamed.id)
+        )
+    assert full_name == "Renamed Person"
+    # and nothing more to do
+    pc.applied.clear()
+    assert (await kit.sync()).errors == 0
+    assert kit.writes() == {}
+
+
+async def test_excluded_company_members_are_removed(kit: Kit) -> None:
+    members = kit.ornd_sim.seed_members(30, 4, 3, seed=11)
+    await kit.sync()
+    company = kit.ornd_sim.companies[0]
+    gone = {str(m.email).lower() for m in _active(members) if m.company_id == company.id}
+    assert gone
+    summary = await kit.sync(MemberFilter.of(exclude_companies=[company.name]))
+    assert summary.removed == len(gone) and summary.errors == 0
+    users = set(await kit.papercut.all_user_accounts())
+    assert not users & gone
+
+
+# --- initial sync, PaperCut not empty (the second flow) -----------------------------------------
+
+
+def _prefill(kit: Kit, members: list[Member]) -> dict[str, Any]:
+    """PaperCut as someone left it: users with balances, cards and stray groups."""
+    pc = kit.papercut_sim
+    active = _active(members)
+    former = next(m for m in members if m.status == "former")
+    kept = {
+        str(m.email).lower(): Decimal(b)
+        for m, b in zip(active[:4], ("5.25", "-3.10", "0", "12"), strict=False)
+    }
+    for name, balance in kept.items():
+        pc.add_user(name, balance, full_name="Old Name", card="CARD-" + name[:4], groups=["Old"])
+    by_mail = active[4]  # named otherwise, matched by its e-mail property
+    pc.add_user("ada", Decimal("7.50"), email=str(by_mail.email).upper(), groups=["Old"])
+    pc.add_user(str(former.email).lower(), Decimal("-2"), groups=["Old"])
+    pc.add_user("stranger", Decimal("1"), groups=["Old", "Other"])
+    pc.add_user("visitor", Decimal(0))
+    return {"kept": kept, "by_mail": by_mail, "former": former}
+
+
+async def test_initial_sync_into_papercut_with_users_follows_the_second_flow(kit: Kit) -> None:
+    members = kit.ornd_sim.seed_members(40, 5, 5, seed=21)
+    setup = _prefill(kit, members)
+    pc = kit.papercut_sim
+    active = _active(members)
+
+    summary = await kit.sync()
+
+    assert summary.initial and summary.second_flow
+    assert summary.errors == 0, summary.error_details
+    assert summary.recreated == 5 and summary.removed == 1 and summary.unlinked == 2
+    assert summary.created == len(active) - 5
+    # re-created: same name and balance, the rest reset (card, stray group)
+    for name, balance in setup["kept"].items():
+        assert pc.balance(name) == balance
+        assert pc.get_user_property(name, "primary-card-number") == ""
+        assert "Old" not in pc.get_user_groups(name)
+    assert pc.balance("ada") == Decimal("7.50")
+    assert pc.get_user_property("ada", "email") == setup["by_mail"].email
+    # one restoring adjustment per non-zero balance, each with its marker
+    restores = pc.adjustments(comment_contains="balance kept on re-creation")
+    assert len(restores) == 4
+    assert all("[pp:" in a.comment for a in restores)
+    # the former member's user is gone; the unknown ones are unlinked
+    assert not pc.is_user_exists(str(setup["former"].email))
+    assert pc.get_user_groups("stranger") == [UNLINKED_GROUP]
+    assert pc.get_user_groups("visitor") == [UNLINKED_GROUP]
+    assert pc.balance("stranger") == Decimal(1)
+    # every wanted member is there, in its group; the mirror knows "ada"
+    companies = {c.id: c.name for c in kit.ornd_sim.companies}
+    for m in active:
+        name = "ada" if m.id == setup["by_mail"].id else str(m.email).lower()
+        assert _group_of(m, companies) in pc.get_user_groups(name)
+    assert (await _mirror(kit))[setup["by_mail"].id][0] == "ada"
+    # then regular syncs: nothing to do
+    pc.applied.clear()
+    again = await kit.sync()
+    assert not again.initial and again.errors == 0
+    assert kit.writes() == {}
+
+
+async def test_second_flow_survives_a_crash_between_delete_and_create(kit: Kit) -> None:
+    members = kit.ornd_sim.seed_members(20, 3, 3, seed=31)
+    setup = _prefill(kit, members)
+    pc = kit.papercut_sim
+    # every create fails: the re-created users are deleted and not created again
+    pc.inject(FaultMode.HTTP_500, method="api.addNewInternalUser", count=10_000)
+
+    crashed = await kit.sync()
+
+    assert crashed.errors > 0 and crashed.recreated == 0
+    for name in setup["kept"]:
+        assert not pc.is_user_exists(name)
+    async with kit.sessions() as session:
+        rows = list(
+            await session.scalars(select(OutboxItem).where(OutboxItem.kind == RECREATE_KIND))
+        )
+    assert len(rows) == 5 and all(r.status == int(OutboxStatus.PENDING) for r in rows)
+    assert {r.payload["phase"] for r in rows} == {"deleted"}
+    assert {r.payload["user"]: Decimal(r.payload["balance"]) for r in rows} == {
+        **setup["kept"],
+        "ada": Decimal("7.50"),
+    }
+    pc.clear_faults()
+
+    resumed = await kit.sync()
+
+    assert resumed.errors == 0, resumed.error_details
+    assert resumed.initial  # the first one did not finish
+    for name, balance in setup["kept"].items():
+        assert pc.balance(name) == balance
+    assert pc.balance("ada") == Decimal("7.50")
+    assert len(pc.adjustments(comment_contains="balance kept on re-creation")) == 4
+
+
+async def test_recreation_resumes_after_any_step_without_restoring_twice(kit: Kit) -> None:
+    pc = kit.papercut_sim
+    pc.add_user("zed@example.com", Decimal("4.20"), groups=["Old"])
+    recreator = Recreator(kit.sessions, kit.papercut, kit.applied)
+    marker = "[pp:0123456789abcdef0123456789abcdef]"
+    payload = {
+        "user": "zed@example.com",
+        "member_id": "m-zed",
+        "full_name": "Zed",
+        "email": "zed@example.com",
+        "group": INDIVIDUAL_GROUP,
+        "balance": "4.20",
+        "phase": "read",
+        "marker": marker,
+        "comment": f"OfficeRnD sync: balance kept on re-creation {marker}",
+    }
+    async with kit.sessions() as session, session.begin():
+        item = OutboxItem(kind=RECREATE_KIND, idempotency_key="k-zed", payload=payload, attempts=1)
+        session.add(item)
+    pc.add_group(INDIVIDUAL_GROUP)
+    # the process died right after the delete, before "deleted" was committed
+    pc.delete_existing_user("zed@example.com")
+    item.attempts = 2
+    await recreator.apply(item)
+    assert pc.balance("zed@example.com") == Decimal("4.20")
+    assert pc.get_user_groups("zed@example.com") == [INDIVIDUAL_GROUP]
+    # ... and once more after everything was done: nothing is added twice
+    async with kit.sessions() as session:
+        item = await session.get(OutboxItem, item.id)
+    assert item is not None and item.payload["phase"] == "deleted"
+    item.attempts = 3
+    await recreator.apply(item)
+    assert pc.balance("zed@example.com") == Decimal("4.20")
+    assert len(pc.adjustments(comment_contains=marker)) == 1
