@@ -108,6 +108,16 @@ class NfcConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    format: str = "text"  # text | json (one JSON object per line)
+    level: str = "INFO"  # DEBUG | INFO | WARNING | ERROR | CRITICAL
+
+
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
@@ -119,6 +129,7 @@ class Config:
     papercut: PaperCutConfig = field(default_factory=PaperCutConfig)
     officernd: OfficeRnDConfig = field(default_factory=OfficeRnDConfig)
     nfc: NfcConfig = field(default_factory=NfcConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     @property
     def money(self) -> Currency:
@@ -214,6 +225,10 @@ def build_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         _ = config.money
     except CurrencyError as exc:
         raise ConfigError(f"currency: {exc}") from exc
+    if config.log.format not in LOG_FORMATS:
+        raise ConfigError(f"log.format: use {' or '.join(LOG_FORMATS)}, not {config.log.format!r}")
+    if config.log.level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"log.level: use one of {', '.join(LOG_LEVELS)}, not {config.log.level!r}")
     if config.tracker.interval_secs <= 0:
         raise ConfigError("tracker.interval_secs: must be positive")
     if config.officernd.allowance_period not in {"daily", "weekly", "monthly"}:

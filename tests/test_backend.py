@@ -213,6 +213,16 @@ def test_options_parser_handles_quotes_escapes_and_collections() -> None:
     }
 
 
+def test_environment_and_arguments_are_decoded_as_os_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PROXYPRINT_TEST_VALUE", "caf\u00e9 \udcff")  # not UTF-8 in the C locale
+    assert proxyprint.environment() == dict(os.environ)
+    for arg in ["plain", "caf\u00e9", "Caf\udce9 \udcff report", "\U0001f600"]:
+        expected = os.fsencode(arg).decode("utf-8", "surrogateescape")
+        assert proxyprint.as_utf8(arg) == expected
+
+
 # --- JSON without the json module ---------------------------------------------------------
 
 TRICKY_STRINGS = [

@@ -329,3 +329,26 @@ async def test_unknown_printer_and_bad_metadata(stack: ServiceStack) -> None:
     assert status == 404 and answer["error"]["code"] == "unknown-printer"  # type: ignore[index]
     status, answer = await _post_intake(stack, {"printer": "x"})
     assert status == 400
+
+
+async def test_a_cut_off_upload_is_discarded(stack: ServiceStack) -> None:
+    """SIGTERM in the backend closes the upload before its last chunk: nothing is kept."""
+    await stack.add_printer("pp-cut", target="ipp://127.0.0.1:9/ipp/print")
+    await stack.add_users("carol")
+    header = base64.b64encode(json.dumps(_meta("pp-cut")).encode()).decode()
+    reader, writer = await asyncio.open_unix_connection(stack.intake_socket)
+    writer.write(
+        b"POST /intake/v1/jobs HTTP/1.1\r\nHost: intake\r\nTransfer-Encoding: chunked\r\n"
+        + f"X-Proxyprint-Meta: {header}\r\n\r\n".encode()
+        + b"10000\r\n"
+        + b"x" * 0x8000  # half of a 64 KiB chunk, then the connection dies
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    await writer.wait_closed()
+    await asyncio.sleep(0.3)
+    assert await stack.print_out_for("pp-cut", 7) is None
+    assert not list((stack.root / "spool" / "incoming").iterdir())
+    assert not list((stack.root / "spool" / "jobs").iterdir())
+    del reader

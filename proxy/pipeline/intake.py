@@ -20,7 +20,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -96,19 +97,17 @@ def parse_meta(header: str | None) -> IntakeJob:
 
 
 async def _body(request: web.Request) -> AsyncIterator[bytes]:
+    """The document as it arrives; a cut-off upload raises Incomplete."""
     try:
         async for chunk in request.content.iter_chunked(CHUNK):
             yield chunk
-    except (ConnectionResetError, asyncio.IncompleteReadError) as exc:
-        raise Incomplete("the upload was cut off") from exc
-    except Exception as exc:  # aiohttp's payload errors have no public common base
-        if type(exc).__name__ in {
-            "ClientPayloadError",
-            "ContentLengthError",
-            "TransferEncodingError",
-        }:
-            raise Incomplete(f"the upload was cut off: {exc}") from exc
-        raise
+    except (
+        ConnectionResetError,
+        asyncio.IncompleteReadError,
+        ClientPayloadError,
+        HttpProcessingError,
+    ) as exc:
+        raise Incomplete(f"the upload was cut off: {exc}") from exc
     if request.content.exception() is not None:
         raise Incomplete("the upload was cut off")
 

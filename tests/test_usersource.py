@@ -1,0 +1,193 @@
+"""``proxyprint papercut user-source``: PaperCut's custom user directory program,
+answered from the OfficeRnD member mirror (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from billing import accounts
+from billing.models import Card, Group, ScheduledRun, User, group_members
+from proxy import cli
+from proxy.cli_officernd import register
+from proxy.config import build_config
+from proxy.usersource import answer, run
+
+GROUP_MAP = {
+    "groups": {"c-acme": "Acme Labs", "officernd:individuals": "[Individual Member]"},
+    "former": [],
+}
+
+
+async def _mirror(session: AsyncSession) -> None:
+    acme = await accounts.create_group(session, "Acme_Labs", external_id="c-acme")
+    await accounts.create_group(session, "[Individual_Member]", external_id="officernd:individuals")
+    await accounts.create_group(session, "staff")  # a local group: not in the directory
+    await accounts.create_user(
+        session,
+        "ada@example.com",
+        full_name="Ada\tLovelace",
+        email="ada@example.com",
+        groups=["Acme_Labs", "staff"],
+        external_id="m-ada",
+    )
+    await accounts.create_user(
+        session, "bob@example.com", full_name="Bob", groups=["[Individual_Member]"],
+        external_id="m-bob",
+    )  # fmt: skip
+    old = await accounts.create_user(
+        session, "old@example.com", groups=["Acme_Labs"], external_id="m-old"
+    )
+    old.active = False
+    await accounts.create_user(session, "localonly", groups=["staff"])
+    ada = await accounts.user_by_name(session, "ada@example.com")
+    assert ada is not None and acme.id
+    session.add_all([Card(user_id=ada.id, number="04a1b2c3"), Card(user_id=ada.id, number="ff")])
+    session.add(
+        ScheduledRun(job="officernd-state", period="groups", state="done", summary=GROUP_MAP)
+    )
+
+
+ADA = "ada@example.com\tAda Lovelace\tada@example.com\tAcme Labs\t\t04a1b2c3\n"
+BOB = "bob@example.com\tBob\t\t[Individual Member]\t\t\n"
+
+CASES: list[tuple[list[str], str, str, int, str]] = [
+    # argv, stdin, stdout, exit status, stderr contains
+    (["-", "is-valid"], "", "Y\n", 0, ""),
+    (["is-valid"], "", "Y\n", 0, ""),
+    (["-", "all-users"], "", ADA + BOB, 0, ""),
+    (["-", "all-groups"], "", "[Individual Member]\nAcme Labs\n", 0, ""),
+    (["-", "get-user-details"], "ada@example.com\n", ADA, 0, ""),
+    (["-", "get-user-details"], "ADA@Example.com\n", ADA, 0, ""),
+    (["-", "get-user-details"], "nobody\n", "", 1, "unknown user: nobody"),
+    (["-", "get-user-details"], "old@example.com\n", "", 1, "unknown user"),  # left
+    (["-", "get-user-details"], "localonly\n", "", 1, "unknown user"),  # not synced
+    (["-", "get-user-details"], "", "", 1, "no user name"),
+    (["-", "group-member-names", "Acme Labs"], "", "ada@example.com\n", 0, ""),
+    (["-", "group-member-names", "acme labs"], "", "ada@example.com\n", 0, ""),
+    (["-", "group-member-names", "Acme_Labs"], "", "ada@example.com\n", 0, ""),  # local name
+    (["-", "group-members", "[Individual Member]"], "", BOB, 0, ""),
+    (["-", "group-members", "No Such"], "", "", 1, "unknown group: No Such"),
+    (["-", "group-member-names", "staff"], "", "", 1, "unknown group"),
+    (["-", "is-user-in-group", "Acme Labs", "ada@example.com"], "", "Y\n", 0, ""),
+    (["-", "is-user-in-group", "Acme Labs", "bob@example.com"], "", "N\n", 0, ""),
+    (["-", "is-user-in-group", "Acme Labs", "ghost"], "", "", 1, "unknown user: ghost"),
+    (["-", "is-user-in-group", "Nope", "ada@example.com"], "", "", 1, "unknown group: Nope"),
+    (["-", "is-user-in-group", "Acme Labs"], "", "", 2, "expected 2 argument"),
+    (["-", "all-cats"], "", "", 2, "usage"),
+    ([], "", "", 2, "usage"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: " ".join(c[0]) + "<" + c[1].strip())
+async def test_protocol(
+    db_url: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    case: tuple[list[str], str, str, int, str],
+) -> None:
+    argv, stdin, stdout, status, stderr = case
+    async with sessionmaker() as session, session.begin():
+        await _mirror(session)
+    out, err = io.StringIO(), io.StringIO()
+    code = await run(db_url, argv, stdin=io.StringIO(stdin), stdout=out, stderr=err)
+    assert (code, out.getvalue()) == (status, stdout), err.getvalue()
+    assert stderr in err.getvalue()
+    assert (not err.getvalue()) == (status == 0)
+
+
+async def test_the_command_is_registered_next_to_papercut_check() -> None:
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if "officernd" not in sub.choices:  # until proxy/cli.py calls register itself
+        register(sub)
+    args = parser.parse_args(["papercut", "user-source", "-", "is-user-in-group", "A B", "u"])
+    assert args.args == ["-", "is-user-in-group", "A B", "u"]
+    assert parser.parse_args(["papercut", "check"]).action == "check"
+    assert parser.parse_args(["officernd", "sync", "--initial"]).initial
+    assert parser.parse_args(["officernd", "fees", "--date", "2024-06-03"]).date == "2024-06-03"
+
+
+async def test_cli_handler_and_missing_database(db_url: str, tmp_path: Path) -> None:
+    from proxy.cli_officernd import cmd_user_source
+
+    config = build_config({"database": {"url": db_url}}, env={})
+    args = argparse.Namespace(args=["-", "is-valid"])
+    assert await cmd_user_source(config, args) == 0
+    err = io.StringIO()
+    missing = f"sqlite+aiosqlite:///{tmp_path}/none.db"
+    assert await run(missing, ["-", "all-users"], stderr=err) == 1
+    assert "no database" in err.getvalue()
+
+
+async def test_all_users_for_50000_members_is_fast(
+    db_url: str, sessionmaker: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    n, companies = 50_000, 500
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            insert(Group),
+            [{"name": f"Company_{c}", "external_id": f"c{c}"} for c in range(companies)],
+        )
+        await session.execute(
+            insert(User),
+            [
+                {
+                    "name": f"member{i:05d}@example.com",
+                    "email": f"member{i:05d}@example.com",
+                    "full_name": f"Member {i}",
+                    "external_id": f"m{i}",
+                    "active": True,
+                }
+                for i in range(n)
+            ],
+        )
+        await session.execute(
+            insert(group_members),
+            [{"user_id": i + 1, "group_id": i % companies + 1} for i in range(n)],
+        )
+        await session.execute(
+            insert(Card), [{"user_id": i + 1, "number": f"{i:08x}"} for i in range(0, n, 2)]
+        )
+        await session.execute(
+            insert(ScheduledRun).values(
+                job="officernd-state",
+                period="groups",
+                state="done",
+                summary={"groups": {f"c{c}": f"Company {c}" for c in range(companies)}},
+            )
+        )
+    started = time.perf_counter()
+    text = await answer(db_url, ["-", "all-users"], io.StringIO())
+    in_process = time.perf_counter() - started
+    lines = text.splitlines()
+    assert len(lines) == n
+    assert (
+        lines[0]
+        == "member00000@example.com\tMember 0\tmember00000@example.com\tCompany 0\t\t00000000"
+    )
+    assert lines[1].endswith("\tCompany 1\t\t")  # no card
+    # as PaperCut runs it: a new process writing to a pipe
+    env = {**os.environ, "PROXYPRINT_DATABASE_URL": db_url, "PROXYPRINT_CONFIG": "/dev/null"}
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy.usersource", "-", "all-users",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    output, errors = await asyncio.wait_for(proc.communicate(), 60)
+    process = time.perf_counter() - started
+    assert proc.returncode == 0, errors
+    assert output.count(b"\n") == n
+    print(
+        f"\nuser-source all-users, {n:,} members ({db_url.split(':', maxsplit=1)[0]}): "
+        f"{in_process:.3f} s in process, {process:.3f} s as a process "
+        f"({len(output) / 1e6:.1f} MB)"
+    )
