@@ -352,3 +352,46 @@ async def test_a_cut_off_upload_is_discarded(stack: ServiceStack) -> None:
     assert not list((stack.root / "spool" / "incoming").iterdir())
     assert not list((stack.root / "spool" / "jobs").iterdir())
     del reader
+
+
+async def test_backend_is_answered_before_it_sends_the_document(
+    stack: ServiceStack, short_tmp: Path
+) -> None:
+    """Unknown printer → STOP and a duplicate job-uuid → OK, both at 100-continue time."""
+    import subprocess
+
+    await stack.add_printer("pp-known", target="ipp://127.0.0.1:9/ipp/print")
+    await stack.add_users("carol")
+    backend = stack.cupsd.serverbin / "backend" / "proxyprint"
+    doc = short_tmp / "doc.txt"
+    doc.write_text("hello\n")
+
+    def run(printer: str, uuid: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            "DEVICE_URI": f"proxyprint:{stack.intake_socket}",
+            "PRINTER": printer,
+            "CONTENT_TYPE": "text/plain",
+            "PATH": "/usr/bin:/bin",
+        }
+        return subprocess.run(
+            [str(backend), "9", "carol", "doc", "1", f"job-uuid={uuid}", str(doc)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    unknown = await asyncio.to_thread(
+        run, "pp-nosuch", "urn:uuid:00000000-0000-4000-8000-0000000000aa"
+    )
+    assert unknown.returncode == 4, unknown.stderr
+    first = await asyncio.to_thread(
+        run, "pp-known", "urn:uuid:00000000-0000-4000-8000-0000000000bb"
+    )
+    again = await asyncio.to_thread(
+        run, "pp-known", "urn:uuid:00000000-0000-4000-8000-0000000000bb"
+    )
+    assert (first.returncode, again.returncode) == (0, 0), (first.stderr, again.stderr)
+    po = await stack.print_out_for("pp-known", 9)
+    assert po is not None

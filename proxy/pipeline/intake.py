@@ -127,31 +127,48 @@ def _check_secret(request: web.Request) -> None:
             raise Unauthorized("bad or missing intake secret")
 
 
-async def receive_job(request: web.Request) -> web.Response:
+async def _precheck(request: web.Request) -> tuple[IntakeJob, Printer] | web.Response:
+    """Who sends what for which printer; an answer when the job must not be read.
+
+    Unknown printer → 404 (the backend stops the queue, the job stays in CUPS);
+    a job-uuid already recorded → 200 duplicate (a retry after a lost answer).
+    """
     _check_secret(request)
     job = parse_meta(request.headers.get(META_HEADER))
-    config = request.app[CONFIG]
-    sessions = request.app[SESSIONS]
-    async with sessions() as session:
+    async with request.app[SESSIONS]() as session:
         printer = await session.scalar(select(Printer).where(Printer.name == job.printer))
         known = None
         if job.job_uuid is not None:
             known = await session.scalar(select(PrintIn.id).where(PrintIn.job_uuid == job.job_uuid))
     if printer is None:
-        await _drain(request)
-        return _answer(
-            404,
-            {
-                "error": {
-                    "code": "unknown-printer",
-                    "message": f"proxyprint does not know printer {job.printer!r}",
-                }
-            },
-        )
+        message = f"proxyprint does not know printer {job.printer!r}"
+        return _answer(404, {"error": {"code": "unknown-printer", "message": message}})
     if known is not None:
-        await _drain(request)
         return _answer(200, {"print_in": known, "duplicate": True, "status": "duplicate"})
+    return job, printer
 
+
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue``: refuse or answer before a single document byte is sent."""
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"unknown Expect: {request.headers['Expect']}")
+    try:
+        checked = await _precheck(request)
+    except ProxyPrintError as exc:
+        return _answer(exc.status, {"error": {"code": exc.code, "message": str(exc)}})
+    if isinstance(checked, web.Response):
+        return checked
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return None
+
+
+async def receive_job(request: web.Request) -> web.Response:
+    checked = await _precheck(request)
+    if isinstance(checked, web.Response):
+        await _drain(request)  # a client that did not wait for 100-continue
+        return checked
+    job, printer = checked
+    config = request.app[CONFIG]
     spool = request.app[SPOOL]
     spooled = await spool.receive(_body(request), max_bytes=config.spool.max_job_bytes)
     try:
@@ -231,5 +248,5 @@ def create_intake_app(main: web.Application) -> web.Application:
     app[SESSIONS] = main[SESSIONS]
     app[SPOOL] = main[SPOOL]
     app[WAKE] = main[WAKE]
-    app.router.add_post("/intake/v1/jobs", receive_job)
+    app.router.add_post("/intake/v1/jobs", receive_job, expect_handler=expect_continue)
     return app
