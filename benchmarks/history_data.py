@@ -15,9 +15,11 @@ database (SQLite or PostgreSQL). The spread is meant to look like a real site:
 Speed: the handful of users, groups, accounts and printers go through the
 domain functions; the bulk goes in as Core ``executemany`` batches on SQLite
 and ``COPY`` (asyncpg ``copy_records_to_table``) on PostgreSQL. With
-``defer_indexes`` the secondary indexes of the four bulk tables are dropped
-first and rebuilt from the models afterwards (a sort per index instead of a
-million random B-tree inserts): for a scratch database only. Ids are assigned
+``deferred`` the secondary indexes of the four bulk tables are dropped first
+and rebuilt from the models afterwards (a sort per index instead of a million
+random B-tree inserts), and on PostgreSQL their foreign keys too (checked per
+row by triggers otherwise; adding them back validates every row in one join
+each): for a scratch database only. Ids are assigned
 here (so the rows of one print-out can refer to each other without a round
 trip); PostgreSQL's sequences are moved past them at the end.
 
@@ -37,11 +39,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Index, Table, func, select, text
+from sqlalchemy import Dialect, ForeignKeyConstraint, Index, Table, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.schema import AddConstraint, DropConstraint
 
 from billing import accounts
-from billing.db import make_engine, make_sessionmaker
+from billing.db import Base, make_engine, make_sessionmaker
 from billing.enums import AccountType, PrinterMode, PrintStatus
 from billing.models import (
     Account,
@@ -54,7 +57,6 @@ from billing.models import (
 
 END = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
 CURRENCY = "EUR"
-_CENT = Decimal("0.01")
 
 # (status, share of all print-outs, reason)
 STATUSES: tuple[tuple[PrintStatus, float, str | None], ...] = (
@@ -72,11 +74,9 @@ TITLES = (
     "poster A3.pdf", "contract (signed).pdf", "timesheet.xlsx", "@mentions.txt",
     "-notes.md", "+plan.pdf", "Résumé.pdf", "photo.jpg",
 )  # fmt: skip
-BULK_TABLES: tuple[Table, ...] = (
-    PrintIn.__table__,  # type: ignore[assignment]
-    PrintOut.__table__,  # type: ignore[assignment]
-    AccountTransaction.__table__,  # type: ignore[assignment]
-    LedgerEntry.__table__,  # type: ignore[assignment]
+BULK_TABLES: tuple[Table, ...] = tuple(
+    Base.metadata.tables[name]
+    for name in ("print_ins", "print_outs", "account_transactions", "ledger_entries")
 )
 
 
@@ -113,7 +113,7 @@ class Spec:
     end: dt.datetime = END
     seed: int = 20_240_501
     batch: int = 20_000
-    defer_indexes: bool = False
+    deferred: bool = False
 
 
 @dataclass
@@ -192,12 +192,63 @@ async def _setup(conn: AsyncConnection, spec: Spec, history: History) -> list[tu
     return printers
 
 
+class _Formats:
+    """Values as the driver takes them, made once per value (no per-row conversion).
+
+    PostgreSQL's COPY takes the Python values; SQLite takes what the column
+    types' bind processors would produce (checked against them in ``check``).
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.sqlite = dialect.name == "sqlite"
+
+    def time(self, value: dt.datetime | None) -> Any:
+        if value is None or not self.sqlite:
+            return value
+        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+    def money(self, cents: int | None) -> Any:
+        if cents is None:
+            return None
+        return cents * 10_000 if self.sqlite else Decimal(cents).scaleb(-2)
+
+    def flag(self, value: bool) -> Any:
+        return int(value) if self.sqlite else value
+
+    def check(self) -> None:
+        """The shortcuts agree with the models' own bind processors."""
+        if not self.sqlite:
+            return
+        columns = PrintOut.__table__.c
+        samples: list[tuple[Any, Any, Any]] = [
+            (columns.created_at, dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC), None),
+            (columns.created_at, dt.datetime(2024, 5, 1, 12, 0, 1, 5, tzinfo=dt.UTC), None),
+            (columns.cost, Decimal("12.34"), 1234),
+            (columns.papercut, True, None),
+        ]
+        for column, value, cents in samples:
+            processor = column.type._cached_bind_processor(self.dialect)
+            expected = processor(value) if processor else value
+            if isinstance(value, dt.datetime):
+                mine = self.time(value)
+            elif isinstance(value, bool):
+                mine = self.flag(value)
+            else:
+                mine = self.money(cents)
+            if mine != expected:
+                raise AssertionError(f"{column}: {mine!r} != {expected!r}")
+
+
 class _Generator:
     """Builds the rows of each batch; all randomness comes from one seeded RNG."""
 
-    def __init__(self, spec: Spec, history: History, printers: list[tuple[int, str]]) -> None:
+    def __init__(
+        self, spec: Spec, history: History, printers: list[tuple[int, str]], fmt: _Formats
+    ) -> None:
         self.spec = spec
         self.history = history
+        self.fmt = fmt
         self.rng = random.Random(spec.seed)
         self.user_cum = _zipf(spec.users, 1.0)
         self.printer_cum = _zipf(spec.printers, 0.8)
@@ -205,24 +256,29 @@ class _Generator:
         self.status_cum = list(itertools.accumulate(share for _, share, _ in STATUSES))
         self.printers = printers
         self.user_ids = list(range(spec.users))
-        self.span_us = spec.days * 86_400_000_000
-        self.mean_gap_us = self.span_us / max(1, spec.rows)
+        span_us = spec.days * 86_400_000_000
+        self.mean_gap_us = span_us / max(1, spec.rows)
         self.now_us = 0.0  # offset from the start of the span
         self.start = spec.end - dt.timedelta(days=spec.days)
 
     def batch(self, n: int, ids: _Ids, user_db_ids: list[int]) -> _Batch:
-        rng, spec, h = self.rng, self.spec, self.history
+        rng, h, fmt = self.rng, self.history, self.fmt
         out = _Batch()
         users = rng.choices(self.user_ids, cum_weights=self.user_cum, k=n)
         printer_picks = rng.choices(range(len(self.printers)), cum_weights=self.printer_cum, k=n)
         statuses = rng.choices(range(len(STATUSES)), cum_weights=self.status_cum, k=n)
+        no, yes = fmt.flag(False), fmt.flag(True)
         for user, printer_index, status_index in zip(users, printer_picks, statuses, strict=True):
             self.now_us += rng.expovariate(1 / self.mean_gap_us)
             created = self.start + dt.timedelta(microseconds=int(self.now_us))
+            if ids.print_out == self.first_id:
+                h.first_at = created
+            h.last_at = created
+            at = fmt.time(created)
             status, _, reason = STATUSES[status_index]
             name = h.users[user]
             printer_id, mode = self.printers[printer_index]
-            title = f"{rng.choice(TITLES)}" if rng.random() < 0.3 else f"doc-{ids.print_out}.pdf"
+            title = rng.choice(TITLES) if rng.random() < 0.3 else f"doc-{ids.print_out}.pdf"
             pages = min(200, int(rng.expovariate(1 / 6)) + 1)
             copies = 1 if rng.random() < 0.8 else rng.randint(2, 10)
             color = rng.random() < 0.25
@@ -232,32 +288,42 @@ class _Generator:
             out.print_ins.append((
                 pin_id, f"urn:uuid:00000000-0000-4000-8000-{pin_id:012x}", printer_id, name,
                 user_db_ids[user], title, "", "application/pdf", copies, "0" * 64,
-                pages * 40_000, pages, False, color, False, created,
+                pages * 40_000, pages, no, yes if color else no, no, at,
             ))  # fmt: skip
             final = status.is_final
             ended = created + dt.timedelta(seconds=rng.randint(5, 600)) if final else None
+            ended_at = fmt.time(ended)
             completed = status is PrintStatus.COMPLETED
-            cost_cents = pages * copies * (50 if color else 10) if completed else None
-            held = status is PrintStatus.HELD
+            cost = pages * copies * (50 if color else 10) if completed else None
+            hold = fmt.time(created + dt.timedelta(hours=1)) if status is PrintStatus.HELD else None
             out.print_outs.append((
                 po_id, pin_id, printer_id, mode, f"ipp://printer-{printer_index:02d}/ipp/print",
-                False, int(status), reason, name, user_db_ids[user], title, pages, copies,
-                None if cost_cents is None else Decimal(cost_cents) * _CENT, CURRENCY, created,
-                created if final or status is PrintStatus.PROCESSING else None, ended,
-                ended if completed else None,
-                created + dt.timedelta(hours=1) if held else None,
-                created + dt.timedelta(hours=1) if held else None, 0,
+                no, int(status), reason, name, user_db_ids[user], title, pages, copies,
+                fmt.money(cost), CURRENCY, at,
+                at if final or status is PrintStatus.PROCESSING else None, ended_at,
+                ended_at if completed else None, hold, hold, 0,
             ))  # fmt: skip
-            for account_id, weight in self._payers(name):
+            payers = self._payers(name)
+            shares = _split(cost, [w for _, w in payers]) if cost is not None else None
+            for i, (account_id, weight) in enumerate(payers):
                 txn_id = ids.txn
                 ids.txn += 1
-                out.txns.append(
-                    (txn_id, po_id, account_id, weight, Decimal(0), int(status),
-                     f"po:{po_id}:acct:{account_id}", created)
-                )  # fmt: skip
-            if cost_cents is not None:
-                self._charge(out, po_id, pages, cost_cents, title, ended, ids)
+                share = shares[i] if shares is not None else 0
+                out.txns.append((
+                    txn_id, po_id, account_id, weight, fmt.money(share), int(status),
+                    f"po:{po_id}:acct:{account_id}", at,
+                ))  # fmt: skip
+                if shares is not None:
+                    ledger_id = ids.ledger
+                    ids.ledger += 1
+                    out.ledger.append((
+                        ledger_id, account_id, fmt.money(-share), "charge", pages * weight,
+                        f"charge:po:{po_id}:txn:{txn_id}", po_id, txn_id, "tracker",
+                        f"print-out {po_id}: {title}", ended_at,
+                    ))  # fmt: skip
         return out
+
+    first_id = 0
 
     def _payers(self, delegate: str) -> list[tuple[int, int]]:
         """1–3 distinct accounts with weights; the delegate's own account first."""
@@ -275,34 +341,13 @@ class _Generator:
             payers.setdefault(account, rng.randint(1, 3))
         return list(payers.items())
 
-    def _charge(
-        self,
-        out: _Batch,
-        po_id: int,
-        pages: int,
-        cost_cents: int,
-        title: str,
-        ended: dt.datetime | None,
-        ids: _Ids,
-    ) -> None:
-        """Split the cost over this print-out's transactions (largest remainder, in cents)."""
-        first = len(out.txns) - 1
-        while first > 0 and out.txns[first - 1][1] == po_id:
-            first -= 1
-        txns = out.txns[first:]
-        total_weight = sum(t[3] for t in txns)
-        shares = [cost_cents * t[3] // total_weight for t in txns]
-        shares[0] += cost_cents - sum(shares)
-        for i, (txn, share) in enumerate(zip(txns, shares, strict=True)):
-            amount = Decimal(share) * _CENT
-            out.txns[first + i] = (*txn[:4], amount, *txn[5:])
-            ledger_id = ids.ledger
-            ids.ledger += 1
-            out.ledger.append((
-                ledger_id, txn[2], -amount, "charge", pages * txn[3],
-                f"charge:po:{po_id}:txn:{txn[0]}", po_id, txn[0], "tracker",
-                f"print-out {po_id}: {title}", ended,
-            ))  # fmt: skip
+
+def _split(cents: int, weights: list[int]) -> list[int]:
+    """Shares summing to ``cents`` (the first payer takes the rounding)."""
+    total = sum(weights)
+    shares = [cents * w // total for w in weights]
+    shares[0] += cents - sum(shares)
+    return shares
 
 
 async def _next_ids(conn: AsyncConnection) -> _Ids:
@@ -327,7 +372,16 @@ async def _insert(
         driver: Any = raw.driver_connection
         await driver.copy_records_to_table(table.name, records=rows, columns=list(columns))
     else:
-        await conn.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
+        marks = ", ".join("?" * len(columns))
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
+        await conn.exec_driver_sql(sql, rows)
+
+
+async def _insert_batch(conn: AsyncConnection, batch: _Batch) -> None:
+    await _insert(conn, BULK_TABLES[0], PRINT_IN_COLUMNS, batch.print_ins)
+    await _insert(conn, BULK_TABLES[1], PRINT_OUT_COLUMNS, batch.print_outs)
+    await _insert(conn, BULK_TABLES[2], TXN_COLUMNS, batch.txns)
+    await _insert(conn, BULK_TABLES[3], LEDGER_COLUMNS, batch.ledger)
 
 
 def _deferrable(table: Table) -> list[Index]:
@@ -346,35 +400,40 @@ async def generate(
     async with engine.begin() as conn:
         printers = await _setup(conn, spec, history)
     user_db_ids = await _user_ids(engine, history.users)
-    gen = _Generator(spec, history, printers)
+    fmt = _Formats(engine.dialect)
+    fmt.check()
+    gen = _Generator(spec, history, printers, fmt)
     async with engine.begin() as conn:
         if conn.dialect.name == "sqlite":
             await conn.exec_driver_sql("PRAGMA cache_size=-262144")  # 256 MiB for the bulk
         ids = await _next_ids(conn)
-        if spec.defer_indexes:
-            for table in BULK_TABLES:
-                for index in _deferrable(table):
-                    await conn.run_sync(lambda c, ix=index: ix.drop(c))
+        gen.first_id = ids.print_out
+        indexes = [ix for t in BULK_TABLES for ix in _deferrable(t)] if spec.deferred else []
+        keys: list[ForeignKeyConstraint] = []
+        if spec.deferred and conn.dialect.name == "postgresql":
+            keys = [fk for t in BULK_TABLES for fk in t.foreign_key_constraints]
+        for key in keys:
+            await conn.execute(DropConstraint(key))
+        for index in indexes:
+            await conn.run_sync(index.drop)
+        # Sequential on purpose: generating the next batch in a thread while
+        # the driver writes this one was slower (the writer thread, which
+        # gives up the GIL at every row, then waits for it behind the
+        # generator: the GIL convoy effect).
         done = 0
         while done < spec.rows:
             n = min(spec.batch, spec.rows - done)
             batch = gen.batch(n, ids, user_db_ids)
-            if done == 0:
-                history.first_at = batch.print_outs[0][15]
-            history.last_at = batch.print_outs[-1][15]
-            await _insert(conn, BULK_TABLES[0], PRINT_IN_COLUMNS, batch.print_ins)
-            await _insert(conn, BULK_TABLES[1], PRINT_OUT_COLUMNS, batch.print_outs)
-            await _insert(conn, BULK_TABLES[2], TXN_COLUMNS, batch.txns)
-            await _insert(conn, BULK_TABLES[3], LEDGER_COLUMNS, batch.ledger)
+            await _insert_batch(conn, batch)
             history.transactions += len(batch.txns)
             history.ledger_entries += len(batch.ledger)
             done += n
             if progress is not None:
                 progress(done, time.perf_counter() - start)
-        if spec.defer_indexes:
-            for table in BULK_TABLES:
-                for index in _deferrable(table):
-                    await conn.run_sync(lambda c, ix=index: ix.create(c))
+        for index in indexes:
+            await conn.run_sync(index.create)
+        for key in keys:
+            await conn.execute(AddConstraint(key))
         if conn.dialect.name == "postgresql":
             for table in BULK_TABLES:
                 await conn.execute(
@@ -403,9 +462,9 @@ async def analyze(engine: AsyncEngine) -> None:
     if engine.dialect.name != "postgresql":
         return
     async with engine.connect() as conn:
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
         for table in BULK_TABLES:
-            await conn.exec_driver_sql(f"VACUUM ANALYZE {table.name}")
+            await autocommit.exec_driver_sql(f"VACUUM ANALYZE {table.name}")
 
 
 async def _main(url: str, rows: int) -> None:
@@ -413,7 +472,7 @@ async def _main(url: str, rows: int) -> None:
     try:
         history = await generate(
             engine,
-            Spec(rows=rows, defer_indexes=True),
+            Spec(rows=rows, deferred=True),
             progress=lambda done, secs: print(f"  {done:,} rows, {secs:.1f} s", file=sys.stderr),
         )
         await analyze(engine)

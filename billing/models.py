@@ -177,6 +177,10 @@ class PrintOut(Base):
         Index("ix_print_outs_delegate_created", "delegate", "created_at", "id"),
         Index("ix_print_outs_printer_created", "printer_id", "created_at", "id"),
         Index("ix_print_outs_status_created", "status", "created_at", "id"),
+        # History filtered on two of them (a user's held jobs, a printer's
+        # failed ones): walked in order, not filtered out of a one-column walk.
+        Index("ix_print_outs_delegate_status_created", "delegate", "status", "created_at", "id"),
+        Index("ix_print_outs_printer_status_created", "printer_id", "status", "created_at", "id"),
         Index("ix_print_outs_work", "status", "next_action_at"),
         Index("ix_print_outs_print_in_id", "print_in_id"),
     )
@@ -233,6 +237,8 @@ class AccountTransaction(Base):
     __table_args__ = (
         UniqueConstraint("print_out_id", "account_id"),
         Index("ix_account_transactions_account", "account_id", "id"),
+        # History filtered on a small account: its print-outs from the index alone.
+        Index("ix_account_transactions_account_print_out", "account_id", "print_out_id"),
         CheckConstraint("weight > 0", name="weight_positive"),
     )
 

@@ -65,12 +65,15 @@ def _parse_hostport(value: str) -> tuple[str, int]:
 
 async def _intake(app: web.Application) -> AsyncIterator[None]:
     """Serve the intake on its Unix socket (and TCP with a secret, if configured)."""
+    from .metrics import instrument_intake
     from .pipeline.intake import MAX_META, create_intake_app
 
     config = app[CONFIG].intake
+    intake_app = create_intake_app(app)
+    instrument_intake(intake_app, app)  # request ids, intake latency
     # The metadata header carries the job's options, which may be long.
     runner = web.AppRunner(
-        create_intake_app(app),
+        intake_app,
         handle_signals=False,
         access_log=None,
         max_field_size=MAX_META + 1024,
@@ -99,6 +102,7 @@ async def _intake(app: web.Application) -> AsyncIterator[None]:
 def create_app(config: Config, *, workers: bool = True, intake: bool = True) -> web.Application:
     """The service. ``workers=False`` leaves out the background loops (API tests)."""
     from .api import setup_api
+    from .metrics import setup_metrics
 
     app = web.Application(client_max_size=1024**2)
     app[CONFIG] = config
@@ -113,6 +117,7 @@ def create_app(config: Config, *, workers: bool = True, intake: bool = True) -> 
         from .nfc_listener import serve_readers
 
         app.cleanup_ctx.append(serve_readers)
+    setup_metrics(app, workers=workers)
     setup_api(app)
     if workers:
         from .pipeline import setup_workers

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -126,10 +125,9 @@ async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from .app import create_app
+    from .logs import setup_logging
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(config.log)  # [log] format = "text" | "json", level; request ids
     host, _, port = config.http.listen.rpartition(":")
     runner = web.AppRunner(create_app(config))
     await runner.setup()
@@ -311,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     printer_add.add_argument("--hold-expiry-mins", type=int, default=60)
     printer_add.add_argument("--intake-tcp", help="HOST:PORT for a CUPS server on another host")
     printer_add.set_defaults(handler=cmd_printer_add)
+    from .cli_officernd import register as register_officernd
+
+    register_officernd(sub, papercut)
     return parser
 
 

@@ -28,7 +28,7 @@ from .exceptions import ConfigError
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
     from billing.officernd.client import OfficeRnDClient
     from billing.officernd.fees import AdjustmentCheck
@@ -83,6 +83,18 @@ class _Clients:
     applied: AdjustmentCheck | None
 
 
+def _log_engine(url: str) -> AsyncEngine:
+    """PaperCut's database, read only. Not ``make_engine`` for SQLite (the simulator's):
+    its ``BEGIN IMMEDIATE`` would take the write lock of a database that is not ours."""
+    from billing.db import is_sqlite, make_engine
+
+    if is_sqlite(url):
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        return create_async_engine(url)
+    return make_engine(url)
+
+
 @asynccontextmanager
 async def _clients(config: Config) -> AsyncIterator[_Clients]:
     """The database, both API clients and PaperCut's transaction log, from the config."""
@@ -102,7 +114,7 @@ async def _clients(config: Config) -> AsyncIterator[_Clients]:
         if not value:
             raise ConfigError(f"{key} is not set")
     engine = make_engine(config.database.url, echo=config.database.echo)
-    log_engine = make_engine(pc.db_url) if pc.db_url else None
+    log_engine = _log_engine(pc.db_url) if pc.db_url else None
     applied: AdjustmentCheck | None = None
     if log_engine is not None:
         bound = log_engine

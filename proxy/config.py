@@ -228,7 +228,8 @@ def build_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     if config.log.format not in LOG_FORMATS:
         raise ConfigError(f"log.format: use {' or '.join(LOG_FORMATS)}, not {config.log.format!r}")
     if config.log.level.upper() not in LOG_LEVELS:
-        raise ConfigError(f"log.level: use one of {', '.join(LOG_LEVELS)}, not {config.log.level!r}")
+        levels = ", ".join(LOG_LEVELS)
+        raise ConfigError(f"log.level: use one of {levels}, not {config.log.level!r}")
     if config.tracker.interval_secs <= 0:
         raise ConfigError("tracker.interval_secs: must be positive")
     if config.officernd.allowance_period not in {"daily", "weekly", "monthly"}:

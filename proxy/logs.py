@@ -54,20 +54,32 @@ def new_request_id() -> str:
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Take or make the request id; every log record and the response carry it.
+    """Take or make the request id; every log record of the request carries it.
 
     Installed outermost, so the error middleware's log lines carry the id too.
+    The response header is added by :func:`add_request_id_header`, just before
+    the headers go out, so streamed responses carry it too.
     """
     rid = sane_request_id(request.headers.get(REQUEST_ID_HEADER)) or new_request_id()
     REQUEST_ID.set(rid)  # this request's own task: see the module docstring
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:  # redirects and the like pass through as exceptions
-        exc.headers[REQUEST_ID_HEADER] = rid
-        raise
-    if not response.prepared:
+    return await handler(request)
+
+
+async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every response of a request with an id carries it.
+
+    Runs in the request's task, where the middleware set the context variable.
+    """
+    del request
+    rid = REQUEST_ID.get()
+    if rid is not None:
         response.headers[REQUEST_ID_HEADER] = rid
-    return response
+
+
+def install_request_ids(app: web.Application) -> None:
+    """The middleware (outermost: call before adding others) and the header signal."""
+    app.middlewares.insert(0, request_id_middleware)
+    app.on_response_prepare.append(add_request_id_header)
 
 
 class RequestIdFilter(logging.Filter):

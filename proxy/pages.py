@@ -423,10 +423,13 @@ def _count_postscript(reader: _Reader, head: bytes, offset: int) -> PageCount:
 def _dsc_lines(
     body: bytes, depth: int, page_comments: int, declared: int | None
 ) -> tuple[int, int, int | None]:
-    at = body.find(b"%%")
+    # A DSC comment is "%%" at the start of a line. Look for "%" and check the next
+    # byte: find(b"%") is a memchr (0.02 s per GiB), find(b"%%") about 1 ns a byte.
+    at = body.find(b"%")
     while at >= 0:
-        match = _DSC.match(body, at) if at == 0 or body[at - 1] in b"\r\n" else None
-        at = body.find(b"%%", at + 2)
+        line_start = at == 0 or body[at - 1] in b"\r\n"
+        match = _DSC.match(body, at) if line_start and body.startswith(b"%%", at) else None
+        at = body.find(b"%", at + 1)
         if match is None:
             continue
         keyword, value = match.group(1), match.group(2)

@@ -60,15 +60,17 @@ USAGE = (
 )
 INDIVIDUALS_ID = "officernd:individuals"  # billing.officernd.sync.INDIVIDUALS_ID
 _CONTROL = re.compile(r"[\t\r\n\x00-\x1f\x7f]+")
+_CONTROL_BUT_TAB = re.compile(r"[\r\n\x00-\x08\x0b-\x1f\x7f]")
 
+# One pass over users (by name) with their groups; cards are read apart (first per user).
 _USERS = (
-    "SELECT u.id, u.name, u.full_name, u.email, g.external_id, g.name,"
-    " (SELECT c.number FROM cards c WHERE c.user_id = u.id ORDER BY c.id LIMIT 1)"
+    "SELECT u.id, u.name, u.full_name, u.email, g.external_id, g.name"
     " FROM users u"
     " LEFT JOIN group_members m ON m.user_id = u.id"
     " LEFT JOIN groups g ON g.id = m.group_id AND g.external_id IS NOT NULL"
     " WHERE u.external_id IS NOT NULL AND u.active"
 )
+_CARDS = "SELECT user_id, number FROM cards ORDER BY id DESC"
 _GROUPS = "SELECT id, name, external_id FROM groups WHERE external_id IS NOT NULL"
 _GROUP_MAP = (
     "SELECT summary FROM scheduled_runs WHERE job = 'officernd-state' AND period = 'groups'"
@@ -177,16 +179,27 @@ class _Directory:
     async def lines(self, where: str = "", *params: object) -> list[tuple[str, str]]:
         """(user name, user line) of the matching users, by name."""
         names = await self.group_names()
-        rows = await self.db.rows(_USERS + where, *params)
-        best: dict[int, tuple[str, str, bool]] = {}
-        for uid, name, full_name, email, ext, gname, card in rows:
-            managed = ext is not None  # a row per group: prefer the synced group's
-            if uid in best and (best[uid][2] or not managed):
-                continue
-            department = names.get(str(ext), str(gname)) if managed else ""
-            fields = (name, full_name, email, department, "", card)
-            best[uid] = (str(name), "\t".join(_field(f) for f in fields), managed)
-        return sorted(((n, line) for n, line, _ in best.values()), key=lambda i: i[0].casefold())
+        rows = await self.db.rows(_USERS + where + " ORDER BY u.name", *params)
+        cards: dict[int, str] = {}
+        if rows:
+            # The last write wins: rows come newest first, so each user keeps its first card.
+            cards = {int(uid): str(number) for uid, number in await self.db.rows(_CARDS)}
+        result: list[tuple[str, str]] = []
+        index: dict[int, int] = {}  # user id -> its place in result
+        for uid, name, full_name, email, ext, gname in rows:
+            if uid in index and ext is None:
+                continue  # a row per group: the synced group's row is the one
+            department = names.get(ext, gname) if ext is not None else ""
+            values = (name, full_name or "", email or "", department, "", cards.get(uid, ""))
+            line = "\t".join(values)
+            if line.count("\t") != 5 or _CONTROL_BUT_TAB.search(line):
+                line = "\t".join(_field(v) for v in values)  # rare: clean each field
+            if uid in index:
+                result[index[uid]] = (name, line)
+            else:
+                index[uid] = len(result)
+                result.append((name, line))
+        return result
 
     async def user_line(self, name: str) -> str:
         found = await self.lines(" AND lower(u.name) = lower(?)", name.strip())

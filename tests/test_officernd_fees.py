@@ -34,14 +34,22 @@ from billing.officernd.client import OfficeRnDClient
 from billing.officernd.fees import FEE_KIND, FeesSummary, run_fees
 from billing.officernd.filter import MemberFilter
 from billing.officernd.simulator import FaultKind, OfficeRnDSimulator
-from billing.officernd.sync import run_sync
-from billing.officernd.topup import period_key, run_topups
+from billing.officernd.sync import RECREATE_KIND, run_sync
+from billing.officernd.topup import TOPUP_KIND, period_key, run_topups
 from billing.papercut import printlog
 from billing.papercut.client import PaperCutClient
 from billing.papercut.simulator import FaultMode, PaperCutSimulator
 from proxy.app import CONFIG, SESSIONS
 from proxy.config import build_config
-from proxy.pipeline.officernd import OFFICERND, claim_run, scheduler_tick, sync_slot
+from proxy.pipeline.officernd import (
+    OFFICERND,
+    SCHEDULER,
+    claim_run,
+    officernd_ctx,
+    scheduler_tick,
+    sync_slot,
+)
+from proxy.pipeline.outbox_worker import HANDLERS
 from proxy.pipeline.papercut import PAPERCUT, PRINTLOG
 
 TOKEN = "pc-token"
@@ -377,3 +385,38 @@ async def test_scheduler_runs_fees_once_a_day_at_fees_at_site_time(kit: Kit) -> 
         ).all()
     assert dict(runs)["officernd-fees"] == 1
     assert kit.balance("plus5") == Decimal("6.00")  # the monthly allowance, once
+
+
+async def test_service_context_registers_the_handlers_and_runs_the_scheduler(kit: Kit) -> None:
+    ornd = kit.ornd_sim
+    config = build_config(
+        {
+            "papercut": {"url": kit.papercut_sim.url, "token": TOKEN},
+            "officernd": {"api_url": ornd.api_url, "token_url": ornd.token_url, "org": ornd.org,
+                          "client_id": ornd.client_id, "client_secret": ornd.client_secret},
+        },
+        env={},
+    )  # fmt: skip
+    app = web.Application()
+    app[CONFIG] = config
+    app[SESSIONS] = kit.sessions
+    app[PAPERCUT] = kit.papercut
+    app[PRINTLOG] = kit.printlog
+    app[HANDLERS] = {}
+    context = officernd_ctx(app)
+    await anext(context)
+    assert app[HANDLERS].keys() == {FEE_KIND, TOPUP_KIND, RECREATE_KIND}
+    for _ in range(200):  # the first tick syncs at once
+        async with kit.sessions() as session:
+            done = await session.scalar(
+                select(func.count()).where(
+                    ScheduledRun.job == "officernd-sync", ScheduledRun.state == "done"
+                )
+            )
+        if done:
+            break
+        await asyncio.sleep(0.05)
+    assert done
+    with contextlib.suppress(StopAsyncIteration):
+        await anext(context)
+    assert app[SCHEDULER].done()

@@ -6,6 +6,7 @@ loop; the database is each of the fixtures' backends (SQLite, PostgreSQL).
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -45,6 +46,7 @@ from billing.officernd.sync import (
 from billing.papercut import printlog
 from billing.papercut.client import PaperCutClient, is_write
 from billing.papercut.simulator import FaultMode, PaperCutSimulator
+from proxy.config import build_config
 
 TOKEN = "pc-token"
 
@@ -415,7 +417,10 @@ async def test_initial_sync_into_papercut_with_users_follows_the_second_flow(kit
     assert kit.writes() == {}
 
 
-async def test_second_flow_survives_a_crash_between_delete_and_create(kit: Kit) -> None:
+async def test_second_flow_survives_a_crash_between_delete_and_create(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("billing.officernd.sync.WRITE_BACKOFF", 0.001)  # fail fast
     members = kit.ornd_sim.seed_members(20, 3, 3, seed=31)
     setup = _prefill(kit, members)
     pc = kit.papercut_sim
@@ -477,9 +482,43 @@ async def test_recreation_resumes_after_any_step_without_restoring_twice(kit: Ki
     assert pc.get_user_groups("zed@example.com") == [INDIVIDUAL_GROUP]
     # ... and once more after everything was done: nothing is added twice
     async with kit.sessions() as session:
-        item = await session.get(OutboxItem, item.id)
-    assert item is not None and item.payload["phase"] == "deleted"
-    item.attempts = 3
-    await recreator.apply(item)
+        again = await session.get(OutboxItem, item.id)
+    assert again is not None and again.payload["phase"] == "deleted"
+    again.attempts = 3
+    await recreator.apply(again)
     assert pc.balance("zed@example.com") == Decimal("4.20")
     assert len(pc.adjustments(comment_contains=marker)) == 1
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+async def test_cli_sync_fees_and_topup(
+    kit: Kit, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from proxy.cli_officernd import cmd_fees, cmd_sync, cmd_topup
+
+    kit.ornd_sim.seed_members(10, 2, 2, seed=41)
+    ornd = kit.ornd_sim
+    config = build_config(
+        {
+            "database": {"url": db_url},
+            "papercut": {"url": kit.papercut_sim.url, "token": TOKEN,
+                         "db_url": kit.papercut_sim.db_url},
+            "officernd": {"api_url": ornd.api_url, "token_url": ornd.token_url, "org": ornd.org,
+                          "client_id": ornd.client_id, "client_secret": ornd.client_secret,
+                          "allowance_amount": "2.00", "allowance_period": "weekly"},
+        },
+        env={},
+    )  # fmt: skip
+    sync_args = argparse.Namespace(initial=False, regular=False, no_progress=True, concurrency=4)
+    assert await cmd_sync(config, sync_args) == 0
+    assert "sync initial:" in capsys.readouterr().out
+    user = (await kit.papercut.all_user_accounts())[0]
+    kit.papercut_sim.adjust_user_account_balance(user, Decimal("-3"), "printing")
+    day = argparse.Namespace(date="2024-06-03", wait=5.0, concurrency=4)
+    assert await cmd_fees(config, day) == 0
+    assert "1 new fee(s) totalling 3.00" in capsys.readouterr().out
+    assert await cmd_topup(config, day) == 0
+    assert "top-ups 2024-W23: +2.00" in capsys.readouterr().out
+    assert kit.papercut_sim.balance(user) == Decimal("2.00")

@@ -331,6 +331,98 @@ def test_postscript_ctrl_d_and_dos_eps_header(tmp_path: Path) -> None:
     assert count_pages(write(tmp_path, "dos.eps", eps), None) == PageCount(4, False, POSTSCRIPT)
 
 
+def _dsc_lines_reference(
+    body: bytes, depth: int, page_comments: int, declared: int | None
+) -> tuple[int, int, int | None]:
+    """The former scan (find(b"%%") from one pair to the next): the new one must agree."""
+    at = body.find(b"%%")
+    while at >= 0:
+        match = pages._DSC.match(body, at) if at == 0 or body[at - 1] in b"\r\n" else None
+        at = body.find(b"%%", at + 2)
+        if match is None:
+            continue
+        keyword, value = match.group(1), match.group(2)
+        if keyword == b"BeginDocument":
+            depth += 1
+        elif keyword == b"EndDocument":
+            depth = max(depth - 1, 0)
+        elif depth:
+            continue
+        elif keyword == b"Page":
+            page_comments += 1
+        elif declared is None:
+            figure = value.split(maxsplit=1)[:1]
+            if figure and figure[0].isdigit():
+                declared = int(figure[0])
+    return depth, page_comments, declared
+
+
+_DSC_PIECES = [
+    b"%",
+    b"%%",
+    b"%%%",
+    b"\n",
+    b"\r",
+    b"\r\n",
+    b" ",
+    b"x",
+    b"Page: 1 1",
+    b"%%Page: 2 2",
+    b"Pages: 3",
+    b"%%Pages: 4",
+    b"%%Pages: (atend)",
+    b"%%BeginDocument: a.eps",
+    b"%%EndDocument",
+    b"% comment",
+]
+
+
+@given(
+    body=st.lists(st.sampled_from(_DSC_PIECES), max_size=40).map(b"".join),
+    depth=st.integers(0, 2),
+    declared=st.none() | st.integers(0, 9),
+)
+def test_dsc_scan_agrees_with_the_former_double_percent_search(
+    body: bytes, depth: int, declared: int | None
+) -> None:
+    expected = _dsc_lines_reference(body, depth, 5, declared)
+    assert pages._dsc_lines(body, depth, 5, declared) == expected
+
+
+def test_postscript_single_percent_signs_at_chunk_boundaries(tmp_path: Path, chunk: int) -> None:
+    """Lone "%" (comments, "%" ending a line, "% %%Page:" mid-line) shifted across
+    every position around the read chunk boundaries; only line-start "%%Page:" counts."""
+    lines = [
+        b"%!PS-Adobe-3.0",
+        b"%%Pages: (atend)",
+        b"% a comment line, not DSC",
+        b"%",
+        b"%%Page: 1 1",
+        b"50 % 7 mod % a % b %% c",
+        b"%Page: 9 9 (one percent sign: not DSC)",
+        b"x %%Page: 9 9 (not at a line start)",
+        b"%",
+        b"%%Page: 2 2",
+        b"%%%Page: 9 9 (three percent signs)",
+        b"%% %%Page: 9 9",
+        b"%%Trailer",
+        b"%%Pages: 2",
+    ]
+    text = b"\n".join(lines) + b"\n"
+    if chunk < len(text):  # a boundary every few bytes: every alignment
+        pads = range(chunk + 1)
+    elif chunk < 100 * len(text):  # the first boundary at every byte of the text
+        pads = range(chunk - len(text) - 3, chunk + 3)
+    else:  # the file is one chunk
+        pads = range(3)
+    for pad in pads:
+        # A "%"-only padding line of ``pad`` bytes moves everything after it.
+        data = lines[0] + b"\n" + b"%" * pad + b"\n" + text[len(lines[0]) + 1 :]
+        for eol in (b"\n", b"\r\n", b"\r"):
+            path = write(tmp_path, "pct.ps", data.replace(b"\n", eol))
+            assert count_pages(path, None) == PageCount(2, False, POSTSCRIPT), (pad, eol)
+
+
 # ---------------------------------------------------------------- raster
 
 

@@ -35,6 +35,7 @@ counted before acting), so the two never carry out one row at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import time
@@ -46,6 +47,7 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing import events, outbox
@@ -69,6 +71,7 @@ __all__ = [
     "NoTransactionLog",
     "claim_kind",
     "drain",
+    "enqueue_many",
     "ensure_plan",
     "intent_key",
     "new_marker",
@@ -124,6 +127,47 @@ async def synced_users(session: AsyncSession) -> list[tuple[str, str]]:
 
 # --- the in-process outbox runner ---------------------------------------------------------
 
+CHUNK = 500  # rows per statement: well under SQLite's and asyncpg's parameter limits
+
+
+def _insert(session: AsyncSession) -> Any:
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+async def enqueue_many(
+    session: AsyncSession, kind: str, rows: Sequence[tuple[str, dict[str, Any]]]
+) -> set[str]:
+    """``outbox.enqueue`` in bulk: add the rows whose key is new; the keys added."""
+    keys = [key for key, _ in rows]
+    existing: set[str] = set()
+    for start in range(0, len(keys), CHUNK):
+        chunk = keys[start : start + CHUNK]
+        existing.update(
+            await session.scalars(
+                select(OutboxItem.idempotency_key).where(OutboxItem.idempotency_key.in_(chunk))
+            )
+        )
+    fresh = [(key, payload) for key, payload in rows if key not in existing]
+    if fresh:
+        now = utcnow()
+        # executemany: SQLAlchemy sends pages of multi-row INSERTs from one cached statement
+        await session.execute(
+            _insert(session)(OutboxItem).on_conflict_do_nothing(),
+            [
+                {
+                    "kind": kind,
+                    "idempotency_key": key,
+                    "payload": payload,
+                    "status": int(OutboxStatus.PENDING),
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                }
+                for key, payload in fresh
+            ],
+        )
+    return {key for key, _ in fresh}
+
 
 async def claim_kind(
     session: AsyncSession,
@@ -133,11 +177,13 @@ async def claim_kind(
     limit: int = 64,
     due_only: bool = True,
     keys: Collection[str] | None = None,
+    exclude: Collection[int] = (),
 ) -> list[int]:
     """Claim pending rows of one kind (as ``outbox.claim``: commit before acting).
 
     ``due_only=False`` also takes rows waiting for a retry; ``keys`` limits
-    the claim to those idempotency keys. Rows another worker holds are skipped.
+    the claim to those idempotency keys, ``exclude`` leaves rows out. Rows
+    another worker holds are skipped.
     """
     now = utcnow()
     query = select(OutboxItem.id).where(
@@ -149,6 +195,8 @@ async def claim_kind(
         query = query.where(OutboxItem.next_attempt_at <= now)
     if keys is not None:
         query = query.where(OutboxItem.idempotency_key.in_(list(keys)))
+    if exclude:
+        query = query.where(OutboxItem.id.not_in(list(exclude)))
     query = query.order_by(OutboxItem.next_attempt_at, OutboxItem.id).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
@@ -194,10 +242,24 @@ async def _attempt(handler: outbox.Handler, item: OutboxItem) -> tuple[str, str]
 async def _settle(
     session: AsyncSession, outcomes: Sequence[tuple[OutboxItem, str, str]], retry_base: float
 ) -> None:
+    done = [item.id for item, outcome, _ in outcomes if outcome == "done"]
+    if done:  # as outbox.finish, in one statement
+        await session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.id.in_(done))
+            .values(
+                status=int(OutboxStatus.DONE),
+                done_at=utcnow(),
+                claimed_by=None,
+                claim_until=None,
+                last_error=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
     for item, outcome, error in outcomes:
         if outcome == "done":
-            await outbox.finish(session, item.id)
-        elif outcome == "failed":
+            continue
+        if outcome == "failed":
             await outbox.fail(session, item.id, error)
         else:
             pause = min(600.0, retry_base * 2 ** min(item.attempts - 1, 12))
@@ -232,17 +294,38 @@ async def _next_chance(session: AsyncSession, kind: str) -> float | None:
     return max(0.0, (min(times) - now).total_seconds())
 
 
+async def _keep_claims(
+    sessions: async_sessionmaker[AsyncSession], ids: Sequence[int], worker: str
+) -> None:
+    """Renew our claim on ``ids`` while they run (a slow server must not let the
+    service's outbox worker take a row we are still carrying out)."""
+    while True:
+        await asyncio.sleep(outbox.CLAIM_FOR.total_seconds() / 3)
+        async with sessions() as session, session.begin():
+            await session.execute(
+                update(OutboxItem)
+                .where(
+                    OutboxItem.id.in_(ids),
+                    OutboxItem.claimed_by == worker[:64],
+                    OutboxItem.status == int(OutboxStatus.PENDING),
+                )
+                .values(claim_until=utcnow() + outbox.CLAIM_FOR)
+                .execution_options(synchronize_session=False)
+            )
+
+
 async def run_items(
     sessions: async_sessionmaker[AsyncSession],
     ids: Sequence[int],
     handler: outbox.Handler,
     *,
+    worker: str,
     concurrency: int = DEFAULT_CONCURRENCY,
     retry_base: float = 1.0,
     result: DrainResult | None = None,
     progress: Callable[[], None] | None = None,
 ) -> DrainResult:
-    """Carry out claimed rows (concurrently), then settle them in one transaction."""
+    """Carry out rows ``worker`` claimed (concurrently), then settle them in one transaction."""
     result = result or DrainResult()
     if not ids:
         return result
@@ -257,7 +340,13 @@ async def run_items(
             progress()
         return item, outcome, error
 
-    outcomes = await asyncio.gather(*(one(item) for item in items))
+    heartbeat = asyncio.create_task(_keep_claims(sessions, ids, worker))
+    try:
+        outcomes = await asyncio.gather(*(one(item) for item in items))
+    finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
     async with sessions() as session, session.begin():
         await _settle(session, outcomes, retry_base)
     for item, outcome, error in outcomes:
@@ -288,29 +377,42 @@ async def drain(
 ) -> DrainResult:
     """Carry out the pending rows of ``kind`` in this process.
 
-    Claims ``4 x concurrency`` rows at a time (each batch takes far less than
-    the claim's two minutes). A row that fails for now is retried after a
-    pause (``retry_base`` x 2^attempts, jittered) for up to ``wait`` seconds
-    in all; after that it stays pending for the next run or the service's
-    outbox worker.
+    Claims ``4 x concurrency`` rows at a time (the claim is renewed while they
+    run). ``due_only=False`` first takes every pending row once, those waiting
+    for a retry too (a sync finishing what a crashed run left). A row that
+    fails for now is retried after a pause (``retry_base`` x 2^attempts,
+    jittered) for up to ``wait`` seconds in all; after that it stays pending
+    for the next run or the service's outbox worker.
     """
     result = DrainResult()
     deadline = time.monotonic() + wait
     batch = max(1, 4 * concurrency)
+    seen: set[int] = set()  # with due_only=False: each row once, then it waits its turn
     while True:
         async with sessions() as session, session.begin():
-            ids = await claim_kind(session, kind, worker, limit=batch, due_only=due_only)
+            ids = await claim_kind(
+                session,
+                kind,
+                worker,
+                limit=batch,
+                due_only=due_only,
+                exclude=() if due_only else seen,
+            )
+        if not ids and not due_only:
+            due_only = True
+            continue
         if ids:
+            seen.update(ids)
             await run_items(
                 sessions,
                 ids,
                 handler,
+                worker=worker,
                 concurrency=concurrency,
                 retry_base=retry_base,
                 result=result,
                 progress=progress,
             )
-            due_only = True  # a row postponed in this run waits for its turn
             continue
         left = deadline - time.monotonic()
         async with sessions() as session:
@@ -512,35 +614,40 @@ async def run_fees(
     summary.users = len(balances)
     summary.errors += errors[:MAX_ERRORS]
     members = dict(users)
-    total = Decimal(0)
+    intents: list[tuple[str, dict[str, Any]]] = []
+    amounts: dict[str, Decimal] = {}
+    for user, balance in balances.items():
+        amount = (-balance).quantize(currency.quantum, ROUND_DOWN)
+        if amount <= 0:
+            continue
+        marker = new_marker()
+        key = intent_key("officernd:fee", day.isoformat(), user)
+        amounts[key] = amount
+        intents.append(
+            (
+                key,
+                {
+                    "user": user,
+                    "member_id": members[user],
+                    "amount": str(amount),
+                    "balance": str(balance),
+                    "date": day.isoformat(),
+                    "plan_id": summary.plan_id,
+                    "name": FEE_NAME,
+                    "description": (
+                        f"PaperCut printing: balance {balance.normalize():f} on "
+                        f"{day.isoformat()} ({user}) {marker}"
+                    ),
+                    "comment": f"OfficeRnD fee of {day.isoformat()} {marker}",
+                    "marker": marker,
+                },
+            )
+        )
+    summary.negative = len(intents)
     async with sessions() as session, session.begin():
-        for user, balance in balances.items():
-            amount = (-balance).quantize(currency.quantum, ROUND_DOWN)
-            if amount <= 0:
-                continue
-            summary.negative += 1
-            marker = new_marker()
-            payload = {
-                "user": user,
-                "member_id": members[user],
-                "amount": str(amount),
-                "balance": str(balance),
-                "date": day.isoformat(),
-                "plan_id": summary.plan_id,
-                "name": FEE_NAME,
-                "description": (
-                    f"PaperCut printing: balance {balance.normalize():f} on {day.isoformat()} "
-                    f"({user}) {marker}"
-                ),
-                "comment": f"OfficeRnD fee of {day.isoformat()} {marker}",
-                "marker": marker,
-            }
-            key = intent_key("officernd:fee", day.isoformat(), user)
-            if await outbox.enqueue(session, kind=FEE_KIND, key=key, payload=payload):
-                summary.enqueued += 1
-                total += amount
-            else:
-                summary.already += 1
+        added = await enqueue_many(session, FEE_KIND, intents)
+    summary.enqueued, summary.already = len(added), len(intents) - len(added)
+    total = sum((amounts[key] for key in added), Decimal(0))
     summary.total = f"{total:f}"
     handler = FeeHandler(officernd, papercut, applied)
     result = await drain(

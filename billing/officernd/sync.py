@@ -64,15 +64,15 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing import accounts, events, outbox
 from billing.db import utcnow
-from billing.enums import OutboxStatus
-from billing.exceptions import BillingError
-from billing.models import Group, OutboxItem, ScheduledRun, User, group_members
+from billing.enums import AccountType, OutboxStatus
+from billing.exceptions import BillingError, InvalidInput
+from billing.models import Account, Group, OutboxItem, ScheduledRun, User, group_members
 from billing.officernd.client import OfficeRnDClient
 from billing.officernd.fees import (
     MAX_ERRORS,
@@ -93,7 +93,7 @@ from billing.officernd.filter import (
     fallback_user_name,
     group_names,
 )
-from billing.officernd.models import Member
+from billing.officernd.models import Company, Member, Plan
 from billing.papercut.client import PaperCutClient
 from billing.papercut.exceptions import PaperCutError, PaperCutFault, PaperCutUnavailable
 
@@ -123,6 +123,7 @@ GROUPS_PERIOD = "groups"
 INDIVIDUALS_ID = "officernd:individuals"
 DEFAULT_CONCURRENCY = 16
 WRITE_ATTEMPTS = 6
+WRITE_BACKOFF = 0.05  # seconds before the 1st retry of a write; doubles, at most 2 s
 # PaperCut's built-in groups: never "moved out of".
 BUILTIN_GROUPS = frozenset({"[all users]", "[internal users]"})
 _LOCAL_BAD = re.compile(r"[\s,:=/\\\"']+")
@@ -217,7 +218,7 @@ class _PaperCut:
                 if uncertain and done is not None and await done():
                     return
                 raise
-            await asyncio.sleep(random.uniform(0.5, 1.0) * min(2.0, 0.05 * 2**attempt))
+            await asyncio.sleep(random.uniform(0.5, 1.0) * min(2.0, WRITE_BACKOFF * 2**attempt))
             if done is not None and await done():
                 return
 
@@ -304,12 +305,14 @@ class Recreator:
     async def apply(self, item: OutboxItem) -> None:
         payload = dict(item.payload)
         user = str(payload["user"])
+        first = item.attempts <= 1  # the balance was read just before the row was written
         try:
-            exists = await self.pc.exists(user)
+            exists = True if first else await self.pc.exists(user)
             if payload["phase"] != "deleted":
-                if exists:  # not deleted yet: the balance now is the one to keep
-                    balance = await self.pc.read(self.pc.client.get_user_account_balance, user)
-                    payload["balance"] = f"{balance:f}"
+                if exists:
+                    if not first:  # a later attempt: the balance now is the one to keep
+                        balance = await self.pc.read(self.pc.client.get_user_account_balance, user)
+                        payload["balance"] = f"{balance:f}"
                     await self.pc.delete_user(user)
                     exists = False
                 payload["phase"] = "deleted"
@@ -318,7 +321,7 @@ class Recreator:
                 await self.pc.create_user(payload)
             await self.pc.add_to_group(user, str(payload["group"]))
             balance = Decimal(str(payload["balance"]))
-            if balance != 0 and not (item.attempts > 1 and await self._restored(payload)):
+            if balance != 0 and not (not first and await self._restored(payload)):
                 await self.pc.client.adjust_user_account_balance(
                     user, balance, str(payload["comment"])
                 )
@@ -438,10 +441,14 @@ class MirrorResult:
 async def _ensure_groups(
     session: AsyncSession, needed: Mapping[str, str], result: MirrorResult
 ) -> dict[str, int]:
-    """Local group id per external id (created when missing); ``needed``: ext -> PaperCut name."""
+    """Local group id per external id (created when missing); ``needed``: ext -> PaperCut name.
+
+    Created in bulk, each with its group account as ``accounts.create_group`` does.
+    """
     rows = (await session.execute(select(Group.id, Group.name, Group.external_id))).all()
     by_ext = {str(r.external_id): int(r.id) for r in rows if r.external_id is not None}
     names = {str(r.name).casefold() for r in rows}
+    new: list[tuple[str, str]] = []  # (local name, external id)
     for ext, papercut_name in sorted(needed.items()):
         if ext in by_ext:
             continue
@@ -451,12 +458,32 @@ async def _ensure_groups(
             if name.casefold() not in names:
                 break
         try:
-            group = await accounts.create_group(session, name, external_id=ext)
-        except BillingError as exc:
+            name = accounts.validate_name("group", name)
+        except InvalidInput as exc:
             result.errors.append(f"local group {papercut_name!r}: {exc}")
             continue
         names.add(name.casefold())
-        by_ext[ext] = group.id
+        new.append((name, ext))
+    if new:
+        # Core, not the unit of work: one multi-row INSERT per page instead of one per row.
+        inserted = await session.execute(
+            insert(Group).returning(Group.id, Group.external_id),
+            [{"name": name, "external_id": ext} for name, ext in new],
+        )
+        created = {str(ext): int(gid) for gid, ext in inserted.all()}
+        await session.execute(
+            insert(Account),
+            [
+                {
+                    "type": AccountType.GROUP.value,
+                    "name": name,
+                    "path": name,
+                    "group_id": created[ext],
+                }
+                for name, ext in new
+            ],
+        )
+        by_ext.update(created)
     return by_ext
 
 
@@ -471,7 +498,9 @@ async def apply_mirror(
     ``desired``: the members now in PaperCut as wanted; ``leaving``: member ids
     whose users are gone (deactivated, out of their synced groups);
     ``groups``: external id -> PaperCut group name of every group needed.
-    A local user with the same name and no link is adopted.
+    A local user with the same name and no link is adopted. New users and
+    groups are inserted in bulk, each with its personal / group account, as
+    ``billing.accounts.create_user`` / ``create_group`` make them.
     """
     result = MirrorResult()
     group_ids = await _ensure_groups(session, groups, result)
@@ -489,10 +518,11 @@ async def apply_mirror(
         )
         for user_id, group_id in rows.all():
             current.setdefault(int(user_id), set()).add(int(group_id))
+    created: list[tuple[str, DesiredUser, int | None]] = []  # (name, member, group id)
     adds: list[dict[str, int]] = []
     drops: list[tuple[int, set[int]]] = []
     for want in desired:
-        ext_key = INDIVIDUALS_ID if want.company_id is None else want.company_id
+        target = group_ids.get(INDIVIDUALS_ID if want.company_id is None else want.company_id)
         user = by_ext.get(want.member_id)
         if user is None:
             user = by_name.get(want.username.casefold())
@@ -504,22 +534,15 @@ async def apply_mirror(
                 leaving_set.discard(user.external_id)
             if user is None:
                 try:
-                    user = await accounts.create_user(
-                        session,
-                        want.username,
-                        email=want.email or None,
-                        full_name=want.full_name or None,
-                        external_id=want.member_id,
-                    )
-                except BillingError as exc:
+                    name = accounts.validate_name("user", want.username)
+                except InvalidInput as exc:
                     result.errors.append(f"local user {want.username!r}: {exc}")
                     continue
-                by_name[user.name.casefold()] = user
-                result.created += 1
-            else:
-                user.external_id = want.member_id
-                result.updated += 1
+                created.append((name, want, target))
+                continue
+            user.external_id = want.member_id
             by_ext[want.member_id] = user
+            result.updated += 1
         elif (user.email or "", user.full_name or "", user.active) != (
             want.email,
             want.full_name,
@@ -532,7 +555,6 @@ async def apply_mirror(
             user.full_name = want.full_name or None
         if not user.active:
             user.active = True
-        target = group_ids.get(ext_key)
         have = current.get(user.id, set())
         if target is not None and target not in have:
             adds.append({"user_id": user.id, "group_id": target})
@@ -549,6 +571,31 @@ async def apply_mirror(
         if current.get(user.id):
             drops.append((user.id, current[user.id]))
     await session.flush()
+    if created:
+        # Core, not the unit of work: one multi-row INSERT per page instead of one per row.
+        rows = await session.execute(
+            insert(User).returning(User.id, User.name),
+            [
+                {
+                    "name": name,
+                    "email": want.email or None,
+                    "full_name": want.full_name or None,
+                    "external_id": want.member_id,
+                    "active": True,
+                }
+                for name, want, _ in created
+            ],
+        )
+        ids = {str(name): int(uid) for uid, name in rows.all()}
+        await session.execute(
+            insert(Account),
+            [
+                {"type": AccountType.USER.value, "name": name, "path": name, "user_id": ids[name]}
+                for name, _, _ in created
+            ],
+        )
+        adds += [{"user_id": ids[n], "group_id": g} for n, _, g in created if g is not None]
+        result.created = len(created)
     for user_id, gids in drops:
         await session.execute(
             delete(group_members).where(
@@ -779,7 +826,12 @@ class _Run:
                     due_only=False,
                 )
             await run_items(
-                self.sessions, ids, self.recreator, concurrency=self.concurrency, retry_base=0.5
+                self.sessions,
+                ids,
+                self.recreator,
+                worker=self.worker,
+                concurrency=self.concurrency,
+                retry_base=0.5,
             )
             async with self.sessions() as session:
                 rows = (
@@ -858,21 +910,33 @@ async def run_sync(
     for error in resumed.errors:
         summary.error(f"earlier re-creation: {error}")
 
-    members, companies = await asyncio.gather(officernd.members(), officernd.companies())
-    plans = await officernd.plans() if member_filter.plans else []
-    pc_users, pc_groups = await asyncio.gather(
-        run.pc.read(papercut.all_user_accounts), run.pc.read(papercut.all_user_groups)
-    )
     async with sessions() as session:
         mirror = await _load_mirror(session)
+    known = _managed([*mirror.groups.values(), *mirror.former_groups])
+
+    async def from_officernd() -> tuple[list[Member], list[Company], list[Plan]]:
+        members, companies = await asyncio.gather(officernd.members(), officernd.companies())
+        return members, companies, (await officernd.plans() if member_filter.plans else [])
+
+    async def from_papercut() -> tuple[list[str], list[str], dict[str, dict[str, str]]]:
+        users, groups = await asyncio.gather(
+            run.pc.read(papercut.all_user_accounts), run.pc.read(papercut.all_user_groups)
+        )
+        return users, groups, await run.memberships(groups, known)
+
+    # OfficeRnD's pages come one after the other: PaperCut is read meanwhile.
+    (members, companies, plans), (pc_users, pc_groups, member_of) = await asyncio.gather(
+        from_officernd(), from_papercut()
+    )
     summary.members = len(members)
     summary.initial = (not mirror.initial_done) if initial is None else initial
     summary.second_flow = summary.initial and bool(pc_users)
     pc_set = {u.casefold(): u for u in pc_users}
 
     company_groups = group_names(companies)
-    managed = _managed([*company_groups.values(), *mirror.groups.values(), *mirror.former_groups])
-    member_of = await run.memberships(pc_groups, managed)
+    managed = known | _managed(company_groups.values())
+    for user, groups in (await run.memberships(pc_groups, managed - known)).items():
+        member_of.setdefault(user, {}).update(groups)  # groups of companies new to us
     pc_group_set = {g.casefold() for g in pc_groups}
 
     emails: dict[str, str] = {}
@@ -937,8 +1001,8 @@ async def run_sync(
         have = member_of.get(key, {})
         add = want.group.casefold() not in have
         drop = [g for k, g in have.items() if k != want.group.casefold()]
-        known = mirror.users.get(want.member_id)
-        props = known is None or known != (want.email, want.full_name, True)
+        last = mirror.users.get(want.member_id)
+        props = last is None or last != (want.email, want.full_name, True)
         if mirror.links.get(want.member_id, "").casefold() != key:
             props = True  # adopted: PaperCut's name and e-mail are not ours yet
         if add or drop or props:

@@ -29,6 +29,7 @@ from billing.officernd.fees import (
     AdjustmentCheck,
     NoTransactionLog,
     drain,
+    enqueue_many,
     intent_key,
     new_marker,
     synced_users,
@@ -128,23 +129,23 @@ async def run_topups(
     if amount != 0:
         if applied is None:
             raise NoTransactionLog("top-ups")
-        async with sessions() as session, session.begin():
+        async with sessions() as session:
             users = await synced_users(session)
-            summary.users = len(users)
-            for user, _member in users:
-                marker = new_marker()
-                payload = {
-                    "user": user,
-                    "amount": f"{amount:f}",
-                    "period": key_period,
-                    "marker": marker,
-                    "comment": f"OfficeRnD {period} allowance {key_period} {marker}",
-                }
-                key = intent_key("officernd:topup", key_period, user)
-                if await outbox.enqueue(session, kind=TOPUP_KIND, key=key, payload=payload):
-                    summary.enqueued += 1
-                else:
-                    summary.already += 1
+        summary.users = len(users)
+        intents = []
+        for user, _member in users:
+            marker = new_marker()
+            payload = {
+                "user": user,
+                "amount": f"{amount:f}",
+                "period": key_period,
+                "marker": marker,
+                "comment": f"OfficeRnD {period} allowance {key_period} {marker}",
+            }
+            intents.append((intent_key("officernd:topup", key_period, user), payload))
+        async with sessions() as session, session.begin():
+            added = await enqueue_many(session, TOPUP_KIND, intents)
+        summary.enqueued, summary.already = len(added), len(intents) - len(added)
         result = await drain(
             sessions,
             TOPUP_KIND,

@@ -137,7 +137,33 @@ async def json_body(request: web.Request, *, optional: bool = False) -> dict[str
         raise BadJson(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadJson(f"request body must be a JSON object, not {type(body).__name__}")
+    _check_text(body)
     return body
+
+
+def _check_text(body: dict[str, Any]) -> None:
+    """Every string must be storable text: no NUL, no lone surrogate (I-JSON, RFC 7493).
+
+    JSON's ``\\ud800`` escapes decode to lone surrogates, which no database driver
+    can encode, and PostgreSQL text cannot hold NUL: refused here, as bad JSON.
+    """
+    stack: list[Any] = [body]
+    while stack:  # iterative: nesting depth is bounded by the parser only
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\0" in item:
+                raise BadJson("request body: a string contains a NUL character (\\u0000)")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadJson(
+                    "request body: a string holds a lone surrogate (\\ud800-\\udfff)"
+                ) from None
 
 
 def reject_unknown(body: dict[str, Any], known: set[str]) -> None:

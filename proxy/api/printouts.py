@@ -1,11 +1,14 @@
-"""Print-out history: list, detail, reverse.
+"""Print-out history: list, CSV export, detail, reverse.
 
 Staff roles see every print-out; the ``user`` role only those it printed
 (it is the delegate). Asking for another user's list is 403 (the caller
 named them), another user's print-out is 404 (its existence is not revealed).
+The CSV export takes the list's filters and rules.
 """
 
 from __future__ import annotations
+
+import logging
 
 from aiohttp import web
 from sqlalchemy import select
@@ -18,11 +21,16 @@ from billing.money import Currency
 from proxy.app import CONFIG, SESSIONS
 from proxy.exceptions import Forbidden, NotFound
 
-from . import queries, serialize
+from . import export, queries, serialize
 from .auth import READERS, Principal, require
 from .errors import InvalidParameter, json_body, reject_unknown
 
-LIST_PARAMS = frozenset({"user", "printer", "status", "since", "until", "limit", "cursor"})
+log = logging.getLogger(__name__)
+
+FILTER_PARAMS = frozenset({"user", "printer", "status", "since", "until", "account"})
+LIST_PARAMS = FILTER_PARAMS | {"limit", "cursor"}
+# Rows per query of a CSV export: memory stays at one batch whatever the size.
+EXPORT_BATCH = 1_000
 
 
 def _json(
@@ -43,12 +51,19 @@ def _filter(principal: Principal, params: dict[str, str]) -> queries.PrintOutFil
         if delegate is not None and delegate != principal.user_name:
             raise Forbidden("a user token may only list its own print-outs")
         delegate = principal.user_name
+    account = params.get("account")
+    account_id = None
+    if account is not None:
+        account_id = queries.parse_id(account)
+        if account_id is None:
+            raise InvalidParameter(f"account: expected an account id, got {account[:40]!r}")
     flt = queries.PrintOutFilter(
         delegate=delegate,
         printer=params.get("printer"),
         status=queries.parse_status(params.get("status")),
         since=queries.parse_time("since", params.get("since")),
         until=queries.parse_time("until", params.get("until")),
+        account_id=account_id,
     )
     if flt.since is not None and flt.until is not None and flt.since > flt.until:
         raise InvalidParameter("since: must not be later than until")
@@ -66,6 +81,43 @@ async def list_printouts(request: web.Request) -> web.Response:
         rows, next_cursor = await queries.print_out_page(session, flt, limit=limit, after=after)
     currency = request.app[CONFIG].money
     return web.json_response(serialize.page([_json(r, currency) for r in rows], next_cursor))
+
+
+async def export_printouts(request: web.Request) -> web.StreamResponse:
+    """The filtered history as CSV, streamed in keyset batches of EXPORT_BATCH rows.
+
+    Parameters and the token are checked before the first byte goes out (so
+    they still fail as JSON errors). A failure later cannot change the status:
+    the connection is closed before the last chunk, so the client sees a
+    broken transfer rather than a CSV that merely looks short.
+    """
+    principal = await require(request, *READERS)
+    flt = _filter(principal, queries.query_params(request.query, FILTER_PARAMS))
+    currency = request.app[CONFIG].money
+    response = web.StreamResponse(
+        headers={
+            "Content-Disposition": 'attachment; filename="printouts.csv"',
+            "Cache-Control": "no-store",
+        }
+    )
+    response.content_type = export.CONTENT_TYPE
+    response.charset = export.CHARSET
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    written = 0
+    try:
+        await response.write(export.header())
+        async for rows in export.batches(request.app[SESSIONS], flt, batch=EXPORT_BATCH):
+            await response.write(export.rows(rows, currency))
+            written += len(rows)
+        await response.write_eof()
+    except ConnectionError:
+        log.info("CSV export: client went away after %d rows", written)
+    except Exception:
+        log.exception("CSV export failed after %d rows; connection closed", written)
+        if request.transport is not None:
+            request.transport.close()
+    return response
 
 
 async def _visible(
@@ -110,6 +162,7 @@ async def reverse_printout(request: web.Request) -> web.Response:
 def routes(prefix: str) -> list[web.RouteDef]:
     return [
         web.get(f"{prefix}/printouts", list_printouts),
+        web.get(f"{prefix}/printouts.csv", export_printouts),
         web.get(f"{prefix}/printouts/{{id}}", get_printout),
         web.post(f"{prefix}/printouts/{{id}}/reverse", reverse_printout),
     ]

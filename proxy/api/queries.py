@@ -5,8 +5,22 @@ after this position" in a total order ending in the primary key, so pages
 neither skip nor repeat rows when new ones arrive, and each page costs the
 same however deep it is. Print-outs run newest first on ``(created_at, id)``,
 which the ``ix_print_outs_*`` indexes cover (alone or after an equality on
-delegate, printer or status); accounts on ``id``; ledger entries newest first
-on ``(account_id, id)``.
+delegate, printer, status, delegate+status or printer+status: the query walks
+one of them backwards from the cursor and stops after ``limit`` rows, never
+sorting); accounts on ``id``; ledger entries newest first on ``(account_id, id)``.
+
+The account filter (print-outs with a transaction on an account) cannot be in
+a print_outs index, so it takes one of two plans, chosen by the account's size
+(``account_plan``):
+
+- a big account: walk the print-outs in order, as above, and keep those with
+  a transaction on the account (a semi-join probing the unique
+  ``(print_out_id, account_id)`` index). A page costs ``limit`` divided by
+  the share of print-outs on the account, at any depth;
+- a small account (at most ``SMALL_ACCOUNT`` transactions): start from its
+  transactions (``ix_account_transactions_account_print_out``), fetch those
+  print-outs by id and sort them: at most ``SMALL_ACCOUNT`` rows, at any depth.
+  The walk would read the whole history to fill a page of a rare account.
 
 Everything a page shows is loaded in one query per kind for the whole page.
 """
@@ -15,13 +29,28 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
+from typing import Any, TypeVarTuple, cast
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    FunctionElement,
+    Select,
+    Subquery,
+    exists,
+    func,
+    select,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from billing.enums import AccountType, PrintStatus
 from billing.models import Account, AccountTransaction, Event, LedgerEntry, Printer, PrintOut
@@ -35,6 +64,7 @@ _MAX_ID = 2**63 - 1  # BIGINT on PostgreSQL; larger values cannot be ids
 _ID_RE = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
 _CURSOR_RE = re.compile(r"[A-Za-z0-9_-]{4,200}", re.ASCII)
 _MAX_TIME_CHARS = 64
+_Ts = TypeVarTuple("_Ts")
 
 
 # --- parameters -----------------------------------------------------------------
@@ -55,9 +85,20 @@ def query_params(query: Mapping[str, str], allowed: frozenset[str]) -> dict[str,
         if name in seen:
             raise InvalidParameter(f"query parameter {name!r} given more than once")
         seen.add(name)
+        if "\0" in value or not _is_unicode(value):  # no database can look these up
+            raise InvalidParameter(f"query parameter {name!r}: not valid UTF-8 text")
         if value != "":
             out[name] = value
     return out
+
+
+def _is_unicode(value: str) -> bool:
+    """False for lone surrogates (yarl decodes a %-escaped surrogate's bytes into one)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_limit(value: str | None) -> int:
@@ -171,6 +212,8 @@ class PrintOutFilter:
     status: PrintStatus | None = None
     since: dt.datetime | None = None  # inclusive
     until: dt.datetime | None = None  # exclusive
+    account_id: int | None = None  # print-outs with a transaction on this account
+    printer_id: int | None = None  # ``printer`` resolved (by ``prepare``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,13 +225,211 @@ class PrintOutRow:
     transactions: list[tuple[AccountTransaction, Account]]
 
 
+Position = tuple[dt.datetime, int]
+
+
 def print_out_cursor(po: PrintOut) -> str:
     return encode_cursor(PRINT_OUT_CURSOR, _micros(po.created_at), po.id)
 
 
-def print_out_position(cursor: str) -> tuple[dt.datetime, int]:
+def print_out_position(cursor: str) -> Position:
     micros, id_ = decode_cursor(PRINT_OUT_CURSOR, cursor, 2)
     return _from_micros(micros), id_
+
+
+class AccountPlan(Enum):
+    """How the account filter is applied (see the module docstring)."""
+
+    WALK = "walk"  # big account: print-outs in index order, semi-join probe
+    FROM_ACCOUNT = "from-account"  # small account: its transactions, then sort
+
+
+# A walk reads about limit x history / account-size rows, the other plan
+# reads the whole account: they cost the same near sqrt(history) x 3. Measured
+# at 1,000,000 print-outs (a page of 50): equal at ~2,000 transactions on
+# SQLite, ~4,500 on PostgreSQL (benchmarks/bench_history.py reports both sides).
+SMALL_ACCOUNT = 3_000
+
+
+async def prepare(
+    session: AsyncSession, flt: PrintOutFilter
+) -> tuple[PrintOutFilter, AccountPlan] | None:
+    """The filter with its printer's id, and the account plan; None if nothing can match.
+
+    The printer id goes into the statement as a value, not as a subquery: a
+    planner that sees the value uses its statistics for it (PostgreSQL takes
+    a subquery's result for an average printer and may then sort a bitmap
+    scan's rows instead of walking the index of a busy printer).
+    """
+    if flt.printer is not None:
+        printer_id = await session.scalar(select(Printer.id).where(Printer.name == flt.printer))
+        if printer_id is None:
+            return None
+        flt = dataclasses.replace(flt, printer_id=printer_id)
+    plan = AccountPlan.WALK
+    if flt.account_id is not None:
+        plan = await account_plan(session, flt.account_id)
+    return flt, plan
+
+
+async def account_plan(session: AsyncSession, account_id: int) -> AccountPlan:
+    """FROM_ACCOUNT when the account has at most SMALL_ACCOUNT transactions.
+
+    Counts at most SMALL_ACCOUNT + 1 index entries, whatever the account's size.
+    """
+    capped = (
+        select(AccountTransaction.id)
+        .where(AccountTransaction.account_id == account_id)
+        .limit(SMALL_ACCOUNT + 1)
+        .subquery()
+    )
+    count = await session.scalar(select(func.count()).select_from(capped))
+    return AccountPlan.FROM_ACCOUNT if (count or 0) <= SMALL_ACCOUNT else AccountPlan.WALK
+
+
+class _Unindexed(FunctionElement[Any]):
+    """A column the planner may not use an index for: ``+column`` on SQLite.
+
+    SQLite's documented way to take a term out of index selection (unary
+    ``+`` is a no-op on any value); elsewhere the column as it is.
+    """
+
+    inherit_cache = True
+    name = "unindexed"
+
+    def __init__(self, column: Any) -> None:
+        super().__init__(column)
+        self.type = column.type
+
+
+@compiles(_Unindexed)
+def _unindexed(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(_Unindexed, "sqlite")
+def _unindexed_sqlite(element: _Unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return "+" + compiler.process(element.clauses, **kw)
+
+
+def _as_is(column: Any) -> ColumnElement[Any]:
+    return cast("ColumnElement[Any]", column)
+
+
+def print_out_select(
+    flt: PrintOutFilter,
+    *,
+    limit: int,
+    after: Position | None,
+    plan: AccountPlan = AccountPlan.WALK,
+) -> Select[PrintOut, str]:
+    """The statement of one page: ``limit`` rows after ``after``, newest first.
+
+    Built so that every filter combination walks one index in order (the plan
+    tests in tests/test_history_scale.py hold it to that): equalities on the
+    leading index columns, one lower and one upper bound on ``created_at``.
+    """
+    base = select(PrintOut, Printer.name).join(Printer, Printer.id == PrintOut.printer_id)
+    stmt = _filtered(base, flt, after=after, plan=plan)
+    if not _from_account(flt, plan):
+        return stmt.order_by(PrintOut.created_at.desc(), PrintOut.id.desc()).limit(limit)
+    inner = _fenced(stmt)
+    found = aliased(PrintOut, inner)
+    return cast(
+        "Select[PrintOut, str]",
+        select(found, inner.c.name).order_by(found.created_at.desc(), found.id.desc()).limit(limit),
+    )
+
+
+def print_out_columns_select(
+    columns: Sequence[Any],
+    flt: PrintOutFilter,
+    *,
+    limit: int,
+    after: Position | None,
+    plan: AccountPlan = AccountPlan.WALK,
+) -> Select[*tuple[Any, ...]]:
+    """As ``print_out_select``, for plain rows of ``columns`` (print_outs and printers).
+
+    The rows come back without ORM objects: an export reads many of them.
+    ``columns`` must include ``print_outs.id`` and ``print_outs.created_at``.
+    """
+    base = select(*columns).select_from(PrintOut).join(Printer, Printer.id == PrintOut.printer_id)
+    stmt = _filtered(base, flt, after=after, plan=plan)
+    if not _from_account(flt, plan):
+        return stmt.order_by(PrintOut.created_at.desc(), PrintOut.id.desc()).limit(limit)
+    inner = _fenced(stmt)
+    return select(*inner.c).order_by(inner.c.created_at.desc(), inner.c.id.desc()).limit(limit)
+
+
+def _from_account(flt: PrintOutFilter, plan: AccountPlan) -> bool:
+    return flt.account_id is not None and plan is AccountPlan.FROM_ACCOUNT
+
+
+def _fenced(stmt: Select[*_Ts]) -> Subquery:
+    """The filtered rows as a subquery, to be sorted outside it.
+
+    OFFSET 0 fences it (neither database merges it into the outer query):
+    inside, with no ORDER BY ... LIMIT to satisfy, nothing favours walking
+    print_outs in order; PostgreSQL otherwise walks ix_print_outs_created
+    hoping to meet a small account's rows early, and reads the whole history
+    for a rare one.
+    """
+    return stmt.offset(0).subquery("matching")
+
+
+def _filtered(
+    stmt: Select[*_Ts], flt: PrintOutFilter, *, after: Position | None, plan: AccountPlan
+) -> Select[*_Ts]:
+    """``stmt`` (from print_outs joined to printers) with the filter and the keyset bound."""
+    from_account = _from_account(flt, plan)
+    # From a small account, the print_outs indexes must not drive the query:
+    # SQLite, without statistics, guesses ~10 rows for any equality and would
+    # rather walk ix_print_outs_delegate_created (all of a user's rows) than
+    # the account's few.
+    col: Callable[[Any], ColumnElement[Any]] = _Unindexed if from_account else _as_is
+    if flt.account_id is not None:
+        if from_account:
+            # The account's transactions (at most SMALL_ACCOUNT), then a sort;
+            # (print_out_id, account_id) is unique, so no duplicates.
+            stmt = stmt.join(
+                AccountTransaction,
+                (AccountTransaction.print_out_id == PrintOut.id)
+                & (AccountTransaction.account_id == flt.account_id),
+            )
+        else:
+            stmt = stmt.where(
+                exists().where(
+                    AccountTransaction.print_out_id == PrintOut.id,
+                    AccountTransaction.account_id == flt.account_id,
+                )
+            )
+    if flt.delegate is not None:
+        stmt = stmt.where(col(PrintOut.delegate) == flt.delegate)
+    if flt.printer_id is not None:
+        stmt = stmt.where(col(PrintOut.printer_id) == flt.printer_id)
+    elif flt.printer is not None:  # not prepared: a subquery (see ``prepare``)
+        printer_id = select(Printer.id).where(Printer.name == flt.printer).scalar_subquery()
+        stmt = stmt.where(col(PrintOut.printer_id) == printer_id)
+    if flt.status is not None:
+        stmt = stmt.where(col(PrintOut.status) == int(flt.status))
+    if flt.since is not None:
+        stmt = stmt.where(col(PrintOut.created_at) >= flt.since)
+    # One upper bound only: with both "until" and the cursor, a planner may
+    # start the index walk at "until" and filter out every row of the pages
+    # before (a cost that grows with depth). Whichever is tighter implies the other.
+    until = flt.until
+    if after is not None and until is not None:
+        if after[0] < until:
+            until = None
+        else:
+            after = None
+    if until is not None:
+        stmt = stmt.where(col(PrintOut.created_at) < until)
+    if after is not None:
+        # Row-value comparison: the bound values take the columns' types.
+        stmt = stmt.where(tuple_(col(PrintOut.created_at), col(PrintOut.id)) < after)
+    return stmt
 
 
 async def _rows(session: AsyncSession, found: Sequence[tuple[PrintOut, str]]) -> list[PrintOutRow]:
@@ -208,37 +449,37 @@ async def _rows(session: AsyncSession, found: Sequence[tuple[PrintOut, str]]) ->
     return [PrintOutRow(po, name, by_print_out[po.id]) for po, name in found]
 
 
+async def _page(
+    session: AsyncSession, flt: PrintOutFilter, *, limit: int, after: Position | None
+) -> tuple[list[PrintOutRow], Position | None]:
+    """One page and the position after it (None on the last page)."""
+    prepared = await prepare(session, flt)
+    if prepared is None:
+        return [], None
+    flt, plan = prepared
+    stmt = print_out_select(flt, limit=limit + 1, after=after, plan=plan)
+    found = [(po, name) for po, name in await session.execute(stmt)]
+    position = None
+    if len(found) > limit:
+        found = found[:limit]
+        last = found[-1][0]
+        position = (last.created_at, last.id)
+    return await _rows(session, found), position
+
+
 async def print_out_page(
     session: AsyncSession,
     flt: PrintOutFilter,
     *,
     limit: int,
-    after: tuple[dt.datetime, int] | None,
+    after: Position | None,
 ) -> tuple[list[PrintOutRow], str | None]:
     """One page, newest first, and the cursor of the next (None on the last page)."""
-    stmt = select(PrintOut, Printer.name).join(Printer, Printer.id == PrintOut.printer_id)
-    if flt.delegate is not None:
-        stmt = stmt.where(PrintOut.delegate == flt.delegate)
-    if flt.printer is not None:
-        # A scalar subquery, so the planner filters on printer_id and can walk
-        # ix_print_outs_printer_created in order.
-        printer_id = select(Printer.id).where(Printer.name == flt.printer).scalar_subquery()
-        stmt = stmt.where(PrintOut.printer_id == printer_id)
-    if flt.status is not None:
-        stmt = stmt.where(PrintOut.status == int(flt.status))
-    if flt.since is not None:
-        stmt = stmt.where(PrintOut.created_at >= flt.since)
-    if flt.until is not None:
-        stmt = stmt.where(PrintOut.created_at < flt.until)
-    if after is not None:
-        # Row-value comparison: the bound values take the columns' types.
-        stmt = stmt.where(tuple_(PrintOut.created_at, PrintOut.id) < after)
-    stmt = stmt.order_by(PrintOut.created_at.desc(), PrintOut.id.desc()).limit(limit + 1)
-    found = list(await session.execute(stmt))
-    more = len(found) > limit
-    found = found[:limit]
-    next_cursor = print_out_cursor(found[-1][0]) if more else None
-    return await _rows(session, found), next_cursor
+    rows, position = await _page(session, flt, limit=limit, after=after)
+    next_cursor = None
+    if position is not None:
+        next_cursor = encode_cursor(PRINT_OUT_CURSOR, _micros(position[0]), position[1])
+    return rows, next_cursor
 
 
 async def print_out_detail(

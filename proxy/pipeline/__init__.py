@@ -116,6 +116,10 @@ def setup_workers(app: web.Application) -> None:
         app[PAPERCUT_ON] = True
         app.cleanup_ctx.append(papercut_ctx)
         app.cleanup_ctx.append(_papercut_handlers)
+    if app[CONFIG].officernd.api_url:
+        from .officernd import officernd_ctx
+
+        app.cleanup_ctx.append(officernd_ctx)
     app.cleanup_ctx.append(_workers)
 
 

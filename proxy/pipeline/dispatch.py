@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from datetime import timedelta
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from billing.db import utcnow
 from billing.enums import PrintStatus
 from billing.models import OutboxItem, PrintIn, PrintOut
 
+from .. import metrics
 from ..app import SESSIONS, SPOOL, TARGETS
 from ..targets.base import PrintRequest, Target
 from ..targets.errors import TargetError
@@ -140,15 +142,18 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
                 .values(document_name=print_out.document_name)
                 .execution_options(synchronize_session=False)
             )
+    started = time.monotonic()
     heartbeat = asyncio.create_task(_keep_claim(app, print_out.id))
     try:
         target: Target = app[TARGETS].get(print_out.target)
         submitted = await target.submit(print_request(print_out, print_in))
     except TargetError as exc:
+        metrics.dispatched(app, started, "retry" if getattr(exc, "retryable", True) else "rejected")
         await _failed(app, print_out, print_in, exc)
         return
     finally:
         heartbeat.cancel()
+    metrics.dispatched(app, started, "ok")
     async with sessions() as session, session.begin():
         now = utcnow()
         await session.execute(

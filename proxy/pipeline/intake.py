@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import hmac
 import json
 import logging
@@ -41,11 +42,38 @@ META_HEADER = "X-Proxyprint-Meta"
 SECRET_HEADER = "X-Proxyprint-Secret"
 MAX_META = 1024 * 1024
 MAX_FIELD = 10_000
+MAX_NAME = 255  # user, printer, content type, host: IPP name(MAX), the columns' size
+MAX_MEDIA = 127  # print_ins.media
+
+
+def _has_surrogates(value: str) -> bool:
+    """Lone surrogates, as JSON's ``\\udXXX`` escapes decode (not storable text)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _only_byte_escapes(value: str) -> bool:
+    """Lone surrogates are the backend's escapes of argv bytes (U+DC80..U+DCFF) only."""
+    return all(0xDC80 <= ord(c) <= 0xDCFF for c in value if 0xD800 <= ord(c) <= 0xDFFF)
 
 
 def _str(
-    meta: dict[str, Any], key: str, *, required: bool = False, limit: int = MAX_FIELD
+    meta: dict[str, Any],
+    key: str,
+    *,
+    required: bool = False,
+    limit: int = MAX_FIELD,
+    utf8: bool = True,
 ) -> str | None:
+    """A string field; ``utf8`` refuses lone surrogates (no database stores them).
+
+    Without ``utf8``, the backend's escapes of non-UTF-8 argv bytes are let through
+    (the caller keeps the job and says why), any other lone surrogate is refused.
+    NUL is refused everywhere: no argv string holds one, and PostgreSQL text cannot.
+    """
     value = meta.get(key)
     if value is None:
         if required:
@@ -55,7 +83,18 @@ def _str(
         raise BadRequest(f"job metadata {key!r} must be a string")
     if len(value) > limit:
         raise BadRequest(f"job metadata {key!r} is longer than {limit} characters")
+    if "\0" in value:
+        raise BadRequest(f"job metadata {key!r} contains a NUL character")
+    if _has_surrogates(value) and (utf8 or not _only_byte_escapes(value)):
+        raise BadRequest(f"job metadata {key!r} is not valid UTF-8")
     return value
+
+
+def _storable(text: str) -> str:
+    """``text`` with the backend's ``\\udcNN`` (argv byte NN, not UTF-8) stored as ``\\xNN``."""
+    if not _has_surrogates(text):
+        return text
+    return "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in text)
 
 
 def _int(meta: dict[str, Any], key: str, default: int | None) -> int | None:
@@ -74,8 +113,8 @@ def parse_meta(header: str | None) -> IntakeJob:
         raise BadRequest(f"{META_HEADER} is too large")
     try:
         meta = json.loads(base64.b64decode(header, validate=True))
-    except (binascii.Error, ValueError) as exc:
-        raise BadRequest(f"{META_HEADER} is not base64 JSON: {exc}") from exc
+    except (binascii.Error, ValueError, RecursionError) as exc:  # RecursionError: nesting
+        raise BadRequest(f"{META_HEADER} is not base64 JSON: {exc}") from None
     if not isinstance(meta, dict):
         raise BadRequest(f"{META_HEADER} must hold a JSON object")
     job_uuid = _str(meta, "job_uuid")
@@ -83,16 +122,17 @@ def parse_meta(header: str | None) -> IntakeJob:
         raise BadRequest("job_uuid is malformed")
     copies = _int(meta, "copies", 1)
     return IntakeJob(
-        printer=_str(meta, "printer", required=True) or "",
+        printer=_str(meta, "printer", required=True, limit=MAX_NAME) or "",
         job_id=_int(meta, "job_id", None),
         job_uuid=job_uuid,
-        user=_str(meta, "user", required=True) or "",
-        title=_str(meta, "title") or "",
+        user=_str(meta, "user", required=True, limit=MAX_NAME) or "",
+        # A title that is not UTF-8 is kept, held with a reason (jobs.clean_title).
+        title=_str(meta, "title", utf8=False) or "",
         copies=max(1, copies or 1),
         # Long options are not refused here: the job is kept, held, with the reason.
-        options=_str(meta, "options", limit=MAX_META) or "",
-        content_type=_str(meta, "content_type"),
-        host=_str(meta, "host"),
+        options=_str(meta, "options", limit=MAX_META, utf8=False) or "",
+        content_type=_str(meta, "content_type", limit=MAX_NAME),
+        host=_str(meta, "host", limit=MAX_NAME),
     )
 
 
@@ -113,7 +153,16 @@ async def _body(request: web.Request) -> AsyncIterator[bytes]:
 
 
 async def _drain(request: web.Request) -> None:
-    async for _ in request.content.iter_chunked(CHUNK):
+    """Read and drop the body; the answer is decided, so a cut-off upload just ends it."""
+    try:
+        async for _ in request.content.iter_chunked(CHUNK):
+            pass
+    except (
+        ConnectionResetError,
+        asyncio.IncompleteReadError,
+        ClientPayloadError,
+        HttpProcessingError,
+    ):
         pass
 
 
@@ -188,6 +237,12 @@ async def _record(
         options = parse_cups_options(job.options)
     except DelegationError as exc:
         options_problem = str(exc)
+    # Parsed as sent (a delegator name that is not UTF-8 holds the job with a
+    # reason); stored with such bytes escaped. A media name no printer has is dropped.
+    job = dataclasses.replace(job, options=_storable(job.options))
+    media = options.get("media")
+    if media is not None and (len(media) > MAX_MEDIA or _has_surrogates(media)):
+        del options["media"]
     pages = await asyncio.to_thread(count_pages, Path(spooled.path), job.content_type)
     try:
         async with request.app[SESSIONS]() as session, session.begin():

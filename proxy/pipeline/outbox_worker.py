@@ -9,6 +9,7 @@ from aiohttp import web
 from billing import outbox
 from billing.models import OutboxItem
 
+from .. import metrics
 from ..app import SESSIONS
 from .dispatch import INSTANCE
 
@@ -48,6 +49,7 @@ async def _run_one(app: web.Application, claimed: outbox.Claimed) -> None:
         return
     async with sessions() as session, session.begin():
         await outbox.finish(session, item.id)
+    metrics.outbox_done(app, item.kind, item.created_at)
 
 
 async def outbox_tick(app: web.Application) -> int:

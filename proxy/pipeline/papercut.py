@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator
@@ -26,10 +27,10 @@ from decimal import Decimal
 
 from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from billing import charging, events, outbox, status
-from billing.db import make_engine, utcnow
+from billing.db import utcnow
 from billing.enums import AccountType, PrinterMode, PrintStatus
 from billing.exceptions import InvalidInput
 from billing.models import Account, AccountTransaction, OutboxItem, PrintOut
@@ -37,6 +38,7 @@ from billing.papercut import printlog
 from billing.papercut.client import PaperCutClient
 from billing.papercut.exceptions import PaperCutError
 
+from .. import metrics
 from ..app import CONFIG, SESSIONS, SPOOL
 from .jobs import detach_spool
 
@@ -126,6 +128,7 @@ async def apply_outcomes(app: web.Application, rows: dict[str, printlog.PrintLog
                     session, po, PrintStatus.COMPLETED, actor="papercut", reason="printed"
                 ):
                     continue
+                started = time.monotonic()
                 ticket = po.mode == PrinterMode.TICKET.value and po.ticket_cost is not None
                 cost = po.ticket_cost if ticket and po.ticket_cost is not None else row.usage_cost
                 detail: list[dict[str, object]] = [
@@ -136,6 +139,7 @@ async def apply_outcomes(app: web.Application, rows: dict[str, printlog.PrintLog
                 ]
                 await charging.charge(session, po, cost, currency, actor="papercut", detail=detail)
                 await _charge_to_papercut(session, po, config.papercut.account)
+                metrics.charged(app, "papercut", started)
             else:
                 reason = {
                     printlog.Outcome.EXPIRED: "expired",
@@ -185,6 +189,7 @@ async def monitor_tick(app: web.Application) -> int:
             )
         ).all()
     if not pending:
+        metrics.tracker_ticked(app, metrics.TRACKER_PAPERCUT)
         return 0
     rows = await printlog.fetch(app[PRINTLOG], [p.document_name for p in pending])
     changed = await apply_outcomes(app, rows)
@@ -195,6 +200,7 @@ async def monitor_tick(app: web.Application) -> int:
         if p.document_name not in rows and p.dispatched_at is not None and p.dispatched_at < limit
     ]
     await _flag_missing(app, missing)
+    metrics.tracker_ticked(app, metrics.TRACKER_PAPERCUT)
     return changed
 
 
@@ -234,7 +240,9 @@ async def papercut_ctx(app: web.Application) -> AsyncIterator[None]:
     client = PaperCutClient(
         config.url, config.token, retry_writes=False, timeout=config.timeout_secs
     )
-    engine = make_engine(config.db_url)
+    # PaperCut's database is read, never written: a plain engine, not ours
+    # (whose SQLite transactions take the write lock at BEGIN).
+    engine = create_async_engine(config.db_url)
     app[PAPERCUT] = client
     app[PRINTLOG] = engine
     yield

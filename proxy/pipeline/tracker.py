@@ -9,6 +9,7 @@ transaction as their completion.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from decimal import Decimal
 
@@ -21,6 +22,7 @@ from billing.enums import PrinterMode, PrintStatus
 from billing.models import Printer, PrintIn, PrintOut
 from billing.money import Currency
 
+from .. import metrics
 from ..app import CONFIG, SESSIONS, SPOOL, TARGETS
 from ..targets.base import JobState
 from ..targets.errors import TargetError
@@ -106,8 +108,10 @@ async def apply_states(app: web.Application, moved: dict[int, JobState]) -> int:
                 continue
             changed += 1
             if new == PrintStatus.COMPLETED:
+                started = time.monotonic()
                 cost, detail = await cost_of(session, po, currency)
                 await charging.charge(session, po, cost, currency, actor="tracker", detail=detail)
+                metrics.charged(app, "tracker", started)
             if new.is_final:
                 ended.append(po.print_in_id)
         paths = await detach_spool(session, ended)
@@ -125,6 +129,8 @@ async def track_tick(app: web.Application) -> int:
             states = await app[TARGETS].get(uri).poll(list(jobs))
         except TargetError as exc:
             log.warning("tracking %s: %s", uri, exc)
+            metrics.poll_failed(app, uri)
             continue
         changed += await apply_states(app, changes(jobs, states))
+    metrics.tracker_ticked(app, metrics.TRACKER_TARGETS)
     return changed

@@ -1,0 +1,900 @@
+"""``GET /api/v1/openapi.json``: the HTTP API described (OpenAPI 3.1), in one place.
+
+Written by hand from small helpers, next to nothing else: when a handler
+changes what it accepts or answers, this changes with it.
+``tests/test_openapi.py`` checks live answers of every route against this
+document, that every route of the app is in it, and runs property-based
+requests (schemathesis) generated from it against the live app.
+
+Each operation names the roles it admits in its description and in
+``x-roles`` (``admin`` passes wherever a staff role does).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import metadata
+from typing import Any
+
+from aiohttp import web
+
+from billing.enums import AccountType, LedgerKind, PrinterMode, PrintStatus, Role
+from proxy.logs import REQUEST_ID_HEADER
+from proxy.pipeline.delegation import MAX_COPIES, MAX_ENTRIES, MAX_VALUE_CHARS
+
+from .auth import STAFF
+from .delegations import MAX_VALID_MINUTES
+from .queries import MAX_LIMIT
+
+JSON = dict[str, Any]
+MAX_ID = 2**63 - 1
+
+# --- schema helpers ---------------------------------------------------------------
+
+
+def ref(name: str) -> JSON:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: JSON) -> JSON:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def obj(properties: dict[str, JSON], *, optional: tuple[str, ...] = (), **extra: Any) -> JSON:
+    """A closed object: every property required unless listed in ``optional``."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [name for name in properties if name not in optional],
+        "additionalProperties": False,
+        **extra,
+    }
+
+
+def page_of(item: str) -> JSON:
+    return obj(
+        {
+            "items": {"type": "array", "items": ref(item)},
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "Pass as `cursor` for the next page; null on the last page.",
+            },
+        }
+    )
+
+
+STRING: JSON = {"type": "string"}
+NULLABLE_STRING: JSON = {"type": ["string", "null"]}
+INTEGER: JSON = {"type": "integer"}
+ID: JSON = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+TIME: JSON = {
+    "type": "string",
+    "format": "date-time",
+    "description": "ISO 8601 UTC with microseconds, e.g. `2024-05-01T12:00:00.000000Z`.",
+}
+NULLABLE_TIME: JSON = nullable(ref("Time"))
+AMOUNT: JSON = {
+    "type": "string",
+    "pattern": r"^-?[0-9]+(\.[0-9]+)?$",
+    "description": "A decimal amount as a string (never a float), e.g. `1.20` or `-0.30`.",
+}
+ROLE_NAMES = [r.value for r in Role]
+
+SCHEMAS: dict[str, JSON] = {
+    "Error": obj(
+        {
+            "error": obj(
+                {
+                    "code": {
+                        "type": "string",
+                        "description": (
+                            "Stable machine-readable code: bad-request, invalid-parameter, "
+                            "bad-json, delegation-invalid, bad-card, invalid-input, "
+                            "unauthorized, forbidden, not-found, conflict, "
+                            "invalid-transition, method-not-allowed, too-large, internal..."
+                        ),
+                    },
+                    "message": {"type": "string", "description": "For people; may change."},
+                }
+            )
+        },
+        description="Every error answer has this shape.",
+    ),
+    "Time": TIME,
+    "Amount": AMOUNT,
+    "Status": {
+        "type": "string",
+        "enum": [s.label for s in PrintStatus],
+        "description": "pending → processing (held, stopped) → completed | canceled | aborted;"
+        " pending_external: waiting for PaperCut's outcome.",
+    },
+    "Mode": {"type": "string", "enum": [m.value for m in PrinterMode]},
+    "AccountType": {"type": "string", "enum": [t.value for t in AccountType]},
+    "Health": obj(
+        {
+            "status": {"type": "string", "enum": ["ok", "error"]},
+            "database": {"type": "string", "enum": ["ok", "error"]},
+        }
+    ),
+    "AccountRef": obj({"id": ID, "type": ref("AccountType"), "name": STRING}),
+    "Transaction": obj(
+        {
+            "account": ref("AccountRef"),
+            "weight": {"type": "integer", "minimum": 1},
+            "amount": ref("Amount"),
+            "status": ref("Status"),
+        },
+        description="One account's share of a print-out (0 until it is charged).",
+    ),
+    "Event": obj(
+        {
+            "at": ref("Time"),
+            "actor": STRING,
+            "from": NULLABLE_STRING,
+            "to": NULLABLE_STRING,
+            "reason": NULLABLE_STRING,
+            "message": NULLABLE_STRING,
+        }
+    ),
+    "PrintOut": obj(
+        {
+            "id": ID,
+            "status": ref("Status"),
+            "status_reason": NULLABLE_STRING,
+            "status_message": NULLABLE_STRING,
+            "mode": ref("Mode"),
+            "printer": {"type": "string", "description": "The proxy printer (CUPS queue)."},
+            "target": {"type": "string", "description": "ipp://…, ipps://… or cups://QUEUE"},
+            "delegate": {"type": "string", "description": "Who printed."},
+            "title": STRING,
+            "pages": {"type": "integer", "minimum": 0},
+            "copies": {"type": "integer", "minimum": 1},
+            "cost": nullable(ref("Amount")),
+            "currency": STRING,
+            "ticket_number": NULLABLE_STRING,
+            "created_at": ref("Time"),
+            "ended_at": NULLABLE_TIME,
+            "charged_at": NULLABLE_TIME,
+            "reversed_at": NULLABLE_TIME,
+            "transactions": {"type": "array", "items": ref("Transaction")},
+            "events": {
+                "type": "array",
+                "items": ref("Event"),
+                "description": "Only in the single print-out view, oldest first.",
+            },
+        },
+        optional=("events",),
+    ),
+    "PrintOutPage": page_of("PrintOut"),
+    "HeldJob": obj(
+        {
+            "id": ID,
+            "printer": STRING,
+            "delegate": STRING,
+            "title": STRING,
+            "pages": {"type": "integer", "minimum": 0},
+            "copies": {"type": "integer", "minimum": 1},
+            "mode": ref("Mode"),
+            "status": ref("Status"),
+            "status_reason": NULLABLE_STRING,
+            "status_message": NULLABLE_STRING,
+            "created_at": ref("Time"),
+            "hold_until": {
+                "anyOf": [ref("Time"), {"type": "null"}],
+                "description": "When an unreleased hold expires (null: no expiry).",
+            },
+        }
+    ),
+    "HeldJobPage": page_of("HeldJob"),
+    "Ticket": obj(
+        {
+            "id": ID,
+            "number": NULLABLE_STRING,
+            "printer": STRING,
+            "delegate": STRING,
+            "title": STRING,
+            "pages": {"type": "integer", "minimum": 0},
+            "copies": {"type": "integer", "minimum": 1},
+            "mode": ref("Mode"),
+            "status": ref("Status"),
+            "status_reason": NULLABLE_STRING,
+            "status_message": NULLABLE_STRING,
+            "created_at": ref("Time"),
+            "hold_until": nullable(ref("Time")),
+            "cost": {
+                "anyOf": [ref("Amount"), {"type": "null"}],
+                "description": "The ticket cost, fixed when the job arrived.",
+            },
+            "currency": STRING,
+            "cost_detail": {
+                "type": ["array", "null"],
+                "items": {"type": "object"},
+                "description": "How the cost was made up (description, quantity, unit_price,"
+                " amount).",
+            },
+        }
+    ),
+    "TicketPage": page_of("Ticket"),
+    "Account": obj(
+        {
+            "id": ID,
+            "type": ref("AccountType"),
+            "name": {"type": "string", "description": "`Parent/Sub` for a shared sub-account."},
+            "balance": ref("Amount"),
+            "currency": STRING,
+            "pages": {"type": "integer", "description": "Page counter (reversals subtract)."},
+            "active": {"type": "boolean"},
+        }
+    ),
+    "AccountPage": page_of("Account"),
+    "LedgerEntry": obj(
+        {
+            "id": ID,
+            "amount": {
+                "allOf": [ref("Amount")],
+                "description": "Signed: a charge is negative, a reversal positive.",
+            },
+            "kind": {"type": "string", "enum": [k.value for k in LedgerKind]},
+            "pages": INTEGER,
+            "print_out_id": {"type": ["integer", "null"]},
+            "reverses_id": {"type": ["integer", "null"]},
+            "created_at": ref("Time"),
+            "comment": NULLABLE_STRING,
+            "actor": STRING,
+        }
+    ),
+    "LedgerPage": page_of("LedgerEntry"),
+    "Reversed": obj(
+        {
+            "reversed": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Compensating entries written (0: it was reversed before).",
+            },
+            "print_out": ref("PrintOut"),
+        }
+    ),
+    "JobReleased": obj({"released": {"const": True}, "job": ref("HeldJob")}),
+    "JobCanceled": obj({"canceled": {"const": True}, "job": ref("HeldJob")}),
+    "TicketReleased": obj({"released": {"const": True}, "ticket": ref("Ticket")}),
+    "TicketCanceled": obj({"canceled": {"const": True}, "ticket": ref("Ticket")}),
+    "Delegators": {
+        "description": "The option's string form (`alice,bob:2`: `:N` copies, default 1) or"
+        " a list of `name[:N]` strings or `{name, copies}` objects.",
+        "oneOf": [
+            {"type": "string", "minLength": 1, "maxLength": MAX_VALUE_CHARS},
+            {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_ENTRIES,
+                "items": {
+                    "oneOf": [
+                        {"type": "string", "minLength": 1, "maxLength": MAX_VALUE_CHARS},
+                        obj(
+                            {
+                                "name": {"type": "string", "minLength": 1, "maxLength": 255},
+                                "copies": {
+                                    "type": "integer",
+                                    "minimum": 1,
+                                    "maximum": MAX_COPIES,
+                                    "default": 1,
+                                },
+                            },
+                            optional=("copies",),
+                        ),
+                    ]
+                },
+            },
+        ],
+    },
+    "DelegationRequest": obj(
+        {
+            "printer": {"type": "string", "minLength": 1, "description": "The proxy printer."},
+            "delegate": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Whose next job this is; a `user` token may only name itself"
+                " (and may leave it out).",
+            },
+            "valid_minutes": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_VALID_MINUTES,
+                "default": 60,
+            },
+            "delegators": ref("Delegators"),
+            "delegator-groups": ref("Delegators"),
+            "delegator-group-members": ref("Delegators"),
+            "shared-accounts": ref("Delegators"),
+        },
+        optional=(
+            "delegate",
+            "valid_minutes",
+            "delegators",
+            "delegator-groups",
+            "delegator-group-members",
+            "shared-accounts",
+        ),
+        anyOf=[
+            {"required": ["delegators"]},
+            {"required": ["delegator-groups"]},
+            {"required": ["delegator-group-members"]},
+            {"required": ["shared-accounts"]},
+        ],
+    ),
+    "Delegation": obj(
+        {
+            "id": ID,
+            "delegate": STRING,
+            "printer": STRING,
+            "options": {
+                "type": "object",
+                "propertyNames": {
+                    "enum": [
+                        "delegators",
+                        "delegator-groups",
+                        "delegator-group-members",
+                        "shared-accounts",
+                    ]
+                },
+                "additionalProperties": {"type": "string"},
+                "description": "The delegation in its canonical CUPS option form.",
+            },
+            "valid_from": ref("Time"),
+            "valid_until": ref("Time"),
+        }
+    ),
+    "CardRequest": obj(
+        {
+            "user": {"type": "string", "description": "The card's owner (an existing user)."},
+            "card": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 64,
+                "description": "Hex with or without separators, either case, or decimal"
+                " (`format: dec`).",
+            },
+            "format": {
+                "type": ["string", "null"],
+                "pattern": "^([hH][eE][xX]|[dD][eE][cC])$",
+                "description": "hex (default) or dec, any case.",
+            },
+            "byte_order": {
+                "type": ["string", "null"],
+                "pattern": "^([mM][sS][bB]|[lL][sS][bB])$",
+                "description": "msb (default) or lsb, any case.",
+            },
+        },
+        optional=("format", "byte_order"),
+    ),
+    "Card": obj(
+        {
+            "id": ID,
+            "user": STRING,
+            "card": {"type": "string", "description": "The stored form: lower-case hex, MSB."},
+        }
+    ),
+    "TapRequest": obj({"card": {"type": "string", "description": "As the reader reads it."}}),
+    "Released": obj(
+        {
+            "id": ID,
+            "printer": STRING,
+            "title": STRING,
+            "pages": {"type": "integer", "minimum": 0},
+            "copies": {"type": "integer", "minimum": 1},
+        }
+    ),
+    "TapResult": obj(
+        {
+            "reader": STRING,
+            "card": {"type": "string", "description": "The card number in its stored form."},
+            "released": {"type": "array", "items": ref("Released")},
+        }
+    ),
+    "EmptyBody": {
+        "type": "object",
+        "maxProperties": 0,
+        "description": "No fields yet; an empty body is the same as `{}`.",
+    },
+    "TicketReleaseRequest": obj(
+        {
+            "printer": {
+                "type": "string",
+                "description": "Print on this proxy printer's target instead of the ticket's own.",
+            }
+        },
+        optional=("printer",),
+    ),
+}
+
+# --- parameters and responses -----------------------------------------------------
+
+_ERRORS = {
+    400: "Bad input: a parameter, the JSON body or a field (nothing was changed).",
+    401: "Missing, malformed, unknown or revoked token.",
+    403: "The token's role may not do this.",
+    404: "No such resource (or not the caller's to see).",
+    409: "Not possible in the resource's current state.",
+    413: "The request body is larger than 1 MiB.",
+}
+
+
+def _headers() -> JSON:
+    return {REQUEST_ID_HEADER: {"$ref": "#/components/headers/RequestId"}}
+
+
+def error(status: int, description: str | None = None) -> JSON:
+    headers = _headers()
+    if status == 401:
+        headers["WWW-Authenticate"] = {"$ref": "#/components/headers/WWWAuthenticate"}
+    return {
+        "description": description or _ERRORS[status],
+        "headers": headers,
+        "content": {"application/json": {"schema": ref("Error")}},
+    }
+
+
+def ok(schema: str, description: str = "OK") -> JSON:
+    return {
+        "description": description,
+        "headers": _headers(),
+        "content": {"application/json": {"schema": ref(schema)}},
+    }
+
+
+def query(name: str, schema: JSON, description: str) -> JSON:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        # An empty value counts as absent: ``?user=&status=`` is a form left blank.
+        "allowEmptyValue": True,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def path_id(what: str) -> JSON:
+    return {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": ID,
+        "description": f"The {what}'s id. Anything that cannot be an id is a 404.",
+    }
+
+
+LIMIT = query(
+    "limit",
+    {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50},
+    "Page size.",
+)
+CURSOR = query(
+    "cursor",
+    {"type": "string", "pattern": "^[A-Za-z0-9_-]{4,200}$"},
+    "Opaque: the `next_cursor` of the previous page of the same list.",
+)
+USER = query("user", STRING, "Only this delegate's jobs (a `user` token: only itself).")
+PRINTER = query("printer", STRING, "Only this proxy printer's jobs.")
+HISTORY_FILTERS = [
+    USER,
+    PRINTER,
+    query(
+        "status",
+        {"type": "string", "enum": [s.label for s in PrintStatus]},
+        "Only print-outs in this status.",
+    ),
+    query(
+        "since",
+        {"type": "string", "maxLength": 64},
+        "ISO 8601 date or date-time (UTC when no offset), inclusive. In a query string send"
+        " `Z` or `%2B01:00`, not `+01:00`.",
+    ),
+    query("until", {"type": "string", "maxLength": 64}, "Like since, exclusive."),
+    query("account", ID, "Only print-outs with a transaction on this account (its id)."),
+]
+
+
+def body(schema: str, *, required: bool = True) -> JSON:
+    return {
+        "required": required,
+        "content": {"application/json": {"schema": ref(schema)}},
+    }
+
+
+def operation(
+    op_id: str,
+    summary: str,
+    roles: tuple[Role, ...] | None,
+    responses: dict[int, JSON],
+    *,
+    description: str = "",
+    parameters: list[JSON] | None = None,
+    request_body: JSON | None = None,
+    security: str | None = "apiToken",
+    tag: str,
+) -> JSON:
+    """One operation; ``roles`` None: no API role (no token, or a reader's own token)."""
+    text = description
+    if roles is not None:
+        if Role.ADMIN not in roles and any(r in STAFF for r in roles):
+            roles = (*roles, Role.ADMIN)  # admin passes wherever a staff role does
+        names = ", ".join(f"`{r.value}`" for r in roles)
+        text = f"Roles: {names}.\n\n{description}".strip()
+    out: JSON = {
+        "operationId": op_id,
+        "summary": summary,
+        "description": text,
+        "tags": [tag],
+        "responses": {str(status): resp for status, resp in sorted(responses.items())},
+    }
+    if roles is not None:
+        out["x-roles"] = [r.value for r in roles]
+    out["security"] = [{security: []}] if security else []
+    if parameters:
+        out["parameters"] = parameters
+    if request_body is not None:
+        out["requestBody"] = request_body
+    return out
+
+
+READERS = (Role.ADMIN, Role.ACCOUNTS_EDITOR, Role.TICKET_OPERATOR, Role.USER)
+OWN = "A `user` token sees only its own (another's is a 404)."
+
+
+def _paths(prefix: str) -> dict[str, JSON]:
+    errors_get = {400: error(400), 401: error(401), 403: error(403)}
+    errors_post = {400: error(400), 401: error(401), 403: error(403), 413: error(413)}
+    return {
+        "/healthz": {
+            "get": operation(
+                "health",
+                "Is the service up and its database reachable?",
+                None,
+                {200: ok("Health"), 503: ok("Health", "The database cannot be reached.")},
+                description="No token. Answers within 5 s even when the database hangs.",
+                security=None,
+                tag="service",
+            )
+        },
+        "/metrics": {
+            "get": operation(
+                "metrics",
+                "Prometheus metrics (text exposition format 0.0.4)",
+                (Role.READER, Role.ADMIN),
+                {
+                    200: {
+                        "description": "Metrics; README.md lists them.",
+                        "headers": _headers(),
+                        "content": {"text/plain": {"schema": STRING}},
+                    },
+                    401: error(401),
+                    403: error(403),
+                },
+                description="`reader` is the monitoring role: it may read this and nothing"
+                " else. Counts are read from the database at scrape time.",
+                tag="service",
+            )
+        },
+        f"{prefix}/openapi.json": {
+            "get": operation(
+                "openapi",
+                "This document",
+                None,
+                {
+                    200: {
+                        "description": "OpenAPI 3.1",
+                        "headers": _headers(),
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+                description="No token.",
+                security=None,
+                tag="service",
+            )
+        },
+        f"{prefix}/printouts": {
+            "get": operation(
+                "listPrintOuts",
+                "Print-out history, newest first (keyset pagination)",
+                READERS,
+                {200: ok("PrintOutPage"), **errors_get},
+                description="A `user` token lists only its own print-outs; naming another"
+                " user is a 403. Unknown or repeated parameters are a 400.",
+                parameters=[*HISTORY_FILTERS, LIMIT, CURSOR],
+                tag="print-outs",
+            )
+        },
+        f"{prefix}/printouts.csv": {
+            "get": operation(
+                "exportPrintOuts",
+                "Print-out history as CSV (RFC 4180), newest first, all pages",
+                READERS,
+                {
+                    200: {
+                        "description": "One header line, then one line per print-out;"
+                        " transactions in one cell as `account:type:weight:amount` joined"
+                        " by `;`. Text a spreadsheet would take for a formula starts with `'`.",
+                        "headers": {
+                            **_headers(),
+                            "Content-Disposition": {
+                                "description": 'attachment; filename="printouts.csv"',
+                                "required": True,
+                                "schema": STRING,
+                            },
+                        },
+                        "content": {"text/csv": {"schema": STRING}},
+                    },
+                    **errors_get,
+                },
+                description="The list's filters and rules, without paging: streamed in"
+                " batches. A failure after the first byte closes the connection before the"
+                " end, so a cut-off export never looks complete.",
+                parameters=HISTORY_FILTERS,
+                tag="print-outs",
+            )
+        },
+        f"{prefix}/printouts/{{id}}": {
+            "get": operation(
+                "getPrintOut",
+                "One print-out with its transactions and events",
+                READERS,
+                {200: ok("PrintOut"), 401: error(401), 403: error(403), 404: error(404)},
+                description=OWN,
+                parameters=[path_id("print-out")],
+                tag="print-outs",
+            )
+        },
+        f"{prefix}/printouts/{{id}}/reverse": {
+            "post": operation(
+                "reversePrintOut",
+                "Reverse the page counters and every cost transaction",
+                (Role.ACCOUNTS_EDITOR,),
+                {200: ok("Reversed"), **errors_post, 404: error(404), 409: error(409)},
+                description="By compensating ledger entries; reversing twice reverses"
+                " nothing. 409 when the print-out was never charged.",
+                parameters=[path_id("print-out")],
+                request_body=body("EmptyBody", required=False),
+                tag="print-outs",
+            )
+        },
+        f"{prefix}/jobs/held": {
+            "get": operation(
+                "listHeldJobs",
+                "Held jobs (hold mode, or held for a reason), oldest first",
+                (Role.ADMIN, Role.TICKET_OPERATOR, Role.USER),
+                {200: ok("HeldJobPage"), **errors_get},
+                description="Job tickets are under /tickets. A `user` token lists only its"
+                " own held jobs; naming another user is a 403.",
+                parameters=[USER, PRINTER, LIMIT, CURSOR],
+                tag="jobs",
+            )
+        },
+        f"{prefix}/jobs/{{id}}/release": {
+            "post": operation(
+                "releaseJob",
+                "Web release of a held job",
+                (Role.ADMIN, Role.USER),
+                {200: ok("JobReleased"), **errors_post, 404: error(404), 409: error(409)},
+                description=f"{OWN} 409: not held, held for an invalid delegation, or a job"
+                " ticket (released by an operator).",
+                parameters=[path_id("job")],
+                request_body=body("EmptyBody", required=False),
+                tag="jobs",
+            )
+        },
+        f"{prefix}/jobs/{{id}}/cancel": {
+            "post": operation(
+                "cancelJob",
+                "Cancel a held job (its spool file is removed; the events stay)",
+                (Role.ADMIN, Role.USER),
+                {200: ok("JobCanceled"), **errors_post, 404: error(404), 409: error(409)},
+                description=f"{OWN} 409 when the job is not held.",
+                parameters=[path_id("job")],
+                request_body=body("EmptyBody", required=False),
+                tag="jobs",
+            )
+        },
+        f"{prefix}/readers/{{reader_id}}/tap": {
+            "post": operation(
+                "readerTap",
+                "NFC tap: release every held job of the card's owner on the reader's printers",
+                None,
+                {
+                    200: ok("TapResult"),
+                    **errors_post,
+                    403: error(403, "A valid token of another reader, or an unknown reader id."),
+                    404: error(404, "Unknown card: nothing released (the tap is recorded)."),
+                },
+                description="Authenticated with the reader's own token (`proxyprint reader"
+                " add` prints it), not an API token. The card is read with the reader's"
+                " format and byte order. Every tap is an event, unknown and malformed cards"
+                " included.",
+                parameters=[
+                    {
+                        "name": "reader_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+                    }
+                ],
+                request_body=body("TapRequest"),
+                security="readerToken",
+                tag="nfc",
+            )
+        },
+        f"{prefix}/cards": {
+            "post": operation(
+                "registerCard",
+                "Register an NFC card for a user (a user may have several)",
+                (Role.ADMIN,),
+                {201: ok("Card", "Registered"), **errors_post, 404: error(404), 409: error(409)},
+                description="404: unknown user. 409: the card is already registered.",
+                request_body=body("CardRequest"),
+                tag="nfc",
+            )
+        },
+        f"{prefix}/tickets": {
+            "get": operation(
+                "listTickets",
+                "Job tickets waiting for an operator, oldest first",
+                (Role.TICKET_OPERATOR,),
+                {200: ok("TicketPage"), **errors_get},
+                parameters=[USER, PRINTER, LIMIT, CURSOR],
+                tag="tickets",
+            )
+        },
+        f"{prefix}/tickets/{{id}}/release": {
+            "post": operation(
+                "releaseTicket",
+                "Release a job ticket, optionally to another proxy printer",
+                (Role.TICKET_OPERATOR,),
+                {200: ok("TicketReleased"), **errors_post, 404: error(404), 409: error(409)},
+                description="It prints and is charged with its ticket cost, pro rata."
+                " 404: no such ticket or printer; 409: not waiting any more.",
+                parameters=[path_id("ticket")],
+                request_body=body("TicketReleaseRequest", required=False),
+                tag="tickets",
+            )
+        },
+        f"{prefix}/tickets/{{id}}/cancel": {
+            "post": operation(
+                "cancelTicket",
+                "Cancel a job ticket (removed: spool file deleted, event kept)",
+                (Role.TICKET_OPERATOR, Role.USER),
+                {200: ok("TicketCanceled"), **errors_post, 404: error(404), 409: error(409)},
+                description="By an operator, or by the ticket's own delegate with a `user` token.",
+                parameters=[path_id("ticket")],
+                request_body=body("EmptyBody", required=False),
+                tag="tickets",
+            )
+        },
+        f"{prefix}/accounts": {
+            "get": operation(
+                "listAccounts",
+                "Accounts with their derived balances and page counters",
+                READERS,
+                {200: ok("AccountPage"), **errors_get},
+                description="A `user` token sees only its personal account.",
+                parameters=[
+                    query(
+                        "type",
+                        {"type": "string", "enum": [t.value for t in AccountType]},
+                        "Only accounts of this type.",
+                    ),
+                    LIMIT,
+                    CURSOR,
+                ],
+                tag="accounts",
+            )
+        },
+        f"{prefix}/accounts/{{id}}/transactions": {
+            "get": operation(
+                "accountLedger",
+                "An account's ledger entries, newest first",
+                READERS,
+                {200: ok("LedgerPage"), **errors_get, 404: error(404)},
+                description="A `user` token sees only its personal account's ledger.",
+                parameters=[path_id("account"), LIMIT, CURSOR],
+                tag="accounts",
+            )
+        },
+        f"{prefix}/delegations": {
+            "post": operation(
+                "registerDelegation",
+                "Register who pays for the delegate's next job on a printer",
+                (Role.ADMIN, Role.USER),
+                {201: ok("Delegation", "Registered"), **errors_post, 404: error(404)},
+                description="For clients that cannot send job options (Windows, macOS,"
+                " phones): applies to the delegate's next job on the printer within"
+                " `valid_minutes`. Unknown users, groups or accounts are a 400"
+                " (`delegation-invalid`); an unknown printer is a 404.",
+                request_body=body("DelegationRequest"),
+                tag="delegations",
+            )
+        },
+    }
+
+
+def _version() -> str:
+    try:
+        return metadata.version("proxyprint")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@cache
+def document(prefix: str = "/api/v1") -> JSON:
+    """The OpenAPI document (built once; callers must not modify it)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "proxyprint",
+            "version": _version(),
+            "description": "Delegated print for CUPS: print-out history, held jobs, job"
+            " tickets, NFC release, accounts and their ledger.\n\nAuthentication:"
+            " `Authorization: Bearer TOKEN` (`proxyprint token create --role ROLE"
+            " [--user NAME]`). Roles: "
+            + ", ".join(f"`{r}`" for r in ROLE_NAMES)
+            + ". `admin` passes wherever a staff role does; `user` sees and acts on its own"
+            ' jobs only; `reader` may read /metrics only.\n\nErrors: `{"error": {"code":'
+            ' ..., "message": ...}}` with a fitting status. Amounts are decimal strings,'
+            ' times ISO 8601 UTC. Lists are `{"items": [...], "next_cursor": ...}`.'
+            " Every answer carries `X-Request-Id` (the request's own, when sane).",
+        },
+        "paths": _paths(prefix),
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "apiToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token: `proxyprint token create --role ROLE`.",
+                },
+                "readerToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An NFC reader's own token: `proxyprint reader add`.",
+                },
+            },
+            "headers": {
+                "RequestId": {
+                    "description": "The request id: the client's `X-Request-Id` when it is"
+                    " 1-64 characters of `[A-Za-z0-9._-]`, else a new one. Every log line"
+                    " of the request carries it.",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+                },
+                "WWWAuthenticate": {
+                    "description": "The bearer challenge (RFC 6750).",
+                    "required": True,
+                    "schema": STRING,
+                },
+            },
+        },
+        "tags": [
+            {"name": name}
+            for name in (
+                "print-outs",
+                "jobs",
+                "tickets",
+                "accounts",
+                "delegations",
+                "nfc",
+                "service",
+            )
+        ],
+    }
+
+
+@cache
+def _encoded(prefix: str) -> bytes:
+    return json.dumps(document(prefix), ensure_ascii=False, indent=1).encode()
+
+
+def routes(prefix: str) -> list[web.RouteDef]:
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.Response(body=_encoded(prefix), content_type="application/json")
+
+    return [web.get(f"{prefix}/openapi.json", openapi_json)]
