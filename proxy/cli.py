@@ -9,24 +9,26 @@ import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from billing import accounts
-from billing.db import make_engine, make_sessionmaker
 from billing.exceptions import BillingError
 
-from . import tokens
 from .config import Config, load_config
 from .exceptions import ConfigError, ProxyPrintError
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+# Heavy imports (SQLAlchemy, aiohttp, alembic) happen inside the handlers: a command
+# such as `papercut user-source`, which PaperCut runs often, starts quickly.
 Handler = Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 @asynccontextmanager
 async def session_scope(config: Config) -> AsyncIterator[AsyncSession]:
     """One unit of work for a command: commit on success, roll back on error."""
+    from billing.db import make_engine, make_sessionmaker
+
     engine = make_engine(config.database.url, echo=config.database.echo)
     try:
         async with make_sessionmaker(engine)() as session, session.begin():
@@ -45,6 +47,8 @@ async def cmd_db_upgrade(config: Config, args: argparse.Namespace) -> int:
     from . import dbadmin  # alembic: not loaded by `serve`
 
     _ensure_sqlite_dir(config.database.url)
+    from billing.db import make_engine
+
     engine = make_engine(config.database.url)
     try:
         await dbadmin.upgrade(engine, args.revision)
@@ -55,6 +59,8 @@ async def cmd_db_upgrade(config: Config, args: argparse.Namespace) -> int:
 
 
 async def cmd_user_add(config: Config, args: argparse.Namespace) -> int:
+    from billing import accounts
+
     async with session_scope(config) as session:
         user = await accounts.create_user(
             session, args.name, email=args.email, full_name=args.full_name, groups=args.group
@@ -64,6 +70,8 @@ async def cmd_user_add(config: Config, args: argparse.Namespace) -> int:
 
 
 async def cmd_group_add(config: Config, args: argparse.Namespace) -> int:
+    from billing import accounts
+
     async with session_scope(config) as session:
         group = await accounts.create_group(session, args.name)
         print(f"group {group.name} created")
@@ -71,6 +79,8 @@ async def cmd_group_add(config: Config, args: argparse.Namespace) -> int:
 
 
 async def cmd_account_add(config: Config, args: argparse.Namespace) -> int:
+    from billing import accounts
+
     async with session_scope(config) as session:
         account = await accounts.create_shared_account(session, args.name)
         print(f"shared account {account.path} created")
@@ -78,6 +88,8 @@ async def cmd_account_add(config: Config, args: argparse.Namespace) -> int:
 
 
 async def cmd_token_create(config: Config, args: argparse.Namespace) -> int:
+    from . import tokens
+
     async with session_scope(config) as session:
         secret = await tokens.create_api_token(session, args.role, user=args.user, label=args.label)
     print(secret)

@@ -93,9 +93,6 @@ from proxy.pipeline.delegation import KEYS as DELEGATION_KEYS
 from tests import factories as f
 
 T = TypeVar("T")
-TIMES: dict = {}
-import atexit
-atexit.register(lambda: [print(k, n, '%.1fms' % (t/n*1000)) for k,(n,t) in sorted(TIMES.items())])
 Client = TestClient[web.Request, web.Application]
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -1013,18 +1010,12 @@ async def test_api_post_bodies(svc: Service, db_url: str) -> None:
             who = data.draw(st.sampled_from([*w.tokens, "reader:lobby", "reader:desk"]))
         path = route.replace("{id}", data.draw(ids)).replace("{reader_id}", data.draw(reader_ids))
         body = data.draw(json_body(fields).map(Short)).value
-        import time
-        t0 = time.perf_counter()
         before = svc.before()
         status, _ = svc.run(
             api_request(svc, "POST", path, token_for(svc, who), body, content_type=content_type)
         )
         after = svc.observe()
         check_request(svc, before, after, status, tap=route.endswith("/tap"))
-        key = (route, status, len(body) > 100_000)
-        v = TIMES.setdefault(key, [0, 0.0])
-        v[0] += 1
-        v[1] += time.perf_counter() - t0
 
     await drive(check)
 
