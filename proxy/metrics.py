@@ -259,7 +259,8 @@ class _ScrapeCollector:
         del snap  # the tracker stamps live in memory, not in the database
         lag = GaugeMetricFamily(
             "proxyprint_tracker_lag_seconds",
-            "Seconds since the tracker's last completed tick (since start before the first)",
+            "Seconds since this instance's last completed tracker tick (since start before the"
+            " first); several instances: only the leader ticks, take the min",
             labels=["tracker"],
         )
         for name, seconds in sorted(self.metrics.tracker_lag().items()):

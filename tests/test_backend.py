@@ -2,6 +2,7 @@
 
 import base64
 import json
+import mmap
 import os
 import signal
 import socket
@@ -494,7 +495,8 @@ def test_wait_continue_gives_up_after_its_timeout(monkeypatch: pytest.MonkeyPatc
 
 
 def test_size_line_fits_the_room_in_front_of_a_block() -> None:
-    assert len(b"%x\r\n" % proxyprint.BLOCK_SIZE) <= proxyprint.SIZE_LINE_ROOM
+    """send_body writes the chunk size line in the page before the block."""
+    assert len(b"%x\r\n" % proxyprint.BLOCK_SIZE) <= mmap.PAGESIZE
 
 
 def test_refusal_before_the_body_sends_no_document(fake_intake: FakeIntake) -> None:

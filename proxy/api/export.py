@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -109,7 +109,7 @@ async def _shares(session: AsyncSession, ids: list[int]) -> dict[int, list[Share
 
 async def batches(
     sessions: async_sessionmaker[AsyncSession], flt: queries.PrintOutFilter, *, batch: int
-) -> AsyncIterator[list[ExportRow]]:
+) -> AsyncGenerator[list[ExportRow], None]:
     """Every print-out of the filter, newest first, ``batch`` at a time.
 
     Each batch is a keyset page in its own short transaction, so an export

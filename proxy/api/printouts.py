@@ -8,6 +8,7 @@ The CSV export takes the list's filters and rules.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from aiohttp import web
@@ -107,9 +108,11 @@ async def export_printouts(request: web.Request) -> web.StreamResponse:
     written = 0
     try:
         await response.write(export.header())
-        async for rows in export.batches(request.app[SESSIONS], flt, batch=EXPORT_BATCH):
-            await response.write(export.rows(rows, currency))
-            written += len(rows)
+        batches = export.batches(request.app[SESSIONS], flt, batch=EXPORT_BATCH)
+        async with contextlib.aclosing(batches):
+            async for rows in batches:
+                await response.write(export.rows(rows, currency))
+                written += len(rows)
         await response.write_eof()
     except ConnectionError:
         log.info("CSV export: client went away after %d rows", written)
