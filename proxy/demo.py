@@ -1,7 +1,8 @@
 """``proxyprint demo``: the whole pipeline on embedded defaults, shown step by step.
 
 Starts a private cupsd (its own directories and port, our backend installed),
-an IPP Everywhere printer (ippeveprinter), and the service on SQLite; sets up a
+an IPP Everywhere printer (ippeveprinter), the PaperCut simulator, and the
+service on SQLite; sets up a
 proxy printer, users and a shared account; prints a delegated PDF with ``lp``;
 follows it to ``completed``; shows the history, transactions and balances
 through the HTTP API; then stops everything it started.
@@ -12,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from billing.enums import PrintStatus
+from billing.papercut.simulator import PaperCutSimulator, install_papercut_backend
 
 from .devkit.cupsd import PrivateCupsd
 from .devkit.documents import make_pdf
@@ -120,6 +123,39 @@ async def _ticket(stack: ServiceStack, printer: IppEvePrinter, root: Path) -> No
     say(f"  print-out {po.id}: {PrintStatus(po.status).label}, charged the ticket cost pro rata")
 
 
+async def _papercut(stack: ServiceStack, sim: PaperCutSimulator, root: Path) -> None:
+    sim.add_printer("papercut", "pc-release", cost_mono=Decimal("0.15"), hold_release=True)
+    for user in ("alice", "bob", "carol"):
+        sim.add_user(user, balance=Decimal("10.00"))
+    await asyncio.to_thread(
+        stack.cupsd.add_queue, "pc-release", sim.device_uri("pc-release", server="papercut")
+    )
+    await stack.add_printer("pp-papercut", target="cups://pc-release", papercut=True)
+    say("\n• PaperCut (simulated): hold/release queue pc-release at 0.15 EUR per page;")
+    say("  proxy printer pp-papercut sends to it (PaperCut-managed)")
+    say("$ lp -U carol -d pp-papercut -o delegators=alice,bob budget.pdf")
+    pdf = make_pdf(root / "budget.pdf", 2, title="budget")
+    job = await stack.lp(
+        "pp-papercut", pdf, user="carol", title="budget.pdf", options={"delegators": "alice,bob"}
+    )
+    po = await stack.wait_print_out("pp-papercut", job, {PrintStatus.PENDING_EXTERNAL})
+    say(f"  print-out {po.id}: pending_external, shadow transactions at 0.00 ({po.document_name})")
+    for _ in range(200):
+        if any(r.document_name == po.document_name for r in sim.held_jobs()):
+            break
+        await asyncio.sleep(0.05)
+    sim.release(po.document_name or "")
+    say("  the job is released at the printer in PaperCut")
+    po = await stack.wait_print_out("pp-papercut", job, timeout=60)
+    for _ in range(200):
+        if len(sim.adjustments(comment_contains=f"print-out {po.id}:")) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    say(f"  print-out {po.id}: {PrintStatus(po.status).label}, PaperCut's cost {po.cost:.2f} EUR")
+    for adj in sim.adjustments(comment_contains=f"print-out {po.id}:"):
+        say(f"  PaperCut adjustment {adj.account_name}: {adj.amount:.2f} ({adj.comment})")
+
+
 async def _show(stack: ServiceStack) -> None:
     token = await stack.token("admin")
     history = await _api(stack, token, "/api/v1/printouts")
@@ -175,12 +211,17 @@ async def run_demo() -> int:
         say(f"• private cupsd on 127.0.0.1:{cupsd.port} with the proxyprint backend installed")
         await asyncio.to_thread(printer.start)
         say(f"• IPP Everywhere printer (ippeveprinter) at {printer.uri}")
-        async with ServiceStack(cupsd, root / "service") as stack:
-            say(f"• proxyprint service: API {stack.base_url}, intake {stack.intake_socket}, SQLite")
-            await _direct_print(stack, printer, root)
-            await _hold_and_tap(stack, printer, root)
-            await _ticket(stack, printer, root)
-            await _show(stack)
+        install_papercut_backend(cupsd.serverbin, root / "papercut.db")
+        async with PaperCutSimulator(root / "papercut.db", token="demo-token") as sim:
+            say(f"• PaperCut simulator (XML-RPC) at {sim.url}")
+            papercut = {"url": sim.url, "token": "demo-token", "db_url": sim.db_url}
+            async with ServiceStack(cupsd, root / "service", extra={"papercut": papercut}) as stack:
+                say(f"• proxyprint service: API {stack.base_url}, intake {stack.intake_socket}")
+                await _direct_print(stack, printer, root)
+                await _hold_and_tap(stack, printer, root)
+                await _ticket(stack, printer, root)
+                await _papercut(stack, sim, root)
+                await _show(stack)
     finally:
         await asyncio.to_thread(printer.stop)
         await asyncio.to_thread(cupsd.stop)
