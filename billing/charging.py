@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import events, ledger, prorata
 from .cost import CostBreakdown, CostRules, JobSpec, compute
@@ -100,7 +101,8 @@ async def charge(
     )
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    print_out.charged_at, print_out.cost, print_out.cost_detail = now, cost, detail
+    for key, value in (("charged_at", now), ("cost", cost), ("cost_detail", detail)):
+        set_committed_value(print_out, key, value)  # written by the UPDATE above
     txns = await transactions_of(session, print_out.id)
     shares = prorata.split(cost, [t.weight for t in txns], currency) if txns else []
     for txn, share in zip(txns, shares, strict=True):

@@ -128,7 +128,10 @@ async def finish(session: AsyncSession, item_id: int) -> None:
         update(OutboxItem)
         .where(OutboxItem.id == item_id)
         .values(
-            status=int(OutboxStatus.DONE), done_at=utcnow(), claimed_by=None, claim_until=None,
+            status=int(OutboxStatus.DONE),
+            done_at=utcnow(),
+            claimed_by=None,
+            claim_until=None,
             last_error=None,
         )
         .execution_options(synchronize_session=False)
@@ -154,7 +157,9 @@ async def fail(session: AsyncSession, item_id: int, error: str) -> None:
         update(OutboxItem)
         .where(OutboxItem.id == item_id)
         .values(
-            status=int(OutboxStatus.FAILED), claimed_by=None, claim_until=None,
+            status=int(OutboxStatus.FAILED),
+            claimed_by=None,
+            claim_until=None,
             last_error=error[:2000],
         )
         .execution_options(synchronize_session=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import events
 from .db import utcnow
@@ -76,10 +77,11 @@ async def transition(
         .values(status=int(to))
         .execution_options(synchronize_session=False)
     )
+    # Mirror the UPDATE in memory without marking the objects dirty (no second UPDATE).
     for key, value in values.items():
-        setattr(print_out, key, value)
+        set_committed_value(print_out, key, value)
     for txn in print_out.__dict__.get("transactions", ()):  # only when already loaded
-        txn.status = int(to)
+        set_committed_value(txn, "status", int(to))
     events.record(
         session,
         subject_type="print_out",

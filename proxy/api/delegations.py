@@ -16,7 +16,7 @@ from billing.db import utcnow
 from billing.enums import Role
 from billing.models import Delegation, Printer
 from proxy.app import SESSIONS
-from proxy.exceptions import NotFound
+from proxy.exceptions import Forbidden, NotFound
 from proxy.pipeline.delegation import DelegationKind, delegation_from_json
 from proxy.pipeline.resolve import resolve
 
@@ -35,7 +35,7 @@ async def create_delegation(request: web.Request) -> web.Response:
     delegate = body.get("delegate")
     if principal.own_data_only or delegate is None:
         if delegate is not None and delegate != principal.user_name:
-            raise InvalidParameter("delegate: a user token registers its own delegations")
+            raise Forbidden("delegate: a user token registers its own delegations")
         delegate = principal.user_name
     if not isinstance(delegate, str) or not delegate:
         raise InvalidParameter("delegate: required for a token not bound to a user")

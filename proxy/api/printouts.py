@@ -105,6 +105,9 @@ async def export_printouts(request: web.Request) -> web.StreamResponse:
     response.charset = export.CHARSET
     response.enable_chunked_encoding()
     await response.prepare(request)
+    if request.method == "HEAD":  # headers only: aiohttp would send written bytes anyway
+        await response.write_eof()
+        return response
     written = 0
     try:
         await response.write(export.header())

@@ -19,8 +19,9 @@ a print_outs index, so it takes one of two plans, chosen by the account's size
   the share of print-outs on the account, at any depth;
 - a small account (at most ``SMALL_ACCOUNT`` transactions): start from its
   transactions (``ix_account_transactions_account_print_out``), fetch those
-  print-outs by id and sort them: at most ``SMALL_ACCOUNT`` rows, at any depth.
-  The walk would read the whole history to fill a page of a rare account.
+  print-outs by id and sort them: at most ``SMALL_ACCOUNT`` rows, at any depth
+  (the one history plan that sorts, on purpose). The walk would read the
+  whole history to fill a page of a rare account.
 
 Everything a page shows is loaded in one query per kind for the whole page.
 """
@@ -244,10 +245,11 @@ class AccountPlan(Enum):
     FROM_ACCOUNT = "from-account"  # small account: its transactions, then sort
 
 
-# A walk reads about limit x history / account-size rows, the other plan
-# reads the whole account: they cost the same near sqrt(history) x 3. Measured
-# at 1,000,000 print-outs (a page of 50): equal at ~2,000 transactions on
-# SQLite, ~4,500 on PostgreSQL (benchmarks/bench_history.py reports both sides).
+# A walk reads about limit x history / account-size rows, the other plan the
+# whole account (one primary-key lookup each): they cost the same near
+# sqrt(limit x history) x a constant. Measured at 1,000,000 print-outs, a page
+# of 50 (benchmarks/bench_history.py prints both sides): even at ~3,000
+# transactions on SQLite, between 3,000 and 6,000 on PostgreSQL.
 SMALL_ACCOUNT = 3_000
 
 

@@ -59,5 +59,8 @@ async def outbox_tick(app: web.Application) -> int:
         # The attempt is committed before anything is sent (see billing/outbox.py).
         claimed = await outbox.claim(session, INSTANCE)
     for item in claimed:
-        await _run_one(app, item)
+        try:
+            await _run_one(app, item)
+        except Exception:  # e.g. the database was busy: this row's claim expires
+            log.exception("outbox row %s", item.id)
     return len(claimed)

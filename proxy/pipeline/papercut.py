@@ -48,6 +48,7 @@ PAPERCUT = web.AppKey("papercut", PaperCutClient)
 PRINTLOG = web.AppKey("papercut_printlog", AsyncEngine)
 ADJUST_KIND = "papercut.adjust"
 REASON_MISSING = "not-in-print-log"
+COMMIT_EVERY = 50
 MAX_DOCUMENT_NAME = 255
 _UNSAFE = re.compile(r"[^A-Za-z0-9 ._\-()\[\]+,@]")
 
@@ -105,13 +106,26 @@ async def _charge_to_papercut(session: AsyncSession, po: PrintOut, account_name:
 
 
 async def apply_outcomes(app: web.Application, rows: dict[str, printlog.PrintLogRow]) -> int:
-    """End the print-outs whose print-log rows say so; returns how many changed."""
+    """End the print-outs whose print-log rows say so; returns how many changed.
+
+    One database transaction per ``COMMIT_EVERY`` print-outs: a burst of
+    releases in PaperCut never holds the write lock for long.
+    """
+    names = [n for n, row in rows.items() if row.outcome.is_final]
+    changed = 0
+    for start in range(0, len(names), COMMIT_EVERY):
+        changed += await _apply_chunk(app, rows, names[start : start + COMMIT_EVERY])
+    return changed
+
+
+async def _apply_chunk(
+    app: web.Application, rows: dict[str, printlog.PrintLogRow], names: list[str]
+) -> int:
     config = app[CONFIG]
     currency = config.money
     changed = 0
     ended: list[int] = []
     async with app[SESSIONS]() as session, session.begin():
-        names = [n for n, row in rows.items() if row.outcome.is_final]
         pos = (
             await session.scalars(
                 select(PrintOut).where(
@@ -178,7 +192,7 @@ async def _flag_missing(app: web.Application, missing: list[int]) -> None:
 
 
 async def monitor_tick(app: web.Application) -> int:
-    """One tick: one print-log query (per 500 names) for every pending document."""
+    """One tick: one print-log query (per 1,000 names) for every pending document."""
     async with app[SESSIONS]() as session:
         pending = (
             await session.execute(

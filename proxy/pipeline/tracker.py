@@ -30,6 +30,7 @@ from .jobs import detach_spool
 
 log = logging.getLogger(__name__)
 
+COMMIT_EVERY = 50
 IN_FLIGHT = (PrintStatus.PENDING, PrintStatus.HELD, PrintStatus.PROCESSING, PrintStatus.STOPPED)
 _IPP_STATES = {int(s) for s in PrintStatus if s != PrintStatus.PENDING_EXTERNAL}
 
@@ -84,9 +85,20 @@ async def cost_of(
 
 
 async def apply_states(app: web.Application, moved: dict[int, JobState]) -> int:
-    """Apply the reported states that differ from ours; returns how many changed."""
-    if not moved:
-        return 0
+    """Apply the reported states that differ from ours; returns how many changed.
+
+    One database transaction per ``COMMIT_EVERY`` print-outs, so that many jobs
+    ending at once never hold the write lock for long.
+    """
+    ids = list(moved)
+    changed = 0
+    for start in range(0, len(ids), COMMIT_EVERY):
+        chunk = ids[start : start + COMMIT_EVERY]
+        changed += await _apply_chunk(app, {i: moved[i] for i in chunk})
+    return changed
+
+
+async def _apply_chunk(app: web.Application, moved: dict[int, JobState]) -> int:
     currency = app[CONFIG].money
     changed = 0
     ended: list[int] = []
