@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -16,6 +17,7 @@ from .dispatch import INSTANCE
 log = logging.getLogger(__name__)
 
 HANDLERS = web.AppKey("outbox_handlers", dict)
+CONCURRENCY = 8
 
 
 async def _run_one(app: web.Application, claimed: outbox.Claimed) -> None:
@@ -58,9 +60,15 @@ async def outbox_tick(app: web.Application) -> int:
     async with app[SESSIONS]() as session, session.begin():
         # The attempt is committed before anything is sent (see billing/outbox.py).
         claimed = await outbox.claim(session, INSTANCE)
-    for item in claimed:
-        try:
-            await _run_one(app, item)
-        except Exception:  # e.g. the database was busy: this row's claim expires
-            log.exception("outbox row %s", item.id)
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def run(item: outbox.Claimed) -> None:
+        async with gate:
+            try:
+                await _run_one(app, item)
+            except Exception:  # e.g. the database was busy: this row's claim expires
+                log.exception("outbox row %s", item.id)
+
+    # Rows are independent postings: their remote calls overlap.
+    await asyncio.gather(*(run(item) for item in claimed))
     return len(claimed)
