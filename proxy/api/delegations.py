@@ -25,6 +25,7 @@ from .auth import require
 from .errors import InvalidParameter, json_body, reject_unknown
 
 MAX_VALID_MINUTES = 7 * 24 * 60
+MAX_DELEGATE = 255
 _OPTION_KEYS = {kind.value for kind in DelegationKind}
 
 
@@ -39,6 +40,8 @@ async def create_delegation(request: web.Request) -> web.Response:
         delegate = principal.user_name
     if not isinstance(delegate, str) or not delegate:
         raise InvalidParameter("delegate: required for a token not bound to a user")
+    if len(delegate) > MAX_DELEGATE:  # the column's size (a CUPS user name is shorter)
+        raise InvalidParameter(f"delegate: longer than {MAX_DELEGATE} characters")
     printer_name = body.get("printer")
     if not isinstance(printer_name, str) or not printer_name:
         raise InvalidParameter("printer: the proxy printer name is required")
