@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import os
 import shutil
 import subprocess
 import tomllib
@@ -61,6 +62,8 @@ def test_the_systemd_unit() -> None:
 def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
+        if os.environ.get("CI") == "true":  # systemd ships with the Debian machines we run on
+            pytest.fail("CI=true and systemd-analyze is not installed")
         pytest.skip("systemd-analyze is not installed")
     text = (CONTRIB / "proxyprint.service").read_text()
     unit = tmp_path / "proxyprint.service"
