@@ -121,7 +121,7 @@ async def record_job(
         pages_estimated=pages.estimated,
         color=bool(pages.color),
         duplex=bool(pages.duplex) or options.get("sides", "").startswith("two-sided"),
-        media=options.get("media") or options.get("PageSize"),
+        media=options.get("media") or options.get("pagesize"),  # option names are lower-cased
     )
     session.add(print_in)
     await session.flush()
