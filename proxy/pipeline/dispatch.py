@@ -18,7 +18,7 @@ from aiohttp import web
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import events, status
+from billing import events, outbox, status
 from billing.db import utcnow
 from billing.enums import PrintStatus
 from billing.models import OutboxItem, PrintIn, PrintOut
@@ -38,12 +38,7 @@ log = logging.getLogger(__name__)
 CLAIM_FOR = timedelta(seconds=60)
 HEARTBEAT_SECS = 20.0
 BATCH = 20
-MAX_BACKOFF = timedelta(minutes=5)
 INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
-
-
-def backoff(attempts: int) -> timedelta:
-    return min(MAX_BACKOFF, timedelta(seconds=2 ** min(attempts, 10)))
 
 
 async def claim_due(session: AsyncSession, limit: int = BATCH) -> list[int]:
@@ -201,7 +196,7 @@ async def _failed(
                 fresh.next_action_at = utcnow() + timedelta(seconds=float(retry_after))
             else:
                 fresh.attempts += 1
-                fresh.next_action_at = utcnow() + backoff(fresh.attempts)
+                fresh.next_action_at = utcnow() + outbox.backoff(fresh.attempts)
             fresh.claimed_by = fresh.claim_until = None
             fresh.status_message = f"target unavailable, retrying: {exc}"[:1000]
             log.warning("print-out %s: %s (retry %s)", fresh.id, exc, fresh.attempts)

@@ -24,7 +24,6 @@ from billing.models import Card, Printer, PrintOut, Reader, User, reader_printer
 from ..app import SESSIONS, SPOOL
 from ..exceptions import Conflict, NotFound
 from .jobs import REASON_DELEGATION_INVALID, REASON_TITLE_INVALID, detach_spool
-from .wake import wake
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +188,3 @@ async def expire_tick(app: web.Application) -> int:
     if due:
         log.info("expired %d held job(s)", len(due))
     return len(due)
-
-
-def after_release(app: web.Application) -> None:
-    wake(app)
