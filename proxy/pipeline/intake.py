@@ -240,9 +240,10 @@ async def _record(
     # Parsed as sent (a delegator name that is not UTF-8 holds the job with a
     # reason); stored with such bytes escaped. A media name no printer has is dropped.
     job = dataclasses.replace(job, options=_storable(job.options))
-    media = options.get("media")
-    if media is not None and (len(media) > MAX_MEDIA or _has_surrogates(media)):
-        del options["media"]
+    for key in ("media", "pagesize"):  # where the media size can come from
+        media = options.get(key)
+        if media is not None and (len(media) > MAX_MEDIA or not media.isprintable()):
+            del options[key]
     pages = await asyncio.to_thread(count_pages, Path(spooled.path), job.content_type)
     try:
         async with request.app[SESSIONS]() as session, session.begin():
