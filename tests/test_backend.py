@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import tests.hypothesis_profiles  # noqa: F401  (before any @given: picks the profile)
@@ -303,7 +303,9 @@ def test_parse_json_reads_what_json_dumps_writes(
     value: object, ascii_only: bool, indent: int | None
 ) -> None:
     text = json.dumps(value, ensure_ascii=ascii_only, indent=indent)
-    parsed = proxyprint.parse_json(f" \n{text}\t\r\n".encode("utf-8", "surrogatepass"))
+    # A raw lone surrogate is not UTF-8: no HTTP answer can carry one unescaped.
+    assume(ascii_only or not any(0xD800 <= ord(c) <= 0xDFFF for c in text))
+    parsed = proxyprint.parse_json(f" \n{text}\t\r\n".encode())
     assert parsed == json.loads(text)
 
 
