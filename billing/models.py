@@ -209,6 +209,9 @@ class PrintOut(Base):
     # Where the job went: the target's job id / job URI.
     target_job_id: Mapped[int | None] = mapped_column(Integer)
     target_job_uri: Mapped[str | None] = mapped_column(String(1023))
+    # Set before a Print-Job leaves; while set and not dispatched, a job may
+    # exist at the target: the next attempt looks it up by this uuid first.
+    dispatch_uuid: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[dt.datetime] = _created()
     dispatched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

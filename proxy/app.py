@@ -16,6 +16,7 @@ from billing.db import make_engine, make_sessionmaker
 from billing.models import PrintIn
 
 from .config import Config
+from .pipeline.leader import Instance
 from .pipeline.pool import TargetPool
 from .pipeline.wake import WAKE, Waker
 from .spool import Spool
@@ -28,6 +29,7 @@ SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
 SPOOL = web.AppKey("spool", Spool)
 TARGETS = web.AppKey("targets", TargetPool)
 INTAKE_RUNNER = web.AppKey("intake_runner", web.AppRunner)
+INSTANCE = web.AppKey("instance", Instance)
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -108,6 +110,7 @@ def create_app(config: Config, *, workers: bool = True, intake: bool = True) -> 
     app[CONFIG] = config
     app[SPOOL] = Spool(Path(config.spool.dir))
     app[WAKE] = Waker()
+    app[INSTANCE] = Instance()
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_spool)
     app.cleanup_ctx.append(_targets)

@@ -108,6 +108,13 @@ class NfcConfig:
 
 
 @dataclass(frozen=True)
+class InstanceConfig:
+    # This instance's name among several sharing one PostgreSQL database; its
+    # claims carry it. Default: HOSTNAME:<intake socket>.
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class LogConfig:
     format: str = "text"  # text | json (one JSON object per line)
     level: str = "INFO"  # DEBUG | INFO | WARNING | ERROR | CRITICAL
@@ -129,6 +136,7 @@ class Config:
     papercut: PaperCutConfig = field(default_factory=PaperCutConfig)
     officernd: OfficeRnDConfig = field(default_factory=OfficeRnDConfig)
     nfc: NfcConfig = field(default_factory=NfcConfig)
+    instance: InstanceConfig = field(default_factory=InstanceConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property

@@ -68,7 +68,7 @@ async def _direct_print(stack: ServiceStack, printer: IppEvePrinter, root: Path)
         f" {po.pages} pages x {po.copies} copies"
     )
     docs = await asyncio.to_thread(
-        printer.wait_for_documents, 1, 30.0, where=lambda d: d.job_name == "report.pdf"
+        printer.wait_for_documents, 1, 30.0, where=lambda d: d.title == "report.pdf"
     )
     same = docs[0].read_bytes() == pdf.read_bytes()
     say(

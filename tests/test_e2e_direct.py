@@ -78,7 +78,7 @@ async def test_delegated_print_to_ipp_printer(
     assert po.status == S.COMPLETED, po.status_message
 
     docs = await asyncio.to_thread(
-        ippeve_printer.wait_for_documents, 1, 20.0, where=lambda d: d.job_name == title
+        ippeve_printer.wait_for_documents, 1, 20.0, where=lambda d: d.title == title
     )
     assert docs[0].read_bytes() == pdf.read_bytes()  # byte-identical
     assert docs[0].copies == 4
@@ -263,7 +263,7 @@ async def test_service_down_then_up_delivers_once(
         po = await stack.wait_print_out(queue, job, timeout=45)
         assert po.status == S.COMPLETED
         docs = ippeve_printer.documents()
-        assert len([d for d in docs if d.job_name == title]) == 1
+        assert len([d for d in docs if d.title == title]) == 1
         await asyncio.to_thread(private_cupsd.wait_job, job, {IppJobState.COMPLETED}, 20)
     finally:
         await stack.stop()

@@ -59,7 +59,7 @@ def api(stack: ServiceStack) -> Api:
 
 
 async def _docs_named(printer: IppEvePrinter, title: str) -> int:
-    return len([d for d in printer.documents() if d.job_name == title])
+    return len([d for d in printer.documents() if d.title == title])
 
 
 async def test_hold_then_web_release_prints_and_charges(
@@ -90,7 +90,7 @@ async def test_hold_then_web_release_prints_and_charges(
     po = await stack.wait_print_out(queue, job)
     assert po.status == S.COMPLETED
     docs = await asyncio.to_thread(
-        ippeve_printer.wait_for_documents, 1, 20.0, where=lambda d: d.job_name == title
+        ippeve_printer.wait_for_documents, 1, 20.0, where=lambda d: d.title == title
     )
     assert docs[0].read_bytes() == pdf.read_bytes() and docs[0].copies == 2
     admin = await stack.token("admin")
@@ -279,7 +279,7 @@ async def test_nfc_tap_releases_held_jobs_once(
     po = await stack.wait_print_out(queue, job)
     assert po.status == S.COMPLETED
     docs = await asyncio.to_thread(
-        ippeve_printer.wait_for_documents, 1, 20.0, where=lambda d: d.job_name == title
+        ippeve_printer.wait_for_documents, 1, 20.0, where=lambda d: d.title == title
     )
     assert docs[0].read_bytes() == pdf.read_bytes() and docs[0].copies == 3
     admin = await stack.token("admin")

@@ -61,6 +61,7 @@ class FakeTarget:
         self.down = down
         self.requests_made = 0
         self.jobs: dict[int, JobState] = {}
+        self.by_uuid: dict[str, int] = {}
 
     async def submit(self, req: PrintRequest) -> SubmittedJob:
         self.requests_made += 1
@@ -68,7 +69,16 @@ class FakeTarget:
             raise TargetRequestError("connection refused", retryable=True, target=self.uri)
         job_id = 100 + len(self.jobs)
         self.jobs[job_id] = JobState(IppJobState.COMPLETED)
+        if req.job_uuid is not None:
+            self.by_uuid[req.job_uuid] = job_id
         return SubmittedJob(job_id)
+
+    async def find(self, req: PrintRequest) -> SubmittedJob | None:
+        self.requests_made += 1
+        if self.down:
+            raise TargetRequestError("connection refused", retryable=True, target=self.uri)
+        job_id = self.by_uuid.get(req.job_uuid or "")
+        return None if job_id is None else SubmittedJob(job_id)
 
     async def poll(self, job_ids: Collection[int]) -> dict[int, JobState]:
         self.requests_made += 1

@@ -39,8 +39,9 @@ from billing.officernd.topup import TOPUP_KIND, period_key, run_topups
 from billing.papercut import printlog
 from billing.papercut.client import PaperCutClient
 from billing.papercut.simulator import FaultMode, PaperCutSimulator
-from proxy.app import CONFIG, SESSIONS
+from proxy.app import CONFIG, INSTANCE, SESSIONS
 from proxy.config import build_config
+from proxy.pipeline.leader import Instance
 from proxy.pipeline.officernd import (
     OFFICERND,
     SCHEDULER,
@@ -367,6 +368,7 @@ async def test_scheduler_runs_fees_once_a_day_at_fees_at_site_time(kit: Kit) -> 
     app = web.Application()
     app[CONFIG] = config
     app[SESSIONS] = kit.sessions
+    app[INSTANCE] = Instance("site-1")
     app[OFFICERND] = kit.officernd
     app[PAPERCUT] = kit.papercut
     app[PRINTLOG] = kit.printlog

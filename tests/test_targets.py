@@ -8,10 +8,12 @@ ippeveprinter by tests/data/ipp/capture.py (see its docstring).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Collection, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +25,7 @@ from proxy.devkit.cupsd import PrivateCupsd, free_port
 from proxy.devkit.documents import make_pdf
 from proxy.devkit.ippeve import IppEvePrinter
 from proxy.exceptions import TargetError
+from proxy.targets import ipp
 from proxy.targets import ipp_codec as codec
 from proxy.targets.base import (
     IppJobState,
@@ -371,6 +374,48 @@ async def submit_when_idle(target: Target, req: PrintRequest, timeout: float = 2
                 raise
             assert exc.retryable and exc.retry_after is not None
         await asyncio.sleep(0.02)
+
+
+def with_uuid(req: PrintRequest, job_uuid: str) -> PrintRequest:
+    return dataclasses.replace(req, job_uuid=job_uuid)
+
+
+async def test_cupsd_keeps_our_job_uuid_and_find_walks_its_history_in_pages(
+    cups: Target, private_cupsd: PrivateCupsd, pdf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = unique("found")
+    reqs = [with_uuid(pdf_request(pdf, f"{name}-{i}"), str(uuid.uuid4())) for i in range(5)]
+    jobs = [await cups.submit(req) for req in reqs]
+    attrs = await asyncio.to_thread(private_cupsd.job_attributes, jobs[-1].job_id)
+    assert attrs["job-uuid"] == f"urn:uuid:{reqs[-1].job_uuid}"
+    assert attrs["job-name"] == f"{name}-4"  # cupsd keeps it: the name stays the user's title
+    # Three jobs per page: the last one is found on a later page, never missed.
+    monkeypatch.setattr(ipp, "FIND_PAGE", 3)
+    for req, job in zip(reqs, jobs, strict=True):
+        found = await cups.find(req)
+        assert found is not None and found.job_id == job.job_id
+    before = cups.requests_made
+    assert await cups.find(with_uuid(reqs[0], str(uuid.uuid4()))) is None
+    assert cups.requests_made - before >= 2  # walked to the end of the history
+    assert await cups.find(dataclasses.replace(reqs[0], job_uuid=None)) is None
+
+
+async def test_ippeve_replaces_our_uuid_so_the_job_name_carries_a_marker(
+    eve: Target, ippeve_printer: IppEvePrinter, pdf: Path
+) -> None:
+    job_uuid = str(uuid.uuid4())
+    title = "Quarterly report " + "é" * 200  # longer than 255 octets with the marker
+    req = with_uuid(pdf_request(pdf, title), job_uuid)
+    job = await submit_when_idle(eve, req)
+    (doc,) = await asyncio.to_thread(
+        ippeve_printer.wait_for_documents, 1, where=lambda d: d.job_id == job.job_id
+    )
+    marker = f" (pp-{job_uuid.replace('-', '')[:12]})"
+    assert doc.job_name.endswith(marker) and title.startswith(doc.job_name[: -len(marker)])
+    assert len(doc.job_name.encode()) <= 255
+    found = await eve.find(req)
+    assert found is not None and found.job_id == job.job_id
+    assert await eve.find(with_uuid(req, str(uuid.uuid4()))) is None
 
 
 async def test_cups_poll_skips_a_purged_job(cups: Target, pdf: Path) -> None:

@@ -42,6 +42,7 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -149,6 +150,20 @@ class ReceivedDocument:
 
     def read_bytes(self) -> bytes:
         return self.path.read_bytes()
+
+    @property
+    def title(self) -> str:
+        """The job-name without the `` (pp-…)`` marker dispatch adds for ``find``."""
+        return _MARKER.sub("", self.job_name)
+
+    @property
+    def marker(self) -> str | None:
+        """The 12 hex digits of the dispatch uuid in the job-name, if any."""
+        match = _MARKER.search(self.job_name)
+        return match[1] if match else None
+
+
+_MARKER = re.compile(r" \(pp-([0-9a-f]{12})\)$")
 
 
 def _dbus_running() -> bool:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing.db import is_sqlite
 
-from .leader import exclusive_instance, leading
+from .leader import WORKER_ROLES, configured_name, exclusive_instance, hold_name, leading
 from .wake import WAKE, sleep_or_wake
 
 log = logging.getLogger(__name__)
@@ -37,20 +39,15 @@ async def run_loop(app: web.Application, name: str, tick: Tick, interval: float)
 
 
 async def _workers(app: web.Application) -> AsyncIterator[None]:
-    from ..app import CONFIG, SESSIONS
-    from .dispatch import dispatch_tick, release_all_claims
+    from ..app import CONFIG
+    from .dispatch import dispatch_tick
     from .outbox_worker import outbox_tick
     from .release import expire_tick
     from .tracker import track_tick
 
     config = app[CONFIG]
     instance_lock = exclusive_instance(config.database.url)
-    if is_sqlite(config.database.url):
-        # SQLite runs one instance: claims left by a killed predecessor are void.
-        async with app[SESSIONS]() as session, session.begin():
-            released = await release_all_claims(session)
-        if released:
-            log.info("released %d claim(s) left by the previous run", released)
+    name_lock = await _settle_name(app)
     interval = config.tracker.interval_secs
     tasks = [
         asyncio.create_task(run_loop(app, "dispatch", dispatch_tick, interval)),
@@ -80,6 +77,40 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
             await task
     if instance_lock is not None:
         instance_lock.close()
+    if name_lock is not None:
+        await name_lock.close()
+
+
+async def _settle_name(app: web.Application) -> AsyncConnection | None:
+    """Take this instance's name and void the claims a dead predecessor left
+    under it (leader.py). Returns the connection holding the name's lock."""
+    from ..app import CONFIG, ENGINE, INSTANCE, SESSIONS
+    from .dispatch import release_claims
+
+    config = app[CONFIG]
+    name = configured_name(config.instance.name, config.intake.socket)
+    lock = None
+    if is_sqlite(config.database.url):
+        owners = None  # one instance (exclusive_instance): every claim is void
+    else:
+        lock = await hold_name(app[ENGINE], name)
+        if lock is None:
+            log.warning(
+                "another live instance is named %r: claiming as %s:%d; give each instance "
+                "its own [instance] name",
+                name,
+                name,
+                os.getpid(),
+            )
+            name = f"{name}:{os.getpid()}"
+        owners = [name, *(f"{name}:{role}" for role in WORKER_ROLES)] if lock else []
+    app[INSTANCE].name = name
+    if owners is None or owners:
+        async with app[SESSIONS]() as session, session.begin():
+            released = await release_claims(session, owners)
+        if released:
+            log.info("released %d claim(s) left by the previous run of %s", released, name)
+    return lock
 
 
 def _led(name: str, tick: Tick) -> Tick:

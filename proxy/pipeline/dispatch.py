@@ -3,15 +3,21 @@
 Work is claimed from the database (``claimed_by``/``claim_until``; ``FOR UPDATE
 SKIP LOCKED`` on PostgreSQL), so a restarted service, or another instance,
 picks up what is left; an expired claim is free again.
+
+Never twice at the printer: a ``dispatch_uuid`` is committed before the
+Print-Job leaves and cleared only when the target's answer shows it created
+nothing. An attempt that finds it set (the service died, or the answer never
+came) first asks the target for that job (``Target.find``) and records it
+instead of sending the document again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
+import uuid
+from collections.abc import Collection
 from datetime import timedelta
 
 from aiohttp import web
@@ -24,9 +30,9 @@ from billing.enums import PrintStatus
 from billing.models import OutboxItem, PrintIn, PrintOut
 
 from .. import metrics
-from ..app import SESSIONS, SPOOL, TARGETS
+from ..app import INSTANCE, SESSIONS, SPOOL, TARGETS
 from ..targets.base import PrintRequest, Target
-from ..targets.errors import TargetError
+from ..targets.errors import TargetError, TargetRequestError
 from .jobs import detach_spool
 from .papercut import document_name
 from .wake import wake
@@ -38,10 +44,9 @@ log = logging.getLogger(__name__)
 CLAIM_FOR = timedelta(seconds=60)
 HEARTBEAT_SECS = 20.0
 BATCH = 20
-INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def claim_due(session: AsyncSession, limit: int = BATCH) -> list[int]:
+async def claim_due(session: AsyncSession, owner: str, limit: int = BATCH) -> list[int]:
     """Claim pending, undispatched print-outs whose time has come."""
     now = utcnow()
     query = (
@@ -62,7 +67,7 @@ async def claim_due(session: AsyncSession, limit: int = BATCH) -> list[int]:
         await session.execute(
             update(PrintOut)
             .where(PrintOut.id.in_(ids))
-            .values(claimed_by=INSTANCE, claim_until=now + CLAIM_FOR)
+            .values(claimed_by=owner, claim_until=now + CLAIM_FOR)
             .execution_options(synchronize_session=False)
         )
     return ids
@@ -75,19 +80,23 @@ async def _keep_claim(app: web.Application, print_out_id: int) -> None:
         async with app[SESSIONS]() as session, session.begin():
             await session.execute(
                 update(PrintOut)
-                .where(PrintOut.id == print_out_id, PrintOut.claimed_by == INSTANCE)
+                .where(PrintOut.id == print_out_id, PrintOut.claimed_by == app[INSTANCE].name)
                 .values(claim_until=utcnow() + CLAIM_FOR)
                 .execution_options(synchronize_session=False)
             )
 
 
-async def release_all_claims(session: AsyncSession) -> int:
-    """Void every claim (print-outs and outbox): for a single-instance restart."""
+async def release_claims(session: AsyncSession, owners: Collection[str] | None = None) -> int:
+    """Void claims (print-outs and outbox) held by ``owners``, or all of them:
+    what a dead predecessor left (see leader.py)."""
     released = 0
     for model in (PrintOut, OutboxItem):
+        held = (
+            model.claimed_by.is_not(None) if owners is None else model.claimed_by.in_(owners)
+        )
         result = await session.execute(
             update(model)
-            .where(model.claimed_by.is_not(None))
+            .where(held)
             .values(claimed_by=None, claim_until=None)
             .execution_options(synchronize_session=False)
         )
@@ -104,6 +113,7 @@ def print_request(print_out: PrintOut, print_in: PrintIn) -> PrintRequest:
         job_name=print_out.document_name or print_out.title or f"proxyprint-{print_out.id}",
         requesting_user=print_out.delegate,
         copies=print_out.copies,
+        job_uuid=print_out.dispatch_uuid,
     )
 
 
@@ -127,24 +137,37 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
     print_out, print_in = loaded
     if print_out.status != PrintStatus.PENDING or print_out.dispatched_at is not None:
         return
+    recovering = print_out.dispatch_uuid is not None
+    intent: dict[str, str] = {}
     if print_out.papercut and print_out.document_name is None:
-        # Stored before the job leaves: the monitor finds it in PaperCut's log by this name.
-        print_out.document_name = document_name(print_out.title)
+        # The monitor finds the job in PaperCut's log by this name.
+        intent["document_name"] = print_out.document_name = document_name(print_out.title)
+    if not recovering:
+        intent["dispatch_uuid"] = print_out.dispatch_uuid = str(uuid.uuid4())
+    if intent:  # committed before the job leaves
         async with sessions() as session, session.begin():
             await session.execute(
                 update(PrintOut)
                 .where(PrintOut.id == print_out.id)
-                .values(document_name=print_out.document_name)
+                .values(**intent)
                 .execution_options(synchronize_session=False)
             )
     started = time.monotonic()
     heartbeat = asyncio.create_task(_keep_claim(app, print_out.id))
+    sending = False
     try:
         target: Target = app[TARGETS].get(print_out.target)
-        submitted = await target.submit(print_request(print_out, print_in))
+        request = print_request(print_out, print_in)
+        submitted = await target.find(request) if recovering else None
+        found = submitted is not None
+        if submitted is not None:
+            log.info("print-out %s: found job %s at the target", print_out.id, submitted.job_id)
+        else:
+            sending = True
+            submitted = await target.submit(request)
     except TargetError as exc:
         metrics.dispatched(app, started, "retry" if getattr(exc, "retryable", True) else "rejected")
-        await _failed(app, print_out, print_in, exc)
+        await _failed(app, print_out, print_in, exc, created_nothing=sending and _answered(exc))
         return
     finally:
         heartbeat.cancel()
@@ -172,7 +195,8 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
             subject_id=print_out.id,
             actor="dispatch",
             reason="dispatched",
-            message=f"job {submitted.job_id} at {print_out.target}",
+            message=f"job {submitted.job_id} at {print_out.target}"
+            + (" (found there after an interrupted attempt, not sent again)" if found else ""),
         )
         if print_out.papercut:
             fresh = await session.get(PrintOut, print_out.id)
@@ -181,14 +205,28 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
     wake(app)  # let the tracker look soon
 
 
+def _answered(exc: TargetError) -> bool:
+    """The target answered the Print-Job with an error: it created no job."""
+    return isinstance(exc, TargetRequestError) and (
+        exc.ipp_status is not None or exc.http_status is not None
+    )
+
+
 async def _failed(
-    app: web.Application, print_out: PrintOut, print_in: PrintIn, exc: TargetError
+    app: web.Application,
+    print_out: PrintOut,
+    print_in: PrintIn,
+    exc: TargetError,
+    *,
+    created_nothing: bool,
 ) -> None:
     retryable = bool(getattr(exc, "retryable", True))
     async with app[SESSIONS]() as session, session.begin():
         fresh = await session.get(PrintOut, print_out.id)
         if fresh is None:
             return
+        if created_nothing:
+            fresh.dispatch_uuid = None  # nothing to look for next time
         if retryable:
             retry_after = getattr(exc, "retry_after", None)
             if retry_after is not None:
@@ -216,7 +254,7 @@ async def _failed(
 
 async def dispatch_tick(app: web.Application) -> int:
     async with app[SESSIONS]() as session, session.begin():
-        ids = await claim_due(session)
+        ids = await claim_due(session, app[INSTANCE].name)
     for print_out_id in ids:
         try:
             await dispatch_one(app, print_out_id)

@@ -1,8 +1,14 @@
 """Who runs what when several instances share one database.
 
 Work on rows (dispatch, outbox) is claimed row by row with ``FOR UPDATE SKIP
-LOCKED``. Whole-table sweeps (tracker, PaperCut monitor, hold expiry) would
-only duplicate each other's requests, so on PostgreSQL each tick runs on one
+LOCKED``, under the instance's name (``[instance] name``, default
+``HOSTNAME:<intake socket>``). A started instance holds an advisory lock on its
+name for its lifetime, so claims still carrying that name were left by a dead
+predecessor: they are voided at once rather than after they expire. A second
+live process with the same name gets ``NAME:PID`` instead.
+
+Whole-table sweeps (tracker, PaperCut monitor, hold expiry) would only
+duplicate each other's requests, so on PostgreSQL each tick runs on one
 instance at a time, under a session advisory lock. SQLite supports a single
 instance: ``exclusive_instance`` refuses a second one with a clear error.
 """
@@ -12,13 +18,15 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..exceptions import ConfigError
 
@@ -78,3 +86,41 @@ def exclusive_instance(url: str) -> IO[bytes] | None:
     handle.write(f"{os.getpid()}\n".encode())
     handle.flush()
     return handle
+
+
+# Suffixes of the names the OfficeRnD jobs claim outbox rows under.
+WORKER_ROLES = ("sync", "fees", "topup")
+
+
+@dataclass
+class Instance:
+    """Who this process is in claims; ``name`` is settled when the workers start."""
+
+    name: str = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def configured_name(configured: str, intake_socket: str) -> str:
+    return (configured or f"{socket.gethostname()}:{intake_socket}")[:48]
+
+
+async def hold_name(engine: AsyncEngine, name: str) -> AsyncConnection | None:
+    """Lock ``name`` for this process on PostgreSQL (keep the connection open).
+
+    None when another live process holds it. The lock goes when the
+    connection does, so also when the process is killed.
+    """
+    conn = await engine.connect()
+    try:
+        got = bool(
+            await conn.scalar(
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key(f"instance:{name}")}
+            )
+        )
+        await conn.commit()  # the session lock outlives the transaction
+    except BaseException:
+        await conn.close()
+        raise
+    if not got:
+        await conn.close()
+        return None
+    return conn

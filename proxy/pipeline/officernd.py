@@ -43,8 +43,7 @@ from billing.officernd.sync import RECREATE_KIND, SYNC_JOB, Recreator, run_sync
 from billing.officernd.topup import TOPUP_KIND, TopupHandler, period_key, run_topups
 from billing.papercut import printlog
 
-from ..app import CONFIG, SESSIONS
-from .dispatch import INSTANCE
+from ..app import CONFIG, INSTANCE, SESSIONS
 from .outbox_worker import HANDLERS
 from .papercut import PAPERCUT, PRINTLOG
 
@@ -154,7 +153,7 @@ async def scheduler_tick(app: web.Application, now: datetime | None = None) -> l
             papercut,
             member_filter=MemberFilter.from_settings(settings),
             applied=applied,
-            worker=f"{INSTANCE}:sync",
+            worker=f"{app[INSTANCE].name}:sync",
         )
         return summary.as_dict()
 
@@ -179,7 +178,7 @@ async def scheduler_tick(app: web.Application, now: datetime | None = None) -> l
             plan_name=settings.fees_plan,
             manage=settings.manage_fees,
             wait=0.0,  # rows left over are the outbox worker's
-            worker=f"{INSTANCE}:fees",
+            worker=f"{app[INSTANCE].name}:fees",
         )
         return summary.as_dict()
 
@@ -199,7 +198,7 @@ async def scheduler_tick(app: web.Application, now: datetime | None = None) -> l
                 period=settings.allowance_period,
                 day=day,
                 wait=0.0,
-                worker=f"{INSTANCE}:topup",
+                worker=f"{app[INSTANCE].name}:topup",
             )
             return summary.as_dict()
 

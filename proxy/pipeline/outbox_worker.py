@@ -11,8 +11,7 @@ from billing import outbox
 from billing.models import OutboxItem
 
 from .. import metrics
-from ..app import SESSIONS
-from .dispatch import INSTANCE
+from ..app import INSTANCE, SESSIONS
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ async def outbox_tick(app: web.Application) -> int:
         return 0
     async with app[SESSIONS]() as session, session.begin():
         # The attempt is committed before anything is sent (see billing/outbox.py).
-        claimed = await outbox.claim(session, INSTANCE)
+        claimed = await outbox.claim(session, app[INSTANCE].name)
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def run(item: outbox.Claimed) -> None:

@@ -49,7 +49,8 @@ class PrintRequest:
     ``job_attributes`` are extra job template attributes (``sides``,
     ``media``, ``print-color-mode``...): ``str`` values are sent as keywords,
     ``int`` as integers, ``bool`` as booleans, ``dict`` as collections; pass an
-    ``ipp_codec.Attribute`` to choose the value tag.
+    ``ipp_codec.Attribute`` to choose the value tag.  ``job_uuid`` (a bare
+    uuid) makes the job findable with ``Target.find`` after a crash.
     """
 
     path: str | os.PathLike[str]
@@ -58,6 +59,7 @@ class PrintRequest:
     requesting_user: str
     copies: int = 1
     job_attributes: Mapping[str, AttributeInput] = field(default_factory=dict)
+    job_uuid: str | None = None
 
     def __post_init__(self) -> None:
         if self.copies < 1:
@@ -104,6 +106,11 @@ class Target(Protocol):
 
     async def submit(self, req: PrintRequest) -> SubmittedJob:
         """Send the document (streamed from ``req.path``); returns the target's job."""
+        ...
+
+    async def find(self, req: PrintRequest) -> SubmittedJob | None:
+        """The job an earlier ``submit(req)`` created, if the target still knows
+        it (found by ``req.job_uuid``); None when it has no such job."""
         ...
 
     async def poll(self, job_ids: Collection[int]) -> dict[int, JobState]:

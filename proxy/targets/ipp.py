@@ -27,6 +27,14 @@ per-thread, and both targets share one tested code path and request counter.
     therefore send ``which-jobs=all`` + ``my-jobs=false`` and keep the
     tracked ids.  A printer that refuses or substitutes ``which-jobs=all``
     (RFC 8011 only has completed/not-completed) is asked twice from then on.
+- **Finding a job after a crash** (``find``): Print-Job carries our
+  ``job-uuid``.  cupsd keeps a client's ``job-uuid``; ippeveprinter (and most
+  printers) replace it with their own, so for ipp(s):// targets the job-name
+  also carries a short marker, `` (pp-<12 hex>)``.  ``find`` walks cupsd's
+  history in pages with its ``first-job-id``/``limit`` extensions (past the
+  500-job cap); a printer is asked with ``which-jobs=all``.  A printer that
+  already forgot a completed job (ippeveprinter: after about a minute) cannot
+  be asked: ``find`` then answers None.
 - **Cancel-Job** by job-id; cupsd under its default policy wants the owner
   or an admin: over the Unix socket we answer its 401 with ``PeerCred`` (our
   uid, as libcups does), which cupsd checks against the socket's credentials.
@@ -81,8 +89,14 @@ _OPERATION_ATTRIBUTES = frozenset(
 )
 _NOT_FOUND_JOB = re.compile(r"#(\d+)")
 _IPP_NAME_MAX = 255  # octets, RFC 8011 name(MAX)
+FIND_PAGE = 500  # cupsd answers at most 500 jobs per Get-Jobs
+_FIND_ATTRIBUTES = ("job-id", "job-uuid", "job-name", "job-uri")
 
 PollStrategy = Literal["job-ids", "which-jobs"]
+
+
+class _Refused(Exception):
+    """The printer refused or substituted ``which-jobs=all``."""
 
 
 class IppTarget:
@@ -109,6 +123,8 @@ class IppTarget:
         self.requests_made = 0
         # False once a printer refused/substituted which-jobs=all.
         self.which_jobs_all = True
+        # cupsd keeps the job-uuid a client sends; printers make their own.
+        self.keeps_job_uuid = poll_strategy == "job-ids"
         self._request_ids = itertools.count(1)
         self._session: aiohttp.ClientSession | None = None
 
@@ -166,9 +182,11 @@ class IppTarget:
     async def submit(self, req: PrintRequest) -> SubmittedJob:
         operation = [
             Attribute.name_("requesting-user-name", _ipp_name(req.requesting_user)),
-            Attribute.name_("job-name", _ipp_name(req.job_name)),
+            Attribute.name_("job-name", self._job_name(req)),
             Attribute.mime_type("document-format", req.document_format),
         ]
+        if req.job_uuid is not None:
+            operation.append(Attribute.uri("job-uuid", f"urn:uuid:{req.job_uuid}"))
         job = [Attribute.integer("copies", req.copies)]
         try:
             for name, value in req.job_attributes.items():
@@ -196,6 +214,72 @@ class IppTarget:
             raise self._error("Print-Job succeeded but the response has no job-id", False)
         job_uri = group.first("job-uri") if group is not None else None
         return SubmittedJob(job_id, job_uri if isinstance(job_uri, str) else None)
+
+    async def find(self, req: PrintRequest) -> SubmittedJob | None:
+        if req.job_uuid is None:
+            return None
+        want_uuid, want_name = f"urn:uuid:{req.job_uuid}", self._job_name(req)
+        async for job in self.history():
+            if self.keeps_job_uuid and job.first("job-uuid") == want_uuid:
+                return _submitted(job)
+            if not self.keeps_job_uuid and job.first("job-name") == want_name:
+                return _submitted(job)
+        return None
+
+    async def history(self) -> AsyncIterator[codec.Group]:
+        """Every job the target still knows (``job-id``, ``job-uuid``,
+        ``job-name``, ``job-uri``); cupsd's whole history, a page at a time."""
+        if self.keeps_job_uuid:
+            first = 1
+            while True:
+                jobs = await self._find_page(
+                    [
+                        Attribute.keyword("which-jobs", "all"),
+                        Attribute.integer("first-job-id", first),
+                        Attribute.integer("limit", FIND_PAGE),
+                    ]
+                )
+                for job in jobs:
+                    yield job
+                ids = [i for job in jobs if isinstance(i := job.first("job-id"), int)]
+                if len(jobs) < FIND_PAGE or not ids:
+                    return
+                first = max(ids) + 1
+        found: list[codec.Group] | None = None
+        if self.which_jobs_all:
+            try:
+                found = await self._find_page(_which_jobs("all"))
+            except _Refused:
+                self.which_jobs_all = False
+        if found is None:
+            found = [
+                *await self._find_page(_which_jobs("not-completed")),
+                *await self._find_page(_which_jobs("completed")),
+            ]
+        for job in found:
+            yield job
+
+    async def _find_page(self, selectors: list[Attribute]) -> list[codec.Group]:
+        message = self._request(
+            Operation.GET_JOBS,
+            [
+                Attribute.name_("requesting-user-name", _local_user()),
+                *selectors,
+                Attribute.keyword("requested-attributes", *_FIND_ATTRIBUTES),
+            ],
+        )
+        response = await self._post(message.encode(), what="Get-Jobs")
+        if _refused(response, "which-jobs"):
+            raise _Refused
+        self._raise_for_status(response, "Get-Jobs")
+        return list(response.groups_of(GroupTag.JOB))
+
+    def _job_name(self, req: PrintRequest) -> str:
+        """The job-name sent: for printers that replace our job-uuid, with a marker."""
+        if req.job_uuid is None or self.keeps_job_uuid:
+            return _ipp_name(req.job_name)
+        marker = f" (pp-{req.job_uuid.replace('-', '')[:12]})"
+        return _ipp_name(req.job_name, reserve=len(marker)) + marker
 
     async def poll(self, job_ids: Collection[int]) -> dict[int, JobState]:
         wanted = set(job_ids)
@@ -453,10 +537,22 @@ def _int_or_none(value: codec.Value | None) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _ipp_name(text: str) -> str:
-    """At most 255 UTF-8 octets, cut on a character boundary."""
-    raw = text.encode("utf-8")[:_IPP_NAME_MAX]
+def _ipp_name(text: str, reserve: int = 0) -> str:
+    """At most 255 (minus ``reserve``) UTF-8 octets, cut on a character boundary."""
+    raw = text.encode("utf-8")[: _IPP_NAME_MAX - reserve]
     return raw.decode("utf-8", "ignore")
+
+
+def _which_jobs(kind: str) -> list[Attribute]:
+    return [Attribute.keyword("which-jobs", kind), Attribute.boolean("my-jobs", False)]
+
+
+def _submitted(job: codec.Group) -> SubmittedJob | None:
+    job_id = job.first("job-id")
+    if not isinstance(job_id, int) or isinstance(job_id, bool):
+        return None
+    job_uri = job.first("job-uri")
+    return SubmittedJob(job_id, job_uri if isinstance(job_uri, str) else None)
 
 
 def _local_user() -> str:
