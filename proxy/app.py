@@ -12,7 +12,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from billing.db import make_engine, make_sessionmaker
+from billing.db import is_sqlite, make_engine, make_sessionmaker
 from billing.models import PrintIn
 
 from .config import Config
@@ -30,6 +30,7 @@ SPOOL = web.AppKey("spool", Spool)
 TARGETS = web.AppKey("targets", TargetPool)
 INTAKE_RUNNER = web.AppKey("intake_runner", web.AppRunner)
 INSTANCE = web.AppKey("instance", Instance)
+SHARED_SPOOL_MIN_AGE = 3600.0  # seconds
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -43,12 +44,15 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _spool(app: web.Application) -> AsyncIterator[None]:
     spool = app[SPOOL]
-    spool.prepare()
+    # Instances sharing a database share the spool: another one may be writing
+    # a job right now, so only leftovers an hour old are a crash's.
+    min_age = 0.0 if is_sqlite(app[CONFIG].database.url) else SHARED_SPOOL_MIN_AGE
+    spool.prepare(min_age)
     async with app[SESSIONS]() as session:
         referenced = set(
             await session.scalars(select(PrintIn.spool_path).where(PrintIn.spool_path.is_not(None)))
         )
-    removed = spool.sweep({str(p) for p in referenced})
+    removed = spool.sweep({str(p) for p in referenced}, min_age)
     if removed:
         log.info("spool: removed %d files of ended jobs", removed)
     yield

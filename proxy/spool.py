@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -45,13 +46,19 @@ class Spool:
         self.incoming = root / "incoming"
         self.jobs = root / "jobs"
 
-    def prepare(self) -> None:
+    def prepare(self, min_age: float = 0.0) -> None:
+        """Create the directories; delete uploads a crash cut off.
+
+        ``min_age`` (seconds since the file last changed) spares the uploads
+        and the not yet committed jobs of other instances sharing this spool.
+        """
         for d in (self.root, self.incoming, self.jobs):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(d, 0o700)
         # Leftovers of uploads cut off by a crash are never jobs.
         for stale in self.incoming.glob("*.part"):
-            stale.unlink(missing_ok=True)
+            if _older(stale, min_age):
+                stale.unlink(missing_ok=True)
 
     async def receive(self, chunks: AsyncIterator[bytes], *, max_bytes: int) -> SpooledFile:
         """Write ``chunks`` to a new spool file; raise (and leave nothing) on failure.
@@ -108,11 +115,20 @@ class Spool:
         if p.parent == self.jobs:
             p.unlink(missing_ok=True)
 
-    def sweep(self, referenced: set[str]) -> int:
+    def sweep(self, referenced: set[str], min_age: float = 0.0) -> int:
         """Delete job files no print-in refers to (left by a crash); start-up only."""
         removed = 0
         for path in self.jobs.iterdir():
-            if str(path) not in referenced:
+            if str(path) not in referenced and _older(path, min_age):
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+
+def _older(path: Path, seconds: float) -> bool:
+    if seconds <= 0:
+        return True
+    try:
+        return time.time() - path.stat().st_mtime > seconds
+    except FileNotFoundError:
+        return False

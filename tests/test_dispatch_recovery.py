@@ -7,20 +7,22 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from billing.db import utcnow
 from billing.enums import PrintStatus
 from billing.models import Event, PrintIn, PrintOut
-from proxy.app import SESSIONS, TARGETS, create_app
+from proxy.app import INSTANCE, SESSIONS, TARGETS, create_app
 from proxy.config import build_config
 from proxy.devkit.cupsd import PrivateCupsd
 from proxy.devkit.documents import make_pdf
 from proxy.devkit.ippeve import IppEvePrinter
-from proxy.pipeline.dispatch import dispatch_one
+from proxy.pipeline.dispatch import claim_due, dispatch_one
 from proxy.targets.base import PrintRequest, SubmittedJob
 from tests import factories
 from tests.fixtures_cups import unique
@@ -67,7 +69,20 @@ async def pending(app: web.Application, target: str, title: str, pdf: Path) -> i
         pin = await s.get(PrintIn, po.print_in_id)
         assert pin is not None
         pin.spool_path, pin.content_type = str(pdf), "application/pdf"
+        po.next_action_at = utcnow()
         return po.id
+
+
+async def dispatch(app: web.Application, po_id: int) -> None:
+    """One dispatch attempt as the worker makes it: claim, then send."""
+    async with app[SESSIONS]() as s, s.begin():
+        await s.execute(
+            update(PrintOut)
+            .where(PrintOut.id == po_id)
+            .values(next_action_at=utcnow(), claimed_by=None, claim_until=None)
+        )
+        assert po_id in await claim_due(s, app[INSTANCE].name)
+    await dispatch_one(app, po_id)
 
 
 async def load(app: web.Application, po_id: int) -> PrintOut:
@@ -102,7 +117,7 @@ async def die_after_submit(app: web.Application, uri: str, po_id: int) -> Submit
     try:
         for _ in range(150):
             try:
-                await dispatch_one(app, po_id)
+                await dispatch(app, po_id)
             except Killed:
                 break
             await asyncio.sleep(0.2)  # a busy printer: the attempt recorded a retry
@@ -125,7 +140,7 @@ async def test_cups_queue_job_accepted_before_a_crash_is_found_not_resent(
     job = await die_after_submit(app, f"cups://{queue}", po_id)
     before = len(await asyncio.to_thread(cups_jobs, private_cupsd, queue))
 
-    await dispatch_one(app, po_id)
+    await dispatch(app, po_id)
 
     po = await load(app, po_id)
     assert po.dispatched_at is not None and po.target_job_id == job.job_id
@@ -150,7 +165,7 @@ async def test_ippeve_job_accepted_before_a_crash_prints_once(
     title = unique("once")
     po_id = await pending(app, ippeve_printer.uri, title, pdf)
     job = await die_after_submit(app, ippeve_printer.uri, po_id)
-    await dispatch_one(app, po_id)
+    await dispatch(app, po_id)
     po = await load(app, po_id)
     assert po.target_job_id == job.job_id
     docs = await asyncio.to_thread(
@@ -170,16 +185,33 @@ async def test_a_refused_print_job_clears_the_uuid_so_the_next_attempt_just_send
     await asyncio.to_thread(subprocess.run, ["cupsreject", name], env=env, check=True)
     pdf = make_pdf(tmp_path / "r.pdf", 1)
     po_id = await pending(app, f"cups://{name}", "x.pdf", pdf)
-    await dispatch_one(app, po_id)
+    await dispatch(app, po_id)
     po = await load(app, po_id)
     assert po.dispatched_at is None and po.status_message is not None
     assert po.dispatch_uuid is None  # cupsd answered: no job exists, nothing to look for
     await asyncio.to_thread(subprocess.run, ["cupsaccept", name], env=env, check=True)
-    async with app[SESSIONS]() as s, s.begin():
-        fresh = await s.get(PrintOut, po_id)
-        assert fresh is not None
-        fresh.next_action_at = None
-    await dispatch_one(app, po_id)
+    await dispatch(app, po_id)
     po = await load(app, po_id)
     assert po.dispatched_at is not None and po.dispatch_uuid is not None
     assert len(await asyncio.to_thread(cups_jobs, private_cupsd, name)) == 1
+
+
+async def test_a_claim_another_instance_took_over_is_left_to_it(
+    app: web.Application, private_cupsd: PrivateCupsd, queue: str, tmp_path: Path
+) -> None:
+    pdf = make_pdf(tmp_path / "r.pdf", 1)
+    po_id = await pending(app, f"cups://{queue}", "taken.pdf", pdf)
+    async with app[SESSIONS]() as s, s.begin():
+        assert po_id in await claim_due(s, app[INSTANCE].name)
+        # Ours expired while earlier jobs of the batch were sent; another took it.
+        await s.execute(
+            update(PrintOut)
+            .where(PrintOut.id == po_id)
+            .values(claimed_by="other-instance", claim_until=utcnow() + timedelta(minutes=1))
+        )
+    before = len(await asyncio.to_thread(cups_jobs, private_cupsd, queue))
+    await dispatch_one(app, po_id)
+    po = await load(app, po_id)
+    assert po.dispatched_at is None and po.dispatch_uuid is None
+    assert po.claimed_by == "other-instance"
+    assert len(await asyncio.to_thread(cups_jobs, private_cupsd, queue)) == before

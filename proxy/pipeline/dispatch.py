@@ -144,14 +144,24 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
         intent["document_name"] = print_out.document_name = document_name(print_out.title)
     if not recovering:
         intent["dispatch_uuid"] = print_out.dispatch_uuid = str(uuid.uuid4())
-    if intent:  # committed before the job leaves
-        async with sessions() as session, session.begin():
-            await session.execute(
-                update(PrintOut)
-                .where(PrintOut.id == print_out.id)
-                .values(**intent)
-                .execution_options(synchronize_session=False)
+    # Committed before the job leaves, together with our claim taken again: a
+    # claim that expired while earlier jobs of the batch were sent may belong
+    # to another instance by now, and then the job is theirs.
+    async with sessions() as session, session.begin():
+        result = await session.execute(
+            update(PrintOut)
+            .where(
+                PrintOut.id == print_out.id,
+                PrintOut.claimed_by == app[INSTANCE].name,
+                PrintOut.status == int(PrintStatus.PENDING),
+                PrintOut.dispatched_at.is_(None),
             )
+            .values(claim_until=utcnow() + CLAIM_FOR, **intent)
+            .execution_options(synchronize_session=False)
+        )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        log.info("print-out %s: claim lost to another instance, left to it", print_out.id)
+        return
     started = time.monotonic()
     heartbeat = asyncio.create_task(_keep_claim(app, print_out.id))
     sending = False
@@ -174,9 +184,9 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
     metrics.dispatched(app, started, "ok")
     async with sessions() as session, session.begin():
         now = utcnow()
-        await session.execute(
+        recorded = await session.execute(
             update(PrintOut)
-            .where(PrintOut.id == print_out.id)
+            .where(PrintOut.id == print_out.id, PrintOut.dispatched_at.is_(None))
             .values(
                 target_job_id=submitted.job_id,
                 target_job_uri=submitted.job_uri,
@@ -189,6 +199,8 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
             )
             .execution_options(synchronize_session=False)
         )
+        if not recorded.rowcount:  # type: ignore[attr-defined]
+            return  # recorded already (the same job, found by its uuid)
         events.record(
             session,
             subject_type="print_out",
