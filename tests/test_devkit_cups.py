@@ -12,9 +12,10 @@ import cups
 import pytest
 
 from proxy import cupsadmin
-from proxy.devkit.cupsd import TERMINAL_STATES, IppJobState, PrivateCupsd
+from proxy.devkit.cupsd import TERMINAL_STATES, PrivateCupsd
 from proxy.devkit.ippeve import IppEvePrinter
 from proxy.exceptions import CupsError, ProxyPrintError
+from proxy.targets.base import IppJobState
 from tests.fixtures_cups import FakeIntake, unavailable, unique
 
 pytestmark = pytest.mark.cups
@@ -180,7 +181,7 @@ def test_intake_down_keeps_the_job_until_it_is_back(
 
     # RETRY: held for JobRetryInterval, then tried again (cupsd looks at held jobs
     # about every 10 s, whatever the interval); never canceled or aborted.
-    assert private_cupsd.wait_job(job, {IppJobState.HELD}) == IppJobState.HELD
+    assert private_cupsd.wait_job(job, {IppJobState.PENDING_HELD}) == IppJobState.PENDING_HELD
     attrs = private_cupsd.job_attributes(job)
     assert "Cannot connect to the intake" in str(attrs["job-printer-state-message"])
     assert printer_attrs(private_cupsd, queue)["printer-state"] != PRINTER_STOPPED

@@ -24,6 +24,7 @@ from proxy.devkit.documents import make_pdf
 from proxy.devkit.ippeve import IppEvePrinter
 from proxy.pipeline.dispatch import claim_due, dispatch_one
 from proxy.targets.base import PrintRequest, SubmittedJob
+from proxy.targets.ipp import IppTarget
 from tests import factories
 from tests.fixtures_cups import unique
 
@@ -92,15 +93,15 @@ async def load(app: web.Application, po_id: int) -> PrintOut:
         return po
 
 
-def cups_jobs(cupsd: PrivateCupsd, queue: str) -> list[str]:
-    out = subprocess.run(
-        ["lpstat", "-W", "all", "-o", queue],
-        env=cupsd.env(),
-        capture_output=True,
-        text=True,
-        check=True,
+async def cups_jobs(cupsd: PrivateCupsd, queue: str) -> list[str]:
+    """The job-uuid of every job the queue has had."""
+    target = IppTarget.for_cups_queue(
+        f"cups://{queue}", queue, cups_server=cupsd.server, timeout=30
     )
-    return out.stdout.splitlines()
+    try:
+        return [str(job.first("job-uuid")) async for job in target.history()]
+    finally:
+        await target.close()
 
 
 async def die_after_submit(app: web.Application, uri: str, po_id: int) -> SubmittedJob:
@@ -138,13 +139,13 @@ async def test_cups_queue_job_accepted_before_a_crash_is_found_not_resent(
     pdf = make_pdf(tmp_path / "r.pdf", 1)
     po_id = await pending(app, f"cups://{queue}", "budget.pdf", pdf)
     job = await die_after_submit(app, f"cups://{queue}", po_id)
-    before = len(await asyncio.to_thread(cups_jobs, private_cupsd, queue))
+    before = len(await cups_jobs(private_cupsd, queue))
 
     await dispatch(app, po_id)
 
     po = await load(app, po_id)
     assert po.dispatched_at is not None and po.target_job_id == job.job_id
-    assert len(await asyncio.to_thread(cups_jobs, private_cupsd, queue)) == before  # none new
+    assert len(await cups_jobs(private_cupsd, queue)) == before  # none new
     async with app[SESSIONS]() as s:
         (event,) = (
             await s.scalars(
@@ -193,7 +194,7 @@ async def test_a_refused_print_job_clears_the_uuid_so_the_next_attempt_just_send
     await dispatch(app, po_id)
     po = await load(app, po_id)
     assert po.dispatched_at is not None and po.dispatch_uuid is not None
-    assert len(await asyncio.to_thread(cups_jobs, private_cupsd, name)) == 1
+    assert len(await cups_jobs(private_cupsd, name)) == 1
 
 
 async def test_a_claim_another_instance_took_over_is_left_to_it(
@@ -209,9 +210,9 @@ async def test_a_claim_another_instance_took_over_is_left_to_it(
             .where(PrintOut.id == po_id)
             .values(claimed_by="other-instance", claim_until=utcnow() + timedelta(minutes=1))
         )
-    before = len(await asyncio.to_thread(cups_jobs, private_cupsd, queue))
+    before = len(await cups_jobs(private_cupsd, queue))
     await dispatch_one(app, po_id)
     po = await load(app, po_id)
     assert po.dispatched_at is None and po.dispatch_uuid is None
     assert po.claimed_by == "other-instance"
-    assert len(await asyncio.to_thread(cups_jobs, private_cupsd, queue)) == before
+    assert len(await cups_jobs(private_cupsd, queue)) == before

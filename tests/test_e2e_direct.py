@@ -14,10 +14,11 @@ import aiohttp
 import pytest
 
 from billing.enums import PrintStatus
-from proxy.devkit.cupsd import IppJobState, PrivateCupsd
+from proxy.devkit.cupsd import PrivateCupsd
 from proxy.devkit.documents import make_pdf
 from proxy.devkit.ippeve import IppEvePrinter
 from proxy.devkit.stack import ServiceStack, amounts_sum
+from proxy.targets.base import IppJobState
 
 pytestmark = pytest.mark.cups
 
@@ -257,7 +258,7 @@ async def test_service_down_then_up_delivers_once(
     # The backend cannot reach the intake: CUPS keeps the job and retries.
     await asyncio.sleep(1.5)
     state = await asyncio.to_thread(private_cupsd.job_state, job)
-    assert state in {IppJobState.PENDING, IppJobState.PROCESSING, IppJobState.HELD}
+    assert state in {IppJobState.PENDING, IppJobState.PROCESSING, IppJobState.PENDING_HELD}
     await stack.start()
     try:
         po = await stack.wait_print_out(queue, job, timeout=45)

@@ -291,8 +291,11 @@ async def test_5xx_backs_off_then_succeeds(sim: OfficeRnDSimulator) -> None:
     assert client.errors["GET /plans"] == 2
     assert client.retries["GET /plans"] == 2
     first, second = gaps(sim, "GET /plans")
-    assert first >= 0.015 * 0.95
-    assert second >= 0.03 * 0.95
+    # Pauses are drawn from [ceiling/2, ceiling], ceilings 0.03 then 0.06 s; the
+    # gaps are arrival times at the simulator, which a loaded machine can shift
+    # by a few ms (an answer late to be logged), so allow 5 ms.
+    assert first >= 0.015 - 0.005
+    assert second >= 0.03 - 0.005
 
 
 async def test_5xx_forever_is_unavailable_after_bounded_attempts(sim: OfficeRnDSimulator) -> None:

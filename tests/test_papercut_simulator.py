@@ -27,8 +27,9 @@ from billing.papercut.simulator import (
     install_papercut_backend,
 )
 from proxy import cupsadmin
-from proxy.devkit.cupsd import TERMINAL_STATES, IppJobState, PrivateCupsd
+from proxy.devkit.cupsd import TERMINAL_STATES, PrivateCupsd
 from proxy.devkit.documents import make_pdf
+from proxy.targets.base import IppJobState
 from tests.fixtures_cups import free_tcp_port, unique
 
 TOKEN = "T0k3n"

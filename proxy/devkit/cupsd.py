@@ -14,7 +14,6 @@ is blocking: async callers use ``asyncio.to_thread``.
 """
 
 import atexit
-import enum
 import os
 import re
 import shutil
@@ -29,23 +28,12 @@ from typing import Self
 
 from proxy import cupsadmin
 from proxy.exceptions import CupsError
+from proxy.targets.base import IppJobState
 
 SYSTEM_SERVERBIN = Path("/usr/lib/cups")
 SERVERBIN_LINKS = ("filter", "daemon", "cgi-bin", "driver", "monitor", "notifier", "command")
 START_ATTEMPTS = 3
 REQUEST_ID = re.compile(r"request id is (?P<queue>\S+)-(?P<job>\d+)")
-
-
-class IppJobState(enum.IntEnum):
-    """IPP ``job-state`` (RFC 8011, 5.3.7)."""
-
-    PENDING = 3
-    HELD = 4
-    PROCESSING = 5
-    STOPPED = 6
-    CANCELED = 7
-    ABORTED = 8
-    COMPLETED = 9
 
 
 class _PortTaken(CupsError):

@@ -55,8 +55,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from proxy.devkit.cupsd import IppJobState, free_port
+from proxy.devkit.cupsd import free_port
 from proxy.exceptions import TargetError
+from proxy.targets.base import IppJobState
 
 DBUS_SOCKET = Path("/run/dbus/system_bus_socket")
 DBUS_PID = Path("/run/dbus/pid")

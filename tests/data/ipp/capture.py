@@ -18,10 +18,10 @@ from pathlib import Path
 
 from aiohttp import ClientSession, web
 
-from proxy.devkit.cupsd import IppJobState, PrivateCupsd
+from proxy.devkit.cupsd import PrivateCupsd
 from proxy.devkit.documents import make_pdf
 from proxy.devkit.ippeve import IppEvePrinter
-from proxy.targets.base import PrintRequest
+from proxy.targets.base import IppJobState, PrintRequest
 from proxy.targets.errors import TargetRequestError
 from proxy.targets.ipp import IppTarget
 
@@ -140,7 +140,7 @@ async def main() -> None:
         cupsd.cancel(doomed)
         for job_id in ids:
             cupsd.wait_job(job_id, {IppJobState.COMPLETED})
-        assert cupsd.job_state(held) == IppJobState.HELD
+        assert cupsd.job_state(held) == IppJobState.PENDING_HELD
 
         eve = Recorder(f"http://127.0.0.1:{printer.port}", "ippeve")
         cups = Recorder(f"http://127.0.0.1:{cupsd.port}", "cupsd")
