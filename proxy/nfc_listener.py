@@ -44,7 +44,7 @@ from .nfc_admin import (
     authenticate_reader,
     tap_card,
 )
-from .pipeline.wake import wake
+from .pipeline.wake import DISPATCH, wake
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ class ReaderListener:
         if outcome.unknown_card:
             return "ERR unknown-card"
         if outcome.released:
-            wake(self.app)
+            wake(self.app, DISPATCH)
         return released_line(outcome)
 
 

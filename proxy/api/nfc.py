@@ -27,7 +27,7 @@ from proxy.nfc_admin import (
     tap_card,
 )
 from proxy.pipeline.release import Released
-from proxy.pipeline.wake import wake
+from proxy.pipeline.wake import DISPATCH, wake
 
 from . import serialize
 from .auth import _bearer, require
@@ -99,7 +99,7 @@ async def reader_tap(request: web.Request) -> web.Response:
     if outcome.unknown_card:
         raise NotFound("unknown card; nothing released")
     if outcome.released:
-        wake(request.app)
+        wake(request.app, DISPATCH)
     return web.json_response(
         {
             "reader": reader_id,

@@ -17,7 +17,7 @@ from billing.models import Printer, PrintOut
 from proxy.app import CONFIG, SESSIONS, SPOOL
 from proxy.exceptions import Conflict, NotFound
 from proxy.pipeline import release as held
-from proxy.pipeline.wake import wake
+from proxy.pipeline.wake import DISPATCH, wake
 
 from . import queries, serialize
 from .auth import require
@@ -85,7 +85,7 @@ async def release_ticket(request: web.Request) -> web.Response:
             if printer
             else await session.scalar(select(Printer.name).where(Printer.id == po.printer_id))
         )
-    wake(request.app)
+    wake(request.app, DISPATCH)
     return web.json_response({"released": True, "ticket": ticket_json(po, name or "", request)})
 
 

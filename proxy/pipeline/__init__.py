@@ -25,7 +25,7 @@ Tick = Callable[[web.Application], Awaitable[int]]
 async def run_loop(app: web.Application, name: str, tick: Tick, interval: float) -> None:
     """Run ``tick`` forever: again at once while it finds work, else after a
     wake-up or ``interval`` seconds."""
-    event = app[WAKE].subscribe()
+    event = app[WAKE].subscribe(name)
     while True:
         try:
             busy = await tick(app)

@@ -35,7 +35,7 @@ from ..targets.base import PrintRequest, Target
 from ..targets.errors import TargetError, TargetRequestError
 from .jobs import detach_spool
 from .papercut import document_name
-from .wake import wake
+from .wake import TRACKER, wake
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
             fresh = await session.get(PrintOut, print_out.id)
             assert fresh is not None
             await status.transition(session, fresh, PrintStatus.PENDING_EXTERNAL, actor="dispatch")
-    wake(app)  # let the tracker look soon
+    wake(app, TRACKER)  # let the tracker look soon
 
 
 def _answered(exc: TargetError) -> bool:

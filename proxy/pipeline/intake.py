@@ -26,6 +26,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from billing.enums import PrintStatus
 from billing.models import Printer, PrintIn, PrintOut
 
 from ..app import CONFIG, SESSIONS, SPOOL
@@ -34,7 +35,7 @@ from ..pages import count_pages
 from ..spool import CHUNK, Incomplete, SpooledFile
 from .delegation import DelegationError, parse_cups_options
 from .jobs import IntakeJob, record_job
-from .wake import WAKE, wake
+from .wake import DISPATCH, WAKE, wake
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +259,7 @@ async def _record(
                 options_problem=options_problem,
             )
             answer = _summary(print_out)
+            pending = print_out.status == int(PrintStatus.PENDING)
     except IntegrityError:
         # The same job-uuid raced in through another connection: record it once.
         request.app[SPOOL].remove(spooled.path)
@@ -266,13 +268,12 @@ async def _record(
         if known is None:
             raise
         return _answer(200, {"print_in": known, "duplicate": True, "status": "duplicate"})
-    wake(request.app)
+    if pending:  # held jobs and tickets wait for a release
+        wake(request.app, DISPATCH)
     return _answer(201, answer)
 
 
 def _summary(po: PrintOut) -> dict[str, Any]:
-    from billing.enums import PrintStatus
-
     return {
         "print_in": po.print_in_id,
         "print_out": po.id,

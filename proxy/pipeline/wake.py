@@ -1,4 +1,10 @@
-"""Wake-ups: intake and API nudge the workers instead of letting them wait a tick."""
+"""Wake-ups: intake and API nudge the workers instead of letting them wait a tick.
+
+A wake-up names the loops that have new work (``DISPATCH`` after a job became
+pending, ``TRACKER`` after one was sent): waking every loop for every job
+would cost each of them a database round trip (and on PostgreSQL an
+advisory lock) per job for nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +13,35 @@ import contextlib
 
 from aiohttp import web
 
+DISPATCH = "dispatch"
+TRACKER = "tracker"
+
 
 class Waker:
-    """One event per worker loop, all set by ``wake``: no loop steals another's wake-up."""
+    """One event per worker loop: no loop steals another's wake-up."""
 
     def __init__(self) -> None:
-        self._events: list[asyncio.Event] = []
+        self._events: dict[str, list[asyncio.Event]] = {}
 
-    def subscribe(self) -> asyncio.Event:
+    def subscribe(self, loop: str) -> asyncio.Event:
         event = asyncio.Event()
-        self._events.append(event)
+        self._events.setdefault(loop, []).append(event)
         return event
 
-    def wake(self) -> None:
-        for event in self._events:
-            event.set()
+    def wake(self, *loops: str) -> None:
+        for loop in loops or tuple(self._events):
+            for event in self._events.get(loop, ()):
+                event.set()
 
 
 WAKE = web.AppKey("wake", Waker)
 
 
-def wake(app: web.Application) -> None:
+def wake(app: web.Application, *loops: str) -> None:
+    """Nudge ``loops`` (every loop when none is named)."""
     waker = app.get(WAKE)
     if waker is not None:
-        waker.wake()
+        waker.wake(*loops)
 
 
 async def sleep_or_wake(event: asyncio.Event, timeout: float) -> None:
