@@ -36,6 +36,19 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+async def queue_job_uuids(cupsd: PrivateCupsd, queue: str) -> list[str]:
+    """The job-uuid of every job a queue of ``cupsd`` has had (its whole history)."""
+    from proxy.targets.ipp import IppTarget
+
+    target = IppTarget.for_cups_queue(
+        f"cups://{queue}", queue, cups_server=cupsd.server, timeout=30
+    )
+    try:
+        return [str(job.first("job-uuid")) async for job in target.history()]
+    finally:
+        await target.close()
+
+
 # --- a fake intake ------------------------------------------------------------
 
 

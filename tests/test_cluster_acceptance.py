@@ -43,7 +43,7 @@ from billing.papercut.simulator import PaperCutSimulator, install_papercut_backe
 from proxy.devkit.cupsd import PrivateCupsd, free_port
 from proxy.devkit.documents import make_pdf
 from proxy.devkit.ippeve import IppEvePrinter
-from proxy.targets.ipp import IppTarget
+from tests.fixtures_cups import queue_job_uuids
 from tests.fixtures_db import _truncate_pg
 
 pytestmark = [pytest.mark.cups, pytest.mark.slow]
@@ -414,7 +414,7 @@ async def test_two_instances_three_kills_every_job_once(
         completed = [p for p in outs.values() if p.status == int(S.COMPLETED)]
         assert all(p.dispatch_uuid and p.target_job_id for p in completed)
         for kind, queue in {**TARGET_QUEUES, "papercut": "pc-cluster"}.items():
-            at_queue = await _job_uuids(private_cupsd, queue)
+            at_queue = await queue_job_uuids(private_cupsd, queue)
             ours = [p.dispatch_uuid for p in completed if p.target == f"cups://{queue}"]
             assert len(ours) > 0, kind
             twice = [u for u, n in Counter(at_queue).items() if n > 1]
@@ -453,13 +453,3 @@ async def test_two_instances_three_kills_every_job_once(
             by_account[e.account_id] = by_account.get(e.account_id, Decimal(0)) + e.amount
         for account_id, balance in balances.items():
             assert balance == by_account.get(account_id, Decimal(0)), account_id
-
-
-async def _job_uuids(cupsd: PrivateCupsd, queue: str) -> list[str]:
-    target = IppTarget.for_cups_queue(
-        f"cups://{queue}", queue, cups_server=cupsd.server, timeout=30
-    )
-    try:
-        return [str(job.first("job-uuid")) async for job in target.history()]
-    finally:
-        await target.close()

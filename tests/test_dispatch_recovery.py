@@ -24,9 +24,8 @@ from proxy.devkit.documents import make_pdf
 from proxy.devkit.ippeve import IppEvePrinter
 from proxy.pipeline.dispatch import claim_due, dispatch_one
 from proxy.targets.base import PrintRequest, SubmittedJob
-from proxy.targets.ipp import IppTarget
 from tests import factories
-from tests.fixtures_cups import unique
+from tests.fixtures_cups import queue_job_uuids, unique
 
 pytestmark = pytest.mark.cups
 
@@ -93,17 +92,6 @@ async def load(app: web.Application, po_id: int) -> PrintOut:
         return po
 
 
-async def cups_jobs(cupsd: PrivateCupsd, queue: str) -> list[str]:
-    """The job-uuid of every job the queue has had."""
-    target = IppTarget.for_cups_queue(
-        f"cups://{queue}", queue, cups_server=cupsd.server, timeout=30
-    )
-    try:
-        return [str(job.first("job-uuid")) async for job in target.history()]
-    finally:
-        await target.close()
-
-
 async def die_after_submit(app: web.Application, uri: str, po_id: int) -> SubmittedJob:
     """First attempt: the target creates the job, then the process dies."""
     target = app[TARGETS].get(uri)
@@ -139,13 +127,13 @@ async def test_cups_queue_job_accepted_before_a_crash_is_found_not_resent(
     pdf = make_pdf(tmp_path / "r.pdf", 1)
     po_id = await pending(app, f"cups://{queue}", "budget.pdf", pdf)
     job = await die_after_submit(app, f"cups://{queue}", po_id)
-    before = len(await cups_jobs(private_cupsd, queue))
+    before = len(await queue_job_uuids(private_cupsd, queue))
 
     await dispatch(app, po_id)
 
     po = await load(app, po_id)
     assert po.dispatched_at is not None and po.target_job_id == job.job_id
-    assert len(await cups_jobs(private_cupsd, queue)) == before  # none new
+    assert len(await queue_job_uuids(private_cupsd, queue)) == before  # none new
     async with app[SESSIONS]() as s:
         (event,) = (
             await s.scalars(
@@ -194,7 +182,7 @@ async def test_a_refused_print_job_clears_the_uuid_so_the_next_attempt_just_send
     await dispatch(app, po_id)
     po = await load(app, po_id)
     assert po.dispatched_at is not None and po.dispatch_uuid is not None
-    assert len(await cups_jobs(private_cupsd, name)) == 1
+    assert len(await queue_job_uuids(private_cupsd, name)) == 1
 
 
 async def test_a_claim_another_instance_took_over_is_left_to_it(
@@ -210,9 +198,9 @@ async def test_a_claim_another_instance_took_over_is_left_to_it(
             .where(PrintOut.id == po_id)
             .values(claimed_by="other-instance", claim_until=utcnow() + timedelta(minutes=1))
         )
-    before = len(await cups_jobs(private_cupsd, queue))
+    before = len(await queue_job_uuids(private_cupsd, queue))
     await dispatch_one(app, po_id)
     po = await load(app, po_id)
     assert po.dispatched_at is None and po.dispatch_uuid is None
     assert po.claimed_by == "other-instance"
-    assert len(await cups_jobs(private_cupsd, queue)) == before
+    assert len(await queue_job_uuids(private_cupsd, queue)) == before
