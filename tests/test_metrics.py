@@ -128,7 +128,7 @@ async def scrape(client: Client, token: str) -> Samples:
     return parse(text)
 
 
-async def post_job(socket: Path, printer: str) -> int:
+async def post_job(socket: Path, printer: str, *, expect: bool = False) -> int:
     meta = {
         "printer": printer,
         "job_id": 7,
@@ -145,7 +145,10 @@ async def post_job(socket: Path, printer: str) -> int:
     async with (
         aiohttp.ClientSession(connector=connector) as session,
         session.post(
-            "http://intake/intake/v1/jobs", data=b"hello\n", headers={"X-Proxyprint-Meta": header}
+            "http://intake/intake/v1/jobs",
+            data=b"hello\n",
+            headers={"X-Proxyprint-Meta": header},
+            expect100=expect,
         ) as resp,
     ):
         assert resp.headers["X-Request-Id"]  # the intake has request ids too
@@ -243,6 +246,8 @@ async def test_metrics_after_a_known_run(
         assert await post_job(socket, "pp-direct") == 201
         assert await post_job(socket, "pp-down") == 201
         assert await post_job(socket, "pp-unknown") == 404
+        # As the backend asks: refused instead of 100 Continue, still with an id and timed.
+        assert await post_job(socket, "pp-unknown", expect=True) == 404
         assert await dispatch_tick(app) == 2  # one sent, one target down (retry later)
         assert await track_tick(app) == 1  # completed and charged
         assert await outbox_tick(app) == 3  # two adjustments done, the top-up postponed
@@ -304,7 +309,7 @@ async def test_metrics_after_a_known_run(
 
     # Latencies of the known run.
     assert value(got, "proxyprint_intake_duration_seconds_count", status="201") == 2
-    assert value(got, "proxyprint_intake_duration_seconds_count", status="404") == 1
+    assert value(got, "proxyprint_intake_duration_seconds_count", status="404") == 2
     assert value(got, "proxyprint_dispatch_duration_seconds_count", result="ok") == 1
     assert value(got, "proxyprint_dispatch_duration_seconds_count", result="retry") == 1
     assert value(got, "proxyprint_dispatch_duration_seconds_count", result="rejected") is None

@@ -177,7 +177,12 @@ def _check_secret(request: web.Request) -> None:
             raise Unauthorized("bad or missing intake secret")
 
 
-async def _precheck(request: web.Request) -> tuple[IntakeJob, Printer] | web.Response:
+_Checked = tuple[IntakeJob, Printer] | web.Response
+# expect_continue's verdict, for receive_job
+PRECHECK = web.RequestKey("precheck", object)
+
+
+async def _precheck(request: web.Request) -> _Checked:
     """Who sends what for which printer; an answer when the job must not be read.
 
     Unknown printer → 404 (the backend stops the queue, the job stays in CUPS);
@@ -199,24 +204,36 @@ async def _precheck(request: web.Request) -> tuple[IntakeJob, Printer] | web.Res
 
 
 async def expect_continue(request: web.Request) -> web.StreamResponse | None:
-    """``Expect: 100-continue``: refuse or answer before a single document byte is sent."""
+    """``Expect: 100-continue``: decide before a single document byte is sent.
+
+    The verdict is kept on the request for ``receive_job``: a refusal is then
+    answered by the handler instead of ``100 Continue`` (so it passes the
+    middlewares: request id, intake histogram, error format), and an accepted
+    job is not looked up twice.
+    """
     if request.headers.get("Expect", "").lower() != "100-continue":
         raise web.HTTPExpectationFailed(text=f"unknown Expect: {request.headers['Expect']}")
     try:
-        checked = await _precheck(request)
+        checked: _Checked | ProxyPrintError = await _precheck(request)
     except ProxyPrintError as exc:
-        return _answer(exc.status, {"error": {"code": exc.code, "message": str(exc)}})
-    if isinstance(checked, web.Response):
-        return checked
-    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        checked = exc
+    request[PRECHECK] = checked
+    if isinstance(checked, tuple):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     return None
 
 
 async def receive_job(request: web.Request) -> web.Response:
-    checked = await _precheck(request)
+    checked = request.get(PRECHECK)
+    if isinstance(checked, ProxyPrintError):
+        raise checked  # answered instead of 100 Continue: no body follows
     if isinstance(checked, web.Response):
-        await _drain(request)  # a client that did not wait for 100-continue
         return checked
+    if checked is None:  # the client did not ask for 100-continue
+        checked = await _precheck(request)
+        if isinstance(checked, web.Response):
+            await _drain(request)
+            return checked
     job, printer = checked
     config = request.app[CONFIG]
     spool = request.app[SPOOL]
