@@ -34,7 +34,11 @@ KILLS = 3
 def _cli(env: dict[str, str], *args: str) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "proxy.cli", *args],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
 
@@ -42,7 +46,9 @@ def _cli(env: dict[str, str], *args: str) -> None:
 def _serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "serve"], env=env, stdout=out,
+            [sys.executable, "-m", "proxy.cli", "serve"],
+            env=env,
+            stdout=out,
             stderr=subprocess.STDOUT,
         )
 
@@ -90,8 +96,16 @@ async def test_papercut_adjustments_exactly_once_through_faults_and_kills(
             await asyncio.to_thread(_cli, env, "user", "add", user)
         await asyncio.to_thread(_cli, env, "account", "add", "ProjectX")
         await asyncio.to_thread(
-            _cli, env, "printer", "add", "pp-fault", "--target", "cups://pc-fault",
-            "--mode", "direct", "--papercut",
+            _cli,
+            env,
+            "printer",
+            "add",
+            "pp-fault",
+            "--target",
+            "cups://pc-fault",
+            "--mode",
+            "direct",
+            "--papercut",
         )
         sim.set_faults(fail_rate=0.1, timeout_rate=0.1, seed=7)
 
@@ -104,7 +118,11 @@ async def test_papercut_adjustments_exactly_once_through_faults_and_kills(
         async def submit() -> None:
             for i in range(JOBS):
                 await asyncio.to_thread(
-                    private_cupsd.lp, "pp-fault", pdf, user="carol", title=f"job-{i}",
+                    private_cupsd.lp,
+                    "pp-fault",
+                    pdf,
+                    user="carol",
+                    title=f"job-{i}",
                     options={"delegators": "alice,bob:2", "shared-accounts": "ProjectX"},
                 )
 
@@ -129,16 +147,12 @@ async def test_papercut_adjustments_exactly_once_through_faults_and_kills(
                         select(func.count()).where(PrintOut.status == int(PrintStatus.COMPLETED))
                     )
                     pending_outbox = await s.scalar(
-                        select(func.count()).where(
-                            OutboxItem.status == int(OutboxStatus.PENDING)
-                        )
+                        select(func.count()).where(OutboxItem.status == int(OutboxStatus.PENDING))
                     )
                     stuck = [
                         (po.id, po.status, po.status_reason, po.status_message, po.target_job_id)
                         for po in await s.scalars(
-                            select(PrintOut).where(
-                                PrintOut.status != int(PrintStatus.COMPLETED)
-                            )
+                            select(PrintOut).where(PrintOut.status != int(PrintStatus.COMPLETED))
                         )
                     ]
                 if done == JOBS and pending_outbox == 0:

@@ -91,9 +91,7 @@ async def release_claims(session: AsyncSession, owners: Collection[str] | None =
     what a dead predecessor left (see leader.py)."""
     released = 0
     for model in (PrintOut, OutboxItem):
-        held = (
-            model.claimed_by.is_not(None) if owners is None else model.claimed_by.in_(owners)
-        )
+        held = model.claimed_by.is_not(None) if owners is None else model.claimed_by.in_(owners)
         result = await session.execute(
             update(model)
             .where(held)
