@@ -58,7 +58,7 @@ USAGE = (
     "usage: user-source - is-valid | all-users | all-groups | get-user-details (name on stdin)"
     " | group-member-names GROUP | group-members GROUP | is-user-in-group GROUP USER"
 )
-INDIVIDUALS_ID = "officernd:individuals"  # billing.officernd.sync.INDIVIDUALS_ID
+INDIVIDUALS_ID = "officernd:individuals"  # billing.officernd.mirror.INDIVIDUALS_ID
 _CONTROL = re.compile(r"[\t\r\n\x00-\x1f\x7f]+")
 _CONTROL_BUT_TAB = re.compile(r"[\r\n\x00-\x08\x0b-\x1f\x7f]")
 

@@ -34,8 +34,9 @@ from billing.officernd.client import OfficeRnDClient
 from billing.officernd.fees import FEE_KIND, FeesSummary, run_fees
 from billing.officernd.filter import MemberFilter
 from billing.officernd.simulator import FaultKind, OfficeRnDSimulator
-from billing.officernd.sync import RECREATE_KIND, run_sync
+from billing.officernd.sync import run_sync
 from billing.officernd.topup import TOPUP_KIND, period_key, run_topups
+from billing.officernd.writes import RECREATE_KIND
 from billing.papercut import printlog
 from billing.papercut.client import PaperCutClient
 from billing.papercut.simulator import FaultMode, PaperCutSimulator

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
 
 from billing.enums import OutboxStatus
 from billing.models import Event, Group, OutboxItem, ScheduledRun, User, group_members
+from billing.officernd.actions import SyncSummary
 from billing.officernd.client import OfficeRnDClient
 from billing.officernd.filter import (
     INDIVIDUAL_GROUP,
@@ -34,15 +35,11 @@ from billing.officernd.filter import (
     group_names,
     wanted,
 )
+from billing.officernd.mirror import local_group_name
 from billing.officernd.models import Company, Member, Plan
 from billing.officernd.simulator import OfficeRnDSimulator
-from billing.officernd.sync import (
-    RECREATE_KIND,
-    Recreator,
-    SyncSummary,
-    local_group_name,
-    run_sync,
-)
+from billing.officernd.sync import run_sync
+from billing.officernd.writes import RECREATE_KIND, Recreator
 from billing.papercut import printlog
 from billing.papercut.client import PaperCutClient, is_write
 from billing.papercut.simulator import FaultMode, PaperCutSimulator
@@ -420,7 +417,7 @@ async def test_initial_sync_into_papercut_with_users_follows_the_second_flow(kit
 async def test_second_flow_survives_a_crash_between_delete_and_create(
     kit: Kit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("billing.officernd.sync.WRITE_BACKOFF", 0.001)  # fail fast
+    monkeypatch.setattr("billing.officernd.writes.WRITE_BACKOFF", 0.001)  # fail fast
     members = kit.ornd_sim.seed_members(20, 3, 3, seed=31)
     setup = _prefill(kit, members)
     pc = kit.papercut_sim

@@ -39,8 +39,10 @@ from billing.money import parse_amount
 from billing.officernd.client import OfficeRnDClient
 from billing.officernd.fees import FEE_KIND, AdjustmentCheck, FeeHandler, run_fees
 from billing.officernd.filter import MemberFilter
-from billing.officernd.sync import RECREATE_KIND, SYNC_JOB, Recreator, run_sync
+from billing.officernd.mirror import SYNC_JOB
+from billing.officernd.sync import run_sync
 from billing.officernd.topup import TOPUP_KIND, TopupHandler, period_key, run_topups
+from billing.officernd.writes import RECREATE_KIND, Recreator
 from billing.papercut import printlog
 
 from ..app import CONFIG, INSTANCE, SESSIONS
