@@ -13,26 +13,20 @@ the backends symlinked from the system run as ``lp``, ours as root).  pycups
 is blocking: async callers use ``asyncio.to_thread``.
 """
 
-import atexit
 import os
 import re
-import shutil
-import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from proxy import cupsadmin
+from proxy.devkit.process import ManagedProcess, free_port, port_open, read_log, system_path
 from proxy.exceptions import CupsError
 from proxy.targets.base import IppJobState
 
 SYSTEM_SERVERBIN = Path("/usr/lib/cups")
 SERVERBIN_LINKS = ("filter", "daemon", "cgi-bin", "driver", "monitor", "notifier", "command")
-START_ATTEMPTS = 3
 REQUEST_ID = re.compile(r"request id is (?P<queue>\S+)-(?P<job>\d+)")
 
 
@@ -41,14 +35,6 @@ class _PortTaken(CupsError):
 
 
 TERMINAL_STATES = frozenset({IppJobState.CANCELED, IppJobState.ABORTED, IppJobState.COMPLETED})
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel just handed out; callers retry if someone takes it meanwhile."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def cupsd_conf(
@@ -115,8 +101,19 @@ def cups_files_conf(root: Path, env: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-class PrivateCupsd:
-    """A private cupsd; ``with PrivateCupsd() as cupsd: ...`` or start()/stop()."""
+class PrivateCupsd(ManagedProcess):
+    """A private cupsd; ``with PrivateCupsd() as cupsd: ...`` or start()/stop().
+
+    stop() stops cupsd (it stops its jobs' processes) and removes the directory.
+    """
+
+    program = "cupsd"
+    package = "cups-daemon"
+    error = CupsError
+    root_prefix = "proxyprint-cupsd-"
+    stderr_name = "log/cupsd.stderr"
+    exited = "cupsd exited at start-up:\n{output}"
+    timed_out = "cupsd did not answer within {timeout} s:\n{output}"
 
     def __init__(
         self,
@@ -127,14 +124,11 @@ class PrivateCupsd:
         env: Mapping[str, str] | None = None,
         start_timeout: float = 20.0,
     ) -> None:
+        super().__init__(start_timeout=start_timeout)
         self.retry_interval = retry_interval
         self.kill_delay = kill_delay
         self.log_level = log_level
         self.backend_env = dict(env or {})
-        self.start_timeout = start_timeout
-        self.root = Path()
-        self.port = 0
-        self._process: subprocess.Popen[bytes] | None = None
 
     # --- paths -----------------------------------------------------------
 
@@ -153,10 +147,7 @@ class PrivateCupsd:
     @property
     def error_log(self) -> str:
         """The whole error_log (LogLevel debug): what cupsd and each backend said."""
-        try:
-            return self.error_log_path.read_text("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.error_log_path)
 
     @property
     def server(self) -> str:
@@ -167,40 +158,16 @@ class PrivateCupsd:
         """os.environ plus CUPS_SERVER for the command-line tools (lp, lpstat...)."""
         return {**os.environ, "CUPS_SERVER": self.server}
 
-    # --- lifecycle -------------------------------------------------------
+    # --- lifecycle (ManagedProcess) --------------------------------------
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        """Lay out the directory, start cupsd and wait until it answers."""
-        if self._process is not None:
-            return  # already started (start() then "with")
-        if shutil.which("cupsd") is None:
-            raise CupsError("cupsd is not installed (Debian package cups-daemon)")
+    def _check(self) -> None:
+        super()._check()
         if os.geteuid() != 0:
             raise CupsError("a private cupsd must run as root")
-        self.root = Path(tempfile.mkdtemp(prefix="proxyprint-cupsd-"))
+
+    def _prepare(self) -> None:
         # Backends run as lp and must traverse to ServerBin and the spool.
         self.root.chmod(0o755)
-        try:
-            self._layout()
-            self._start_listening()
-            atexit.register(self.stop)  # no orphan if the caller forgets stop()
-        except BaseException:
-            self.stop()
-            raise
-
-    def _layout(self) -> None:
         for sub in ("etc", "etc/ppd", "etc/ssl", "spool/tmp", "cache", "state", "log"):
             (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o755)
         backend_dir = self.serverbin / "backend"
@@ -216,25 +183,7 @@ class PrivateCupsd:
             cups_files_conf(self.root, self.backend_env)
         )
 
-    def _start_listening(self) -> None:
-        """Start cupsd on a free port; another port if that one was taken meanwhile."""
-        for attempt in range(1, START_ATTEMPTS + 1):
-            self.port = free_port()
-            self._write_cupsd_conf()
-            self._spawn()
-            try:
-                self._wait_ready()
-            except _PortTaken:
-                self._terminate()
-                if attempt == START_ATTEMPTS:
-                    raise
-            except BaseException:
-                self._terminate()
-                raise
-            else:
-                return
-
-    def _write_cupsd_conf(self) -> None:
+    def _spawn(self) -> None:
         text = cupsd_conf(
             port=self.port,
             socket_path=self.socket_path,
@@ -243,32 +192,16 @@ class PrivateCupsd:
             log_level=self.log_level,
         )
         (self.root / "etc" / "cupsd.conf").write_text(text)
+        super()._spawn()
 
-    def _spawn(self) -> None:
+    def _args(self) -> list[str]:
         etc = self.root / "etc"
-        args = ["cupsd", "-f", "-c", str(etc / "cupsd.conf"), "-s", str(etc / "cups-files.conf")]
-        with (self.root / "log" / "cupsd.stderr").open("wb") as stderr:
-            self._process = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LANG": "C"},
-            )
+        return ["cupsd", "-f", "-c", str(etc / "cupsd.conf"), "-s", str(etc / "cups-files.conf")]
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self._process is None or self._process.poll() is not None:
-                raise CupsError(f"cupsd exited at start-up:\n{self._start_errors()}")
-            if self._answers():
-                return
-            time.sleep(0.05)
-        raise CupsError(
-            f"cupsd did not answer within {self.start_timeout} s:\n{self._start_errors()}"
-        )
+    def _process_env(self) -> dict[str, str]:
+        return {"PATH": system_path(), "LANG": "C"}
 
-    def _answers(self) -> bool:
+    def _ready(self) -> bool:
         """cupsd serves its socket and listens on our port (it starts without it).
 
         cupsd opens every listener before it serves any, and logs a failed one
@@ -281,39 +214,15 @@ class PrivateCupsd:
             return False
         if f"Unable to open listen socket for address 127.0.0.1:{self.port} " in self.error_log:
             raise _PortTaken(f"port {self.port} was taken before cupsd could listen")
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return True
-        except OSError:
-            return False
+        return port_open(self.port)
 
-    def _start_errors(self) -> str:
-        stderr = (self.root / "log" / "cupsd.stderr").read_text("utf-8", "replace")
+    def _port_taken(self, exc: BaseException) -> bool:
+        return isinstance(exc, _PortTaken)
+
+    def _start_output(self) -> str:
+        stderr = self._stderr_path.read_text("utf-8", "replace")
         lines = [ln for ln in self.error_log.splitlines() if ln[:2] in ("E ", "C ", "A ", "X ")]
         return (stderr + "\n".join(lines[-20:])).strip()
-
-    def _terminate(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-    def stop(self) -> None:
-        """Stop cupsd (it stops its jobs' processes) and remove the directory."""
-        atexit.unregister(self.stop)
-        self._terminate()
-        if self.root != Path() and self.root.exists():
-            shutil.rmtree(self.root, ignore_errors=True)
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     # --- queues and jobs -------------------------------------------------
 
@@ -396,3 +305,7 @@ class PrivateCupsd:
         if result.returncode != 0:
             raise CupsError(f"lpinfo -v failed: {result.stderr.decode(errors='replace')}")
         return result.stdout.decode("utf-8", "replace").splitlines()
+
+
+# free_port moved to proxy.devkit.process; the tests and benchmarks import it from here.
+__all__ = ["TERMINAL_STATES", "PrivateCupsd", "cups_files_conf", "cupsd_conf", "free_port"]

@@ -38,24 +38,19 @@ The command installed here records each document's attributes in
 knob is on (``held()``), and aborts the next N jobs with ``abort_next(N)``.
 """
 
-import atexit
 import contextlib
 import json
-import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
-from proxy.devkit.cupsd import free_port
+from proxy.devkit.process import ManagedProcess, port_open, read_log, system_path
 from proxy.exceptions import TargetError
 from proxy.targets.base import IppJobState
 
@@ -71,7 +66,6 @@ DEFAULT_FORMATS = (
     "text/plain",
     "application/octet-stream",
 )
-START_ATTEMPTS = 3
 DOCUMENT_SUFFIXES_IGNORED = (".json", ".tmp", ".prn")
 
 # The -c command.  Job attributes arrive as IPP_* variables (see the module doc).
@@ -214,8 +208,16 @@ def _run(args: list[str], what: str) -> None:
         raise TargetError(f"{what} failed to start ({result.returncode}): {err}")
 
 
-class IppEvePrinter:
+class IppEvePrinter(ManagedProcess):
     """``with IppEvePrinter() as printer: ... printer.uri ... printer.documents()``."""
+
+    program = "ippeveprinter"
+    package = "cups-ipp-utils"
+    error = TargetError
+    root_prefix = "proxyprint-ippeve-"
+    stderr_name = "ippeveprinter.log"
+    exited = "ippeveprinter exited at start-up: {output}"
+    timed_out = "ippeveprinter did not listen within {timeout} s"
 
     def __init__(
         self,
@@ -226,14 +228,11 @@ class IppEvePrinter:
         color: bool = True,
         start_timeout: float = 20.0,
     ) -> None:
+        super().__init__(start_timeout=start_timeout)
         self.name = name
         self.formats = formats
         self.duplex = duplex
         self.color = color
-        self.start_timeout = start_timeout
-        self.root = Path()
-        self.port = 0
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def uri(self) -> str:
@@ -246,56 +245,20 @@ class IppEvePrinter:
     @property
     def log(self) -> str:
         """ippeveprinter's own output (-v): requests, jobs, command results."""
-        try:
-            return (self.root / "ippeveprinter.log").read_text("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self._stderr_path)
 
-    # --- lifecycle -------------------------------------------------------
+    # --- lifecycle (ManagedProcess) --------------------------------------
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        if self._process is not None:
-            return  # already started (start() then "with")
-        if shutil.which("ippeveprinter") is None:
-            raise TargetError("ippeveprinter is not installed (Debian package cups-ipp-utils)")
+    def _check(self) -> None:
+        super()._check()
         ensure_dnssd()
-        self.root = Path(tempfile.mkdtemp(prefix="proxyprint-ippeve-"))
-        try:
-            self.spool.mkdir()
-            command = self.root / "command.py"
-            command.write_text(f"#!{sys.executable} -IS\n{COMMAND}")
-            command.chmod(0o755)
-            (self.root / "get-job.test").write_text(GET_JOB_TEST)
-            self._start_listening()
-            atexit.register(self.stop)  # no orphan if the caller forgets stop()
-        except BaseException:
-            self.stop()
-            raise
 
-    def _start_listening(self) -> None:
-        for attempt in range(1, START_ATTEMPTS + 1):
-            self.port = free_port()
-            self._spawn()
-            try:
-                self._wait_ready()
-            except TargetError:
-                self._terminate()
-                if attempt == START_ATTEMPTS or "Unable to" not in self.log:
-                    raise
-            else:
-                return
+    def _prepare(self) -> None:
+        self.spool.mkdir()
+        command = self.root / "command.py"
+        command.write_text(f"#!{sys.executable} -IS\n{COMMAND}")
+        command.chmod(0o755)
+        (self.root / "get-job.test").write_text(GET_JOB_TEST)
 
     def _args(self) -> list[str]:
         args = ["ippeveprinter", "-v", "-p", str(self.port), "-n", "localhost", "-r", "off"]
@@ -306,59 +269,27 @@ class IppEvePrinter:
         args.append(self.name or f"proxyprint-ippeve-{self.port}")
         return args
 
-    def _spawn(self) -> None:
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-            "LANG": "C.UTF-8",
-            "HOME": str(self.root),
-            "TMPDIR": str(self.root),
-        }
-        with (self.root / "ippeveprinter.log").open("wb") as log:
-            self._process = subprocess.Popen(
-                self._args(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env=env,
-                cwd=self.root,
-            )
+    def _process_env(self) -> dict[str, str]:
+        root = str(self.root)
+        return {"PATH": system_path(), "LANG": "C.UTF-8", "HOME": root, "TMPDIR": root}
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self._process is None or self._process.poll() is not None:
-                raise TargetError(f"ippeveprinter exited at start-up: {self.log.strip()[-2000:]}")
-            listening = f'printer-uri-supported="ipp://localhost:{self.port}/' in self.log
-            if listening and self._connectable():
-                return
-            time.sleep(0.05)
-        raise TargetError(f"ippeveprinter did not listen within {self.start_timeout} s")
+    def _cwd(self) -> Path:
+        return self.root
 
-    def _connectable(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                return True
-        except OSError:
-            return False
+    def _ready(self) -> bool:
+        listening = f'printer-uri-supported="ipp://localhost:{self.port}/' in self.log
+        return listening and port_open(self.port)
 
-    def _terminate(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    def _port_taken(self, exc: BaseException) -> bool:
+        return isinstance(exc, TargetError) and "Unable to" in self.log
+
+    def _start_output(self) -> str:
+        return self.log.strip()[-2000:]
 
     def stop(self) -> None:
         """Stop the printer and delete its documents."""
         self.release()
-        atexit.unregister(self.stop)
-        self._terminate()
-        if self.root != Path() and self.root.exists():
-            shutil.rmtree(self.root, ignore_errors=True)
+        super().stop()
 
     # --- documents -------------------------------------------------------
 
