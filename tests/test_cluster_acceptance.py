@@ -22,9 +22,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,6 +42,7 @@ from proxy.devkit.documents import make_pdf
 from proxy.devkit.ippeve import IppEvePrinter
 from tests.fixtures_cups import queue_job_uuids
 from tests.fixtures_db import _truncate_pg
+from tests.serve_process import ServeProcess, proxyprint_cli
 
 pytestmark = [pytest.mark.cups, pytest.mark.slow]
 
@@ -56,72 +54,6 @@ CARDS = {user: f"04:A1:B2:{i:02X}" for i, user in enumerate(USERS)}
 SHARES = {"eve": 0.05, "hold": 0.2, "ticket": 0.2, "papercut": 0.2}
 TARGET_QUEUES = {"direct": "t-direct", "hold": "t-hold", "ticket": "t-ticket"}
 S = PrintStatus
-
-
-def _cli(env: dict[str, str], *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "proxy.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
-
-
-@dataclass
-class Instance:
-    name: str
-    env: dict[str, str]
-    root: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def socket(self) -> Path:
-        return Path(self.env["PROXYPRINT_INTAKE_SOCKET"])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.env['PROXYPRINT_HTTP_LISTEN']}"
-
-    @property
-    def log(self) -> Path:
-        return self.root / f"serve-{self.name}.log"
-
-    async def start(self) -> None:
-        self.proc = self._spawn()
-        for _ in range(400):
-            if self.socket.exists():
-                return
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"instance {self.name} did not open its intake socket")
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        self.socket.unlink(missing_ok=True)
-        with self.log.open("ab") as out:
-            return subprocess.Popen(
-                [sys.executable, "-m", "proxy.cli", "serve"],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 @dataclass
@@ -136,7 +68,7 @@ class Outcomes:
 class Api:
     """Calls whichever instance answers (one may be dead at the moment)."""
 
-    def __init__(self, instances: list[Instance], rng: random.Random) -> None:
+    def __init__(self, instances: list[ServeProcess], rng: random.Random) -> None:
         self.instances = instances
         self.rng = rng
 
@@ -216,7 +148,7 @@ async def test_two_instances_three_kills_every_job_once(
             PROXYPRINT_PAPERCUT_DB_URL=sim.db_url,
         )
         instances = [
-            Instance(
+            ServeProcess(
                 name,
                 {
                     **base,
@@ -229,11 +161,11 @@ async def test_two_instances_three_kills_every_job_once(
             for name in ("a", "b")
         ]
         env = instances[0].env
-        await asyncio.to_thread(_cli, env, "db", "upgrade")
+        await asyncio.to_thread(proxyprint_cli, env, "db", "upgrade")
         for user in USERS:
-            await asyncio.to_thread(_cli, env, "user", "add", user)
-            await asyncio.to_thread(_cli, env, "card", "add", user, CARDS[user])
-        await asyncio.to_thread(_cli, env, "account", "add", "ProjectX")
+            await asyncio.to_thread(proxyprint_cli, env, "user", "add", user)
+            await asyncio.to_thread(proxyprint_cli, env, "card", "add", user, CARDS[user])
+        await asyncio.to_thread(proxyprint_cli, env, "account", "add", "ProjectX")
         targets = {
             "direct": "cups://t-direct",
             "eve": ippeve_printer.uri,
@@ -246,7 +178,7 @@ async def test_two_instances_three_kills_every_job_once(
                 mode = kind if kind in ("hold", "ticket") else "direct"
                 extra = ["--papercut"] if kind == "papercut" else []
                 await asyncio.to_thread(
-                    _cli,
+                    proxyprint_cli,
                     inst.env,
                     "printer",
                     "add",
@@ -258,14 +190,16 @@ async def test_two_instances_three_kills_every_job_once(
                     *extra,
                 )
         reader_token = await asyncio.to_thread(
-            _cli, env, "reader", "add", "r-cluster", "--printer", "pp-hold-a", "pp-hold-b"
+            proxyprint_cli, env, "reader", "add", "r-cluster", "--printer", "pp-hold-a", "pp-hold-b"
         )
         reader_token = reader_token.split()[-1]
-        admin = (await asyncio.to_thread(_cli, env, "token", "create", "--role", "admin")).split()[
-            -1
-        ]
+        admin = (
+            await asyncio.to_thread(proxyprint_cli, env, "token", "create", "--role", "admin")
+        ).split()[-1]
         operator = (
-            await asyncio.to_thread(_cli, env, "token", "create", "--role", "ticket-operator")
+            await asyncio.to_thread(
+                proxyprint_cli, env, "token", "create", "--role", "ticket-operator"
+            )
         ).split()[-1]
 
         for inst in instances:
@@ -404,7 +338,7 @@ async def test_two_instances_three_kills_every_job_once(
         for po in outs.values():
             want = S.CANCELED if po.id in outcomes.canceled else S.COMPLETED
             assert po.status == int(want), (po.id, po.mode, po.status, po.status_reason)
-        assert sum(1 for p in outs.values() if p.status == int(S.CANCELED)) >= 5
+        assert sum(1 for p in outs.values() if p.status == int(S.CANCELED)) >= max(1, JOBS // 200)
         tickets = [p for p in outs.values() if p.ticket_number is not None]
         assert len(outcomes.released_to) >= 0.8 * len(tickets) > 0
         moved = [p for p in tickets if outcomes.released_to.get(p.id) == "pp-direct-a"]

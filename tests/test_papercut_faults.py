@@ -7,9 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from decimal import Decimal
@@ -24,42 +21,12 @@ from billing.models import OutboxItem, PrintOut
 from billing.papercut.simulator import PaperCutSimulator, install_papercut_backend
 from proxy.devkit.cupsd import PrivateCupsd
 from proxy.devkit.documents import make_pdf
+from tests.serve_process import ServeProcess, proxyprint_cli
 
 pytestmark = [pytest.mark.cups, pytest.mark.slow]
 
 JOBS = int(os.environ.get("PP_FAULT_JOBS", "200"))
 KILLS = 3
-
-
-def _cli(env: dict[str, str], *args: str) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "proxy.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-
-
-def _serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "serve"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-async def _wait_socket(path: Path, proc: subprocess.Popen[bytes], log: Path) -> None:
-    for _ in range(300):
-        if path.exists():
-            return
-        assert proc.poll() is None, log.read_text()[-3000:]
-        await asyncio.sleep(0.05)
-    raise AssertionError("the service did not open its intake socket")
 
 
 async def test_papercut_adjustments_exactly_once_through_faults_and_kills(
@@ -91,12 +58,12 @@ async def test_papercut_adjustments_exactly_once_through_faults_and_kills(
             PROXYPRINT_PAPERCUT_TIMEOUT_SECS="1.0",
         )
         (root / "none.toml").write_text("")
-        await asyncio.to_thread(_cli, env, "db", "upgrade")
+        await asyncio.to_thread(proxyprint_cli, env, "db", "upgrade")
         for user in ("alice", "bob", "carol"):
-            await asyncio.to_thread(_cli, env, "user", "add", user)
-        await asyncio.to_thread(_cli, env, "account", "add", "ProjectX")
+            await asyncio.to_thread(proxyprint_cli, env, "user", "add", user)
+        await asyncio.to_thread(proxyprint_cli, env, "account", "add", "ProjectX")
         await asyncio.to_thread(
-            _cli,
+            proxyprint_cli,
             env,
             "printer",
             "add",
@@ -109,9 +76,8 @@ async def test_papercut_adjustments_exactly_once_through_faults_and_kills(
         )
         sim.set_faults(fail_rate=0.1, timeout_rate=0.1, seed=7)
 
-        log = root / "serve.log"
-        proc = _serve(env, log)
-        await _wait_socket(root / "intake.sock", proc, log)
+        service = ServeProcess("papercut", env, root)
+        await service.start()
         pdf = make_pdf(root / "f.pdf", 1)
         rng = random.Random(11)
 
@@ -132,12 +98,9 @@ async def test_papercut_adjustments_exactly_once_through_faults_and_kills(
         try:
             for _ in range(KILLS):
                 await asyncio.sleep(rng.uniform(1.0, 4.0))
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(10)
-                (root / "intake.sock").unlink(missing_ok=True)
+                service.kill()
                 await asyncio.sleep(rng.uniform(0.1, 1.0))
-                proc = _serve(env, log)
-                await _wait_socket(root / "intake.sock", proc, log)
+                await service.start()
             await submitter
 
             deadline = time.monotonic() + 240
@@ -160,11 +123,7 @@ async def test_papercut_adjustments_exactly_once_through_faults_and_kills(
                 assert time.monotonic() < deadline, (done, pending_outbox, stuck)
                 await asyncio.sleep(0.5)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            service.stop()
             submitter.cancel()
 
         async with sessions() as s:
