@@ -44,17 +44,16 @@ import json
 import math
 import random
 import time
-from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from billing.exceptions import InvalidAmount, InvalidInput
+from billing.httpclient import HttpClient, RetryPolicy, transport_detail
 from billing.officernd.exceptions import (
     OfficeRnDAuthError,
     OfficeRnDError,
@@ -91,6 +90,7 @@ MAX_PAGE_LIMIT: Final = 100
 CURSOR_HEADER: Final = "rnd-cursor-next"
 MAX_RESPONSE_BYTES: Final = 64 * 1024 * 1024
 _MAX_MESSAGE_CHARS = 300
+_HEADERS: Final = {"Accept": "application/json"}
 
 
 # --- JSON with exact amounts --------------------------------------------------------------
@@ -286,13 +286,11 @@ def _message(raw: bytes) -> str:
     return text[:_MAX_MESSAGE_CHARS] or "(no body)"
 
 
-class OfficeRnDClient:
+class OfficeRnDClient(HttpClient):
     """One OfficeRnD organization; ``async with OfficeRnDClient(...) as ornd: ...``.
 
-    One ``aiohttp.ClientSession`` (keep-alive), made on first use unless
-    ``session`` is given (then the caller closes it). ``timeout`` is per
-    attempt. The pause before retry n is uniform in [d/2, d] with
-    d = min(max_backoff, backoff * 2**(n-1)).
+    Session, per-attempt ``timeout``, ``attempts``, backoff and counters:
+    ``billing.httpclient.HttpClient``.
     """
 
     def __init__(
@@ -315,8 +313,9 @@ class OfficeRnDClient:
         session: aiohttp.ClientSession | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if attempts < 1:
-            raise ValueError("attempts must be at least 1")
+        super().__init__(
+            _HEADERS, timeout, RetryPolicy(attempts, backoff, max_backoff, rng), session
+        )
         if not 1 <= page_limit <= MAX_PAGE_LIMIT:
             raise ValueError(f"page_limit must be from 1 to {MAX_PAGE_LIMIT}")
         if not org or "/" in org:
@@ -329,49 +328,13 @@ class OfficeRnDClient:
         self.client_id = client_id
         self._client_secret = client_secret
         self.scope = scope
-        self.timeout = timeout
-        self.attempts = attempts
-        self.backoff = backoff
-        self.max_backoff = max_backoff
         self.max_retry_after = max_retry_after
         self.token_margin = token_margin
         self.page_limit = page_limit
         self.retry_writes = retry_writes
-        self._session = session
-        self._own_session = session is None
-        self._rng = rng or random.Random()
         self._token: str | None = None
         self._token_renew_at = 0.0  # time.monotonic()
         self._token_lock = asyncio.Lock()
-        self.calls: Counter[str] = Counter()
-        self.errors: Counter[str] = Counter()
-        self.retries: Counter[str] = Counter()
-
-    # --- lifecycle ------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        self._http()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._own_session and self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                headers={"Accept": "application/json", "User-Agent": "proxyprint"}
-            )
-        return self._session
 
     # --- the token ------------------------------------------------------------------------
 
@@ -418,10 +381,6 @@ class OfficeRnDClient:
         return token
 
     # --- one request, with its retries ----------------------------------------------------
-
-    def _pause(self, attempt: int) -> float:
-        ceiling = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-        return self._rng.uniform(ceiling / 2, ceiling)
 
     async def _exchange(
         self,
@@ -482,11 +441,10 @@ class OfficeRnDClient:
                         status=failure.status,
                         maybe_applied=write and not failure.safe,
                     ) from failure.__cause__
-                self.retries[key] += 1
-                pause = self._pause(attempt)
-                if failure.retry_after is not None:
-                    pause = max(pause, min(failure.retry_after, self.max_retry_after))
-                await asyncio.sleep(pause)
+                wait = failure.retry_after
+                await self._backoff(
+                    key, attempt, at_least=None if wait is None else min(wait, self.max_retry_after)
+                )
 
     async def _attempt(
         self,
@@ -512,7 +470,7 @@ class OfficeRnDClient:
                 params=params,
                 data=data.encode("utf-8") if data is not None else form,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                timeout=self._attempt_timeout(),
             ) as response:
                 status = response.status
                 raw = await response.content.read(MAX_RESPONSE_BYTES + 1)
@@ -520,8 +478,7 @@ class OfficeRnDClient:
         except aiohttp.ClientConnectorError as exc:  # nothing was sent
             raise _Failure(f"{type(exc).__name__}: {exc}", safe=True) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            raise _Failure(detail, safe=False) from exc
+            raise _Failure(transport_detail(exc), safe=False) from exc
         if status == 429:
             wait = parse_retry_after(answer_headers.get("Retry-After"))
             raise _Failure("HTTP 429 (rate limited)", safe=True, status=429, retry_after=wait)

@@ -36,21 +36,19 @@ Contracts:
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 import re
 import xmlrpc.client
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import ROUND_HALF_EVEN, Context, Decimal
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 from xml.parsers.expat import ExpatError
 
 import aiohttp
 
 from billing.exceptions import InvalidAmount, InvalidInput
+from billing.httpclient import HttpClient, RetryPolicy, transport_detail
 from billing.papercut.exceptions import PaperCutFault, PaperCutUnavailable
 
 __all__ = [
@@ -115,6 +113,7 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 _WIDE = Context(prec=80)
 
 XmlRpcArg = str | int | float | bool | list[str] | list[list[str]]
+_HEADERS: Final = {"Content-Type": "text/xml; charset=utf-8"}
 
 
 class _TransportError(Exception):
@@ -190,14 +189,11 @@ def _to_double(amount: object, field: str) -> float:
     return double
 
 
-class PaperCutClient:
+class PaperCutClient(HttpClient):
     """One PaperCut server; ``async with PaperCutClient(url, token) as pc: ...``.
 
-    One ``aiohttp.ClientSession`` (keep-alive) per client, made on first use
-    unless ``session`` is given (then the caller closes it). ``timeout`` is
-    per attempt. ``attempts`` bounds every call (first try included); the
-    pause before retry n is uniform in [d/2, d] with
-    d = min(max_backoff, backoff * 2**(n-1)).
+    Session, per-attempt ``timeout``, ``attempts``, backoff and counters:
+    ``billing.httpclient.HttpClient``.
     """
 
     def __init__(
@@ -214,48 +210,13 @@ class PaperCutClient:
         session: aiohttp.ClientSession | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if attempts < 1:
-            raise ValueError("attempts must be at least 1")
+        super().__init__(
+            _HEADERS, timeout, RetryPolicy(attempts, backoff, max_backoff, rng), session
+        )
         self.url = url
         self._token = token
-        self.timeout = timeout
-        self.attempts = attempts
-        self.backoff = backoff
-        self.max_backoff = max_backoff
         self.retry_writes = retry_writes
         self._quantum = Decimal(1).scaleb(-balance_decimals)
-        self._session = session
-        self._own_session = session is None
-        self._rng = rng or random.Random()
-        self.calls: Counter[str] = Counter()
-        self.errors: Counter[str] = Counter()
-        self.retries: Counter[str] = Counter()
-
-    # --- lifecycle ---------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        self._http()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._own_session and self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                headers={"Content-Type": "text/xml; charset=utf-8", "User-Agent": "proxyprint"}
-            )
-        return self._session
 
     # --- the XML-RPC call ----------------------------------------------------
 
@@ -282,18 +243,13 @@ class PaperCutClient:
                     raise PaperCutUnavailable(
                         method, exc.reason, attempts=attempt, retryable=exc.retryable
                     ) from exc.__cause__
-                self.retries[method] += 1
-                await asyncio.sleep(self._pause(attempt))
+                await self._backoff(method, attempt)
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _pause(self, attempt: int) -> float:
-        ceiling = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-        return self._rng.uniform(ceiling / 2, ceiling)
 
     async def _post(self, method: str, body: bytes) -> object:
         try:
             async with self._http().post(
-                self.url, data=body, timeout=aiohttp.ClientTimeout(total=self.timeout)
+                self.url, data=body, timeout=self._attempt_timeout()
             ) as response:
                 if response.status != 200:
                     # 5xx and 408/429 are passing; any other status is a wrong URL
@@ -302,8 +258,7 @@ class PaperCutClient:
                     raise _TransportError(f"HTTP {response.status}", retryable=transient)
                 data = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            raise _TransportError(detail) from exc
+            raise _TransportError(transport_detail(exc)) from exc
         if len(data) > MAX_RESPONSE_BYTES:
             raise _TransportError(f"response of {len(data)} bytes")
         try:
