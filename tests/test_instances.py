@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 from datetime import timedelta
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 from aiohttp import web
@@ -17,7 +19,7 @@ from billing.models import OutboxItem
 from proxy.app import INSTANCE, create_app
 from proxy.config import Config, build_config
 from proxy.exceptions import ConfigError
-from proxy.pipeline.leader import leading
+from proxy.pipeline.leader import NAME_MAX, configured_name, leading
 from tests.fixtures_db import _truncate_pg
 
 
@@ -139,3 +141,12 @@ async def test_a_restarted_instance_voids_only_its_own_dead_claims_at_once(
         assert (await _claims(pg_database))["a"] is None
     finally:
         await again_runner.cleanup()
+
+
+def test_instance_names_are_short_and_stay_apart() -> None:
+    assert configured_name("print-a", "/run/x.sock") == "print-a"
+    default = f"{socket.gethostname()}:/run/pp.sock"
+    assert configured_name("", "/run/pp.sock") == (default if len(default) <= NAME_MAX else ANY)
+    long_a = configured_name("", "/srv/proxyprint/instances/building-a/run/intake.sock")
+    long_b = configured_name("", "/srv/proxyprint/instances/building-b/run/intake.sock")
+    assert len(long_a) == len(long_b) == NAME_MAX and long_a != long_b

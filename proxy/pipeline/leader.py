@@ -99,8 +99,16 @@ class Instance:
     name: str = f"{socket.gethostname()}:{os.getpid()}"
 
 
+NAME_MAX = 48  # claimed_by holds 64: room for ":PID" and a worker role
+
+
 def configured_name(configured: str, intake_socket: str) -> str:
-    return (configured or f"{socket.gethostname()}:{intake_socket}")[:48]
+    """The name claims carry; a long one is cut with a digest of the whole, so
+    two instances whose names differ only at the end stay apart."""
+    name = configured or f"{socket.gethostname()}:{intake_socket}"
+    if len(name) <= NAME_MAX:
+        return name
+    return f"{name[: NAME_MAX - 9]}~{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 async def hold_name(engine: AsyncEngine, name: str) -> AsyncConnection | None:
