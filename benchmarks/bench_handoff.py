@@ -28,16 +28,13 @@ import time
 from pathlib import Path
 
 from billing.enums import PrintStatus
-from proxy.devkit.cupsd import PrivateCupsd
 from proxy.devkit.documents import make_pdf
 from proxy.devkit.ippeve import IppEvePrinter
-from proxy.devkit.stack import ServiceStack
 
 from .harness import (
     IPP_BACKEND,
     IPP_NO_WAIT,
     PRINTER_IDLE,
-    LoopThread,
     backend_argv,
     backend_env,
     env_int,
@@ -45,6 +42,7 @@ from .harness import (
     median,
     percentile,
     printer_state,
+    private_stack,
     scratch_dir,
     wait_until,
 )
@@ -121,16 +119,7 @@ def _importtime(backend: Path) -> str:
 
 def _measure(root: Path, jobs: int) -> dict[str, list[float]]:
     pdf = make_pdf(root / "one-page.pdf", 1, title="proxyprint handoff benchmark")
-    cupsd = PrivateCupsd(log_level="warn")
-    printer = IppEvePrinter(name="proxyprint-bench-handoff")
-    loop = LoopThread()
-    stack = ServiceStack(cupsd, root / "service")
-    started = False
-    try:
-        cupsd.start()
-        printer.start()
-        loop.run(stack.__aenter__())
-        started = True
+    with private_stack(root, "proxyprint-bench-handoff") as (cupsd, printer, loop, stack):
         loop.run(stack.add_printer(QUEUE, target=printer.uri, mode="direct"))
         loop.run(stack.add_users("bench"))
         backend = cupsd.serverbin / "backend" / "proxyprint"
@@ -162,12 +151,6 @@ def _measure(root: Path, jobs: int) -> dict[str, list[float]]:
                 times["start-up"].append(startup)
                 times["bare"].append(bare)
         return times
-    finally:
-        if started:
-            loop.run(stack.__aexit__(None, None, None))
-        loop.close()
-        printer.stop()
-        cupsd.stop()
 
 
 def main() -> None:

@@ -70,14 +70,21 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from billing.db import make_engine, make_sessionmaker, utcnow
-from billing.enums import PrintStatus
-from billing.models import Event, PrintIn, PrintOut
+from billing.models import Event, PrintOut
 from proxy import printers
 from proxy.devkit.documents import make_pdf
 from proxy.targets import ipp_codec as codec
 from proxy.targets.ipp_codec import Attribute, GroupTag, Operation, StatusCode
 
-from .harness import LoopThread, ServiceProcess, env_int, median, scratch_dir, wait_until
+from .harness import (
+    LoopThread,
+    ServiceProcess,
+    add_print_outs,
+    env_int,
+    median,
+    scratch_dir,
+    wait_until,
+)
 
 ADMIN_DSN = os.environ.get("PP_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 DEFAULT_JOBS = 60
@@ -227,39 +234,22 @@ async def _seed(url: str, tag: str, target: str, document: Path, jobs: int) -> N
             printer = await printers.add_printer(
                 session, f"pp-recovery-{tag}", target=target, mode="direct"
             )
-            size = document.stat().st_size
-            print_ins = [
-                PrintIn(
-                    job_uuid=f"urn:uuid:{uuid.uuid4()}",
-                    printer_id=printer.id,
-                    delegate="bench",
-                    title=_title(tag, number),
-                    content_type="application/pdf",
-                    spool_path=str(document),
-                    sha256="0" * 64,
-                    size=size,
-                    pages=1,
-                )
-                for number in range(jobs)
-            ]
-            session.add_all(print_ins)
-            await session.flush()
-            now = utcnow()
-            session.add_all(
-                PrintOut(
-                    print_in_id=print_in.id,
-                    printer_id=printer.id,
-                    mode="direct",
-                    target=target,
-                    status=int(PrintStatus.PENDING),
-                    delegate="bench",
-                    title=print_in.title,
-                    pages=1,
-                    copies=1,
-                    currency="EUR",
-                    next_action_at=now,
-                )
-                for print_in in print_ins
+            size, now = document.stat().st_size, utcnow()
+            await add_print_outs(
+                session,
+                printer,
+                [
+                    (
+                        {
+                            "job_uuid": f"urn:uuid:{uuid.uuid4()}",
+                            "title": _title(tag, number),
+                            "spool_path": str(document),
+                            "size": size,
+                        },
+                        {"next_action_at": now},
+                    )
+                    for number in range(jobs)
+                ],
             )
     finally:
         await engine.dispose()

@@ -42,9 +42,8 @@ from sqlalchemy import select
 from billing.enums import PrintStatus
 from billing.models import Event, PrintOut
 from proxy.app import SESSIONS
-from proxy.devkit.cupsd import PrivateCupsd
 from proxy.devkit.documents import make_pdf
-from proxy.devkit.ippeve import IppEvePrinter
+from proxy.devkit.ippeve import IppEvePrinter, job_title
 from proxy.devkit.stack import ServiceStack
 
 from .harness import (
@@ -54,6 +53,7 @@ from .harness import (
     median,
     percentile,
     printer_state,
+    private_stack,
     scratch_dir,
     wait_until,
 )
@@ -101,16 +101,17 @@ def _title(kind: str, number: int) -> str:
 def _record(printer: IppEvePrinter, title: str) -> tuple[Path, str] | None:
     """(document, print command status) of the job named ``title``, once the printer has it.
 
-    Looks up this one job's record (``<job-id>-<title>.<ext>.json``, written by
-    the devkit's print command) instead of ``IppEvePrinter.documents()``,
-    which reads every record so far on each call.
+    Looks up this one job's record (``<job-id>-<title>_pp_<marker>_.<ext>.json``:
+    dispatch appends `` (pp-<marker>)`` to the job-name, see proxy.targets.ipp;
+    written by the devkit's print command) instead of
+    ``IppEvePrinter.documents()``, which reads every record so far on each call.
     """
-    for record in printer.spool.glob(f"*-{title}.*.json"):
+    for record in printer.spool.glob(f"*-{title}*.json"):
         try:
             data = json.loads(record.read_text("utf-8"))
         except (OSError, ValueError):
             continue  # replaced meanwhile
-        if data["env"].get("IPP_JOB_NAME") == title:
+        if job_title(data["env"].get("IPP_JOB_NAME", "")) == title:
             return record.with_suffix(""), str(data["status"])
     return None
 
@@ -250,16 +251,7 @@ class Result:
 
 def _measure(root: Path, jobs: int) -> Result:
     pdf = make_pdf(root / "one-page.pdf", 1, title="proxyprint tap benchmark")
-    cupsd = PrivateCupsd(log_level="warn")
-    printer = IppEvePrinter(name="proxyprint-bench-tap")
-    loop = LoopThread()
-    stack = ServiceStack(cupsd, root / "service")
-    started = False
-    try:
-        cupsd.start()
-        printer.start()
-        loop.run(stack.__aenter__())
-        started = True
+    with private_stack(root, "proxyprint-bench-tap") as (_cupsd, printer, loop, stack):
         bench = Bench(stack, loop, printer, pdf, "", {})
         hold_seconds = _set_up(bench, WARMUP + jobs)
         taps: list[Sample] = []
@@ -279,12 +271,6 @@ def _measure(root: Path, jobs: int) -> Result:
                     if measured:
                         directs.append(sample)
         return Result(taps, directs, answers, hold_seconds, stack.config.tracker.interval_secs)
-    finally:
-        if started:
-            loop.run(stack.__aexit__(None, None, None))
-        loop.close()
-        printer.stop()
-        cupsd.stop()
 
 
 def _ms(values: list[float]) -> str:

@@ -24,8 +24,6 @@ from pathlib import Path
 from aiohttp import web
 
 from billing.db import make_engine, utcnow
-from billing.enums import PrintStatus
-from billing.models import PrintIn, PrintOut
 from proxy import cupsadmin, dbadmin, printers
 from proxy.app import SESSIONS, TARGETS, create_app
 from proxy.config import build_config
@@ -34,7 +32,7 @@ from proxy.devkit.documents import make_pdf
 from proxy.pipeline.tracker import in_flight, track_tick
 from proxy.targets.base import PrintRequest
 
-from .harness import median, scratch_dir
+from .harness import add_print_outs, median, scratch_dir
 
 PRINTERS = 4
 JOBS = 1000
@@ -113,37 +111,16 @@ async def _record(app: web.Application, jobs: dict[str, list[int]]) -> None:
             printer = await printers.add_printer(
                 session, f"pp-trk-{number}", target=uri, mode="direct"
             )
-            print_ins = [
-                PrintIn(
-                    cups_job_id=job_id,
-                    printer_id=printer.id,
-                    delegate="bench",
-                    title=f"tracker-bench-{job_id}",
-                    content_type="application/pdf",
-                    sha256="0" * 64,
-                    size=1,
-                    pages=1,
-                )
-                for job_id in job_ids
-            ]
-            session.add_all(print_ins)
-            await session.flush()
-            session.add_all(
-                PrintOut(
-                    print_in_id=print_in.id,
-                    printer_id=printer.id,
-                    mode="direct",
-                    target=uri,
-                    status=int(PrintStatus.PENDING),
-                    delegate="bench",
-                    title=print_in.title,
-                    pages=1,
-                    copies=1,
-                    currency="EUR",
-                    target_job_id=job_id,
-                    dispatched_at=now,
-                )
-                for print_in, job_id in zip(print_ins, job_ids, strict=True)
+            await add_print_outs(
+                session,
+                printer,
+                [
+                    (
+                        {"cups_job_id": job_id, "title": f"tracker-bench-{job_id}", "size": 1},
+                        {"target_job_id": job_id, "dispatched_at": now},
+                    )
+                    for job_id in job_ids
+                ],
             )
 
 

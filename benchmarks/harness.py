@@ -29,8 +29,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.enums import PrintStatus
+from billing.models import Printer, PrintIn, PrintOut
 from proxy import cupsadmin
-from proxy.devkit.cupsd import free_port
+from proxy.devkit.cupsd import PrivateCupsd, free_port
+from proxy.devkit.ippeve import IppEvePrinter
+from proxy.devkit.stack import ServiceStack
 from proxy.targets import ipp_codec as codec
 from proxy.targets.ipp_codec import Attribute, GroupTag, Operation
 
@@ -407,3 +413,66 @@ class ServiceProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+async def add_print_outs(
+    session: AsyncSession,
+    printer: Printer,
+    items: Sequence[tuple[dict[str, Any], dict[str, Any]]],
+) -> None:
+    """One 1-page print-in of user ``bench`` and its direct print-out per item,
+    written straight into the database; an item is (print-in values, print-out values)."""
+    print_ins = [
+        PrintIn(
+            printer_id=printer.id,
+            delegate="bench",
+            content_type="application/pdf",
+            sha256="0" * 64,
+            pages=1,
+            **print_in,
+        )
+        for print_in, _ in items
+    ]
+    session.add_all(print_ins)
+    await session.flush()
+    session.add_all(
+        PrintOut(
+            print_in_id=print_in.id,
+            printer_id=printer.id,
+            mode="direct",
+            target=printer.target,
+            status=int(PrintStatus.PENDING),
+            delegate="bench",
+            title=print_in.title,
+            pages=1,
+            copies=1,
+            currency="EUR",
+            **print_out,
+        )
+        for print_in, (_, print_out) in zip(print_ins, items, strict=True)
+    )
+
+
+@contextlib.contextmanager
+def private_stack(
+    root: Path, printer_name: str
+) -> Iterator[tuple[PrivateCupsd, IppEvePrinter, LoopThread, ServiceStack]]:
+    """A private cupsd, an ippeveprinter and the service (``ServiceStack``) on a
+    loop thread: ``(cupsd, printer, loop, stack)``; all stopped afterwards."""
+    cupsd = PrivateCupsd(log_level="warn")
+    printer = IppEvePrinter(name=printer_name)
+    loop = LoopThread()
+    stack = ServiceStack(cupsd, root / "service")
+    started = False
+    try:
+        cupsd.start()
+        printer.start()
+        loop.run(stack.__aenter__())
+        started = True
+        yield cupsd, printer, loop, stack
+    finally:
+        if started:
+            loop.run(stack.__aexit__(None, None, None))
+        loop.close()
+        printer.stop()
+        cupsd.stop()

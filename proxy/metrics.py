@@ -25,7 +25,7 @@ import datetime as dt
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -414,15 +414,11 @@ def _status_of(exc: BaseException) -> int:
     return exc.status if isinstance(exc, web.HTTPException) else 500
 
 
-@web.middleware
-async def http_metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count and time every request by route template and final status."""
-    metrics = request.app.get(METRICS)
-    if metrics is None:
-        return await handler(request)
+async def _timed(
+    request: web.Request, handler: Handler, record: Callable[[int, float], None]
+) -> web.StreamResponse:
+    """Run ``handler``; then ``record(final status, seconds)``, also when it raised."""
     started = time.monotonic()
-    method = request.method if request.method in _METHODS else "OTHER"
-    route = route_of(request)
     status = 500
     try:
         response = await handler(request)
@@ -432,26 +428,34 @@ async def http_metrics_middleware(request: web.Request, handler: Handler) -> web
         status = _status_of(exc)
         raise
     finally:
+        record(status, time.monotonic() - started)
+
+
+@web.middleware
+async def http_metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request by route template and final status."""
+    metrics = request.app.get(METRICS)
+    if metrics is None:
+        return await handler(request)
+    method = request.method if request.method in _METHODS else "OTHER"
+    route = route_of(request)
+
+    def record(status: int, seconds: float) -> None:
         metrics.http_requests.labels(method, route, str(status)).inc()
-        metrics.http_duration.labels(method, route).observe(time.monotonic() - started)
+        metrics.http_duration.labels(method, route).observe(seconds)
+
+    return await _timed(request, handler, record)
 
 
 def intake_middleware(metrics: Metrics) -> Any:
     """Times every intake request (the intake app shares the main app's metrics)."""
 
+    def record(status: int, seconds: float) -> None:
+        metrics.intake_duration.labels(str(status)).observe(seconds)
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = time.monotonic()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except BaseException as exc:
-            status = _status_of(exc)
-            raise
-        finally:
-            metrics.intake_duration.labels(str(status)).observe(time.monotonic() - started)
+        return await _timed(request, handler, record)
 
     return middleware
 

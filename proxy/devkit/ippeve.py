@@ -149,7 +149,7 @@ class ReceivedDocument:
     @property
     def title(self) -> str:
         """The job-name without the `` (pp-…)`` marker dispatch adds for ``find``."""
-        return _MARKER.sub("", self.job_name)
+        return job_title(self.job_name)
 
     @property
     def marker(self) -> str | None:
@@ -159,6 +159,11 @@ class ReceivedDocument:
 
 
 _MARKER = re.compile(r" \(pp-([0-9a-f]{12})\)$")
+
+
+def job_title(job_name: str) -> str:
+    """A job-name as the printer got it, without dispatch's `` (pp-…)`` marker."""
+    return _MARKER.sub("", job_name)
 
 
 def _dbus_running() -> bool:
