@@ -113,11 +113,19 @@ def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -
     cursor.close()
 
 
+READ_ONLY_OPTION = "proxyprint_read_only"
+
+
 def _sqlite_begin(conn: Connection) -> None:
-    # IMMEDIATE: take the write lock at BEGIN (waiting up to busy_timeout), so two
-    # transactions that read then write can never deadlock on the lock upgrade
-    # (WAL's SQLITE_BUSY_SNAPSHOT answers "database is locked" at once).
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Writers: IMMEDIATE takes the write lock at BEGIN (waiting up to busy_timeout),
+    # so two transactions that read then write can never deadlock on the lock
+    # upgrade (WAL's SQLITE_BUSY_SNAPSHOT answers "database is locked" at once).
+    # Readers: a deferred BEGIN takes no lock in WAL mode, so they never queue
+    # behind a writer (another process may hold the write lock for seconds).
+    if conn.get_execution_options().get(READ_ONLY_OPTION):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
@@ -138,3 +146,14 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for requests that only read: on SQLite they take no lock at BEGIN.
+
+    Writing through one is a bug: on SQLite it may fail with "database is locked"
+    when a writer got in between (the lock upgrade a deferred BEGIN cannot wait for).
+    """
+    return async_sessionmaker(
+        engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False
+    )

@@ -12,7 +12,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from billing.db import is_sqlite, make_engine, make_sessionmaker
+from billing.db import is_sqlite, make_engine, make_read_sessionmaker, make_sessionmaker
 from billing.models import PrintIn
 
 from .config import Config
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 CONFIG = web.AppKey("config", Config)
 ENGINE = web.AppKey("engine", AsyncEngine)
 SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
+# Sessions for handlers that only read (no lock at BEGIN on SQLite).
+READ_SESSIONS = web.AppKey("read_sessions", async_sessionmaker[AsyncSession])
 SPOOL = web.AppKey("spool", Spool)
 TARGETS = web.AppKey("targets", TargetPool)
 INTAKE_RUNNER = web.AppKey("intake_runner", web.AppRunner)
@@ -38,6 +40,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     engine = make_engine(config.database.url, echo=config.database.echo)
     app[ENGINE] = engine
     app[SESSIONS] = make_sessionmaker(engine)
+    app[READ_SESSIONS] = make_read_sessionmaker(engine)
     yield
     await engine.dispose()
 

@@ -49,7 +49,8 @@ from billing.db import utcnow
 from billing.enums import FINAL_STATUSES, OutboxStatus, PrinterMode, PrintStatus
 from billing.models import OutboxItem, PrintOut
 
-from .app import CONFIG, SESSIONS
+from .app import CONFIG, READ_SESSIONS
+from .probe import within
 
 log = logging.getLogger(__name__)
 
@@ -350,9 +351,12 @@ async def take_snapshot(app: web.Application) -> Snapshot:
     clients = _clients(app)
     handlers: dict[str, Any] = app.get(HANDLERS, {})
     kinds = frozenset(handlers)
+    async def read() -> dict[str, Any]:
+        async with app[READ_SESSIONS]() as session:
+            return await read_database(session)
+
     try:
-        async with asyncio.timeout(DB_TIMEOUT_SECS), app[SESSIONS]() as session:
-            db = await read_database(session)
+        db = await within(DB_TIMEOUT_SECS, read())
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         log.warning("metrics: database unreachable: %s", exc)
         return Snapshot(database_up=False, clients=clients)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from billing import ledger
 from billing.enums import AccountType
 from billing.models import Account
-from proxy.app import CONFIG, SESSIONS
+from proxy.app import CONFIG, READ_SESSIONS
 from proxy.exceptions import NotFound
 
 from . import queries, serialize
@@ -31,7 +31,7 @@ async def list_accounts(request: web.Request) -> web.Response:
     after_id = None
     if cursor is not None:
         (after_id,) = queries.decode_cursor(queries.ACCOUNT_CURSOR, cursor, 1)
-    async with request.app[SESSIONS]() as session, session.begin():
+    async with request.app[READ_SESSIONS]() as session, session.begin():
         found, next_cursor = await queries.account_page(
             session,
             type_=type_,
@@ -61,7 +61,7 @@ async def account_transactions(request: web.Request) -> web.Response:
         (before_id,) = queries.decode_cursor(queries.LEDGER_CURSOR, cursor, 1)
     raw_id = request.match_info["id"]
     account_id = queries.parse_id(raw_id)
-    async with request.app[SESSIONS]() as session, session.begin():
+    async with request.app[READ_SESSIONS]() as session, session.begin():
         account = None
         if account_id is not None:
             account = await session.scalar(select(Account).where(Account.id == account_id))

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from billing.enums import Role
 from billing.models import User
-from proxy.app import SESSIONS
+from proxy.app import READ_SESSIONS
 from proxy.exceptions import Forbidden, Unauthorized
 from proxy.tokens import lookup_api_token
 
@@ -65,7 +65,7 @@ def _bearer(request: web.Request) -> str:
 async def authenticate(request: web.Request) -> Principal:
     """The request's principal: 401 for a missing, malformed, unknown or revoked token."""
     token = _bearer(request)
-    async with request.app[SESSIONS]() as session, session.begin():
+    async with request.app[READ_SESSIONS]() as session, session.begin():
         found = await lookup_api_token(session, token)
         if found is None:
             raise Unauthorized("invalid or revoked token")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from proxy.app import SESSIONS
+from proxy.app import READ_SESSIONS
+from proxy.probe import within
 
 log = logging.getLogger(__name__)
 
@@ -18,10 +18,14 @@ log = logging.getLogger(__name__)
 DB_TIMEOUT_SECS = 5.0
 
 
+async def _select_one(request: web.Request) -> None:
+    async with request.app[READ_SESSIONS]() as session:
+        await session.execute(text("SELECT 1"))
+
+
 async def healthz(request: web.Request) -> web.Response:
     try:
-        async with asyncio.timeout(DB_TIMEOUT_SECS), request.app[SESSIONS]() as session:
-            await session.execute(text("SELECT 1"))
+        await within(DB_TIMEOUT_SECS, _select_one(request))
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         log.warning("health check: database unreachable: %s", exc)
         return web.json_response({"status": "error", "database": "error"}, status=503)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.enums import PrinterMode, PrintStatus, Role
 from billing.models import Printer, PrintOut
-from proxy.app import SESSIONS, SPOOL
+from proxy.app import READ_SESSIONS, SESSIONS, SPOOL
 from proxy.exceptions import Conflict, Forbidden, NotFound
 from proxy.pipeline import release as held
 from proxy.pipeline.wake import DISPATCH, wake
@@ -85,7 +85,7 @@ async def list_held(request: web.Request) -> web.Response:
         user = principal.user_name
     cursor = params.get("cursor")
     after = queries.decode_cursor("held", cursor, 1)[0] if cursor else None
-    async with request.app[SESSIONS]() as session, session.begin():
+    async with request.app[READ_SESSIONS]() as session, session.begin():
         rows, next_cursor = await held_page(
             session,
             mode_is_ticket=False,

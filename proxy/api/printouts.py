@@ -19,7 +19,7 @@ from billing import charging
 from billing.enums import Role
 from billing.models import Event, PrintOut
 from billing.money import Currency
-from proxy.app import CONFIG, SESSIONS
+from proxy.app import CONFIG, READ_SESSIONS, SESSIONS
 from proxy.exceptions import Forbidden, NotFound
 
 from . import export, queries, serialize
@@ -78,7 +78,7 @@ async def list_printouts(request: web.Request) -> web.Response:
     limit = queries.parse_limit(params.get("limit"))
     cursor = params.get("cursor")
     after = queries.print_out_position(cursor) if cursor is not None else None
-    async with request.app[SESSIONS]() as session, session.begin():
+    async with request.app[READ_SESSIONS]() as session, session.begin():
         rows, next_cursor = await queries.print_out_page(session, flt, limit=limit, after=after)
     currency = request.app[CONFIG].money
     return web.json_response(serialize.page([_json(r, currency) for r in rows], next_cursor))
@@ -111,7 +111,7 @@ async def export_printouts(request: web.Request) -> web.StreamResponse:
     written = 0
     try:
         await response.write(export.header())
-        batches = export.batches(request.app[SESSIONS], flt, batch=EXPORT_BATCH)
+        batches = export.batches(request.app[READ_SESSIONS], flt, batch=EXPORT_BATCH)
         async with contextlib.aclosing(batches):
             async for rows in batches:
                 await response.write(export.rows(rows, currency))
@@ -141,7 +141,7 @@ async def _visible(
 
 async def get_printout(request: web.Request) -> web.Response:
     principal = await require(request, *READERS)
-    async with request.app[SESSIONS]() as session, session.begin():
+    async with request.app[READ_SESSIONS]() as session, session.begin():
         row, events = await _visible(session, principal, request.match_info["id"])
     return web.json_response(_json(row, request.app[CONFIG].money, events))
 

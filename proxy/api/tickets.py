@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from billing.enums import PrinterMode, PrintStatus, Role
 from billing.models import Printer, PrintOut
-from proxy.app import CONFIG, SESSIONS, SPOOL
+from proxy.app import CONFIG, READ_SESSIONS, SESSIONS, SPOOL
 from proxy.exceptions import Conflict, NotFound
 from proxy.pipeline import release as held
 from proxy.pipeline.wake import DISPATCH, wake
@@ -42,7 +42,7 @@ async def list_tickets(request: web.Request) -> web.Response:
     params = queries.query_params(request.query, LIST_PARAMS)
     cursor = params.get("cursor")
     after = queries.decode_cursor("held", cursor, 1)[0] if cursor else None
-    async with request.app[SESSIONS]() as session, session.begin():
+    async with request.app[READ_SESSIONS]() as session, session.begin():
         rows, next_cursor = await held_page(
             session,
             mode_is_ticket=True,
