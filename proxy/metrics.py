@@ -20,7 +20,6 @@ README.md ("Monitoring and logs").
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import time

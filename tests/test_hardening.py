@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
