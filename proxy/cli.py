@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from billing.exceptions import BillingError
 
-from .config import Config, load_config
+from . import config as config_mod
+from .config import Config
 from .exceptions import ConfigError, ProxyPrintError
 
 if TYPE_CHECKING:
@@ -37,17 +38,10 @@ async def session_scope(config: Config) -> AsyncIterator[AsyncSession]:
         await engine.dispose()
 
 
-def _ensure_sqlite_dir(url: str) -> None:
-    prefix = "sqlite+aiosqlite:///"
-    if url.startswith(prefix) and not url.endswith(":memory:"):
-        Path(url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
-
-
 async def cmd_db_upgrade(config: Config, args: argparse.Namespace) -> int:
-    from . import dbadmin  # alembic: not loaded by `serve`
-
-    _ensure_sqlite_dir(config.database.url)
     from billing.db import make_engine
+
+    from . import dbadmin  # alembic: not loaded by `serve`
 
     engine = make_engine(config.database.url)
     try:
@@ -232,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="TOML file (default /etc/proxyprint/proxyprint.toml)",
     )
+    parser.add_argument(
+        "--allow-readable-config",
+        action="store_true",
+        help="start even though the config file holds secrets and others can read it",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
@@ -330,7 +329,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(args.config)
+        loaded = config_mod.load(args.config, allow_readable=args.allow_readable_config)
+        if loaded.warning is not None:
+            print(f"proxyprint: WARNING: {loaded.warning}", file=sys.stderr)
+        if not loaded.from_file:
+            # Say where state goes before anything writes it.
+            print(
+                f"proxyprint: no configuration file at {loaded.path}; using defaults: "
+                f"database {loaded.config.database.url}, spool {loaded.config.spool.dir}",
+                file=sys.stderr,
+            )
+        config = loaded.config
         handler: Handler = args.handler
         return asyncio.run(handler(config, args))
     except (ProxyPrintError, BillingError) as exc:

@@ -257,17 +257,77 @@ def build_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     return config
 
 
-def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+# Keys whose value is a secret: a file holding one must not be readable by others.
+SECRET_KEYS = (
+    ("intake", "secret"),
+    ("papercut", "token"),
+    ("papercut", "db_url"),
+    ("officernd", "client_secret"),
+    ("database", "url"),
+)
+
+
+def secrets_in(raw: Mapping[str, Any]) -> list[str]:
+    """The secret-holding keys a parsed file sets (URLs only when they carry a password)."""
+    found = []
+    for section, key in SECRET_KEYS:
+        value = raw.get(section, {}).get(key) if isinstance(raw.get(section), Mapping) else None
+        if not isinstance(value, str) or not value:
+            continue
+        if key.endswith("url") and not re.search(r"://[^/@]*:[^/@]+@", value):
+            continue  # a URL without a password is no secret
+        found.append(f"{section}.{key}")
+    return found
+
+
+def check_private(path: Path, raw: Mapping[str, Any], *, allow_readable: bool) -> str | None:
+    """Refuse (or, when allowed, warn about) a secret-holding file others can read."""
+    mode = path.stat().st_mode
+    held = secrets_in(raw)
+    if not held or not mode & 0o044:
+        return None
+    who = "others" if mode & 0o004 else "its group"
+    message = (
+        f"{path} holds secrets ({', '.join(held)}) and is readable by {who} "
+        f"(mode {mode & 0o777:04o}): chmod 0600 {path}"
+    )
+    if not allow_readable:
+        raise ConfigError(message)
+    return message
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A config and what the loader has to tell the operator about it."""
+
+    config: Config
+    path: Path
+    from_file: bool
+    warning: str | None = None
+
+
+def load(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    allow_readable: bool = False,
+) -> Loaded:
     """Read the TOML file (missing default file = all defaults) and apply the env."""
     env = os.environ if env is None else env
     explicit = path is not None or "PROXYPRINT_CONFIG" in env
     path = path or Path(env.get("PROXYPRINT_CONFIG", str(DEFAULT_CONFIG_PATH)))
     raw: dict[str, Any] = {}
+    warning = None
     if path.exists():
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: {exc}") from exc
+        warning = check_private(path, raw, allow_readable=allow_readable)
     elif explicit:
         raise ConfigError(f"{path}: configuration file not found")
-    return build_config(raw, env)
+    return Loaded(build_config(raw, env), path, from_file=path.exists(), warning=warning)
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    return load(path, env).config

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -11,12 +14,14 @@ from pathlib import Path
 from pytest_aiohttp import AiohttpClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing.db import make_engine, make_sessionmaker
+from billing.db import make_engine, make_private, make_sessionmaker
 from proxy import dbadmin
 from proxy.app import create_app
-from proxy.config import build_config
+from proxy.config import build_config, secrets_in
 from proxy.probe import within
 from tests import factories as f
+
+REPO = Path(__file__).resolve().parent.parent
 
 # Holds SQLite's write lock from another process, as a long writer would.
 LOCKER = """
@@ -102,3 +107,91 @@ async def test_a_probe_gives_up_at_its_limit_even_if_the_work_hangs() -> None:
     else:
         raise AssertionError("the probe did not time out")
     assert time.monotonic() - started < 2
+
+
+def _cli(
+    *args: str, cwd: Path, umask: int = 0o022, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PROXYPRINT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "proxy.cli", *args],
+        cwd=cwd,
+        env={**base, "PYTHONPATH": str(REPO), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: os.umask(umask),
+        check=False,
+    )
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_db_upgrade_under_umask_022_makes_private_files(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    config = tmp_path / "proxyprint.toml"
+    config.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{state}/proxyprint.db"\n')
+    done = _cli("--config", str(config), "db", "upgrade", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert _mode(state) == 0o700
+    db = state / "proxyprint.db"
+    assert _mode(db) == 0o600
+    # WAL mode: an open connection has -wal and -shm files; they get the db's mode.
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE probe (x)")
+        for suffix in ("-wal", "-shm"):
+            side = db.with_name(db.name + suffix)
+            assert side.exists()
+            assert _mode(side) == 0o600, suffix
+    finally:
+        conn.close()
+
+
+def test_a_loose_database_file_is_made_private(tmp_path: Path) -> None:
+    db = tmp_path / "loose.db"
+    db.touch(mode=0o644)
+    os.chmod(db, 0o644)
+    make_private(db)
+    assert _mode(db) == 0o600
+
+
+def test_a_world_readable_config_with_a_secret_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "proxyprint.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path}/db.sqlite"\n'
+        '[intake]\ntcp = "127.0.0.1:6399"\nsecret = "s3cret-s3cret-s3cret-s3cret-s3cret!"\n'
+    )
+    os.chmod(config, 0o644)
+    refused = _cli("--config", str(config), "db", "upgrade", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert str(config) in refused.stderr and "intake.secret" in refused.stderr
+    assert not (tmp_path / "db.sqlite").exists()  # refused before writing anything
+    allowed = _cli(
+        "--config", str(config), "--allow-readable-config", "db", "upgrade", cwd=tmp_path
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert "WARNING" in allowed.stderr and str(config) in allowed.stderr
+    os.chmod(config, 0o600)
+    private = _cli("--config", str(config), "db", "upgrade", cwd=tmp_path)
+    assert private.returncode == 0 and "WARNING" not in private.stderr
+
+
+def test_a_readable_config_without_secrets_is_fine() -> None:
+    assert secrets_in({"database": {"url": "postgresql+asyncpg://pp@db/pp"}}) == []
+    assert secrets_in({"database": {"url": "postgresql+asyncpg://pp:pw@db/pp"}}) == ["database.url"]
+    assert secrets_in({"papercut": {"token": "t"}, "intake": {"secret": ""}}) == ["papercut.token"]
+
+
+def test_no_config_file_says_which_defaults_it_uses(tmp_path: Path) -> None:
+    assert not Path("/etc/proxyprint/proxyprint.toml").exists(), "test needs no system config"
+    db = tmp_path / "state" / "pp.db"
+    done = _cli(
+        "db", "upgrade", cwd=tmp_path, env={"PROXYPRINT_DATABASE_URL": f"sqlite+aiosqlite:///{db}"}
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no configuration file at /etc/proxyprint/proxyprint.toml; using defaults" in done.stderr
+    assert f"database sqlite+aiosqlite:///{db}" in done.stderr
