@@ -11,11 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from pytest_aiohttp import AiohttpClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.db import make_engine, make_private, make_sessionmaker
 from proxy import dbadmin
+from proxy.api.export import text_cell
 from proxy.app import create_app
 from proxy.config import build_config, secrets_in
 from proxy.probe import within
@@ -195,3 +197,17 @@ def test_no_config_file_says_which_defaults_it_uses(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "no configuration file at /etc/proxyprint/proxyprint.toml; using defaults" in done.stderr
     assert f"database sqlite+aiosqlite:///{db}" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["=1+1", " =1+1", "\n=HYPERLINK(1)", "\t=1", "\u3000=1", "＝1+1", "＋1", "－1", "＠SUM(A1)",
+     "﹦1", "+1", "-1", "@x", "\r=1", "\nplain"],
+)  # fmt: skip
+def test_csv_guard_catches_formulas_behind_blanks_and_wide_forms(value: str) -> None:
+    assert text_cell(value) == "'" + value
+
+
+@pytest.mark.parametrize("value", ["report.pdf", "a=b", "Q3 - sales", "", "  spaced"])
+def test_csv_guard_leaves_plain_text_alone(value: str) -> None:
+    assert text_cell(value) == value

@@ -8,8 +8,10 @@ pure functions, like ``serialize``. Quoting (commas, quotes, line breaks) is
 the ``csv`` module's; what this module adds is the spreadsheet side:
 
 - CSV injection (formula injection): a text cell a spreadsheet would read as
-  a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or carriage
-  return) gets a leading ``'``, which spreadsheets show as text and hide.
+  a formula (its first non-blank character ``=``, ``+``, ``-``, ``@`` or a
+  full-width/compatibility form of one, or a leading tab or line break) gets a
+  leading ``'``, which spreadsheets show as text and hide. Spreadsheets skip
+  leading blanks and fold compatibility characters, so the check does too.
   Only cells holding free text get it (titles, names, reasons); the numbers,
   times and labels this service writes itself are never altered.
 - Transactions share one cell as ``account:type:weight:amount`` joined by
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -38,7 +41,7 @@ COLUMNS = (
     "id", "created_at", "ended_at", "status", "status_reason", "mode", "printer", "delegate",
     "title", "pages", "copies", "cost", "currency", "transactions",
 )  # fmt: skip
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = frozenset("=+-@")
 CONTENT_TYPE = "text/csv"
 CHARSET = "utf-8"
 
@@ -47,7 +50,14 @@ def text_cell(value: str | None) -> str:
     """Free text, made safe to open in a spreadsheet (see the module docstring)."""
     if value is None:
         return ""
-    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
+    if not value:
+        return value
+    stripped = value.lstrip()
+    if stripped != value and value[0] in "\t\r\n":
+        return "'" + value
+    if stripped and unicodedata.normalize("NFKC", stripped[0])[:1] in FORMULA_STARTS:
+        return "'" + value
+    return value
 
 
 def _part(value: str) -> str:
