@@ -16,6 +16,7 @@ from billing.db import is_sqlite, make_engine, make_read_sessionmaker, make_sess
 from billing.models import PrintIn
 
 from .config import Config
+from .listen import GuardedRunner
 from .pipeline.leader import Instance
 from .pipeline.pool import TargetPool
 from .pipeline.wake import WAKE, Waker
@@ -81,8 +82,10 @@ async def _intake(app: web.Application) -> AsyncIterator[None]:
     intake_app = create_intake_app(app)
     instrument_intake(intake_app, app)  # request ids, intake latency
     # The metadata header carries the job's options, which may be long.
-    runner = web.AppRunner(
+    runner = GuardedRunner(
         intake_app,
+        name="intake",
+        limits=app[CONFIG].limits,
         handle_signals=False,
         access_log=None,
         max_field_size=MAX_META + 1024,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -131,11 +132,19 @@ async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from .app import create_app
+    from .listen import GuardedRunner, check_nofile, throttle_accept_errors
     from .logs import setup_logging
 
     setup_logging(config.log)  # [log] format = "text" | "json", level; request ids
+    listeners = (
+        1 + bool(config.intake.socket) + bool(config.intake.tcp) + bool(config.nfc.tcp_listen)
+    )
+    low = check_nofile(config.limits, listeners)
+    if low is not None:
+        logging.getLogger("proxy.serve").warning("%s", low)
+    throttle_accept_errors(asyncio.get_running_loop())
     host, _, port = config.http.listen.rpartition(":")
-    runner = web.AppRunner(create_app(config))
+    runner = GuardedRunner(create_app(config), name="api", limits=config.limits)
     await runner.setup()
     await web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port)).start()
     print(f"proxyprint serving on http://{config.http.listen}, intake {config.intake.socket}")

@@ -108,6 +108,15 @@ class NfcConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """What one client may take of a listener (the API, each intake, the NFC one)."""
+
+    max_connections: int = 256  # per listener; keep the sum under LimitNOFILE
+    head_timeout_secs: float = 10.0  # a request head (or a reader's hello) must arrive by then
+    body_timeout_secs: float = 60.0  # the longest wait for the next body bytes
+
+
+@dataclass(frozen=True)
 class InstanceConfig:
     # This instance's name among several sharing one PostgreSQL database; its
     # claims carry it. Default: HOSTNAME:<intake socket>.
@@ -137,6 +146,7 @@ class Config:
     officernd: OfficeRnDConfig = field(default_factory=OfficeRnDConfig)
     nfc: NfcConfig = field(default_factory=NfcConfig)
     instance: InstanceConfig = field(default_factory=InstanceConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -238,6 +248,9 @@ def build_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     if config.log.level.upper() not in LOG_LEVELS:
         levels = ", ".join(LOG_LEVELS)
         raise ConfigError(f"log.level: use one of {levels}, not {config.log.level!r}")
+    limits = config.limits
+    if limits.max_connections < 1 or limits.head_timeout_secs <= 0 or limits.body_timeout_secs <= 0:
+        raise ConfigError("limits: max_connections and the timeouts must be positive")
     if config.tracker.interval_secs <= 0:
         raise ConfigError("tracker.interval_secs: must be positive")
     if config.officernd.allowance_period not in {"daily", "weekly", "monthly"}:

@@ -21,6 +21,20 @@ class BadRequest(ProxyPrintError):
     code = "bad-request"
 
 
+class RequestTimeout(ProxyPrintError):
+    """The client stopped sending its request body."""
+
+    status = 408
+    code = "request-timeout"
+
+
+class TooManyAttempts(ProxyPrintError):
+    """Failed authentications from this address: wait before trying again."""
+
+    status = 429
+    code = "too-many-attempts"
+
+
 class Unauthorized(ProxyPrintError):
     status = 401
     code = "unauthorized"
@@ -61,6 +75,8 @@ __all__ = [
     "Forbidden",
     "NotFound",
     "ProxyPrintError",
+    "RequestTimeout",
     "TargetError",
+    "TooManyAttempts",
     "Unauthorized",
 ]

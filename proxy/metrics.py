@@ -350,6 +350,7 @@ async def take_snapshot(app: web.Application) -> Snapshot:
     clients = _clients(app)
     handlers: dict[str, Any] = app.get(HANDLERS, {})
     kinds = frozenset(handlers)
+
     async def read() -> dict[str, Any]:
         async with app[READ_SESSIONS]() as session:
             return await read_database(session)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import stat
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -20,6 +22,7 @@ from proxy import dbadmin
 from proxy.api.export import text_cell
 from proxy.app import create_app
 from proxy.config import build_config, secrets_in
+from proxy.listen import GuardedRunner
 from proxy.probe import within
 from tests import factories as f
 
@@ -211,3 +214,49 @@ def test_csv_guard_catches_formulas_behind_blanks_and_wide_forms(value: str) -> 
 @pytest.mark.parametrize("value", ["report.pdf", "a=b", "Q3 - sales", "", "  spaced"])
 def test_csv_guard_leaves_plain_text_alone(value: str) -> None:
     assert text_cell(value) == value
+
+
+async def _raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # request line too long
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20_000 + b"\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n",  # TLS hello to plain port
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+    ],
+)
+async def test_parser_errors_answer_in_the_error_shape(
+    db_url: str, tmp_path: Path, request_bytes: bytes
+) -> None:
+    config = build_config({}).replace("database", url=db_url)
+    config = config.replace("spool", dir=str(tmp_path / "spool"))
+    runner = GuardedRunner(
+        create_app(config, workers=False, intake=False), name="api", limits=config.limits
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        status, headers, body = await _raw_exchange(port, request_bytes)
+    finally:
+        await runner.cleanup()
+    assert 400 <= status < 500
+    assert headers["content-type"].startswith("application/json")
+    error = json.loads(body)["error"]
+    assert set(error) == {"code", "message"} and error["message"]

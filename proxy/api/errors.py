@@ -9,6 +9,7 @@ log, nothing of it in the response.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from decimal import Decimal
@@ -18,7 +19,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from billing import exceptions as billing
-from proxy.exceptions import BadRequest, ProxyPrintError
+from proxy.app import CONFIG
+from proxy.exceptions import BadRequest, ProxyPrintError, RequestTimeout
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +130,11 @@ async def json_body(request: web.Request, *, optional: bool = False) -> dict[str
     Decimal, not float: amounts must stay exact (SPEC §4). NaN/Infinity are
     refused. ``optional`` lets an empty body stand for ``{}``.
     """
-    raw = await request.read()  # over client_max_size: aiohttp raises 413
+    try:
+        async with asyncio.timeout(request.app[CONFIG].limits.body_timeout_secs):
+            raw = await request.read()  # over client_max_size: aiohttp raises 413
+    except TimeoutError:
+        raise RequestTimeout("the request body did not arrive in time") from None
     if optional and not raw.strip():
         return {}
     try:

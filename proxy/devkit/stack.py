@@ -27,6 +27,7 @@ from .. import cupsadmin, dbadmin, printers, tokens
 from ..app import SESSIONS, create_app
 from ..config import Config, build_config
 from ..exceptions import ProxyPrintError
+from ..listen import GuardedRunner
 from .cupsd import PrivateCupsd, free_port
 
 
@@ -76,7 +77,9 @@ class ServiceStack:
     async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.app = create_app(self.config)
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        self._runner = GuardedRunner(
+            self.app, name="api", limits=self.config.limits, handle_signals=False, access_log=None
+        )
         await self._runner.setup()
         host, _, port = self.config.http.listen.rpartition(":")
         await web.TCPSite(self._runner, host, int(port)).start()

@@ -138,9 +138,17 @@ def parse_meta(header: str | None) -> IntakeJob:
 
 
 async def _body(request: web.Request) -> AsyncIterator[bytes]:
-    """The document as it arrives; a cut-off upload raises Incomplete."""
+    """The document as it arrives; a cut-off or stalled upload raises Incomplete."""
+    idle = request.app[CONFIG].limits.body_timeout_secs
     try:
-        async for chunk in request.content.iter_chunked(CHUNK):
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    chunk = await request.content.read(CHUNK)
+            except TimeoutError:
+                raise Incomplete(f"the upload stalled: no data for {idle:g} s") from None
+            if not chunk:
+                break
             yield chunk
     except (
         ConnectionResetError,
