@@ -30,12 +30,12 @@ from billing.enums import PrintStatus
 from billing.models import OutboxItem, PrintIn, PrintOut
 
 from .. import metrics
-from ..app import INSTANCE, SESSIONS, SPOOL, TARGETS
+from ..keys import INSTANCE, SESSIONS, SPOOL, TARGETS, WAKE
 from ..targets.base import PrintRequest, Target
 from ..targets.errors import TargetError, TargetRequestError
 from .jobs import detach_spool
 from .papercut import document_name
-from .wake import TRACKER, wake
+from .wake import TRACKER
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
             fresh = await session.get(PrintOut, print_out.id)
             assert fresh is not None
             await status.transition(session, fresh, PrintStatus.PENDING_EXTERNAL, actor="dispatch")
-    wake(app, TRACKER)  # let the tracker look soon
+    app[WAKE].wake(TRACKER)  # let the tracker look soon
 
 
 def _answered(exc: TargetError) -> bool:
