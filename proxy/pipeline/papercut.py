@@ -59,12 +59,6 @@ def document_name(title: str, unique: uuid.UUID | None = None) -> str:
     return ascii_title[: MAX_DOCUMENT_NAME - len(suffix)] + suffix
 
 
-def new_marker() -> str:
-    """A random marker for one adjustment's comment: unguessable, so a job title
-    can never make another adjustment look applied."""
-    return f"[pp:{uuid.uuid4().hex}]"
-
-
 def adjustment_comment(po: PrintOut, mark: str) -> str:
     """PaperCut keeps at most 255 characters; the marker must survive intact."""
     title = _UNSAFE.sub(
@@ -86,7 +80,7 @@ async def _charge_to_papercut(session: AsyncSession, po: PrintOut, account_name:
         if txn.amount == 0:
             continue
         key = f"papercut:po:{po.id}:txn:{txn.id}"
-        mark = new_marker()  # kept from the first enqueue: the key is unique
+        mark = outbox.new_marker()  # kept from the first enqueue: the key is unique
         await outbox.enqueue(
             session,
             kind=ADJUST_KIND,
