@@ -18,7 +18,7 @@ from sqlalchemy import Insert, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db import utcnow
+from ..db import claim_ids, utcnow
 from ..enums import OutboxStatus
 from ..models import OutboxItem
 
@@ -118,21 +118,12 @@ async def claim(
     if exclude:
         query = query.where(OutboxItem.id.not_in(list(exclude)))
     query = query.order_by(OutboxItem.next_attempt_at, OutboxItem.id).limit(limit)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    ids = list(await session.scalars(query))
-    if ids:
-        await session.execute(
-            update(OutboxItem)
-            .where(OutboxItem.id.in_(ids))
-            .values(
-                claimed_by=worker[:MAX_WORKER],
-                claim_until=now + CLAIM_FOR,
-                attempts=OutboxItem.attempts + 1,
-            )
-            .execution_options(synchronize_session=False)
-        )
-    return ids
+    claim_values = {
+        "claimed_by": worker[:MAX_WORKER],
+        "claim_until": now + CLAIM_FOR,
+        "attempts": OutboxItem.attempts + 1,
+    }
+    return await claim_ids(session, query, OutboxItem, claim_values)
 
 
 async def renew(session: AsyncSession, ids: Sequence[int], worker: str) -> None:

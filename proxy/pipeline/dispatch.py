@@ -25,7 +25,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import events, status
-from billing.db import utcnow
+from billing.db import claim_ids, utcnow
 from billing.enums import PrintStatus, StatusReason
 from billing.models import OutboxItem, PrintIn, PrintOut
 from billing.retry import RetryPolicy
@@ -63,17 +63,9 @@ async def claim_due(session: AsyncSession, owner: str, limit: int = BATCH) -> li
         .order_by(PrintOut.next_action_at, PrintOut.id)
         .limit(limit)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    ids = list(await session.scalars(query))
-    if ids:
-        await session.execute(
-            update(PrintOut)
-            .where(PrintOut.id.in_(ids))
-            .values(claimed_by=owner, claim_until=now + CLAIM_FOR)
-            .execution_options(synchronize_session=False)
-        )
-    return ids
+    return await claim_ids(
+        session, query, PrintOut, {"claimed_by": owner, "claim_until": now + CLAIM_FOR}
+    )
 
 
 async def _keep_claim(app: web.Application, print_out_id: int) -> None:
