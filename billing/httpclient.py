@@ -8,9 +8,8 @@ both, and nothing of either protocol:
   unless ``session`` is given (then the caller closes it). ``close()`` and
   ``async with`` close only a session the client made.
 * ``timeout`` is per attempt (``_attempt_timeout``), not per call.
-* A ``RetryPolicy``: ``attempts`` bounds a call (first try included; at
-  least 1); the pause before retry n is uniform in [d/2, d] with
-  d = min(max_backoff, backoff * 2**(n-1)), drawn from ``rng``.
+* A ``RetryPolicy`` (``billing.retry``, the one the outbox uses too):
+  ``attempts`` bounds a call (first try included; at least 1).
 * ``calls``, ``errors`` and ``retries`` count attempts, failed attempts and
   repeated attempts by a key the client chooses (an XML-RPC method, an
   ``"METHOD /path"``).
