@@ -53,13 +53,13 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing import events
+from billing import events, outbox
 from billing.db import utcnow
 from billing.enums import OutboxStatus
 from billing.models import OutboxItem
 from billing.officernd.actions import Progress, SyncRun, SyncSummary
 from billing.officernd.client import OfficeRnDClient
-from billing.officernd.fees import AdjustmentCheck, DrainResult, drain
+from billing.officernd.fees import AdjustmentCheck
 from billing.officernd.filter import INDIVIDUAL_GROUP, DesiredUser, MemberFilter, group_names
 from billing.officernd.mirror import (
     GROUPS_JOB,
@@ -73,7 +73,7 @@ from billing.officernd.mirror import (
 )
 from billing.officernd.models import Company, Member, Plan
 from billing.officernd.plan import Update, link_members, managed_groups, plan_actions
-from billing.officernd.writes import DEFAULT_CONCURRENCY, RECREATE_KIND
+from billing.officernd.writes import DEFAULT_CONCURRENCY, RECREATE_KIND, RECREATE_RETRY
 from billing.papercut.client import PaperCutClient
 
 __all__ = ["run_sync"]
@@ -81,16 +81,16 @@ __all__ = ["run_sync"]
 log = logging.getLogger(__name__)
 
 
-async def _resume(run: SyncRun) -> DrainResult:
+async def _resume(run: SyncRun) -> outbox.DrainResult:
     """Finish re-creations a crashed run left (waiting retries included)."""
-    return await drain(
+    return await outbox.drain(
         run.sessions,
         RECREATE_KIND,
         run.recreator,
         worker=run.worker,
         concurrency=run.concurrency,
         due_only=False,
-        retry_base=0.5,
+        policy=RECREATE_RETRY,
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from billing.enums import AccountType, LedgerKind, PrinterMode, PrintStatus, Role
+from billing.enums import AccountType, LedgerKind, PrinterMode, PrintStatus, Role, StatusReason
 from proxy.logs import REQUEST_ID_HEADER
 from proxy.pipeline.delegation import MAX_COPIES, MAX_ENTRIES, MAX_VALUE_CHARS
 
@@ -110,6 +110,13 @@ SCHEMAS: dict[str, JSON] = {
         " pending_external: waiting for PaperCut's outcome.",
     },
     "Mode": {"type": "string", "enum": [m.value for m in PrinterMode]},
+    "StatusReason": {
+        "type": ["string", "null"],
+        "description": "Why the job has its status: one of the examples, `"
+        + StatusReason.DENIED.value
+        + ":<PaperCut's denied reason>`, or the IPP job-state-reasons the target reported.",
+        "examples": [r.value for r in StatusReason if r is not StatusReason.DENIED],
+    },
     "AccountType": {"type": "string", "enum": [t.value for t in AccountType]},
     "Health": obj(
         {
@@ -141,7 +148,7 @@ SCHEMAS: dict[str, JSON] = {
         {
             "id": ID,
             "status": ref("Status"),
-            "status_reason": NULLABLE_STRING,
+            "status_reason": ref("StatusReason"),
             "status_message": NULLABLE_STRING,
             "mode": ref("Mode"),
             "printer": {"type": "string", "description": "The proxy printer (CUPS queue)."},
@@ -177,7 +184,7 @@ SCHEMAS: dict[str, JSON] = {
             "copies": {"type": "integer", "minimum": 1},
             "mode": ref("Mode"),
             "status": ref("Status"),
-            "status_reason": NULLABLE_STRING,
+            "status_reason": ref("StatusReason"),
             "status_message": NULLABLE_STRING,
             "created_at": ref("Time"),
             "hold_until": {
@@ -198,7 +205,7 @@ SCHEMAS: dict[str, JSON] = {
             "copies": {"type": "integer", "minimum": 1},
             "mode": ref("Mode"),
             "status": ref("Status"),
-            "status_reason": NULLABLE_STRING,
+            "status_reason": ref("StatusReason"),
             "status_message": NULLABLE_STRING,
             "created_at": ref("Time"),
             "hold_until": nullable(ref("Time")),
