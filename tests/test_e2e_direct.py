@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -101,7 +102,17 @@ async def test_delegated_print_to_ipp_printer(
     assert all(t["status"] == "completed" for t in txns)
     events = detail["events"]
     assert isinstance(events, list)
-    assert events[-1]["to"] == "completed" or any(e["to"] == "completed" for e in events)
+    # The status changes chain up (each starts where the last ended, processing
+    # may be too quick to see): created pending, completed by the tracker, last.
+    changes = [(e["from"], e["to"]) for e in events if e["to"] is not None]
+    assert changes[0] == (None, "pending") and changes[-1][1] == "completed", changes
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(changes)), changes
+    done = next(i for i, e in enumerate(events) if e["to"] == "completed")
+    assert events[done]["actor"] == "tracker", events[done]
+    # Dispatched before it completed; charged once, after it, with the cost.
+    assert "dispatched" in [e["reason"] for e in events[:done] if e["to"] is None], events
+    after = [(e["reason"], e["message"]) for e in events[done + 1 :]]
+    assert after == [("charged", "1.20 EUR over 3 transaction(s)")], events
 
     # The spool file is gone once the job ended.
     assert not list((stack.root / "spool" / "jobs").iterdir())
