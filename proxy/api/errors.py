@@ -19,8 +19,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from billing import exceptions as billing
-from proxy.app import CONFIG
 from proxy.exceptions import BadRequest, ProxyPrintError, RequestTimeout
+from proxy.keys import CONFIG
 
 log = logging.getLogger(__name__)
 

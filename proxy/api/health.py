@@ -8,7 +8,7 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from proxy.app import READ_SESSIONS
+from proxy.keys import READ_SESSIONS
 from proxy.probe import within
 
 log = logging.getLogger(__name__)

@@ -29,13 +29,13 @@ from sqlalchemy.exc import IntegrityError
 from billing.enums import PrintStatus
 from billing.models import Printer, PrintIn, PrintOut
 
-from ..app import CONFIG, SESSIONS, SPOOL
 from ..exceptions import BadRequest, ProxyPrintError, Unauthorized
+from ..keys import INTAKE, IntakeResources
 from ..pages import count_pages
 from ..spool import CHUNK, Incomplete, SpooledFile
 from .delegation import DelegationError, parse_cups_options
 from .jobs import IntakeJob, record_job
-from .wake import DISPATCH, WAKE, wake
+from .wake import DISPATCH
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def parse_meta(header: str | None) -> IntakeJob:
 
 async def _body(request: web.Request) -> AsyncIterator[bytes]:
     """The document as it arrives; a cut-off or stalled upload raises Incomplete."""
-    idle = request.app[CONFIG].limits.body_timeout_secs
+    idle = request.app[INTAKE].config.limits.body_timeout_secs
     try:
         while True:
             try:
@@ -176,7 +176,7 @@ async def _drain(request: web.Request) -> None:
 
 
 def _check_secret(request: web.Request) -> None:
-    secret: str = request.app[CONFIG].intake.secret
+    secret: str = request.app[INTAKE].config.intake.secret
     transport = request.transport
     peer = transport.get_extra_info("peername") if transport else None
     if isinstance(peer, tuple):  # TCP: the shared secret is required
@@ -198,7 +198,7 @@ async def _precheck(request: web.Request) -> _Checked:
     """
     _check_secret(request)
     job = parse_meta(request.headers.get(META_HEADER))
-    async with request.app[SESSIONS]() as session:
+    async with request.app[INTAKE].sessions() as session:
         printer = await session.scalar(select(Printer).where(Printer.name == job.printer))
         known = None
         if job.job_uuid is not None:
@@ -243,8 +243,8 @@ async def receive_job(request: web.Request) -> web.Response:
             await _drain(request)
             return checked
     job, printer = checked
-    config = request.app[CONFIG]
-    spool = request.app[SPOOL]
+    config = request.app[INTAKE].config
+    spool = request.app[INTAKE].spool
     spooled = await spool.receive(_body(request), max_bytes=config.spool.max_job_bytes)
     try:
         return await _record(request, printer, job, spooled)
@@ -256,7 +256,7 @@ async def receive_job(request: web.Request) -> web.Response:
 async def _record(
     request: web.Request, printer: Printer, job: IntakeJob, spooled: SpooledFile
 ) -> web.Response:
-    config = request.app[CONFIG]
+    config = request.app[INTAKE].config
     options: dict[str, str] = {}
     options_problem: str | None = None
     try:
@@ -272,7 +272,7 @@ async def _record(
             del options[key]
     pages = await asyncio.to_thread(count_pages, Path(spooled.path), job.content_type)
     try:
-        async with request.app[SESSIONS]() as session, session.begin():
+        async with request.app[INTAKE].sessions() as session, session.begin():
             print_out = await record_job(
                 session,
                 printer,
@@ -287,14 +287,14 @@ async def _record(
             pending = print_out.status == int(PrintStatus.PENDING)
     except IntegrityError:
         # The same job-uuid raced in through another connection: record it once.
-        request.app[SPOOL].remove(spooled.path)
-        async with request.app[SESSIONS]() as session:
+        request.app[INTAKE].spool.remove(spooled.path)
+        async with request.app[INTAKE].sessions() as session:
             known = await session.scalar(select(PrintIn.id).where(PrintIn.job_uuid == job.job_uuid))
         if known is None:
             raise
         return _answer(200, {"print_in": known, "duplicate": True, "status": "duplicate"})
     if pending:  # held jobs and tickets wait for a release
-        wake(request.app, DISPATCH)
+        request.app[INTAKE].waker.wake(DISPATCH)
     return _answer(201, answer)
 
 
@@ -323,12 +323,9 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return _answer(exc.status, {"error": {"code": exc.code, "message": str(exc)}})
 
 
-def create_intake_app(main: web.Application) -> web.Application:
-    """The intake app shares the main app's config, database and wake-up event."""
+def create_intake_app(resources: IntakeResources) -> web.Application:
+    """The intake app, on the main app's config, database, spool and wake-ups."""
     app = web.Application(middlewares=[_errors], client_max_size=0)
-    app[CONFIG] = main[CONFIG]
-    app[SESSIONS] = main[SESSIONS]
-    app[SPOOL] = main[SPOOL]
-    app[WAKE] = main[WAKE]
+    app[INTAKE] = resources
     app.router.add_post("/intake/v1/jobs", receive_job, expect_handler=expect_continue)
     return app

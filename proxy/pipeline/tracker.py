@@ -9,24 +9,21 @@ transaction as their completion.
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
-from decimal import Decimal
 
 from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import charging, status
-from billing.enums import PrinterMode, PrintStatus
-from billing.models import Printer, PrintIn, PrintOut
-from billing.money import Currency
+from billing.enums import PrintStatus, StatusReason
+from billing.models import PrintOut
 
 from .. import metrics
-from ..app import CONFIG, SESSIONS, SPOOL, TARGETS
+from ..keys import SESSIONS, TARGETS
+from ..metrics_registry import TRACKER_TARGETS
 from ..targets.base import JobState
 from ..targets.errors import TargetError
-from .jobs import detach_spool
+from . import lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +67,6 @@ def changes(jobs: dict[int, tuple[int, int]], states: dict[int, JobState]) -> di
     return moved
 
 
-async def cost_of(
-    session: AsyncSession, print_out: PrintOut, currency: Currency
-) -> tuple[Decimal, list[dict[str, object]]]:
-    if print_out.mode == PrinterMode.TICKET.value and print_out.ticket_cost is not None:
-        return print_out.ticket_cost, [
-            {"description": "job ticket cost", "amount": currency.format(print_out.ticket_cost)}
-        ]
-    printer = await session.get(Printer, print_out.printer_id)
-    print_in = await session.get(PrintIn, print_out.print_in_id)
-    assert printer is not None and print_in is not None
-    breakdown = charging.printer_cost(printer, print_in, print_out, currency)
-    return breakdown.total, charging.breakdown_json(breakdown, currency)
-
-
 async def apply_states(app: web.Application, moved: dict[int, JobState]) -> int:
     """Apply the reported states that differ from ours; returns how many changed.
 
@@ -98,37 +81,31 @@ async def apply_states(app: web.Application, moved: dict[int, JobState]) -> int:
     return changed
 
 
+def change_for(po: PrintOut, state: JobState) -> lifecycle.Change | None:
+    """What a state the target reported means for ``po``; None: nothing to do."""
+    new = to_status(state)
+    if new is None or new == po.status:
+        return None
+    if po.papercut:
+        # PaperCut's print log decides how a PaperCut job ends, except a job
+        # canceled or aborted in CUPS before PaperCut logged it.
+        if new not in (PrintStatus.CANCELED, PrintStatus.ABORTED):
+            return None
+        return lifecycle.Change(PrintStatus.CANCELED, StatusReason.CANCELED_IN_CUPS)
+    # The target's own job-state-reasons, stored as reported; printer cost rules.
+    return lifecycle.Change(new, ",".join(state.reasons)[:64] or None)
+
+
 async def _apply_chunk(app: web.Application, moved: dict[int, JobState]) -> int:
-    currency = app[CONFIG].money
     changed = 0
-    ended: list[int] = []
-    async with app[SESSIONS]() as session, session.begin():
-        outs = (await session.scalars(select(PrintOut).where(PrintOut.id.in_(list(moved))))).all()
+    async with lifecycle.ending(app) as ends:
+        outs = (
+            await ends.session.scalars(select(PrintOut).where(PrintOut.id.in_(list(moved))))
+        ).all()
         for po in outs:
-            state = moved[po.id]
-            new = to_status(state)
-            if new is None or new == po.status:
-                continue
-            reason = ",".join(state.reasons)[:64] or None
-            if po.papercut:
-                # PaperCut's print log decides how a PaperCut job ends, except a job
-                # canceled or aborted in CUPS before PaperCut logged it.
-                if new not in (PrintStatus.CANCELED, PrintStatus.ABORTED):
-                    continue
-                new, reason = PrintStatus.CANCELED, "canceled-in-cups"
-            if not await status.transition(session, po, new, actor="tracker", reason=reason):
-                continue
-            changed += 1
-            if new == PrintStatus.COMPLETED:
-                started = time.monotonic()
-                cost, detail = await cost_of(session, po, currency)
-                await charging.charge(session, po, cost, currency, actor="tracker", detail=detail)
-                metrics.charged(app, "tracker", started)
-            if new.is_final:
-                ended.append(po.print_in_id)
-        paths = await detach_spool(session, ended)
-    for path in paths:
-        app[SPOOL].remove(path)
+            change = change_for(po, moved[po.id])
+            if change is not None and await ends.apply(po, change, actor="tracker"):
+                changed += 1
     return changed
 
 
@@ -144,5 +121,5 @@ async def track_tick(app: web.Application) -> int:
             metrics.poll_failed(app, uri)
             continue
         changed += await apply_states(app, changes(jobs, states))
-    metrics.tracker_ticked(app, metrics.TRACKER_TARGETS)
+    metrics.tracker_ticked(app, TRACKER_TARGETS)
     return changed
