@@ -49,6 +49,8 @@ class IntakeConfig:
     socket: str = "/run/proxyprint/intake.sock"
     tcp: str = ""
     secret: str = ""
+    # Direct jobs: the backend stays with the CUPS job until its print-out ends.
+    follow: bool = True
 
 
 @dataclass(frozen=True)
