@@ -12,15 +12,20 @@ import logging
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy import select
 
 from billing.enums import PrintStatus
+from billing.models import Event, Printer, PrintIn, PrintOut
 from proxy import cupsadmin
+from proxy.app import SESSIONS
 from proxy.devkit.cupsd import PrivateCupsd
 from proxy.devkit.documents import make_pdf
 from proxy.devkit.ippeve import IppEvePrinter
@@ -281,3 +286,103 @@ async def test_full_spool_is_a_retry_and_the_job_prints_once_space_is_freed(
     tracebacks = [r for r in caplog.records if r.exc_info and r.name.startswith("proxy")]
     assert not tracebacks, tracebacks
     assert any("spool is full" in r.getMessage() for r in caplog.records)
+
+
+async def _print_outs_of(stack: ServiceStack, queue: str, cups_job: int) -> list[PrintOut]:
+    async with stack.app[SESSIONS]() as session:  # type: ignore[index]
+        rows = await session.scalars(
+            select(PrintOut)
+            .join(PrintIn, PrintIn.id == PrintOut.print_in_id)
+            .join(Printer, Printer.id == PrintIn.printer_id)
+            .where(Printer.name == queue, PrintIn.cups_job_id == cups_job)
+            .order_by(PrintOut.id)
+        )
+        return list(rows)
+
+
+async def _events_of(stack: ServiceStack, po_id: int) -> list[Event]:
+    async with stack.app[SESSIONS]() as session:  # type: ignore[index]
+        rows = await session.scalars(
+            select(Event)
+            .where(Event.subject_type == "print_out", Event.subject_id == str(po_id))
+            .order_by(Event.id)
+        )
+        return list(rows)
+
+
+async def test_cups_restart_of_an_ended_job_is_a_reprint_charged_again(
+    stack: ServiceStack,
+    private_cupsd: PrivateCupsd,
+    ippeve_printer: IppEvePrinter,
+    short_tmp: Path,
+) -> None:
+    queue = await _direct(stack, ippeve_printer.uri)
+    title = unique("again")
+    job = await stack.lp(
+        queue, make_pdf(short_tmp / "r.pdf", 2), user="carol", title=title,
+        options={"delegators": "alice"},
+    )  # fmt: skip
+    await _cups_state(private_cupsd, job, J.COMPLETED, J.ABORTED, J.CANCELED)
+    assert (await _balances(stack))["alice"] == "-0.20"
+    # `lp -i N -H restart`: CUPS sends the kept job again, with its job-uuid.
+    restart = await asyncio.to_thread(
+        subprocess.run,
+        ["lp", "-i", str(job), "-H", "restart"],
+        capture_output=True,
+        env=private_cupsd.env(),
+        timeout=30,
+        check=False,
+    )
+    assert restart.returncode == 0, restart.stderr
+
+    async def two() -> list[PrintOut]:
+        outs = await _print_outs_of(stack, queue, job)
+        return outs if len(outs) == 2 and PrintStatus(outs[1].status).is_final else []
+
+    deadline = time.monotonic() + 30
+    while not (outs := await two()):
+        assert time.monotonic() < deadline, await _print_outs_of(stack, queue, job)
+        await asyncio.sleep(0.1)
+    first, second = outs
+    assert first.print_in_id == second.print_in_id
+    assert second.reprint_of == first.id
+    assert (first.status, second.status) == (S.COMPLETED, S.COMPLETED)
+    assert (first.cost, second.cost) == (Decimal("0.20"), Decimal("0.20"))
+    assert (await _balances(stack))["alice"] == "-0.40"  # charged again
+    assert any(e.reason == "reprinted" for e in await _events_of(stack, first.id))
+    assert any(e.reason == "reprint" for e in await _events_of(stack, second.id))
+    attrs = await _cups_state(private_cupsd, job, J.COMPLETED, J.ABORTED, J.CANCELED)
+    assert J(int(attrs["job-state"])) == J.COMPLETED
+    docs = ippeve_printer.wait_for_documents(2, 10.0, where=lambda d: d.title == title)
+    assert len(docs) == 2
+
+
+async def test_a_retried_hand_off_is_the_same_print_out(
+    stack: ServiceStack, slow_printer: IppEvePrinter, short_tmp: Path
+) -> None:
+    """The same job-uuid again before its print-out ended (the backend was killed after
+    the upload, CUPS retried): nothing new is printed, the backend follows the one job."""
+    queue = await _direct(stack, slow_printer.uri)
+    backend = stack.cupsd.serverbin / "backend" / "proxyprint"
+    doc = make_pdf(short_tmp / "h.pdf", 1)
+    job_uuid = f"urn:uuid:{uuid.uuid4()}"
+    env = {
+        "DEVICE_URI": f"proxyprint:{stack.intake_socket}",
+        "PRINTER": queue,
+        "CONTENT_TYPE": "application/pdf",
+        "PATH": "/usr/bin:/bin",
+    }
+    args = [str(backend), "77", "carol", "hand-off", "1", f"job-uuid={job_uuid}", str(doc)]
+    first = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+    po = await stack.wait_print_out(queue, 77, {S.PROCESSING}, timeout=30)
+    first.kill()  # SIGKILL: no cancel reaches the service
+    first.wait()
+    again = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)  # noqa: ASYNC220
+    await asyncio.sleep(1.0)
+    slow_printer.release()
+    _, err = await asyncio.to_thread(again.communicate, timeout=60)
+    assert again.returncode == 0, err
+    assert "already received" in err
+    outs = await _print_outs_of(stack, queue, 77)
+    assert [o.id for o in outs] == [po.id]
+    assert outs[0].status == S.COMPLETED
