@@ -214,6 +214,8 @@ class PrintOut(Base):
     dispatch_uuid: Mapped[str | None] = mapped_column(String(36))
     # A CUPS restart of an ended job: the print-out this one prints again.
     reprint_of: Mapped[int | None] = mapped_column(ForeignKey("print_outs.id"))
+    # Since when the target has not reported this job (as ours); None: it does.
+    target_missing_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = _created()
     dispatched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -68,6 +68,9 @@ class CurrencyConfig:
 @dataclass(frozen=True)
 class TrackerConfig:
     interval_secs: float = 2.0
+    # A dispatched job its printer no longer knows (restarted, history gone) ends
+    # aborted ``lost-at-target`` after this long.
+    lost_after_secs: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,10 @@ from proxy.devkit.cupsd import PrivateCupsd
 from proxy.devkit.documents import make_pdf
 from proxy.devkit.ippeve import IppEvePrinter
 from proxy.devkit.stack import ServiceStack
-from proxy.targets.base import IppJobState
+from proxy.exceptions import TargetError
+from proxy.targets.base import IppJobState, PrintRequest
+from proxy.targets.errors import TargetRequestError
+from proxy.targets.ipp import IppTarget
 from tests.fixtures_cups import unavailable, unique
 
 pytestmark = pytest.mark.cups
@@ -386,3 +389,91 @@ async def test_a_retried_hand_off_is_the_same_print_out(
     outs = await _print_outs_of(stack, queue, 77)
     assert [o.id for o in outs] == [po.id]
     assert outs[0].status == S.COMPLETED
+
+
+@pytest.mark.parametrize(
+    "case",
+    [("hold", "Held until released at a card reader"), ("ticket", "waiting for an operator")],
+)
+async def test_hold_and_ticket_jobs_tell_cups_what_they_wait_for(
+    stack: ServiceStack,
+    private_cupsd: PrivateCupsd,
+    ippeve_printer: IppEvePrinter,
+    short_tmp: Path,
+    case: tuple[str, str],
+) -> None:
+    mode, says = case
+    queue = unique(f"pp-{mode}")
+    await stack.add_printer(queue, target=ippeve_printer.uri, mode=mode)
+    await stack.add_users("carol")
+    job = await stack.lp(queue, make_pdf(short_tmp / "h.pdf", 1), user="carol")
+    attrs = await _cups_state(private_cupsd, job, J.COMPLETED, J.ABORTED, J.CANCELED)
+    assert J(int(attrs["job-state"])) == J.COMPLETED  # the backend's part is done
+    po = await stack.wait_print_out(queue, job, {S.HELD})
+    log = private_cupsd.error_log
+    lines = [ln for ln in log.splitlines() if f"[Job {job}]" in ln and says in ln]
+    assert lines, log[-3000:]
+    if mode == "ticket":
+        assert f"Job ticket {po.ticket_number} waiting for an operator" in lines[0]
+    # (cupsd 2.4 clears job-printer-state-message once the CUPS job is completed: the
+    # job's log keeps the sentence.)
+
+
+@pytest.fixture
+def own_printer() -> Iterator[IppEvePrinter]:
+    """A printer of this test alone: it is killed and restarted."""
+    if shutil.which("ippeveprinter") is None:
+        unavailable("ippeveprinter is not installed (Debian package cups-ipp-utils)")
+    printer = IppEvePrinter()
+    try:
+        printer.start()
+    except (TargetError, OSError) as exc:
+        unavailable(f"ippeveprinter did not start: {exc}")
+    yield printer
+    printer.stop()
+
+
+async def test_printer_restart_reusing_job_ids_never_completes_a_stale_print_out(
+    private_cupsd: PrivateCupsd, own_printer: IppEvePrinter, short_tmp: Path
+) -> None:
+    extra = {"tracker": {"lost_after_secs": 3}}
+    async with ServiceStack(private_cupsd, short_tmp / "svc", extra=extra) as stack:
+        queue = await _direct(stack, own_printer.uri)
+        own_printer.hold()
+        job = await stack.lp(
+            queue, make_pdf(short_tmp / "l.pdf", 2), user="carol", options={"delegators": "alice"}
+        )
+        po = await stack.wait_print_out(queue, job, {S.PROCESSING}, timeout=30)
+        assert po.target_job_id is not None
+        ours = po.target_job_id
+        # The printer dies mid-job and comes back knowing nothing.
+        await asyncio.to_thread(own_printer.crash_and_restart)
+        own_printer.release()
+        # Other jobs, straight to the printer, until its job ids pass ours.
+        direct = IppTarget.for_printer(own_printer.uri, timeout=10)
+        try:
+            for i in range(ours + 1):
+                other = make_pdf(short_tmp / f"o{i}.pdf", 1)
+                req = PrintRequest(other, "application/pdf", f"other-{i}", "mallory")
+                while True:
+                    try:
+                        submitted = await direct.submit(req)
+                        break
+                    except TargetRequestError as exc:  # busy: one job at a time
+                        assert exc.retryable, exc
+                        await asyncio.sleep(0.2)
+                assert submitted.job_id == i + 1
+        finally:
+            await direct.close()
+        po = await stack.wait_print_out(queue, job, timeout=30)
+        assert po.status == S.ABORTED, (po.status, po.status_reason)
+        assert po.status_reason == "lost-at-target"
+        assert po.cost is None and po.charged_at is None
+        assert set((await _balances(stack)).values()) == {"0.00"}
+        events = await _events_of(stack, po.id)
+        assert events[-1].reason == "lost-at-target" and events[-1].to_status == "aborted"
+        # CUPS shows the truth too: the job aborted, with our reason; the queue runs.
+        attrs = await _cups_state(private_cupsd, job, J.ABORTED, J.COMPLETED, J.CANCELED)
+        assert J(int(attrs["job-state"])) == J.ABORTED
+        assert "lost-at-target" in str(attrs.get("job-printer-state-message"))
+        _queue_running(private_cupsd, queue)
