@@ -39,7 +39,8 @@ from typing import IO
 
 from proxy.devkit.cupsd import PrivateCupsd, free_port
 from proxy.devkit.stack import ServiceStack
-from proxy.nfc_listener import READER_LISTENER, ReaderListener
+from proxy.keys import READER_LISTENER
+from proxy.nfc_listener import ReaderListener
 
 from .harness import LoopThread, env_int, median, percentile, scratch_dir, wait_until
 

@@ -39,12 +39,12 @@ from billing.money import Currency
 from billing.officernd.client import OfficeRnDClient
 from billing.officernd.fees import run_fees
 from billing.officernd.filter import MemberFilter
-from billing.officernd.simulator import OfficeRnDSimulator
 from billing.officernd.sync import run_sync
 from billing.papercut import printlog
 from billing.papercut.client import PaperCutClient, is_write
-from billing.papercut.simulator import PaperCutSimulator
 from proxy import dbadmin
+from proxy.devkit.officernd.simulator import OfficeRnDSimulator
+from proxy.devkit.papercut.simulator import PaperCutSimulator
 
 from .harness import scratch_dir
 

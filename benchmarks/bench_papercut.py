@@ -66,10 +66,10 @@ from billing.enums import OutboxStatus, PrintStatus
 from billing.models import Account, AccountTransaction, OutboxItem, PrintIn, PrintOut
 from billing.papercut import printlog
 from billing.papercut.client import is_write
-from billing.papercut.simdb import papercut_account_name
-from billing.papercut.simulator import PaperCutSimulator
 from proxy import printers
 from proxy.devkit.cupsd import PrivateCupsd
+from proxy.devkit.papercut.simdb import papercut_account_name
+from proxy.devkit.papercut.simulator import PaperCutSimulator
 from proxy.devkit.stack import ServiceStack
 from proxy.pipeline import papercut as pc_pipeline
 

@@ -41,10 +41,10 @@ from sqlalchemy import select
 
 from billing.enums import PrintStatus
 from billing.models import Event, PrintOut
-from proxy.app import SESSIONS
 from proxy.devkit.documents import make_pdf
 from proxy.devkit.ippeve import IppEvePrinter, job_title
 from proxy.devkit.stack import ServiceStack
+from proxy.keys import SESSIONS
 
 from .harness import (
     PRINTER_IDLE,

@@ -25,10 +25,11 @@ from aiohttp import web
 
 from billing.db import make_engine, utcnow
 from proxy import cupsadmin, dbadmin, printers
-from proxy.app import SESSIONS, TARGETS, create_app
+from proxy.app import create_app
 from proxy.config import build_config
 from proxy.devkit.cupsd import PrivateCupsd, free_port
 from proxy.devkit.documents import make_pdf
+from proxy.keys import SESSIONS, TARGETS
 from proxy.pipeline.tracker import in_flight, track_tick
 from proxy.targets.base import PrintRequest
 

@@ -10,26 +10,35 @@ from pathlib import Path
 
 from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from billing.db import is_sqlite, make_engine, make_sessionmaker
 from billing.models import PrintIn
 
+from .api import setup_api
 from .config import Config
+from .keys import (
+    CONFIG,
+    ENGINE,
+    INSTANCE,
+    INTAKE_RUNNER,
+    READER_LISTENER,
+    SESSIONS,
+    SPOOL,
+    TARGETS,
+    WAKE,
+    IntakeResources,
+)
+from .metrics import instrument_intake, setup_metrics
+from .nfc_listener import ReaderListener, parse_hostport
+from .pipeline.intake import MAX_META, create_intake_app
 from .pipeline.leader import Instance
 from .pipeline.pool import TargetPool
-from .pipeline.wake import WAKE, Waker
+from .pipeline.wake import Waker
+from .pipeline.workers import setup_workers
 from .spool import Spool
 
 log = logging.getLogger(__name__)
 
-CONFIG = web.AppKey("config", Config)
-ENGINE = web.AppKey("engine", AsyncEngine)
-SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
-SPOOL = web.AppKey("spool", Spool)
-TARGETS = web.AppKey("targets", TargetPool)
-INTAKE_RUNNER = web.AppKey("intake_runner", web.AppRunner)
-INSTANCE = web.AppKey("instance", Instance)
 SHARED_SPOOL_MIN_AGE = 3600.0  # seconds
 
 
@@ -71,11 +80,10 @@ def _parse_hostport(value: str) -> tuple[str, int]:
 
 async def _intake(app: web.Application) -> AsyncIterator[None]:
     """Serve the intake on its Unix socket (and TCP with a secret, if configured)."""
-    from .metrics import instrument_intake
-    from .pipeline.intake import MAX_META, create_intake_app
-
     config = app[CONFIG].intake
-    intake_app = create_intake_app(app)
+    intake_app = create_intake_app(
+        IntakeResources(app[CONFIG], app[SESSIONS], app[SPOOL], app[WAKE], app[TARGETS])
+    )
     instrument_intake(intake_app, app)  # request ids, intake latency
     # The metadata header carries the job's options, which may be long.
     runner = web.AppRunner(
@@ -105,11 +113,24 @@ async def _intake(app: web.Application) -> AsyncIterator[None]:
     await runner.cleanup()
 
 
+async def serve_readers(app: web.Application) -> AsyncIterator[None]:
+    """Listen for network card readers on ``nfc.tcp_listen`` (nothing when it is empty)."""
+    listen = app[CONFIG].nfc.tcp_listen
+    if not listen:
+        yield
+        return
+    host, port = parse_hostport(listen)
+    listener = ReaderListener(app[SESSIONS], app[WAKE], host, port)
+    await listener.start()
+    app[READER_LISTENER] = listener
+    try:
+        yield
+    finally:
+        await listener.close()
+
+
 def create_app(config: Config, *, workers: bool = True, intake: bool = True) -> web.Application:
     """The service. ``workers=False`` leaves out the background loops (API tests)."""
-    from .api import setup_api
-    from .metrics import setup_metrics
-
     app = web.Application(client_max_size=1024**2)
     app[CONFIG] = config
     app[SPOOL] = Spool(Path(config.spool.dir))
@@ -121,13 +142,9 @@ def create_app(config: Config, *, workers: bool = True, intake: bool = True) -> 
     if intake:
         app.cleanup_ctx.append(_intake)
     if config.nfc.tcp_listen:
-        from .nfc_listener import serve_readers
-
         app.cleanup_ctx.append(serve_readers)
     setup_metrics(app, workers=workers)
     setup_api(app)
     if workers:
-        from .pipeline import setup_workers
-
         setup_workers(app)
     return app

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from billing.enums import PrintStatus
-from billing.papercut.simulator import PaperCutSimulator, install_papercut_backend
+from proxy.devkit.papercut.simulator import PaperCutSimulator, install_papercut_backend
 
 from .devkit.cupsd import PrivateCupsd
 from .devkit.documents import make_pdf

@@ -25,31 +25,22 @@ import datetime as dt
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    GCCollector,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-    generate_latest,
-)
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.db import utcnow
-from billing.enums import FINAL_STATUSES, OutboxStatus, PrinterMode, PrintStatus
+from billing.enums import FINAL_STATUSES, OutboxStatus, PrintStatus
 from billing.models import OutboxItem, PrintOut
 
-from .app import CONFIG, SESSIONS
+from .keys import CONFIG, METRICS, SESSIONS
+from .logs import install_request_ids
+from .metrics_registry import TRACKER_PAPERCUT, TRACKER_TARGETS, ClientCounts, Metrics, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -57,240 +48,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DB_TIMEOUT_SECS = 5.0
 UNMATCHED_ROUTE = "unmatched"  # 404s: the raw path would make a label per scanner probe
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-# An upload (intake) or a Print-Job with the document (dispatch) can take minutes.
-TRANSFER_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-# The outbox retries with a back-off of up to 10 minutes, for as long as it takes.
-OUTBOX_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400)
-
-TRACKER_TARGETS = "targets"  # track_tick: IPP printers and CUPS queues
-TRACKER_PAPERCUT = "papercut"  # monitor_tick: PaperCut's print log
-
-
-@dataclass(frozen=True)
-class ClientCounts:
-    """An external client's ``calls``/``errors``/``retries`` counters, copied."""
-
-    calls: Mapping[str, int]
-    errors: Mapping[str, int]
-    retries: Mapping[str, int]
-
-    @classmethod
-    def of(cls, client: Any) -> ClientCounts:
-        def copy(name: str) -> dict[str, int]:
-            counts: Mapping[str, int] = getattr(client, name, None) or {}
-            return {str(k): int(v) for k, v in counts.items()}
-
-        return cls(copy("calls"), copy("errors"), copy("retries"))
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Everything read at scrape time. ``database_up`` False: the DB parts are empty."""
-
-    database_up: bool = False
-    # (status label, mode) -> print-outs
-    print_outs: Mapping[tuple[str, str], int] = field(default_factory=dict)
-    # tracker -> dispatched_at of its oldest unfinished job (None: nothing in flight)
-    oldest_in_flight: Mapping[str, dt.datetime | None] = field(default_factory=dict)
-    # (kind, "pending" | "failed") -> (rows, oldest created_at)
-    outbox: Mapping[tuple[str, str], tuple[int, dt.datetime | None]] = field(default_factory=dict)
-    clients: Mapping[str, ClientCounts] = field(default_factory=dict)
-    # Outbox kinds this instance handles: reported even when they have no rows.
-    outbox_kinds: frozenset[str] = frozenset()
-    at: dt.datetime = field(default_factory=utcnow)
-
-
-class Metrics:
-    """The app's registry and the metrics recorded as things happen."""
-
-    def __init__(self, *, trackers: Iterable[str] = ()) -> None:
-        registry = CollectorRegistry()
-        self.registry = registry
-        self.http_requests = Counter(
-            "proxyprint_http_requests",
-            "HTTP API requests by method, route template and status",
-            ["method", "route", "status"],
-            registry=registry,
-        )
-        self.http_duration = Histogram(
-            "proxyprint_http_request_duration_seconds",
-            "HTTP API request duration by method and route template",
-            ["method", "route"],
-            registry=registry,
-        )
-        self.intake_duration = Histogram(
-            "proxyprint_intake_duration_seconds",
-            "Intake of one job from the CUPS backend (upload, spool, pages, record) by HTTP status",
-            ["status"],
-            buckets=TRANSFER_BUCKETS,
-            registry=registry,
-        )
-        self.dispatch_duration = Histogram(
-            "proxyprint_dispatch_duration_seconds",
-            "Sending one job to its target (Print-Job with the document) by result",
-            ["result"],
-            buckets=TRANSFER_BUCKETS,
-            registry=registry,
-        )
-        self.charge_duration = Histogram(
-            "proxyprint_charge_duration_seconds",
-            "Charging a completed print-out locally (cost, pro rata, ledger) by source",
-            ["source"],
-            registry=registry,
-        )
-        self.outbox_latency = Histogram(
-            "proxyprint_outbox_latency_seconds",
-            "From an outbox row's creation (e.g. a PaperCut charge) to its acceptance, by kind",
-            ["kind"],
-            buckets=OUTBOX_BUCKETS,
-            registry=registry,
-        )
-        self.tracker_ticks = Counter(
-            "proxyprint_tracker_ticks",
-            "Completed tracker ticks",
-            ["tracker"],
-            registry=registry,
-        )
-        self.tracker_poll_errors = Counter(
-            "proxyprint_tracker_poll_errors",
-            "Failed polls of a target's job states (the target is retried next tick)",
-            ["target"],
-            registry=registry,
-        )
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-        GCCollector(registry=registry)
-        self.started = time.monotonic()
-        self.expected_trackers = frozenset(trackers)
-        self.last_tick: dict[str, tuple[float, float]] = {}  # tracker -> (monotonic, epoch)
-        self.snapshot = Snapshot()
-        registry.register(_ScrapeCollector(self))
-
-    def tracker_lag(self, now: float | None = None) -> dict[str, float]:
-        """Seconds since each tracker's last completed tick (since start if none yet)."""
-        now = time.monotonic() if now is None else now
-        lags = {name: now - self.started for name in self.expected_trackers}
-        for name, (mono, _) in self.last_tick.items():
-            lags[name] = now - mono
-        return lags
-
-    def render(self, snapshot: Snapshot) -> bytes:
-        """Install ``snapshot`` and render the text format (no await between the two)."""
-        self.snapshot = snapshot
-        return generate_latest(self.registry)
-
-
-METRICS = web.AppKey("metrics", Metrics)
-
-
-class _ScrapeCollector:
-    """The values computed at scrape time, from ``Metrics.snapshot``."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-
-    def describe(self) -> Iterable[Metric]:
-        return []  # names are not checked against other collectors: nothing to clash
-
-    def collect(self) -> Iterable[Metric]:
-        snap = self.metrics.snapshot
-        yield from self._database(snap)
-        yield from self._trackers(snap)
-        yield from self._clients(snap)
-
-    def _database(self, snap: Snapshot) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "proxyprint_database_up", "Whether the scrape could read the database (1) or not (0)"
-        )
-        up.add_metric([], 1.0 if snap.database_up else 0.0)
-        yield up
-        if not snap.database_up:
-            return
-        jobs = GaugeMetricFamily(
-            "proxyprint_print_outs",
-            "Print-outs in the database by status and mode",
-            labels=["status", "mode"],
-        )
-        # Every combination, zeros included: a series must not vanish when it empties.
-        for status in PrintStatus:
-            for mode in PrinterMode:
-                count = snap.print_outs.get((status.label, mode.value), 0)
-                jobs.add_metric([status.label, mode.value], float(count))
-        yield jobs
-        oldest = GaugeMetricFamily(
-            "proxyprint_in_flight_oldest_age_seconds",
-            "Age of the oldest dispatched, unfinished print-out per tracker (0: none)",
-            labels=["tracker"],
-        )
-        for tracker in (TRACKER_TARGETS, TRACKER_PAPERCUT):
-            since = snap.oldest_in_flight.get(tracker)
-            age = max(0.0, (snap.at - since).total_seconds()) if since is not None else 0.0
-            oldest.add_metric([tracker], age)
-        yield oldest
-        depth = GaugeMetricFamily(
-            "proxyprint_outbox_depth",
-            "Outbox rows waiting to be carried out (pending), by kind",
-            labels=["kind"],
-        )
-        failed = GaugeMetricFamily(
-            "proxyprint_outbox_failed",
-            "Outbox rows given up on (an admin must look), by kind",
-            labels=["kind"],
-        )
-        oldest_pending = GaugeMetricFamily(
-            "proxyprint_outbox_oldest_pending_age_seconds",
-            "Age of the oldest pending outbox row (0: none)",
-        )
-        ages = [0.0]
-        kinds = snap.outbox_kinds | {kind for kind, _ in snap.outbox}
-        for kind in sorted(kinds):
-            for state, family in (("pending", depth), ("failed", failed)):
-                count, created = snap.outbox.get((kind, state), (0, None))
-                family.add_metric([kind], float(count))
-                if state == "pending" and created is not None:
-                    ages.append((snap.at - created).total_seconds())
-        oldest_pending.add_metric([], max(ages))
-        yield depth
-        yield failed
-        yield oldest_pending
-
-    def _trackers(self, snap: Snapshot) -> Iterator[Metric]:
-        del snap  # the tracker stamps live in memory, not in the database
-        lag = GaugeMetricFamily(
-            "proxyprint_tracker_lag_seconds",
-            "Seconds since this instance's last completed tracker tick (since start before the"
-            " first); several instances: only the leader ticks, take the min",
-            labels=["tracker"],
-        )
-        for name, seconds in sorted(self.metrics.tracker_lag().items()):
-            lag.add_metric([name], seconds)
-        yield lag
-        last = GaugeMetricFamily(
-            "proxyprint_tracker_last_tick_timestamp_seconds",
-            "Unix time of the tracker's last completed tick",
-            labels=["tracker"],
-        )
-        for name, (_, epoch) in sorted(self.metrics.last_tick.items()):
-            last.add_metric([name], epoch)
-        yield last
-
-    def _clients(self, snap: Snapshot) -> Iterator[Metric]:
-        for system, label in (("papercut", "method"), ("officernd", "call")):
-            counts = snap.clients.get(system)
-            for part, text in (
-                ("calls", "requests sent (attempts)"),
-                ("errors", "failed attempts"),
-                ("retries", "repeated attempts"),
-            ):
-                family = CounterMetricFamily(
-                    f"proxyprint_{system}_{part}",
-                    f"{system} API {text} by {label} (the client's own counters)",
-                    labels=[label],
-                )
-                for key, value in sorted((getattr(counts, part) if counts else {}).items()):
-                    family.add_metric([key], float(value))
-                yield family
 
 
 # --- scrape -----------------------------------------------------------------------
@@ -331,25 +88,14 @@ async def read_database(session: AsyncSession) -> dict[str, Any]:
     return {"print_outs": dict(print_outs), "oldest_in_flight": oldest, "outbox": outbox}
 
 
-def _clients(app: web.Application) -> dict[str, ClientCounts]:
-    from .pipeline.officernd import OFFICERND
-    from .pipeline.papercut import PAPERCUT
-
-    found: dict[str, ClientCounts] = {}
-    if PAPERCUT in app:
-        found["papercut"] = ClientCounts.of(app[PAPERCUT])
-    if OFFICERND in app:
-        found["officernd"] = ClientCounts.of(app[OFFICERND])
-    return found
-
-
 async def take_snapshot(app: web.Application) -> Snapshot:
-    """Read the database (bounded by DB_TIMEOUT_SECS) and the clients' counters."""
-    from .pipeline.outbox_worker import HANDLERS
-
-    clients = _clients(app)
-    handlers: dict[str, Any] = app.get(HANDLERS, {})
-    kinds = frozenset(handlers)
+    """Read the database (bounded by DB_TIMEOUT_SECS) and the watched clients' counters."""
+    watched = app.get(METRICS)
+    clients = {}
+    kinds: frozenset[str] = frozenset()
+    if watched is not None:
+        clients = {name: ClientCounts.of(c) for name, c in watched.clients.items()}
+        kinds = frozenset(watched.outbox_handlers)
     try:
         async with asyncio.timeout(DB_TIMEOUT_SECS), app[SESSIONS]() as session:
             db = await read_database(session)
@@ -399,6 +145,18 @@ def tracker_ticked(app: web.Application, tracker: str) -> None:
 def poll_failed(app: web.Application, target: str) -> None:
     if (m := _of(app)) is not None:
         m.tracker_poll_errors.labels(target).inc()
+
+
+def watch_client(app: web.Application, system: str, client: Any) -> None:
+    """Scrapes report ``client``'s call/error/retry counters (``papercut``, ``officernd``)."""
+    if (m := _of(app)) is not None:
+        m.watch_client(system, client)
+
+
+def watch_outbox(app: web.Application, handlers: Mapping[str, object]) -> None:
+    """Scrapes report the outbox depth of every kind ``handlers`` carries out."""
+    if (m := _of(app)) is not None:
+        m.watch_outbox(handlers)
 
 
 # --- middlewares --------------------------------------------------------------------
@@ -472,8 +230,6 @@ def setup_metrics(app: web.Application, *, workers: bool) -> None:
 
 def instrument_intake(intake: web.Application, main: web.Application) -> None:
     """Request ids and the intake histogram on the intake app (before it starts)."""
-    from .logs import install_request_ids
-
     install_request_ids(intake)
     metrics = main.get(METRICS)
     if metrics is not None:

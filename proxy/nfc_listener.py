@@ -30,21 +30,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 
-from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.models import Reader
 
-from .app import CONFIG, SESSIONS
 from .exceptions import ConfigError, ProxyPrintError
 from .nfc_admin import (
     TapOutcome,
     authenticate_reader,
     tap_card,
 )
-from .pipeline.wake import DISPATCH, wake
+from .pipeline.wake import DISPATCH, Waker
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +104,8 @@ class ReaderListener:
 
     def __init__(
         self,
-        app: web.Application,
+        sessions: async_sessionmaker[AsyncSession],
+        waker: Waker,
         host: str,
         port: int,
         *,
@@ -115,7 +113,8 @@ class ReaderListener:
         max_line: int = MAX_LINE,
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
-        self.app = app
+        self.sessions = sessions
+        self.waker = waker
         self.host, self.port = host, port
         self.auth_timeout = auth_timeout
         self.max_line = max_line
@@ -125,10 +124,6 @@ class ReaderListener:
         self.taps = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def sessions(self) -> async_sessionmaker[AsyncSession]:
-        return self.app[SESSIONS]
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -260,24 +255,5 @@ class ReaderListener:
         if outcome.unknown_card:
             return "ERR unknown-card"
         if outcome.released:
-            wake(self.app, DISPATCH)
+            self.waker.wake(DISPATCH)
         return released_line(outcome)
-
-
-READER_LISTENER = web.AppKey("reader_listener", ReaderListener)
-
-
-async def serve_readers(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: listen on ``nfc.tcp_listen`` (nothing when it is empty)."""
-    listen = app[CONFIG].nfc.tcp_listen
-    if not listen:
-        yield
-        return
-    host, port = parse_hostport(listen)
-    listener = ReaderListener(app, host, port)
-    await listener.start()
-    app[READER_LISTENER] = listener
-    try:
-        yield
-    finally:
-        await listener.close()

@@ -29,8 +29,9 @@ from billing import exceptions as billing_exc
 from billing.enums import PrinterMode, PrintStatus
 from billing.models import Account, ApiToken, LedgerEntry, Printer, PrintOut
 from proxy import exceptions as proxy_exc
-from proxy.app import ENGINE, create_app
+from proxy.app import create_app
 from proxy.config import build_config
+from proxy.keys import ENGINE
 from proxy.tokens import hash_token
 from tests import factories as f
 

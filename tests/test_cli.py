@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from billing.papercut.simulator import PaperCutSimulator
+from proxy.devkit.papercut.simulator import PaperCutSimulator
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -36,10 +36,10 @@ from sqlalchemy import func, select
 from billing.db import make_engine, make_sessionmaker
 from billing.enums import OutboxStatus, PrintStatus
 from billing.models import LedgerEntry, OutboxItem, PrintIn, PrintOut
-from billing.papercut.simulator import PaperCutSimulator, install_papercut_backend
 from proxy.devkit.cupsd import PrivateCupsd, free_port
 from proxy.devkit.documents import make_pdf
 from proxy.devkit.ippeve import IppEvePrinter
+from proxy.devkit.papercut.simulator import PaperCutSimulator, install_papercut_backend
 from tests.fixtures_cups import queue_job_uuids
 from tests.fixtures_db import _truncate_pg
 from tests.serve_process import ServeProcess, proxyprint_cli

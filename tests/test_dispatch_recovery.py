@@ -17,11 +17,12 @@ from sqlalchemy import select, update
 from billing.db import utcnow
 from billing.enums import PrintStatus
 from billing.models import Event, PrintIn, PrintOut
-from proxy.app import INSTANCE, SESSIONS, TARGETS, create_app
+from proxy.app import create_app
 from proxy.config import build_config
 from proxy.devkit.cupsd import PrivateCupsd
 from proxy.devkit.documents import make_pdf
 from proxy.devkit.ippeve import IppEvePrinter
+from proxy.keys import INSTANCE, SESSIONS, TARGETS
 from proxy.pipeline.dispatch import claim_due, dispatch_one
 from proxy.targets.base import PrintRequest, SubmittedJob
 from tests import factories

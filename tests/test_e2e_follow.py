@@ -25,12 +25,12 @@ from sqlalchemy import select
 from billing.enums import PrintStatus
 from billing.models import Event, Printer, PrintIn, PrintOut
 from proxy import cupsadmin
-from proxy.app import SESSIONS
 from proxy.devkit.cupsd import PrivateCupsd
 from proxy.devkit.documents import make_pdf
 from proxy.devkit.ippeve import IppEvePrinter
 from proxy.devkit.stack import ServiceStack
 from proxy.exceptions import TargetError
+from proxy.keys import SESSIONS
 from proxy.targets.base import IppJobState, PrintRequest
 from proxy.targets.errors import TargetRequestError
 from proxy.targets.ipp import IppTarget

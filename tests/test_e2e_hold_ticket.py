@@ -18,12 +18,11 @@ from sqlalchemy import update
 from billing.db import utcnow
 from billing.enums import PrintStatus
 from billing.models import PrintOut
-from proxy.app import SESSIONS
 from proxy.devkit.cupsd import PrivateCupsd
 from proxy.devkit.documents import make_pdf
 from proxy.devkit.ippeve import IppEvePrinter
 from proxy.devkit.stack import ServiceStack, amounts_sum
-from proxy.pipeline.wake import wake
+from proxy.keys import SESSIONS, WAKE
 
 pytestmark = pytest.mark.cups
 S = PrintStatus
@@ -118,7 +117,7 @@ async def test_unreleased_hold_expires_without_charge(
             .where(PrintOut.id == po.id)
             .values(hold_until=utcnow() - timedelta(seconds=1))
         )
-    wake(stack.app)
+    stack.app[WAKE].wake()
     po = await stack.wait_print_out(queue, job, timeout=20)
     assert po.status == S.CANCELED and po.status_reason == "expired"
     assert po.charged_at is None

@@ -16,12 +16,12 @@ import pytest
 
 from billing.enums import PrintStatus
 from billing.papercut import printlog
-from billing.papercut.simulator import PaperCutSimulator, install_papercut_backend
-from proxy.app import SESSIONS
 from proxy.devkit.cupsd import PrivateCupsd
 from proxy.devkit.documents import make_pdf
+from proxy.devkit.papercut.simulator import PaperCutSimulator, install_papercut_backend
 from proxy.devkit.stack import ServiceStack
-from proxy.pipeline.papercut import PRINTLOG, monitor_tick
+from proxy.keys import PRINTLOG, SESSIONS
+from proxy.pipeline.papercut import monitor_tick
 
 pytestmark = pytest.mark.cups
 S = PrintStatus

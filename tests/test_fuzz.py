@@ -86,10 +86,11 @@ from billing.models import (
     Printer,
 )
 from proxy import nfc_admin
-from proxy.app import SESSIONS, create_app
+from proxy.app import create_app
 from proxy.config import build_config
 from proxy.devkit.documents import make_pdf
 from proxy.exceptions import ProxyPrintError
+from proxy.keys import SESSIONS
 from proxy.pipeline import intake as intake_module
 from proxy.pipeline.delegation import KEYS as DELEGATION_KEYS
 from tests import factories as f

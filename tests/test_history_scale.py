@@ -28,13 +28,14 @@ from pytest_aiohttp import AiohttpClient
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from benchmarks import history_data
-from benchmarks.history_plans import PlanCapture, Values, filters, pg_problems, sqlite_problems
 from billing.enums import PrintStatus
 from billing.models import Account, AccountTransaction, LedgerEntry, Printer, PrintOut
 from proxy.api import export, printouts, queries
-from proxy.app import ENGINE, create_app
+from proxy.app import create_app
 from proxy.config import build_config
+from proxy.devkit import history_data
+from proxy.devkit.history_plans import PlanCapture, Values, filters, pg_problems, sqlite_problems
+from proxy.keys import ENGINE
 from tests import factories as f
 
 Client = TestClient[web.Request, web.Application]

@@ -16,9 +16,10 @@ from sqlalchemy import select
 
 from billing.db import make_engine, make_sessionmaker, utcnow
 from billing.models import OutboxItem
-from proxy.app import INSTANCE, create_app
+from proxy.app import create_app
 from proxy.config import Config, build_config
 from proxy.exceptions import ConfigError
+from proxy.keys import INSTANCE
 from proxy.pipeline.leader import NAME_MAX, configured_name, leading
 from tests.fixtures_db import _truncate_pg
 

@@ -36,10 +36,11 @@ from billing.papercut.exceptions import PaperCutError
 from proxy import metrics
 from proxy.app import create_app
 from proxy.config import build_config
+from proxy.keys import HANDLERS, PAPERCUT
 from proxy.pipeline import pool as pool_module
 from proxy.pipeline.dispatch import dispatch_tick
-from proxy.pipeline.outbox_worker import HANDLERS, outbox_tick
-from proxy.pipeline.papercut import ADJUST_KIND, PAPERCUT
+from proxy.pipeline.outbox_worker import outbox_tick
+from proxy.pipeline.papercut import ADJUST_KIND
 from proxy.pipeline.tracker import track_tick
 from proxy.targets.base import IppJobState, JobState, PrintRequest, SubmittedJob
 from proxy.targets.errors import TargetRequestError
@@ -237,9 +238,11 @@ async def test_metrics_after_a_known_run(
     app = create_app(config, workers=False)
     handler = AcceptAll()
     app[HANDLERS] = {ADJUST_KIND: handler}
+    metrics.watch_outbox(app, app[HANDLERS])  # as setup_workers does
     # A PaperCut server that is down: one read, tried twice.
     papercut = PaperCutClient("http://127.0.0.1:9/rpc/api/xmlrpc", "t", attempts=2, backoff=0.001)
     app[PAPERCUT] = papercut
+    metrics.watch_client(app, "papercut", papercut)  # as papercut_ctx does
     client = await aiohttp_client(app)
     try:
         # The known run.

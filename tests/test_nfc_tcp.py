@@ -22,14 +22,10 @@ from sqlalchemy import select
 from billing.enums import PrintStatus
 from billing.models import Event
 from proxy import nfc_admin
+from proxy.app import serve_readers
 from proxy.exceptions import ConfigError
-from proxy.nfc_listener import (
-    MAX_LINE,
-    READER_LISTENER,
-    ReaderListener,
-    parse_hostport,
-    serve_readers,
-)
+from proxy.keys import READER_LISTENER, SESSIONS, WAKE
+from proxy.nfc_listener import MAX_LINE, ReaderListener, parse_hostport
 from tests.test_nfc_api import (
     ALICE_LSB,
     Sessions,
@@ -190,7 +186,9 @@ async def test_rotated_token_ends_the_connection(
 async def test_unauthenticated_connections_time_out_idle_readers_stay(
     client: Client, world: World
 ) -> None:
-    listener = ReaderListener(client.app, "127.0.0.1", 0, auth_timeout=0.3)
+    listener = ReaderListener(
+        client.app[SESSIONS], client.app[WAKE], "127.0.0.1", 0, auth_timeout=0.3
+    )
     await listener.start()
     try:
         async with (
@@ -252,7 +250,9 @@ async def test_idle_readers_do_not_slow_http_taps(
 
 
 async def test_limits_and_shutdown_with_readers_connected(client: Client, world: World) -> None:
-    listener = ReaderListener(client.app, "127.0.0.1", 0, max_connections=2)
+    listener = ReaderListener(
+        client.app[SESSIONS], client.app[WAKE], "127.0.0.1", 0, max_connections=2
+    )
     await listener.start()
     token = world.readers["lobby"]
     async with (

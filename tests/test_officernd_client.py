@@ -29,7 +29,7 @@ from billing.officernd.exceptions import (
     OfficeRnDUnavailable,
 )
 from billing.officernd.models import Fee, Member
-from billing.officernd.simulator import FaultKind, OfficeRnDSimulator
+from proxy.devkit.officernd.simulator import FaultKind, OfficeRnDSimulator
 from tests.fixtures_cups import free_tcp_port
 
 DAY = "2024-05-01"

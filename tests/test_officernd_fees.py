@@ -33,26 +33,26 @@ from billing.money import Currency
 from billing.officernd.client import OfficeRnDClient
 from billing.officernd.fees import FEE_KIND, FeesSummary, run_fees
 from billing.officernd.filter import MemberFilter
-from billing.officernd.simulator import FaultKind, OfficeRnDSimulator
 from billing.officernd.sync import run_sync
 from billing.officernd.topup import TOPUP_KIND, period_key, run_topups
 from billing.officernd.writes import RECREATE_KIND
 from billing.papercut import printlog
 from billing.papercut.client import PaperCutClient
-from billing.papercut.simulator import FaultMode, PaperCutSimulator
-from proxy.app import CONFIG, INSTANCE, SESSIONS
 from proxy.config import build_config
-from proxy.pipeline.leader import Instance
-from proxy.pipeline.officernd import (
+from proxy.devkit.officernd.simulator import FaultKind, OfficeRnDSimulator
+from proxy.devkit.papercut.simulator import FaultMode, PaperCutSimulator
+from proxy.keys import (
+    CONFIG,
+    HANDLERS,
+    INSTANCE,
     OFFICERND,
+    PAPERCUT,
+    PRINTLOG,
     SCHEDULER,
-    claim_run,
-    officernd_ctx,
-    scheduler_tick,
-    sync_slot,
+    SESSIONS,
 )
-from proxy.pipeline.outbox_worker import HANDLERS
-from proxy.pipeline.papercut import PAPERCUT, PRINTLOG
+from proxy.pipeline.leader import Instance
+from proxy.pipeline.officernd import claim_run, officernd_ctx, scheduler_tick, sync_slot
 
 TOKEN = "pc-token"
 EUR = Currency("EUR", 2)

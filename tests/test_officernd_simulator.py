@@ -18,7 +18,7 @@ import pytest
 
 from billing.officernd.client import CURSOR_HEADER, OfficeRnDClient, loads_json
 from billing.officernd.models import MemberStatus
-from billing.officernd.simulator import FaultKind, OfficeRnDSimulator
+from proxy.devkit.officernd.simulator import FaultKind, OfficeRnDSimulator
 from tests.fixtures_cups import free_tcp_port
 
 HEX24 = re.compile(r"[0-9a-f]{24}")
@@ -416,7 +416,7 @@ async def test_latency_overlaps_concurrent_requests() -> None:
 async def test_runs_alone() -> None:
     port = free_tcp_port()
     cmd = [
-        sys.executable, "-m", "billing.officernd.simulator", "--port", str(port),
+        sys.executable, "-m", "proxy.devkit.officernd.simulator", "--port", str(port),
         "--members", "30", "--companies", "4", "--individuals", "5",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

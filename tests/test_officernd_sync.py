@@ -37,13 +37,13 @@ from billing.officernd.filter import (
 )
 from billing.officernd.mirror import local_group_name
 from billing.officernd.models import Company, Member, Plan
-from billing.officernd.simulator import OfficeRnDSimulator
 from billing.officernd.sync import run_sync
 from billing.officernd.writes import RECREATE_KIND, Recreator
 from billing.papercut import printlog
 from billing.papercut.client import PaperCutClient, is_write
-from billing.papercut.simulator import FaultMode, PaperCutSimulator
 from proxy.config import build_config
+from proxy.devkit.officernd.simulator import OfficeRnDSimulator
+from proxy.devkit.papercut.simulator import FaultMode, PaperCutSimulator
 
 TOKEN = "pc-token"
 

@@ -17,7 +17,7 @@ from billing.papercut.checks import (
 )
 from billing.papercut.client import PaperCutClient
 from billing.papercut.exceptions import PaperCutUnavailable
-from billing.papercut.simulator import FaultMode, PaperCutSimulator
+from proxy.devkit.papercut.simulator import FaultMode, PaperCutSimulator
 
 TOKEN = "check-token"
 SET_COST = "api.setPrinterCostSimple"

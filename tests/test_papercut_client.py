@@ -11,7 +11,7 @@ import pytest
 from billing.exceptions import InvalidAmount, InvalidInput
 from billing.papercut.client import PaperCutClient, shared_account_name, split_printer
 from billing.papercut.exceptions import PaperCutFault, PaperCutUnavailable
-from billing.papercut.simulator import FaultMode, PaperCutSimulator
+from proxy.devkit.papercut.simulator import FaultMode, PaperCutSimulator
 from tests.fixtures_cups import free_tcp_port
 
 TOKEN = "s3cret-token"

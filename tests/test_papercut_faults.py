@@ -18,9 +18,9 @@ from sqlalchemy import func, select
 from billing.db import make_engine, make_sessionmaker
 from billing.enums import OutboxStatus, PrintStatus
 from billing.models import OutboxItem, PrintOut
-from billing.papercut.simulator import PaperCutSimulator, install_papercut_backend
 from proxy.devkit.cupsd import PrivateCupsd
 from proxy.devkit.documents import make_pdf
+from proxy.devkit.papercut.simulator import PaperCutSimulator, install_papercut_backend
 from tests.serve_process import ServeProcess, proxyprint_cli
 
 pytestmark = [pytest.mark.cups, pytest.mark.slow]

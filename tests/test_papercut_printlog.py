@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from billing.db import make_engine
 from billing.papercut import printlog
 from billing.papercut.printlog import CHUNK, Outcome, PrintLogRow, outcome
-from billing.papercut.simdb import SimDatabase
+from proxy.devkit.papercut.simdb import SimDatabase
 
 SERVER = "localhost"
 

@@ -17,18 +17,18 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from billing.papercut import simbackend
 from billing.papercut.client import PaperCutClient
 from billing.papercut.exceptions import PaperCutUnavailable
-from billing.papercut.simdb import SimDatabase, SimFault, SimNotFound
-from billing.papercut.simulator import (
+from proxy import cupsadmin
+from proxy.devkit.cupsd import TERMINAL_STATES, PrivateCupsd
+from proxy.devkit.documents import make_pdf
+from proxy.devkit.papercut import simbackend
+from proxy.devkit.papercut.simdb import SimDatabase, SimFault, SimNotFound
+from proxy.devkit.papercut.simulator import (
     FaultMode,
     PaperCutSimulator,
     install_papercut_backend,
 )
-from proxy import cupsadmin
-from proxy.devkit.cupsd import TERMINAL_STATES, PrivateCupsd
-from proxy.devkit.documents import make_pdf
 from proxy.targets.base import IppJobState
 from tests.fixtures_cups import free_tcp_port, unique
 
@@ -202,7 +202,7 @@ def test_device_uri_round_trip() -> None:
 
 def test_backend_discovery_and_usage() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "billing.papercut.simbackend"],
+        [sys.executable, "-m", "proxy.devkit.papercut.simbackend"],
         capture_output=True,
         text=True,
         check=False,
@@ -210,7 +210,7 @@ def test_backend_discovery_and_usage() -> None:
     assert result.returncode == 0
     assert result.stdout.startswith('network papercut-sim "Unknown"')
     bad = subprocess.run(
-        [sys.executable, "-m", "billing.papercut.simbackend", "1", "u"],
+        [sys.executable, "-m", "proxy.devkit.papercut.simbackend", "1", "u"],
         capture_output=True,
         text=True,
         check=False,
@@ -416,7 +416,7 @@ async def test_runs_alone_from_the_command_line(tmp_path: Path) -> None:
     port = free_tcp_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [
-        sys.executable, "-m", "billing.papercut.simulator", "--port", str(port),
+        sys.executable, "-m", "proxy.devkit.papercut.simulator", "--port", str(port),
         "--db", str(tmp_path / "cli.db"), "--token", TOKEN, "--fail-rate", "0", "--seed", "1",
     ]  # fmt: skip
     process = await asyncio.create_subprocess_exec(

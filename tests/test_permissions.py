@@ -60,9 +60,10 @@ from billing import status as billing_status
 from billing.enums import PrinterMode, PrintStatus
 from billing.models import ApiToken, Printer, PrintIn
 from proxy import nfc_admin
-from proxy.app import INTAKE_RUNNER, create_app
+from proxy.app import create_app
 from proxy.config import build_config
 from proxy.devkit.documents import make_pdf
+from proxy.keys import INTAKE_RUNNER
 from proxy.pipeline.delegation import KEYS as DELEGATION_KEYS
 from proxy.pipeline.delegation import parse_cups_options
 from proxy.pipeline.intake import META_HEADER

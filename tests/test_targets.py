@@ -33,11 +33,11 @@ from proxy.targets.base import (
     PrintRequest,
     SubmittedJob,
     Target,
-    open_target,
 )
 from proxy.targets.errors import TargetRequestError, http_status_retryable, ipp_status_retryable
 from proxy.targets.ipp import IppTarget
 from proxy.targets.ipp_codec import Attribute, GroupTag, IntRange, OutOfBand, StatusCode, ValueTag
+from proxy.targets.open import open_target
 from tests.fixtures_cups import unique
 
 DATA = Path(__file__).parent / "data" / "ipp"

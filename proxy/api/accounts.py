@@ -12,8 +12,8 @@ from sqlalchemy import select
 from billing import ledger
 from billing.enums import AccountType
 from billing.models import Account
-from proxy.app import CONFIG, SESSIONS
 from proxy.exceptions import NotFound
+from proxy.keys import CONFIG, SESSIONS
 
 from . import queries, serialize
 from .auth import READERS, require

@@ -15,8 +15,8 @@ from sqlalchemy import select
 
 from billing.enums import Role
 from billing.models import User
-from proxy.app import SESSIONS
 from proxy.exceptions import Forbidden, Unauthorized
+from proxy.keys import SESSIONS
 from proxy.tokens import lookup_api_token
 
 STAFF = frozenset({Role.ADMIN, Role.ACCOUNTS_EDITOR, Role.TICKET_OPERATOR})

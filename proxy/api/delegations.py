@@ -15,8 +15,8 @@ from sqlalchemy import select
 from billing.db import utcnow
 from billing.enums import Role
 from billing.models import Delegation, Printer
-from proxy.app import SESSIONS
 from proxy.exceptions import Forbidden, NotFound
+from proxy.keys import SESSIONS
 from proxy.pipeline.delegation import DelegationKind, delegation_from_json
 from proxy.pipeline.resolve import resolve
 

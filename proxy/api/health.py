@@ -9,7 +9,7 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from proxy.app import SESSIONS
+from proxy.keys import SESSIONS
 
 log = logging.getLogger(__name__)
 

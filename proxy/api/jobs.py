@@ -12,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.enums import PrinterMode, PrintStatus, Role
 from billing.models import Printer, PrintOut
-from proxy.app import SESSIONS, SPOOL
 from proxy.exceptions import Conflict, Forbidden, NotFound
+from proxy.keys import SESSIONS, SPOOL, WAKE
 from proxy.pipeline import release as held
-from proxy.pipeline.wake import DISPATCH, wake
+from proxy.pipeline.wake import DISPATCH
 
 from . import queries, serialize
 from .auth import Principal, require
@@ -119,7 +119,7 @@ async def release_job(request: web.Request) -> web.Response:
         if not done:
             raise Conflict(f"job {po.id} is {PrintStatus(po.status).label}, not held")
         printer = await session.scalar(select(Printer.name).where(Printer.id == po.printer_id))
-    wake(request.app, DISPATCH)
+    request.app[WAKE].wake(DISPATCH)
     return web.json_response({"released": True, "job": held_json(po, printer or "")})
 
 

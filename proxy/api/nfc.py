@@ -17,8 +17,8 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.enums import Role
-from proxy.app import SESSIONS
 from proxy.exceptions import BadRequest, NotFound
+from proxy.keys import SESSIONS, WAKE
 from proxy.nfc import CardError
 from proxy.nfc_admin import (
     TapOutcome,
@@ -27,7 +27,7 @@ from proxy.nfc_admin import (
     tap_card,
 )
 from proxy.pipeline.release import Released
-from proxy.pipeline.wake import DISPATCH, wake
+from proxy.pipeline.wake import DISPATCH
 
 from . import serialize
 from .auth import _bearer, require
@@ -99,7 +99,7 @@ async def reader_tap(request: web.Request) -> web.Response:
     if outcome.unknown_card:
         raise NotFound("unknown card; nothing released")
     if outcome.released:
-        wake(request.app, DISPATCH)
+        request.app[WAKE].wake(DISPATCH)
     return web.json_response(
         {
             "reader": reader_id,

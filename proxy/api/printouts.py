@@ -19,8 +19,8 @@ from billing import charging
 from billing.enums import Role
 from billing.models import Event, PrintOut
 from billing.money import Currency
-from proxy.app import CONFIG, SESSIONS
 from proxy.exceptions import Forbidden, NotFound
+from proxy.keys import CONFIG, SESSIONS
 
 from . import export, queries, serialize
 from .auth import READERS, Principal, require

@@ -14,10 +14,10 @@ from sqlalchemy import select
 
 from billing.enums import PrinterMode, PrintStatus, Role
 from billing.models import Printer, PrintOut
-from proxy.app import CONFIG, SESSIONS, SPOOL
 from proxy.exceptions import Conflict, NotFound
+from proxy.keys import CONFIG, SESSIONS, SPOOL, WAKE
 from proxy.pipeline import release as held
-from proxy.pipeline.wake import DISPATCH, wake
+from proxy.pipeline.wake import DISPATCH
 
 from . import queries, serialize
 from .auth import require
@@ -85,7 +85,7 @@ async def release_ticket(request: web.Request) -> web.Response:
             if printer
             else await session.scalar(select(Printer.name).where(Printer.id == po.printer_id))
         )
-    wake(request.app, DISPATCH)
+    request.app[WAKE].wake(DISPATCH)
     return web.json_response({"released": True, "ticket": ticket_json(po, name or "", request)})
 
 

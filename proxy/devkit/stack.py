@@ -23,10 +23,11 @@ from billing.db import make_engine
 from billing.enums import FINAL_STATUSES, PrintStatus
 from billing.models import Printer, PrintIn, PrintOut
 
-from .. import cupsadmin, dbadmin, printers, tokens
-from ..app import SESSIONS, create_app
+from .. import cupsadmin, dbadmin, nfc_admin, printers, tokens
+from ..app import create_app
 from ..config import Config, build_config
 from ..exceptions import ProxyPrintError
+from ..keys import SESSIONS
 from .cupsd import PrivateCupsd, free_port
 
 
@@ -127,15 +128,11 @@ class ServiceStack:
             await accounts.create_shared_account(session, path)
 
     async def add_card(self, user: str, card: str) -> str:
-        from .. import nfc_admin
-
         async with self._sessions()() as session, session.begin():
             return (await nfc_admin.add_card(session, user, card)).number
 
     async def add_reader(self, reader_id: str, printers: list[str]) -> str:
         """A reader for hold printers; returns its token."""
-        from .. import nfc_admin
-
         async with self._sessions()() as session, session.begin():
             return await nfc_admin.add_reader(session, reader_id, printers)
 

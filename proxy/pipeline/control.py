@@ -17,12 +17,12 @@ from billing import status
 from billing.enums import PrintStatus
 from billing.models import PrintOut
 
-from ..app import SESSIONS, SPOOL, TARGETS
 from ..exceptions import Conflict, NotFound
+from ..keys import CONFIG, TARGETS, WAKE, IntakeResources
 from ..targets.errors import TargetRequestError
 from ..targets.ipp_codec import StatusCode
 from .jobs import detach_spool
-from .wake import TRACKER, wake
+from .wake import TRACKER
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,13 @@ class AlreadyEnded(Conflict):
     code = "already-ended"
 
 
+def resources(app: web.Application) -> IntakeResources:
+    """What ``cancel`` needs, from the main app."""
+    return IntakeResources(app[CONFIG], app[SESSIONS], app[SPOOL], app[WAKE], app[TARGETS])
+
+
 async def cancel(
-    app: web.Application,
+    res: IntakeResources,
     print_out_id: int,
     *,
     actor: str,
@@ -49,20 +54,20 @@ async def cancel(
     Conflict when it has ended already, AlreadyEnded when the target finished
     it first, TargetError when the target cannot be reached (nothing changed).
     """
-    async with app[SESSIONS]() as session:
+    async with res.sessions() as session:
         po = await session.get(PrintOut, print_out_id)
     if po is None:
         raise NotFound(f"job {print_out_id} not found")
     _check_not_final(po)
     if po.target_job_id is not None:
-        await _cancel_at_target(app, po)
-    async with app[SESSIONS]() as session, session.begin():
+        await _cancel_at_target(res, po)
+    async with res.sessions() as session, session.begin():
         fresh = await session.get(PrintOut, print_out_id)
         assert fresh is not None
         _check_not_final(fresh)
         paths = await end_canceled(session, fresh, actor=actor, reason=reason, message=message)
     for path in paths:
-        app[SPOOL].remove(path)
+        res.spool.remove(path)
     return fresh
 
 
@@ -83,14 +88,14 @@ def _check_not_final(po: PrintOut) -> None:
         raise Conflict(f"job {po.id} has already ended ({current.label})")
 
 
-async def _cancel_at_target(app: web.Application, po: PrintOut) -> None:
+async def _cancel_at_target(res: IntakeResources, po: PrintOut) -> None:
     assert po.target_job_id is not None
-    target = app[TARGETS].get(po.target)
+    target = res.targets.get(po.target)
     try:
         await target.cancel(po.target_job_id)
     except TargetRequestError as exc:
         if exc.ipp_status == StatusCode.CLIENT_ERROR_NOT_POSSIBLE:
-            wake(app, TRACKER)  # let it record the real end state soon
+            res.waker.wake(TRACKER)  # let it record the real end state soon
             raise AlreadyEnded(
                 f"job {po.id} already ended at the printer; its end state follows"
             ) from exc

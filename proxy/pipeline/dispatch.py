@@ -30,12 +30,12 @@ from billing.enums import PrintStatus
 from billing.models import OutboxItem, PrintIn, PrintOut
 
 from .. import metrics
-from ..app import INSTANCE, SESSIONS, SPOOL, TARGETS
+from ..keys import INSTANCE, SESSIONS, SPOOL, TARGETS, WAKE
 from ..targets.base import PrintRequest, Target
 from ..targets.errors import TargetError, TargetRequestError
 from .jobs import detach_spool
 from .papercut import document_name
-from .wake import TRACKER, wake
+from .wake import TRACKER
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
         except TargetError as exc:
             log.warning("print-out %s: cancel at the target failed: %s", print_out.id, exc)
         return
-    wake(app, TRACKER)  # let the tracker look soon
+    app[WAKE].wake(TRACKER)  # let the tracker look soon
 
 
 def _answered(exc: TargetError) -> bool:

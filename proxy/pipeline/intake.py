@@ -32,14 +32,14 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from billing.enums import PrinterMode, PrintStatus
 from billing.models import Printer, PrintIn, PrintOut
 
-from ..app import CONFIG, SESSIONS, SPOOL, TARGETS
 from ..exceptions import BadRequest, ProxyPrintError, Unauthorized
+from ..keys import INTAKE, IntakeResources
 from ..pages import count_pages
 from ..spool import CHUNK, Incomplete, SpooledFile
 from . import intake_status
 from .delegation import DelegationError, parse_cups_options
 from .jobs import IntakeJob, latest_print_out, record_job, record_reprint
-from .wake import DISPATCH, WAKE, wake
+from .wake import DISPATCH
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ async def _drain(request: web.Request) -> None:
 
 
 def _check_secret(request: web.Request) -> None:
-    secret: str = request.app[CONFIG].intake.secret
+    secret: str = request.app[INTAKE].config.intake.secret
     transport = request.transport
     peer = transport.get_extra_info("peername") if transport else None
     if isinstance(peer, tuple):  # TCP: the shared secret is required
@@ -197,7 +197,7 @@ async def _precheck(request: web.Request) -> _Checked:
     """
     _check_secret(request)
     job = parse_meta(request.headers.get(META_HEADER))
-    async with request.app[SESSIONS]() as session:
+    async with request.app[INTAKE].sessions() as session:
         printer = await session.scalar(select(Printer).where(Printer.name == job.printer))
         known = None
         if job.job_uuid is not None:
@@ -243,8 +243,8 @@ async def receive_job(request: web.Request) -> web.Response:
             await _drain(request)
             return checked
     job, printer, reprint_of = checked
-    config = request.app[CONFIG]
-    spool = request.app[SPOOL]
+    config = request.app[INTAKE].config
+    spool = request.app[INTAKE].spool
     spooled = await spool.receive(_body(request), max_bytes=config.spool.max_job_bytes)
     try:
         if reprint_of is not None:
@@ -258,7 +258,7 @@ async def receive_job(request: web.Request) -> web.Response:
 async def _record(
     request: web.Request, printer: Printer, job: IntakeJob, spooled: SpooledFile
 ) -> web.Response:
-    config = request.app[CONFIG]
+    config = request.app[INTAKE].config
     options: dict[str, str] = {}
     options_problem: str | None = None
     try:
@@ -274,7 +274,7 @@ async def _record(
             del options[key]
     pages = await asyncio.to_thread(count_pages, Path(spooled.path), job.content_type)
     try:
-        async with request.app[SESSIONS]() as session, session.begin():
+        async with request.app[INTAKE].sessions() as session, session.begin():
             print_out = await record_job(
                 session,
                 printer,
@@ -289,15 +289,15 @@ async def _record(
             pending = print_out.status == int(PrintStatus.PENDING)
     except IntegrityError:
         # The same job-uuid raced in through another connection: record it once.
-        request.app[SPOOL].remove(spooled.path)
-        async with request.app[SESSIONS]() as session:
+        request.app[INTAKE].spool.remove(spooled.path)
+        async with request.app[INTAKE].sessions() as session:
             known = await session.scalar(select(PrintIn.id).where(PrintIn.job_uuid == job.job_uuid))
             latest = None if known is None else await latest_print_out(session, known)
         if known is None:
             raise
         return _duplicate(request, known, latest)
     if pending:  # held jobs and tickets wait for a release
-        wake(request.app, DISPATCH)
+        request.app[INTAKE].waker.wake(DISPATCH)
     return _answer(201, answer)
 
 
@@ -305,12 +305,12 @@ async def _reprint(
     request: web.Request, printer: Printer, print_in_id: int, spooled: SpooledFile
 ) -> web.Response:
     """CUPS sent an ended job again (``lp -i N -H restart``): print it again."""
-    async with request.app[SESSIONS]() as session, session.begin():
+    async with request.app[INTAKE].sessions() as session, session.begin():
         print_in = await session.get(PrintIn, print_in_id, with_for_update=True)
         previous = await latest_print_out(session, print_in_id)
         assert print_in is not None and previous is not None
         if not PrintStatus(previous.status).is_final:  # another connection was first
-            request.app[SPOOL].remove(spooled.path)
+            request.app[INTAKE].spool.remove(spooled.path)
             return _duplicate(request, print_in_id, previous)
         old_path = print_in.spool_path
         print_out = await record_reprint(
@@ -319,14 +319,14 @@ async def _reprint(
             print_in,
             previous,
             spooled=spooled,
-            currency=request.app[CONFIG].money,
+            currency=request.app[INTAKE].config.money,
         )
         answer = _summary(request, print_out)
         answer["reprint_of"] = previous.id
         pending = print_out.status == int(PrintStatus.PENDING)
-    request.app[SPOOL].remove(old_path)
+    request.app[INTAKE].spool.remove(old_path)
     if pending:
-        wake(request.app, DISPATCH)
+        request.app[INTAKE].waker.wake(DISPATCH)
     return _answer(201, answer)
 
 
@@ -338,7 +338,7 @@ def _follow(request: web.Request, po: PrintOut | None) -> bool:
     waited with it would keep the whole CUPS queue busy.
     """
     return (
-        request.app[CONFIG].intake.follow
+        request.app[INTAKE].config.intake.follow
         and po is not None
         and po.mode == PrinterMode.DIRECT.value
         and PrintStatus(po.status) not in (PrintStatus.HELD, *FINAL)
@@ -391,14 +391,10 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return _answer(503, {"error": {"code": "database-busy", "message": message}})
 
 
-def create_intake_app(main: web.Application) -> web.Application:
-    """The intake app shares the main app's config, database and wake-up event."""
+def create_intake_app(resources: IntakeResources) -> web.Application:
+    """The intake app, on the main app's config, database, spool and wake-ups."""
     app = web.Application(middlewares=[_errors], client_max_size=0)
-    app[CONFIG] = main[CONFIG]
-    app[SESSIONS] = main[SESSIONS]
-    app[SPOOL] = main[SPOOL]
-    app[WAKE] = main[WAKE]
-    app[TARGETS] = main[TARGETS]
+    app[INTAKE] = resources
     app.router.add_post("/intake/v1/jobs", receive_job, expect_handler=expect_continue)
     intake_status.add_routes(app, check_secret=_check_secret)
     return app

@@ -28,8 +28,8 @@ from sqlalchemy import select
 from billing.enums import PrintStatus
 from billing.models import PrintIn, PrintOut
 
-from ..app import SESSIONS
 from ..exceptions import BadRequest, NotFound
+from ..keys import INTAKE
 from . import control
 from .jobs import latest_print_out
 
@@ -94,7 +94,7 @@ def _params(request: web.Request) -> tuple[str | None, int | None]:
 
 
 async def _find(request: web.Request, job_uuid: str | None, print_out: int | None) -> PrintOut:
-    async with request.app[SESSIONS]() as session:
+    async with request.app[INTAKE].sessions() as session:
         po: PrintOut | None = None
         if print_out is not None:
             row = (
@@ -133,7 +133,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     job_uuid, print_out = _params(request)
     po = await _find(request, job_uuid, print_out)
     done = await control.cancel(
-        request.app,
+        request.app[INTAKE],
         po.id,
         actor="cups",
         reason=control.REASON_CANCELED_IN_CUPS,

@@ -45,14 +45,11 @@ from billing.officernd.topup import TOPUP_KIND, TopupHandler, period_key, run_to
 from billing.officernd.writes import RECREATE_KIND, Recreator
 from billing.papercut import printlog
 
-from ..app import CONFIG, INSTANCE, SESSIONS
-from .outbox_worker import HANDLERS
-from .papercut import PAPERCUT, PRINTLOG
+from .. import metrics
+from ..keys import CONFIG, HANDLERS, INSTANCE, OFFICERND, PAPERCUT, PRINTLOG, SCHEDULER, SESSIONS
 
 log = logging.getLogger(__name__)
 
-OFFICERND = web.AppKey("officernd", OfficeRnDClient)
-SCHEDULER = web.AppKey("officernd_scheduler", asyncio.Task[None])
 FEES_JOB = "officernd-fees"
 TOPUP_JOB = "officernd-topup"
 TICK_SECS = 30.0
@@ -242,6 +239,7 @@ async def officernd_ctx(app: web.Application) -> AsyncIterator[None]:
         scope=settings.scope,
     )
     app[OFFICERND] = client
+    metrics.watch_client(app, "officernd", client)
     applied = _applied(app)
     handlers = app[HANDLERS]
     handlers[FEE_KIND] = FeeHandler(client, app[PAPERCUT], applied)

@@ -11,11 +11,10 @@ from billing import outbox
 from billing.models import OutboxItem
 
 from .. import metrics
-from ..app import INSTANCE, SESSIONS
+from ..keys import HANDLERS, INSTANCE, SESSIONS
 
 log = logging.getLogger(__name__)
 
-HANDLERS = web.AppKey("outbox_handlers", dict)
 CONCURRENCY = 8
 
 

@@ -39,13 +39,12 @@ from billing.papercut.client import PaperCutClient
 from billing.papercut.exceptions import PaperCutError
 
 from .. import metrics
-from ..app import CONFIG, SESSIONS, SPOOL
+from ..keys import CONFIG, PAPERCUT, PRINTLOG, SESSIONS, SPOOL
+from ..metrics_registry import TRACKER_PAPERCUT
 from .jobs import detach_spool
 
 log = logging.getLogger(__name__)
 
-PAPERCUT = web.AppKey("papercut", PaperCutClient)
-PRINTLOG = web.AppKey("papercut_printlog", AsyncEngine)
 ADJUST_KIND = "papercut.adjust"
 REASON_MISSING = "not-in-print-log"
 COMMIT_EVERY = 50
@@ -203,7 +202,7 @@ async def monitor_tick(app: web.Application) -> int:
             )
         ).all()
     if not pending:
-        metrics.tracker_ticked(app, metrics.TRACKER_PAPERCUT)
+        metrics.tracker_ticked(app, TRACKER_PAPERCUT)
         return 0
     rows = await printlog.fetch(app[PRINTLOG], [p.document_name for p in pending])
     changed = await apply_outcomes(app, rows)
@@ -214,7 +213,7 @@ async def monitor_tick(app: web.Application) -> int:
         if p.document_name not in rows and p.dispatched_at is not None and p.dispatched_at < limit
     ]
     await _flag_missing(app, missing)
-    metrics.tracker_ticked(app, metrics.TRACKER_PAPERCUT)
+    metrics.tracker_ticked(app, TRACKER_PAPERCUT)
     return changed
 
 
@@ -258,6 +257,7 @@ async def papercut_ctx(app: web.Application) -> AsyncIterator[None]:
     # (whose SQLite transactions take the write lock at BEGIN).
     engine = create_async_engine(config.db_url)
     app[PAPERCUT] = client
+    metrics.watch_client(app, "papercut", client)
     app[PRINTLOG] = engine
     yield
     await client.close()

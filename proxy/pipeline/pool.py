@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..config import Config
-from ..targets.base import Target, open_target
+from ..targets.base import Target
+from ..targets.open import open_target
 
 TARGET_TIMEOUT = 30.0
 

@@ -12,7 +12,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,7 +20,6 @@ from billing.db import utcnow
 from billing.enums import PrinterMode, PrintStatus
 from billing.models import Card, Printer, PrintOut, Reader, User, reader_printers
 
-from ..app import SESSIONS, SPOOL
 from ..exceptions import Conflict, NotFound
 from .jobs import REASON_DELEGATION_INVALID, REASON_TITLE_INVALID, detach_spool
 
@@ -154,37 +152,3 @@ async def tap(session: AsyncSession, reader: Reader, card_number: str) -> list[R
         data={"card": card_number, "released": [r.print_out.id for r in released]},
     )
     return released
-
-
-async def expire_tick(app: web.Application) -> int:
-    """Cancel held jobs whose hold expired (reason ``expired``); nothing is charged."""
-    now = utcnow()
-    paths: list[str] = []
-    async with app[SESSIONS]() as session, session.begin():
-        due = (
-            await session.scalars(
-                select(PrintOut)
-                .where(
-                    PrintOut.status == int(PrintStatus.HELD),
-                    PrintOut.hold_until.is_not(None),
-                    PrintOut.hold_until <= now,
-                )
-                .order_by(PrintOut.hold_until)
-                .limit(100)
-            )
-        ).all()
-        for po in due:
-            if await status.transition(
-                session,
-                po,
-                PrintStatus.CANCELED,
-                actor="expiry",
-                reason=REASON_EXPIRED,
-                message="never released before the hold expired",
-            ):
-                paths += await detach_spool(session, [po.print_in_id])
-    for path in paths:
-        app[SPOOL].remove(path)
-    if due:
-        log.info("expired %d held job(s)", len(due))
-    return len(due)

@@ -33,7 +33,8 @@ from billing.models import Printer, PrintIn, PrintOut
 from billing.money import Currency
 
 from .. import metrics
-from ..app import CONFIG, SESSIONS, SPOOL, TARGETS
+from ..keys import CONFIG, SESSIONS, SPOOL, TARGETS
+from ..metrics_registry import TRACKER_TARGETS
 from ..targets.base import JobState
 from ..targets.errors import TargetError
 from .jobs import detach_spool
@@ -242,5 +243,5 @@ async def track_tick(app: web.Application) -> int:
             continue
         changed += await apply_states(app, changes(jobs, states))
         changed += await note_missing(app, jobs, states)
-    metrics.tracker_ticked(app, metrics.TRACKER_TARGETS)
+    metrics.tracker_ticked(app, TRACKER_TARGETS)
     return changed

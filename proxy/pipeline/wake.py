@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from aiohttp import web
-
 DISPATCH = "dispatch"
 TRACKER = "tracker"
 
@@ -32,16 +30,6 @@ class Waker:
         for loop in loops or tuple(self._events):
             for event in self._events.get(loop, ()):
                 event.set()
-
-
-WAKE = web.AppKey("wake", Waker)
-
-
-def wake(app: web.Application, *loops: str) -> None:
-    """Nudge ``loops`` (every loop when none is named)."""
-    waker = app.get(WAKE)
-    if waker is not None:
-        waker.wake(*loops)
 
 
 async def sleep_or_wake(event: asyncio.Event, timeout: float) -> None:

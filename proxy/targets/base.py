@@ -2,8 +2,8 @@
 
 The dispatcher calls ``submit``; the tracker calls ``poll`` once per target
 per tick with every job it follows there (one request, never one per job);
-release/ticket code calls ``cancel``.  ``open_target`` builds a target from
-the URI stored with the proxy printer:
+release/ticket code calls ``cancel``.  ``open_target`` (``proxy.targets.open``)
+builds a target from the URI stored with the proxy printer:
 
 - ``ipp://HOST[:PORT]/PATH`` and ``ipps://…``: an IPP (Everywhere) printer;
 - ``cups://QUEUE``: a queue of the local cupsd, reached over ``cups_server``
@@ -19,9 +19,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol, runtime_checkable
-from urllib.parse import unquote, urlsplit
 
-from .errors import TargetRequestError
 from .ipp_codec import AttributeInput
 
 
@@ -148,24 +146,3 @@ class Target(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-def open_target(uri: str, *, cups_server: str, timeout: float) -> Target:
-    """The target for ``uri``; no I/O happens until the first request."""
-    from .ipp import IppTarget  # ipp.py imports this module
-
-    parts = urlsplit(uri)
-    scheme = parts.scheme.lower()
-    if scheme in ("ipp", "ipps"):
-        if not parts.hostname:
-            raise TargetRequestError(f"no host in target URI {uri!r}", retryable=False)
-        return IppTarget.for_printer(uri, timeout=timeout)
-    if scheme == "cups":
-        # cups://QUEUE (the queue in the host part) or cups:///QUEUE
-        queue = unquote(parts.netloc or parts.path.lstrip("/"))
-        if not queue or "/" in queue or queue.strip() != queue:
-            raise TargetRequestError(f"no valid queue name in target URI {uri!r}", retryable=False)
-        return IppTarget.for_cups_queue(uri, queue, cups_server=cups_server, timeout=timeout)
-    raise TargetRequestError(
-        f"unsupported target URI {uri!r} (use ipp://, ipps:// or cups://QUEUE)", retryable=False
-    )

@@ -1,5 +1,8 @@
 """IPP/1.1-2.x message encoding and decoding (RFC 8010), typed and small.
 
+Hand-written, not pyipp (so pyipp is no dependency): pyipp drops attributes
+missing from its tag map, has no collections, and builds the document in memory.
+
 Why not pyipp's ``serializer``/``parser`` (pyipp 0.17, checked):
 
 - its serializer only encodes attributes listed in ``tags.ATTRIBUTE_TAG_MAP``

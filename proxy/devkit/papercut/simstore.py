@@ -1,8 +1,8 @@
 """The PaperCut simulator's store: PaperCut-like tables in one SQLite file.
 
 Standard library only (``sqlite3``), shared by the XML-RPC server
-(``billing.papercut.simulator``), the tests, and, for the print log, by the
-CUPS backend (``billing.papercut.simbackend``), which runs in its own process:
+(``proxy.devkit.papercut.simulator``), the tests, and, for the print log, by the
+CUPS backend (``proxy.devkit.papercut.simbackend``), which runs in its own process:
 the file is in WAL mode with a busy timeout, and every write is one
 ``BEGIN IMMEDIATE`` transaction.
 

@@ -40,11 +40,11 @@ or None for any API request, the token endpoint only when named), including
 ``latency`` seconds are awaited (``asyncio.sleep``) in every request, so
 concurrent requests overlap as with a real server.
 
-The parts: ``billing.officernd.simdata`` (the records and the seeded
+The parts: ``proxy.devkit.officernd.simdata`` (the records and the seeded
 generator), ``simfaults`` (which request gets which fault), ``simapi`` (the
 HTTP face, ``OfficeRnDSimulator``); this module runs it alone.
 
-Run alone: ``python -m billing.officernd.simulator --port 8585 --members 300
+Run alone: ``python -m proxy.devkit.officernd.simulator --port 8585 --members 300
 --companies 40 --individuals 25 [--latency 0.01 --rate-429 0.05 --rate-5xx 0.05]``.
 """
 
@@ -55,9 +55,9 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from billing.officernd.simapi import TOKEN_PATH, OfficeRnDSimulator
-from billing.officernd.simdata import DEFAULT_STATUSES
-from billing.officernd.simfaults import FaultKind
+from proxy.devkit.officernd.simapi import TOKEN_PATH, OfficeRnDSimulator
+from proxy.devkit.officernd.simdata import DEFAULT_STATUSES
+from proxy.devkit.officernd.simfaults import FaultKind
 
 __all__ = [
     "DEFAULT_STATUSES",
@@ -70,7 +70,7 @@ __all__ = [
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m billing.officernd.simulator", description="An OfficeRnD simulator."
+        prog="python -m proxy.devkit.officernd.simulator", description="An OfficeRnD simulator."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8585)

@@ -5,7 +5,7 @@
 order after the auth token and PaperCut's rules: user names lower-cased,
 adjustments unconditional, each one a ``tbl_account_transaction`` row. An
 error is a ``SimFault``, which the server answers as an XML-RPC fault
-(``billing.papercut.simrpc``).
+(``proxy.devkit.papercut.simrpc``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlite3
 from decimal import Decimal
 
-from billing.papercut.simbackend import ensure_user
-from billing.papercut.simstore import SimFault, SimStore, now_text, yn
+from proxy.devkit.papercut.simbackend import ensure_user
+from proxy.devkit.papercut.simstore import SimFault, SimStore, now_text, yn
 
 __all__ = ["COST_MODELS", "CUSTOM_FIELDS", "SimMethods"]
 

@@ -23,7 +23,7 @@ each): for a scratch database only. Ids are assigned
 here (so the rows of one print-out can refer to each other without a round
 trip); PostgreSQL's sequences are moved past them at the end.
 
-``python -m benchmarks.history_data URL ROWS`` fills a database by hand.
+``python -m proxy.devkit.history_data URL ROWS`` fills a database by hand.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ from billing.models import (
     Printer,
     PrintIn,
     PrintOut,
+    User,
 )
 
 END = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
@@ -447,8 +448,6 @@ async def generate(
 
 
 async def _user_ids(engine: AsyncEngine, names: list[str]) -> list[int]:
-    from billing.models import User
-
     async with engine.connect() as conn:
         rows = dict((await conn.execute(select(User.name, User.id))).all())
     return [int(rows[name]) for name in names]

@@ -3,7 +3,7 @@
 ``FaultKind`` names what a fault does; ``OfficeRnDFaults`` decides, per
 request, whether it gets one: a scripted fault first (``inject``), then a
 seeded random share (``set_faults``: 429 or 500/503). No HTTP here:
-``billing.officernd.simapi`` turns the decision into an answer.
+``proxy.devkit.officernd.simapi`` turns the decision into an answer.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import random
 
-from billing.simserver import SimServer
+from proxy.devkit.simserver import SimServer
 
 __all__ = ["FaultKind", "OfficeRnDFaults"]
 

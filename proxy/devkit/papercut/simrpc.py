@@ -14,8 +14,8 @@ import xmlrpc.client
 from collections.abc import Callable
 from typing import Any
 
-from billing.papercut.simmethods import SimMethods
-from billing.papercut.simstore import SimFault
+from proxy.devkit.papercut.simmethods import SimMethods
+from proxy.devkit.papercut.simstore import SimFault
 
 __all__ = ["FAULT_PARSE", "METHODS", "NUMBER", "apply", "fault", "refusal"]
 

@@ -6,7 +6,7 @@
 as a person would in OfficeRnD (``add_member``, ``move_member``...), and does
 the API's data operations: the filtered, ``_id``-ordered pages of a list and
 the creation of plans and fees with OfficeRnD's rules (a refused input raises
-``BadRequest``). No HTTP here: ``billing.officernd.simapi`` serves it.
+``BadRequest``). No HTTP here: ``proxy.devkit.officernd.simapi`` serves it.
 """
 
 from __future__ import annotations

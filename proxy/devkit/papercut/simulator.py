@@ -1,6 +1,6 @@
 """A PaperCut stand-in to develop, test and demo against.
 
-Three parts, one SQLite file (``billing.papercut.simdb``):
+Three parts, one SQLite file (``proxy.devkit.papercut.simdb``):
 
 * an XML-RPC server at ``/rpc/api/xmlrpc`` that answers the Web Services
   methods proxyprint uses, the way PaperCut does: the auth token first,
@@ -9,7 +9,7 @@ Three parts, one SQLite file (``billing.papercut.simdb``):
   ``tbl_account_transaction`` row with its comment;
 * the print log (``tbl_printer_usage_log``...), which is what
   ``[papercut] db_url`` points at (``sim.db_url``);
-* a CUPS backend for "PaperCut-managed" queues (``billing.papercut.simbackend``,
+* a CUPS backend for "PaperCut-managed" queues (``proxy.devkit.papercut.simbackend``,
   installed with ``install_papercut_backend``), which logs every job it gets.
 
 Controls, as methods and as HTTP endpoints (JSON; amounts as strings):
@@ -51,9 +51,9 @@ The parts: ``simstore`` (the tables), ``simmethods`` (the Web Services
 methods' data operations), ``simdb`` (``SimDatabase``: those plus the test
 controls), ``simcontrols`` (the controls over HTTP), ``simrpc`` (the XML-RPC
 calls and answers); this module serves them (``PaperCutSimulator``, on
-``billing.simserver.SimServer``), installs the backend and runs it alone.
+``proxy.devkit.simserver.SimServer``), installs the backend and runs it alone.
 
-Run alone: ``python -m billing.papercut.simulator --port 9191 --db sim.db
+Run alone: ``python -m proxy.devkit.papercut.simulator --port 9191 --db sim.db
 --token T [--fail-rate 0.2 --timeout-rate 0.05 --seed 1] [--serverbin DIR]``.
 """
 
@@ -75,12 +75,12 @@ from xml.parsers.expat import ExpatError
 
 from aiohttp import web
 
-from billing.papercut import simrpc
 from billing.papercut.client import is_write
-from billing.papercut.simbackend import BACKEND_NAME, DEFAULT_SERVER, device_uri
-from billing.papercut.simcontrols import SimControls
-from billing.papercut.simdb import SimDatabase
-from billing.simserver import SimServer
+from proxy.devkit.papercut import simrpc
+from proxy.devkit.papercut.simbackend import BACKEND_NAME, DEFAULT_SERVER, device_uri
+from proxy.devkit.papercut.simcontrols import SimControls
+from proxy.devkit.papercut.simdb import SimDatabase
+from proxy.devkit.simserver import SimServer
 
 __all__ = [
     "BACKEND_NAME",
@@ -269,7 +269,7 @@ class PaperCutSimulator(SimServer[FaultMode], SimControls):
 
 def backend_script(interpreter: str | None = None) -> str:
     """``simbackend.py`` behind a ``#!python -IS`` line (stdlib only, no site-packages)."""
-    source = resources.files("billing.papercut").joinpath("simbackend.py").read_text("utf-8")
+    source = resources.files("proxy.devkit.papercut").joinpath("simbackend.py").read_text("utf-8")
     shebang = f"#!{interpreter or sys.executable} -IS\n"
     notice = "# PaperCut simulator backend, installed by proxyprint's test kit.\n"
     return shebang + notice + source
@@ -306,7 +306,7 @@ def install_papercut_backend(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m billing.papercut.simulator", description="A PaperCut simulator."
+        prog="python -m proxy.devkit.papercut.simulator", description="A PaperCut simulator."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9191)

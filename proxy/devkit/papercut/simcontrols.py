@@ -1,11 +1,11 @@
 """The PaperCut simulator's ``/sim`` endpoints for its database: JSON over the test controls.
 
 ``SimControls`` adds to ``SimDatabase`` the HTTP form of its helpers, for a
-simulator run alone (``python -m billing.papercut.simulator``): read the
+simulator run alone (``python -m proxy.devkit.papercut.simulator``): read the
 held jobs, the print log, the adjustments and a balance; release, cancel,
 deny, expire or refund a job; add users, printers, shared accounts and
 groups. Amounts travel as strings. The fault controls (``/sim/faults``,
-``/sim/inject``) are the server's, in ``billing.papercut.simulator``.
+``/sim/inject``) are the server's, in ``proxy.devkit.papercut.simulator``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from aiohttp import web
 
 from billing.exceptions import InvalidAmount
 from billing.money import parse_amount
-from billing.papercut.simbackend import DEFAULT_SERVER
-from billing.papercut.simdb import SimDatabase, SimFault, SimNotFound
+from proxy.devkit.papercut.simbackend import DEFAULT_SERVER
+from proxy.devkit.papercut.simdb import SimDatabase, SimFault, SimNotFound
 
 __all__ = ["SimControls"]
 

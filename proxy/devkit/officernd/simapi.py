@@ -4,7 +4,7 @@
 OfficeRnD does: a bearer token from ``POST /oauth/token`` on every API
 request, cursor-paged lists, JSON with exact amounts, the faults
 ``OfficeRnDFaults`` (``simfaults``) decides turned into answers, and the
-latency awaited in every request. ``billing.officernd.simulator`` documents
+latency awaited in every request. ``proxy.devkit.officernd.simulator`` documents
 the whole and runs it alone.
 """
 
@@ -23,8 +23,8 @@ from typing import Any, Final
 from aiohttp import web
 
 from billing.officernd.client import CURSOR_HEADER, dumps_json, loads_json
-from billing.officernd.simdata import LISTED, BadRequest, OfficeRnDRecords
-from billing.officernd.simfaults import FaultKind, OfficeRnDFaults
+from proxy.devkit.officernd.simdata import LISTED, BadRequest, OfficeRnDRecords
+from proxy.devkit.officernd.simfaults import FaultKind, OfficeRnDFaults
 
 __all__ = ["API_PREFIX", "TOKEN_PATH", "OfficeRnDSimulator"]
 

@@ -1,6 +1,6 @@
 """CUPS backend of the PaperCut simulator: what reaches a "PaperCut-managed" queue.
 
-Standard library only: ``billing.papercut.simulator.install_papercut_backend``
+Standard library only: ``proxy.devkit.papercut.simulator.install_papercut_backend``
 copies this file to ``<ServerBin>/backend/papercut-sim`` (mode 0700, so cupsd
 runs it as root) behind a ``#!python -IS`` line, like proxyprint's own backend.
 The simulator imports ``record_usage`` from here too, so a job recorded by a

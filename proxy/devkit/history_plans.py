@@ -9,7 +9,7 @@ plan of exactly what the API sends, not of a hand-copied query.
 
 ``FILTERS`` lists the filter combinations the API allows (each equality
 filter alone and together, with and without a time range); the plan test
-and ``python -m benchmarks.history_plans URL`` walk them.
+and ``python -m proxy.devkit.history_plans URL`` walk them.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from billing.db import make_engine, make_sessionmaker
+from billing.enums import PrintStatus
+from proxy.api import queries
 
 _WATCHED = ("FROM print_outs", "FROM ledger_entries")
 
@@ -176,10 +180,6 @@ def filters(v: Values) -> list[tuple[str, dict[str, str]]]:
 
 async def _main(url: str, values: Values, deep: str | None) -> None:
     """Print the plan of every filter combination's page (after ``deep``, if given)."""
-    from billing.db import make_engine, make_sessionmaker
-    from billing.enums import PrintStatus
-    from proxy.api import queries
-
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
     capture = PlanCapture(engine, analyze=engine.dialect.name != "sqlite")
@@ -212,7 +212,7 @@ async def _main(url: str, values: Values, deep: str | None) -> None:
 if __name__ == "__main__":
     if len(sys.argv) < 5:
         raise SystemExit(
-            "usage: python -m benchmarks.history_plans URL USER PRINTER ACCOUNT_ID "
+            "usage: python -m proxy.devkit.history_plans URL USER PRINTER ACCOUNT_ID "
             "[STATUS [SINCE UNTIL [DEEP_CURSOR_TIME]]]"
         )
     args = sys.argv[1:] + [None] * 4

@@ -3,7 +3,7 @@
 ``SimDatabase`` is what the simulator serves (``SimMethods``, on the
 tables of ``SimStore``) and what tests, benchmarks and the demo drive: they
 seed users, accounts, groups and printers as an administrator would, record
-jobs as the CUPS backend does (``billing.papercut.simbackend``, which writes
+jobs as the CUPS backend does (``proxy.devkit.papercut.simbackend``, which writes
 the same file from its own process), read the print log and the balance
 changes, and decide what happens to a held job (release, cancel, deny,
 expire, refund). Every helper works whether or not the server runs.
@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from billing.papercut.simbackend import DEFAULT_SERVER, ensure_user, record_usage
-from billing.papercut.simmethods import COST_MODELS, SimMethods
-from billing.papercut.simstore import SCHEMA, SimFault, now_text, yn
+from proxy.devkit.papercut.simbackend import DEFAULT_SERVER, ensure_user, record_usage
+from proxy.devkit.papercut.simmethods import COST_MODELS, SimMethods
+from proxy.devkit.papercut.simstore import SCHEMA, SimFault, now_text, yn
 
 __all__ = [
     "COST_MODELS",

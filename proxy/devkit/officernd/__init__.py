@@ -1,0 +1,1 @@
+"""The OfficeRnD simulator: REST API, seeded records, faults (dev and tests only)."""

@@ -1,0 +1,65 @@
+"""Every ``web.AppKey`` of the service, typed, in one place.
+
+Handlers, workers and the factory import their keys from here, never from
+``proxy.app``: this module imports only the leaf modules that define the
+values' types, so nothing that needs a key depends on the factory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from billing.officernd.client import OfficeRnDClient
+from billing.outbox import Handler
+from billing.papercut.client import PaperCutClient
+
+from .config import Config
+from .metrics_registry import Metrics
+from .nfc_listener import ReaderListener
+from .pipeline.leader import Instance
+from .pipeline.pool import TargetPool
+from .pipeline.wake import Waker
+from .spool import Spool
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@dataclass(frozen=True)
+class IntakeResources:
+    """What the intake sub-app shares with the main app (its only key)."""
+
+    config: Config
+    sessions: Sessions
+    spool: Spool
+    waker: Waker
+    targets: TargetPool  # a CUPS cancel reaches the printer (intake_status)
+
+
+# The service (proxy/app.py)
+CONFIG = web.AppKey("config", Config)
+ENGINE = web.AppKey("engine", AsyncEngine)
+SESSIONS = web.AppKey("sessions", Sessions)
+SPOOL = web.AppKey("spool", Spool)
+TARGETS = web.AppKey("targets", TargetPool)
+INSTANCE = web.AppKey("instance", Instance)
+WAKE = web.AppKey("wake", Waker)
+METRICS = web.AppKey("metrics", Metrics)
+INTAKE_RUNNER = web.AppKey("intake_runner", web.AppRunner)
+READER_LISTENER = web.AppKey("reader_listener", ReaderListener)
+
+# The intake sub-app (proxy/pipeline/intake.py)
+INTAKE = web.AppKey("intake", IntakeResources)
+
+# The workers (proxy/pipeline/)
+WORKERS = web.AppKey("workers", list[asyncio.Task[None]])
+# A Protocol is no concrete class: the value type is given by annotation.
+HANDLERS: web.AppKey[dict[str, Handler]] = web.AppKey("outbox_handlers")
+PAPERCUT_ON = web.AppKey("papercut_on", bool)
+PAPERCUT = web.AppKey("papercut", PaperCutClient)
+PRINTLOG = web.AppKey("papercut_printlog", AsyncEngine)
+OFFICERND = web.AppKey("officernd", OfficeRnDClient)
+SCHEDULER = web.AppKey("officernd_scheduler", asyncio.Task[None])
