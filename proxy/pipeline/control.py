@@ -18,7 +18,7 @@ from billing.enums import PrintStatus
 from billing.models import PrintOut
 
 from ..exceptions import Conflict, NotFound
-from ..keys import CONFIG, TARGETS, WAKE, IntakeResources
+from ..keys import CONFIG, SESSIONS, SPOOL, TARGETS, WAKE, IntakeResources
 from ..targets.errors import TargetRequestError
 from ..targets.ipp_codec import StatusCode
 from .jobs import detach_spool
