@@ -26,7 +26,11 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("print_outs") as batch:
-        batch.add_column(sa.Column("reprint_of", sa.Integer(), nullable=True))
+        batch.add_column(
+            sa.Column(
+                "reprint_of", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+            )
+        )
         batch.create_foreign_key(
             "fk_print_outs_reprint_of_print_outs", "print_outs", ["reprint_of"], ["id"]
         )
