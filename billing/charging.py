@@ -17,7 +17,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from . import events, ledger, prorata
 from .cost import CostBreakdown, CostRules, JobSpec, compute
 from .db import utcnow
-from .enums import LedgerKind, PrintStatus
+from .enums import LedgerKind, PrinterMode, PrintStatus
 from .exceptions import Conflict
 from .models import AccountTransaction, Printer, PrintIn, PrintOut
 from .money import Currency
@@ -47,6 +47,38 @@ def printer_cost(
 ) -> CostBreakdown:
     """The cost of a print-out under its proxy printer's cost rules."""
     return compute(rules_of(printer), job_spec(print_in, print_out), currency)
+
+
+CostDetail = list[dict[str, object]]
+
+
+async def cost_for(
+    session: AsyncSession,
+    print_out: PrintOut,
+    currency: Currency,
+    *,
+    logged: Decimal | None = None,
+) -> tuple[Decimal, CostDetail]:
+    """The one cost of a completed print-out, with the detail stored beside it.
+
+    A job ticket costs its ticket cost (fixed when it arrived); otherwise the
+    cost the target logged (``logged``: PaperCut's ``usage_cost``), else the
+    proxy printer's cost rules.
+    """
+    if print_out.mode == PrinterMode.TICKET.value and print_out.ticket_cost is not None:
+        return print_out.ticket_cost, _one_line("job ticket cost", print_out.ticket_cost, currency)
+    if logged is not None:
+        return logged, _one_line("PaperCut usage cost", logged, currency)
+    printer = await session.get(Printer, print_out.printer_id)
+    print_in = await session.get(PrintIn, print_out.print_in_id)
+    if printer is None or print_in is None:
+        raise Conflict(f"print-out {print_out.id} has lost its printer or print-in")
+    breakdown = printer_cost(printer, print_in, print_out, currency)
+    return breakdown.total, breakdown_json(breakdown, currency)
+
+
+def _one_line(description: str, amount: Decimal, currency: Currency) -> CostDetail:
+    return [{"description": description, "amount": currency.format(amount)}]
 
 
 def breakdown_json(breakdown: CostBreakdown, currency: Currency) -> list[dict[str, object]]:
@@ -83,7 +115,7 @@ async def charge(
     currency: Currency,
     *,
     actor: str,
-    detail: list[dict[str, object]] | None = None,
+    detail: CostDetail | None = None,
 ) -> bool:
     """Split ``cost`` pro rata over the print-out's transactions and post them.
 

@@ -6,7 +6,17 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Integer, MetaData, Numeric, event
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    Integer,
+    MetaData,
+    Numeric,
+    Select,
+    event,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import (
@@ -138,3 +148,24 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def claim_ids(
+    session: AsyncSession, query: Select[int], model: Any, values: dict[str, Any]
+) -> list[int]:
+    """The ids ``query`` selects, their rows stamped with ``values`` (a claim) in one go.
+
+    On PostgreSQL the rows are locked ``FOR UPDATE SKIP LOCKED``, so instances
+    claiming at once take different rows; SQLite has a single writer anyway.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    ids = list(await session.scalars(query))
+    if ids:
+        await session.execute(
+            update(model)
+            .where(model.id.in_(ids))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+    return ids

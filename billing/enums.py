@@ -46,6 +46,53 @@ class PrinterMode(StrEnum):
     TICKET = "ticket"
 
 
+class StatusReason(StrEnum):
+    """Why a print-out has its status (``print_outs.status_reason``): public values.
+
+    Every reason the code writes or compares comes from here (a test greps for
+    literals). Two more kinds of reason come from outside and are stored as
+    they arrive: the IPP ``job-state-reasons`` a target reports (the tracker)
+    and ``denied:<PaperCut's denied_reason>`` (see ``denied``).
+    """
+
+    # held, waiting for someone
+    HOLD = "hold"  # hold mode: waits for a tap or a web release
+    TICKET = "ticket"  # job ticket: waits for an operator
+    DELEGATION_INVALID = "delegation-invalid"
+    TITLE_INVALID = "title-invalid"
+    # released
+    WEB_RELEASE = "web-release"
+    NFC_TAP = "nfc-tap"
+    TICKET_RELEASED = "ticket-released"
+    # ended
+    PRINTED = "printed"  # PaperCut logged it printed
+    EXPIRED = "expired"  # a hold never released (here or in PaperCut)
+    CANCELED_WHILE_HELD = "canceled-while-held"
+    TICKET_CANCELED = "ticket-canceled"
+    CANCELED_IN_CUPS = "canceled-in-cups"
+    CANCELED_IN_PAPERCUT = "canceled-in-papercut"
+    TARGET_REJECTED = "target-rejected"
+    LOST_AT_TARGET = "lost-at-target"  # the printer no longer knows the job
+    CANCELED_BY_USER = "canceled-by-user"
+    # events of a CUPS restart of an ended job
+    REPRINT = "reprint"
+    REPRINTED = "reprinted"
+    # flagged for an admin, status unchanged
+    NOT_IN_PRINT_LOG = "not-in-print-log"
+    # prefix of ``denied:<reason>``
+    DENIED = "denied"
+
+    @classmethod
+    def denied(cls, why: str) -> str:
+        """``denied:<why>`` (lower-cased, fits the 64-character column)."""
+        return f"{cls.DENIED.value}:{why.lower()}"[:64]
+
+    @classmethod
+    def held_for(cls, mode: PrinterMode) -> StatusReason:
+        """The reason a job of a hold or ticket printer waits with."""
+        return cls.TICKET if mode is PrinterMode.TICKET else cls.HOLD
+
+
 class AccountType(StrEnum):
     USER = "user"
     GROUP = "group"

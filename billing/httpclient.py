@@ -8,9 +8,8 @@ both, and nothing of either protocol:
   unless ``session`` is given (then the caller closes it). ``close()`` and
   ``async with`` close only a session the client made.
 * ``timeout`` is per attempt (``_attempt_timeout``), not per call.
-* A ``RetryPolicy``: ``attempts`` bounds a call (first try included; at
-  least 1); the pause before retry n is uniform in [d/2, d] with
-  d = min(max_backoff, backoff * 2**(n-1)), drawn from ``rng``.
+* A ``RetryPolicy`` (``billing.retry``, the one the outbox uses too):
+  ``attempts`` bounds a call (first try included; at least 1).
 * ``calls``, ``errors`` and ``retries`` count attempts, failed attempts and
   repeated attempts by a key the client chooses (an XML-RPC method, an
   ``"METHOD /path"``).
@@ -22,12 +21,13 @@ client: they are the contracts of its API.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections import Counter
 from collections.abc import Mapping
 from typing import Final, Self
 
 import aiohttp
+
+from .retry import RetryPolicy
 
 __all__ = ["USER_AGENT", "HttpClient", "RetryPolicy", "transport_detail"]
 
@@ -37,29 +37,6 @@ USER_AGENT: Final = "proxyprint"
 def transport_detail(exc: BaseException) -> str:
     """``"TypeName: message"`` of a transport error, or its type name when it has no text."""
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-class RetryPolicy:
-    """At most ``attempts`` attempts (first try included; at least 1) with jittered backoff.
-
-    The pause before retry n is uniform in [d/2, d] with
-    d = min(max_backoff, backoff * 2**(n-1)), drawn from ``rng``.
-    """
-
-    def __init__(
-        self, attempts: int, backoff: float, max_backoff: float, rng: random.Random | None = None
-    ) -> None:
-        if attempts < 1:
-            raise ValueError("attempts must be at least 1")
-        self.attempts = attempts
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.rng = rng or random.Random()
-
-    def pause(self, attempt: int) -> float:
-        """The pause after failed attempt ``attempt`` (1-based), before the next one."""
-        ceiling = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-        return self.rng.uniform(ceiling / 2, ceiling)
 
 
 class HttpClient:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from billing.enums import PrintStatus
 from proxy.devkit.cupsd import PrivateCupsd
@@ -101,7 +103,17 @@ async def test_delegated_print_to_ipp_printer(
     assert all(t["status"] == "completed" for t in txns)
     events = detail["events"]
     assert isinstance(events, list)
-    assert events[-1]["to"] == "completed" or any(e["to"] == "completed" for e in events)
+    # The status changes chain up (each starts where the last ended, processing
+    # may be too quick to see): created pending, completed by the tracker, last.
+    changes = [(e["from"], e["to"]) for e in events if e["to"] is not None]
+    assert changes[0] == (None, "pending") and changes[-1][1] == "completed", changes
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(changes)), changes
+    done = next(i for i, e in enumerate(events) if e["to"] == "completed")
+    assert events[done]["actor"] == "tracker", events[done]
+    # Dispatched before it completed; charged once, after it, with the cost.
+    assert "dispatched" in [e["reason"] for e in events[:done] if e["to"] is None], events
+    after = [(e["reason"], e["message"]) for e in events[done + 1 :]]
+    assert after == [("charged", "1.20 EUR over 3 transaction(s)")], events
 
     # The spool file is gone once the job ended.
     assert not list((stack.root / "spool" / "jobs").iterdir())
@@ -233,8 +245,13 @@ async def test_invalid_delegation_is_held_not_lost(  # noqa: PLR0917 (fixtures +
     assert po.status_message and needle in po.status_message
     held = await _get(api, f"/api/v1/printouts?status=held&printer={queue}")
     assert [i["id"] for i in held["items"]] == [po.id]  # type: ignore[index]
-    await asyncio.sleep(0.5)
-    assert len(ippeve_printer.documents()) == before  # nothing printed
+    # A good job after it on the same queue prints and is charged: the pipeline
+    # ran past the held one (and one bad job does not stop the queue).
+    good_title = _unique("good")
+    good = await stack.lp(queue, make_pdf(short_tmp / "g.pdf", 1), user="carol", title=good_title)
+    assert (await stack.wait_print_out(queue, good)).charged_at is not None
+    docs = ippeve_printer.documents()
+    assert [d.title for d in docs[before:]] == [good_title]  # only the good one printed
     assert (await stack.print_out_for(queue, job)).charged_at is None  # type: ignore[union-attr]
     # The CUPS job itself is done: the job now lives in our spool.
     assert private_state(stack, job) == IppJobState.COMPLETED
@@ -336,6 +353,8 @@ async def test_a_cut_off_upload_is_discarded(stack: ServiceStack) -> None:
     """SIGTERM in the backend closes the upload before its last chunk: nothing is kept."""
     await stack.add_printer("pp-cut", target="ipp://127.0.0.1:9/ipp/print")
     await stack.add_users("carol")
+    token = await stack.token("reader")
+    ended_before = await intake_ended(stack, token)
     header = base64.b64encode(json.dumps(_meta("pp-cut")).encode()).decode()
     reader, writer = await asyncio.open_unix_connection(stack.intake_socket)
     writer.write(
@@ -345,14 +364,49 @@ async def test_a_cut_off_upload_is_discarded(stack: ServiceStack) -> None:
         + b"x" * 0x8000  # half of a 64 KiB chunk, then the connection dies
     )
     await writer.drain()
-    await asyncio.sleep(0.2)
+    incoming = stack.root / "spool" / "incoming"
+
+    async def spooling() -> bool:
+        return any(incoming.iterdir())
+
+    async def ended() -> bool:
+        return await intake_ended(stack, token) > ended_before
+
+    await _eventually(spooling)  # the intake is writing it to the spool
     writer.close()
     await writer.wait_closed()
-    await asyncio.sleep(0.3)
+    # The intake's handler for it has ended (the intake counts every request it ends).
+    await _eventually(ended)
     assert await stack.print_out_for("pp-cut", 7) is None
-    assert not list((stack.root / "spool" / "incoming").iterdir())
+    assert not list(incoming.iterdir())
     assert not list((stack.root / "spool" / "jobs").iterdir())
     del reader
+
+
+async def intake_ended(stack: ServiceStack, token: str) -> int:
+    """How many intake requests have ended, by the service's /metrics."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        aiohttp.ClientSession(stack.base_url) as session,
+        session.get("/metrics", headers=headers) as resp,
+    ):
+        assert resp.status == 200
+        text = await resp.text()
+    return sum(
+        int(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "proxyprint_intake_duration_seconds_count"
+    )
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
+    """Until ``check()`` is true (polled: a sign the work ran), or fail after ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.02)
 
 
 async def test_backend_is_answered_before_it_sends_the_document(

@@ -78,7 +78,6 @@ from pytest_aiohttp import AiohttpClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from yarl import URL
 
-import tests.hypothesis_profiles  # noqa: F401  (profiles load before any @given)
 from billing import status as billing_status
 from billing.db import Base
 from billing.enums import PrinterMode, PrintStatus
@@ -94,6 +93,7 @@ from proxy.keys import SESSIONS
 from proxy.pipeline import intake as intake_module
 from proxy.pipeline.delegation import KEYS as DELEGATION_KEYS
 from tests import factories as f
+from tests import hypothesis_profiles  # (profiles load before any @given)
 
 T = TypeVar("T")
 Client = TestClient[web.Request, web.Application]
@@ -113,18 +113,18 @@ assert sum(CI_EXAMPLES.values()) >= 10_000
 MAX_JOB_BYTES = 64 * 1024  # small, so that "too large" is cheap to reach
 
 
-def examples(test: str, db_url: str) -> int:
-    n = CI_EXAMPLES[test] * (1.0 if IN_CI else DEV_SCALE)
+def examples(test: str, db_url: str, *, ci: bool = IN_CI) -> int:
+    n = CI_EXAMPLES[test] * (1.0 if ci else DEV_SCALE)
     if not db_url.startswith("sqlite"):
         n *= PG_SHARE
     return max(20, int(n))
 
 
 def fuzz_settings(test: str, db_url: str) -> settings:
+    # derandomize (and the rest) come from the loaded profile: fixed examples in CI.
     return settings(
         max_examples=examples(test, db_url),
         deadline=None,
-        derandomize=False,
         suppress_health_check=list(HealthCheck),
         print_blob=True,
     )
@@ -416,9 +416,25 @@ async def svc(
             await pg.close()
 
 
-async def drive(test: Callable[[], None]) -> None:
-    """Run a (sync) hypothesis test in a worker thread; the loop serves its requests."""
+async def drive(test: Callable[[], None]) -> int:
+    """Run a (sync) hypothesis test in a worker thread; the loop serves its requests.
+
+    Returns how many examples hypothesis ran (0 for a plain function): counted
+    around ``inner_test``, the hook hypothesis calls for every example.
+    """
+    ran = 0
+    hook = getattr(test, "hypothesis", None)
+    if hook is not None:
+        inner = hook.inner_test
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal ran
+            ran += 1
+            return inner(*args, **kwargs)
+
+        hook.inner_test = counted
     await asyncio.to_thread(test)
+    return ran
 
 
 # --- strategies: text ----------------------------------------------------------------
@@ -714,12 +730,14 @@ WHERE po.id = $1
 """
 
 
-def reached(svc: Service, test: str, db_url: str, *answers: int | str) -> None:
-    """The inputs got everywhere they should (a full run only: 1,000 examples or more).
+def reached(svc: Service, test: str, db_url: str, ran: int, *answers: int | str) -> None:
+    """Hypothesis ran the example count of the table, and the inputs got everywhere
+    they should (a full run only: 1,000 examples or more).
 
     Guards the strategies: a change that made every input fail the same first
     check would still "pass" every property.
     """
+    assert ran >= examples(test, db_url), f"{test}: {ran} examples, not {examples(test, db_url)}"
     if examples(test, db_url) >= 1_000:
         missing = [a for a in answers if not svc.seen[a]]
         assert not missing, f"never answered {missing}: {dict(svc.seen)}"
@@ -785,8 +803,8 @@ async def test_intake_metadata(svc: Service, db_url: str, short_tmp: Path) -> No
             assert answer["duplicate"] is True
             assert not diff(before, after), "a duplicate job-uuid changed something"
 
-    await drive(check)
-    reached(svc, "intake_metadata", db_url, 201, 200, 400, 404, 413)
+    ran = await drive(check)
+    reached(svc, "intake_metadata", db_url, ran, 201, 200, 400, 404, 413)
     assert svc.inflight.active == 0
 
 
@@ -913,8 +931,8 @@ async def test_intake_raw_requests(svc: Service, db_url: str, short_tmp: Path) -
         elif status == 200:
             assert not diff(before, after)
 
-    await drive(check)
-    reached(svc, "intake_raw_requests", db_url, 201, 200, 400, 404, "cut off")
+    ran = await drive(check)
+    reached(svc, "intake_raw_requests", db_url, ran, 201, 200, 400, 404, "cut off")
 
 
 # --- API: POST bodies ------------------------------------------------------------------
@@ -1102,8 +1120,8 @@ async def test_api_post_bodies(svc: Service, db_url: str) -> None:
         after = svc.observe()
         check_request(svc, before, after, status, tap=route.endswith("/tap"))
 
-    await drive(check)
-    reached(svc, "api_post_bodies", db_url, 200, 400, 401, 403, 404, 409, 413)
+    ran = await drive(check)
+    reached(svc, "api_post_bodies", db_url, ran, 200, 400, 401, 403, 404, 409, 413)
 
 
 # --- cards and taps ---------------------------------------------------------------------
@@ -1187,8 +1205,8 @@ async def test_card_numbers(svc: Service, db_url: str) -> None:
                 assert re.fullmatch(r"(?:[0-9a-f]{2}){4,10}", answer["card"]), answer
                 assert diff(before, after).keys() == {"cards", "events"}
 
-    await drive(check)
-    reached(svc, "card_numbers", db_url, 200, 201, 400, 404, 409)
+    ran = await drive(check)
+    reached(svc, "card_numbers", db_url, ran, 200, 201, 400, 404, 409)
 
 
 # --- GET lists: query strings -------------------------------------------------------------
@@ -1292,8 +1310,8 @@ async def test_list_queries(svc: Service, db_url: str) -> None:
             assert set(answer) == {"items", "next_cursor"}, answer
             assert isinstance(answer["items"], list)
 
-    await drive(check)
-    reached(svc, "list_queries", db_url, 200, 400, 403, 404)
+    ran = await drive(check)
+    reached(svc, "list_queries", db_url, ran, 200, 400, 403, 404)
 
 
 # --- every field, every nasty value ----------------------------------------------------------
@@ -1359,10 +1377,41 @@ async def test_every_field_with_every_nasty_value(svc: Service) -> None:
 # --- keep the fixtures honest ------------------------------------------------------------
 
 
+def documented_counts() -> dict[str, tuple[int, int]]:
+    """The module docstring's table: test -> (SQLite, PostgreSQL) example counts."""
+    rows = re.findall(r"^test_(\w+)\s+([\d,]+)\s+([\d,]+)\s", __doc__ or "", re.MULTILINE)
+    return {name: (int(lite.replace(",", "")), int(pg.replace(",", ""))) for name, lite, pg in rows}
+
+
 def test_example_counts_add_up() -> None:
-    """CI runs at least 10,000 generated inputs on SQLite alone."""
-    total = sum(examples(name, "sqlite") for name in CI_EXAMPLES)
+    """The table in the docstring is what CI runs: at least 10,000 inputs on SQLite alone.
+
+    Computed for CI whatever the environment (a dev run checks CI's numbers too);
+    each fuzz test then checks that hypothesis really ran its count (``reached``).
+    """
+    table = documented_counts()
+    assert table.keys() == CI_EXAMPLES.keys(), "the docstring's table lists other tests"
+    ci = {
+        name: (examples(name, "sqlite", ci=True), examples(name, "postgresql", ci=True))
+        for name in CI_EXAMPLES
+    }
+    assert ci == table
+    total = re.search(r"^total\s+([\d,]+)\s+([\d,]+)\s", __doc__ or "", re.MULTILINE)
+    assert total is not None
+    sqlite_total = sum(lite for lite, _ in ci.values())
+    assert (sqlite_total, sum(pg for _, pg in ci.values())) == tuple(
+        int(n.replace(",", "")) for n in total.groups()
+    )
+    assert sqlite_total >= 10_000
+    for name in CI_EXAMPLES:
+        for db in ("sqlite", "postgresql"):
+            assert fuzz_settings(name, db).max_examples == examples(name, db)
+
+
+def test_fuzz_settings_follow_the_profile() -> None:
+    """CI's profile derandomizes: every fuzz test runs the same examples in every CI run."""
+    profile = settings.get_profile(hypothesis_profiles.PROFILE)
+    for name in CI_EXAMPLES:
+        assert fuzz_settings(name, "sqlite").derandomize is profile.derandomize
     if IN_CI:
-        assert total >= 10_000
-    else:
-        assert total == sum(max(20, int(n * DEV_SCALE)) for n in CI_EXAMPLES.values())
+        assert fuzz_settings("intake_metadata", "sqlite").derandomize is True

@@ -24,16 +24,9 @@ from billing import outbox
 from billing.enums import OutboxStatus
 from billing.exceptions import BillingError
 from billing.models import OutboxItem
-from billing.officernd.fees import (
-    MAX_ERRORS,
-    AdjustmentCheck,
-    claim_kind,
-    intent_key,
-    new_marker,
-    run_items,
-)
+from billing.officernd.fees import MAX_ERRORS, AdjustmentCheck, intent_key
 from billing.officernd.filter import UNLINKED_GROUP, DesiredUser
-from billing.officernd.writes import RECREATE_KIND, PaperCutCalls, Recreator
+from billing.officernd.writes import RECREATE_KIND, RECREATE_RETRY, PaperCutCalls, Recreator
 from billing.papercut.client import PaperCutClient
 from billing.papercut.exceptions import PaperCutError, PaperCutFault
 
@@ -217,7 +210,7 @@ class SyncRun:
                         self.failed_members.add(want.member_id)
                         self.tick()
                         continue
-                    marker = new_marker()
+                    marker = outbox.new_marker()
                     key = intent_key(f"officernd:recreate:{token}", "user", want.username)
                     await outbox.enqueue(
                         session,
@@ -236,21 +229,21 @@ class SyncRun:
                         },
                     )
                     keys[key] = want
-                ids = await claim_kind(
+                ids = await outbox.claim(
                     session,
-                    RECREATE_KIND,
                     self.worker,
+                    kinds=(RECREATE_KIND,),
                     limit=len(keys),
                     keys=keys,
                     due_only=False,
                 )
-            await run_items(
+            await outbox.run_items(
                 self.sessions,
                 ids,
-                self.recreator,
+                {RECREATE_KIND: self.recreator},
                 worker=self.worker,
                 concurrency=self.concurrency,
-                retry_base=0.5,
+                policy=RECREATE_RETRY,
             )
             async with self.sessions() as session:
                 rows = (

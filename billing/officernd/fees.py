@@ -26,33 +26,24 @@ Exactly once per user per day, whatever crashes:
 ``[officernd] manage_fees = false`` ("Do not manage printing fees inside
 OfficeRnD") turns all of this off; the summary says so.
 
-This module also holds the in-process outbox runner (``drain``) that the
-fees, the top-ups and the sync's re-creations share with the service's
-outbox worker: rows are claimed the same way (``claim_until``, attempts
-counted before acting), so the two never carry out one row at once.
+The rows are carried out by ``billing.outbox``'s runner, here (``drain``) as
+in the service's outbox worker, so the two never carry out one row at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import random
-import time
-import uuid
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing import events, outbox
-from billing.db import utcnow
-from billing.enums import OutboxStatus
 from billing.exceptions import InvalidInput
 from billing.models import OutboxItem, User
 from billing.money import Currency
@@ -61,20 +52,17 @@ from billing.officernd.exceptions import OfficeRnDError, OfficeRnDUnavailable
 from billing.officernd.models import Fee
 from billing.papercut.client import PaperCutClient
 from billing.papercut.exceptions import PaperCutError, PaperCutFault
+from billing.retry import RetryPolicy
 
 __all__ = [
     "FEE_KIND",
     "AdjustmentCheck",
-    "DrainResult",
     "FeeHandler",
     "FeesSummary",
     "NoTransactionLog",
-    "claim_kind",
-    "drain",
-    "enqueue_many",
     "ensure_plan",
     "intent_key",
-    "new_marker",
+    "retry_policy",
     "run_fees",
     "synced_users",
 ]
@@ -82,8 +70,8 @@ __all__ = [
 FEE_KIND = "officernd.fee"
 FEE_NAME = "PaperCut printing"
 MAX_KEY = 200  # outbox.idempotency_key is String(200)
-MAX_ERRORS = 50
-DEFAULT_CONCURRENCY = 16
+MAX_ERRORS = outbox.MAX_ERRORS
+DEFAULT_CONCURRENCY = outbox.DEFAULT_CONCURRENCY
 
 # ``printlog.adjustment_applied`` bound to PaperCut's database: marker -> applied?
 AdjustmentCheck = Callable[[str], Awaitable[bool]]
@@ -100,9 +88,9 @@ class NoTransactionLog(InvalidInput):
         )
 
 
-def new_marker() -> str:
-    """An unguessable marker for a fee's description and an adjustment's comment."""
-    return f"[pp:{uuid.uuid4().hex}]"
+def retry_policy(retry_base: float) -> RetryPolicy:
+    """The outbox's policy with the first pause ``retry_base`` seconds (tests go fast)."""
+    return RetryPolicy.forever(backoff=retry_base, max_backoff=outbox.RETRY.max_backoff)
 
 
 def intent_key(prefix: str, period: str, user: str) -> str:
@@ -123,313 +111,6 @@ async def synced_users(session: AsyncSession) -> list[tuple[str, str]]:
         .order_by(User.name)
     )
     return [(name, str(ext)) for name, ext in rows.all()]
-
-
-# --- the in-process outbox runner ---------------------------------------------------------
-
-CHUNK = 500  # rows per statement: well under SQLite's and asyncpg's parameter limits
-
-
-def _insert(session: AsyncSession) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
-async def enqueue_many(
-    session: AsyncSession, kind: str, rows: Sequence[tuple[str, dict[str, Any]]]
-) -> set[str]:
-    """``outbox.enqueue`` in bulk: add the rows whose key is new; the keys added."""
-    keys = [key for key, _ in rows]
-    existing: set[str] = set()
-    for start in range(0, len(keys), CHUNK):
-        chunk = keys[start : start + CHUNK]
-        existing.update(
-            await session.scalars(
-                select(OutboxItem.idempotency_key).where(OutboxItem.idempotency_key.in_(chunk))
-            )
-        )
-    fresh = [(key, payload) for key, payload in rows if key not in existing]
-    if fresh:
-        now = utcnow()
-        # executemany: SQLAlchemy sends pages of multi-row INSERTs from one cached statement
-        await session.execute(
-            _insert(session)(OutboxItem).on_conflict_do_nothing(),
-            [
-                {
-                    "kind": kind,
-                    "idempotency_key": key,
-                    "payload": payload,
-                    "status": int(OutboxStatus.PENDING),
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                }
-                for key, payload in fresh
-            ],
-        )
-    return {key for key, _ in fresh}
-
-
-async def claim_kind(
-    session: AsyncSession,
-    kind: str,
-    worker: str,
-    *,
-    limit: int = 64,
-    due_only: bool = True,
-    keys: Collection[str] | None = None,
-    exclude: Collection[int] = (),
-) -> list[int]:
-    """Claim pending rows of one kind (as ``outbox.claim``: commit before acting).
-
-    ``due_only=False`` also takes rows waiting for a retry; ``keys`` limits
-    the claim to those idempotency keys, ``exclude`` leaves rows out. Rows
-    another worker holds are skipped.
-    """
-    now = utcnow()
-    query = select(OutboxItem.id).where(
-        OutboxItem.kind == kind,
-        OutboxItem.status == int(OutboxStatus.PENDING),
-        or_(OutboxItem.claim_until.is_(None), OutboxItem.claim_until < now),
-    )
-    if due_only:
-        query = query.where(OutboxItem.next_attempt_at <= now)
-    if keys is not None:
-        query = query.where(OutboxItem.idempotency_key.in_(list(keys)))
-    if exclude:
-        query = query.where(OutboxItem.id.not_in(list(exclude)))
-    query = query.order_by(OutboxItem.next_attempt_at, OutboxItem.id).limit(limit)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    ids = list(await session.scalars(query))
-    if ids:
-        await session.execute(
-            update(OutboxItem)
-            .where(OutboxItem.id.in_(ids))
-            .values(
-                claimed_by=worker[:64],
-                claim_until=now + outbox.CLAIM_FOR,
-                attempts=OutboxItem.attempts + 1,
-            )
-            .execution_options(synchronize_session=False)
-        )
-    return ids
-
-
-@dataclass
-class DrainResult:
-    done: int = 0
-    failed: int = 0
-    retried: int = 0
-    pending: int = 0  # left for a later run or the service's outbox worker
-    errors: list[str] = field(default_factory=list)  # rows given up
-    last_retry_error: str = ""
-
-
-async def _attempt(handler: outbox.Handler, item: OutboxItem) -> tuple[str, str]:
-    """One attempt, as the service's outbox worker makes it: ("done"|"retry"|"failed", error)."""
-    try:
-        # ``attempts`` counts this attempt: more than one means an earlier one may have acted.
-        if item.attempts > 1 and await handler.already_applied(item):
-            return "done", ""
-        await handler.apply(item)
-    except outbox.GiveUp as exc:
-        return "failed", str(exc)
-    except (outbox.Retry, OSError, TimeoutError) as exc:
-        return "retry", str(exc) or type(exc).__name__
-    return "done", ""
-
-
-async def _settle(
-    session: AsyncSession, outcomes: Sequence[tuple[OutboxItem, str, str]], retry_base: float
-) -> None:
-    done = [item.id for item, outcome, _ in outcomes if outcome == "done"]
-    if done:  # as outbox.finish, in one statement
-        await session.execute(
-            update(OutboxItem)
-            .where(OutboxItem.id.in_(done))
-            .values(
-                status=int(OutboxStatus.DONE),
-                done_at=utcnow(),
-                claimed_by=None,
-                claim_until=None,
-                last_error=None,
-            )
-            .execution_options(synchronize_session=False)
-        )
-    for item, outcome, error in outcomes:
-        if outcome == "done":
-            continue
-        if outcome == "failed":
-            await outbox.fail(session, item.id, error)
-        else:
-            pause = min(600.0, retry_base * 2 ** min(item.attempts - 1, 12))
-            await session.execute(
-                update(OutboxItem)
-                .where(OutboxItem.id == item.id)
-                .values(
-                    next_attempt_at=utcnow() + timedelta(seconds=pause * random.uniform(0.5, 1)),
-                    claimed_by=None,
-                    claim_until=None,
-                    last_error=error[:2000],
-                )
-                .execution_options(synchronize_session=False)
-            )
-
-
-async def _next_chance(session: AsyncSession, kind: str) -> float | None:
-    """Seconds until a pending row of ``kind`` can be claimed; None when there is none."""
-    now = utcnow()
-    pending = (OutboxItem.kind == kind, OutboxItem.status == int(OutboxStatus.PENDING))
-    free = await session.scalar(
-        select(func.min(OutboxItem.next_attempt_at)).where(
-            *pending, or_(OutboxItem.claim_until.is_(None), OutboxItem.claim_until < now)
-        )
-    )
-    held = await session.scalar(
-        select(func.min(OutboxItem.claim_until)).where(*pending, OutboxItem.claim_until >= now)
-    )
-    times = [t for t in (free, held) if t is not None]
-    if not times:
-        return None
-    return max(0.0, (min(times) - now).total_seconds())
-
-
-async def _keep_claims(
-    sessions: async_sessionmaker[AsyncSession], ids: Sequence[int], worker: str
-) -> None:
-    """Renew our claim on ``ids`` while they run (a slow server must not let the
-    service's outbox worker take a row we are still carrying out)."""
-    while True:
-        await asyncio.sleep(outbox.CLAIM_FOR.total_seconds() / 3)
-        async with sessions() as session, session.begin():
-            await session.execute(
-                update(OutboxItem)
-                .where(
-                    OutboxItem.id.in_(ids),
-                    OutboxItem.claimed_by == worker[:64],
-                    OutboxItem.status == int(OutboxStatus.PENDING),
-                )
-                .values(claim_until=utcnow() + outbox.CLAIM_FOR)
-                .execution_options(synchronize_session=False)
-            )
-
-
-async def run_items(
-    sessions: async_sessionmaker[AsyncSession],
-    ids: Sequence[int],
-    handler: outbox.Handler,
-    *,
-    worker: str,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    retry_base: float = 1.0,
-    result: DrainResult | None = None,
-    progress: Callable[[], None] | None = None,
-) -> DrainResult:
-    """Carry out rows ``worker`` claimed (concurrently), then settle them in one transaction."""
-    result = result or DrainResult()
-    if not ids:
-        return result
-    async with sessions() as session:
-        items = list(await session.scalars(select(OutboxItem).where(OutboxItem.id.in_(ids))))
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(item: OutboxItem) -> tuple[OutboxItem, str, str]:
-        async with gate:
-            outcome, error = await _attempt(handler, item)
-        if progress is not None:
-            progress()
-        return item, outcome, error
-
-    heartbeat = asyncio.create_task(_keep_claims(sessions, ids, worker))
-    try:
-        outcomes = await asyncio.gather(*(one(item) for item in items))
-    finally:
-        heartbeat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await heartbeat
-    async with sessions() as session, session.begin():
-        await _settle(session, outcomes, retry_base)
-    for item, outcome, error in outcomes:
-        if outcome == "done":
-            result.done += 1
-        elif outcome == "failed":
-            result.failed += 1
-        else:
-            result.retried += 1
-        if outcome == "failed" and len(result.errors) < MAX_ERRORS:
-            result.errors.append(f"{item.idempotency_key}: {error}")
-        elif outcome == "retry":
-            result.last_retry_error = f"{item.idempotency_key}: {error}"
-    return result
-
-
-async def drain(
-    sessions: async_sessionmaker[AsyncSession],
-    kind: str,
-    handler: outbox.Handler,
-    *,
-    worker: str,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    wait: float = 0.0,
-    retry_base: float = 1.0,
-    due_only: bool = True,
-    progress: Callable[[], None] | None = None,
-) -> DrainResult:
-    """Carry out the pending rows of ``kind`` in this process.
-
-    Claims ``4 x concurrency`` rows at a time (the claim is renewed while they
-    run). ``due_only=False`` first takes every pending row once, those waiting
-    for a retry too (a sync finishing what a crashed run left). A row that
-    fails for now is retried after a pause (``retry_base`` x 2^attempts,
-    jittered) for up to ``wait`` seconds in all; after that it stays pending
-    for the next run or the service's outbox worker.
-    """
-    result = DrainResult()
-    deadline = time.monotonic() + wait
-    batch = max(1, 4 * concurrency)
-    seen: set[int] = set()  # with due_only=False: each row once, then it waits its turn
-    while True:
-        async with sessions() as session, session.begin():
-            ids = await claim_kind(
-                session,
-                kind,
-                worker,
-                limit=batch,
-                due_only=due_only,
-                exclude=() if due_only else seen,
-            )
-        if not ids and not due_only:
-            due_only = True
-            continue
-        if ids:
-            seen.update(ids)
-            await run_items(
-                sessions,
-                ids,
-                handler,
-                worker=worker,
-                concurrency=concurrency,
-                retry_base=retry_base,
-                result=result,
-                progress=progress,
-            )
-            continue
-        left = deadline - time.monotonic()
-        async with sessions() as session:
-            chance = await _next_chance(session, kind)
-        if chance is None or left <= 0 or chance > left:
-            break
-        await asyncio.sleep(max(chance, 0.01))
-    async with sessions() as session:
-        result.pending = int(
-            await session.scalar(
-                select(func.count()).where(
-                    OutboxItem.kind == kind, OutboxItem.status == int(OutboxStatus.PENDING)
-                )
-            )
-            or 0
-        )
-    return result
 
 
 # --- fees ---------------------------------------------------------------------------------
@@ -482,7 +163,7 @@ class FeeHandler:
 
     async def apply(self, item: OutboxItem) -> None:
         payload = item.payload
-        earlier = item.attempts > 1  # an earlier attempt may have done either step
+        earlier = outbox.may_have_been_applied(item)  # either step may be done
         if not (earlier and await self.fee_exists(payload)):
             try:
                 await self.officernd.create_fee(_fee(payload))
@@ -620,7 +301,7 @@ async def run_fees(
         amount = (-balance).quantize(currency.quantum, ROUND_DOWN)
         if amount <= 0:
             continue
-        marker = new_marker()
+        marker = outbox.new_marker()
         key = intent_key("officernd:fee", day.isoformat(), user)
         amounts[key] = amount
         intents.append(
@@ -645,19 +326,19 @@ async def run_fees(
         )
     summary.negative = len(intents)
     async with sessions() as session, session.begin():
-        added = await enqueue_many(session, FEE_KIND, intents)
+        added = await outbox.enqueue_many(session, FEE_KIND, intents)
     summary.enqueued, summary.already = len(added), len(intents) - len(added)
     total = sum((amounts[key] for key in added), Decimal(0))
     summary.total = f"{total:f}"
     handler = FeeHandler(officernd, papercut, applied)
-    result = await drain(
+    result = await outbox.drain(
         sessions,
         FEE_KIND,
         handler,
         worker=worker,
         concurrency=concurrency,
         wait=wait,
-        retry_base=retry_base,
+        policy=retry_policy(retry_base),
     )
     summary.done, summary.failed, summary.pending = result.done, result.failed, result.pending
     summary.errors += result.errors[: MAX_ERRORS - len(summary.errors)]

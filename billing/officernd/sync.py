@@ -47,19 +47,20 @@ intents before acting and the mirror, state and event at the end;
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing import events
+from billing import events, outbox
 from billing.db import utcnow
 from billing.enums import OutboxStatus
 from billing.models import OutboxItem
 from billing.officernd.actions import Progress, SyncRun, SyncSummary
 from billing.officernd.client import OfficeRnDClient
-from billing.officernd.fees import AdjustmentCheck, DrainResult, drain
+from billing.officernd.fees import AdjustmentCheck
 from billing.officernd.filter import INDIVIDUAL_GROUP, DesiredUser, MemberFilter, group_names
 from billing.officernd.mirror import (
     GROUPS_JOB,
@@ -67,13 +68,14 @@ from billing.officernd.mirror import (
     INDIVIDUALS_ID,
     INITIAL_PERIOD,
     SYNC_JOB,
+    Mirror,
     apply_mirror,
     load_mirror,
     save_state,
 )
 from billing.officernd.models import Company, Member, Plan
-from billing.officernd.plan import Update, link_members, managed_groups, plan_actions
-from billing.officernd.writes import DEFAULT_CONCURRENCY, RECREATE_KIND
+from billing.officernd.plan import SyncPlan, Update, link_members, managed_groups, plan_actions
+from billing.officernd.writes import DEFAULT_CONCURRENCY, RECREATE_KIND, RECREATE_RETRY
 from billing.papercut.client import PaperCutClient
 
 __all__ = ["run_sync"]
@@ -81,17 +83,218 @@ __all__ = ["run_sync"]
 log = logging.getLogger(__name__)
 
 
-async def _resume(run: SyncRun) -> DrainResult:
+async def _resume(run: SyncRun) -> outbox.DrainResult:
     """Finish re-creations a crashed run left (waiting retries included)."""
-    return await drain(
+    return await outbox.drain(
         run.sessions,
         RECREATE_KIND,
         run.recreator,
         worker=run.worker,
         concurrency=run.concurrency,
         due_only=False,
-        retry_base=0.5,
+        policy=RECREATE_RETRY,
     )
+
+
+@dataclasses.dataclass
+class _Read:
+    """What one run read from both sides."""
+
+    members: list[Member]
+    companies: list[Company]
+    plans: list[Plan]
+    pc_users: list[str]
+    pc_groups: list[str]
+    member_of: dict[str, dict[str, str]]  # PaperCut user -> the managed groups it is in
+
+
+@dataclasses.dataclass
+class _Wanted:
+    """Who should be in PaperCut, and under which names and groups."""
+
+    links: dict[str, str]  # member id -> PaperCut user name
+    wanted: dict[str, DesiredUser]
+    by_member: dict[str, DesiredUser]
+    company_groups: dict[str, str]  # company id -> group name
+
+
+async def _read(
+    run: SyncRun,
+    officernd: OfficeRnDClient,
+    papercut: PaperCutClient,
+    member_filter: MemberFilter,
+    known: set[str],
+) -> _Read:
+    """Both sides at once (OfficeRnD's pages come one after the other: PaperCut is
+    read meanwhile); group memberships of the groups we already manage."""
+
+    async def from_officernd() -> tuple[list[Member], list[Company], list[Plan]]:
+        members, companies = await asyncio.gather(officernd.members(), officernd.companies())
+        return members, companies, (await officernd.plans() if member_filter.plans else [])
+
+    async def from_papercut() -> tuple[list[str], list[str], dict[str, dict[str, str]]]:
+        users, groups = await asyncio.gather(
+            run.pc.read(papercut.all_user_accounts), run.pc.read(papercut.all_user_groups)
+        )
+        return users, groups, await run.memberships(groups, known)
+
+    (members, companies, plans), (pc_users, pc_groups, member_of) = await asyncio.gather(
+        from_officernd(), from_papercut()
+    )
+    return _Read(members, companies, plans, pc_users, pc_groups, member_of)
+
+
+async def _want(
+    run: SyncRun,
+    mirror: Mirror,
+    read: _Read,
+    member_filter: MemberFilter,
+    known: set[str],
+) -> _Wanted:
+    """Link members to PaperCut users and pick who is wanted (reads e-mails in the
+    second flow, and the memberships of groups of companies new to us)."""
+    summary = run.summary
+    company_groups = group_names(read.companies)
+    managed = known | managed_groups(company_groups.values())
+    for user, groups in (await run.memberships(read.pc_groups, managed - known)).items():
+        read.member_of.setdefault(user, {}).update(groups)
+
+    emails: dict[str, str] = {}
+    candidates = set(read.pc_users) | mirror.unlinked_names
+    if summary.second_flow:
+        prelinked = link_members(read.members, mirror.links, candidates)
+        named = {n.casefold() for n in prelinked.values()}
+        emails = await run.emails([u for u in read.pc_users if u.casefold() not in named])
+    links = link_members(read.members, mirror.links, candidates, emails)
+    linked_names = {n.casefold() for n in links.values()}
+    reserved = {n for n in candidates if n.casefold() not in linked_names}
+    reserved |= {n for mid, n in mirror.links.items() if mid not in links}
+    wanted = member_filter.wanted(
+        read.members, read.companies, plans=read.plans, existing=links, reserved=reserved
+    )
+    by_member = {w.member_id: w for w in wanted.values()}
+    return _Wanted(links, wanted, by_member, company_groups)
+
+
+async def _start_initial(
+    sessions: async_sessionmaker[AsyncSession], mirror: Mirror, initial: bool
+) -> str | None:
+    """The initial flow's token (kept across runs until one finishes), saved as started."""
+    token = mirror.initial_token
+    if initial:
+        if token is None or mirror.initial_done:
+            token = uuid.uuid4().hex[:12]
+        async with sessions() as session, session.begin():
+            await save_state(session, SYNC_JOB, INITIAL_PERIOD, {"token": token}, "started")
+    return token
+
+
+async def _done_recreations(sessions: async_sessionmaker[AsyncSession], token: str) -> set[str]:
+    """User names an earlier run of this initial flow already re-created."""
+    async with sessions() as session:
+        return {
+            str(p.get("user", "")).casefold()
+            for p in await session.scalars(
+                select(OutboxItem.payload).where(
+                    OutboxItem.kind == RECREATE_KIND,
+                    OutboxItem.status == int(OutboxStatus.DONE),
+                    OutboxItem.idempotency_key.like(f"officernd:recreate:{token}:%"),
+                )
+            )
+        }
+
+
+async def _carry_out(
+    run: SyncRun, papercut: PaperCutClient, plan: SyncPlan, token: str | None
+) -> None:
+    """The planned actions: groups first, then users concurrently."""
+    summary = run.summary
+
+    async def new_group(group: str) -> None:
+        await run.pc.write(papercut.add_new_group, group)
+        summary.groups_created += 1
+
+    await asyncio.gather(*(run.guarded(f"group {g}", None, new_group(g)) for g in plan.new_groups))
+
+    async def do_create(want: DesiredUser) -> None:
+        if await run.guarded(f"create {want.username}", want.member_id, run.create(want)):
+            summary.created += 1
+
+    async def do_update(u: Update) -> None:
+        action = run.update(u.name, u.want, props=u.props, add=u.add, remove=u.drop)
+        if await run.guarded(f"update {u.name}", u.want.member_id, action):
+            if u.moved:
+                summary.moved += 1
+            else:
+                summary.updated += 1
+
+    async def do_remove(name: str, mid: str) -> None:
+        if await run.guarded(f"remove {name}", mid, run.remove(name)):
+            summary.removed += 1
+
+    async def do_unlink(name: str) -> None:
+        if await run.guarded(f"unlink {name}", None, run.unlink(name)):
+            summary.unlinked += 1
+
+    async def do_recreate() -> None:
+        if plan.recreates and token is not None:
+            await run.recreate_all(plan.recreates, token)
+
+    await asyncio.gather(
+        do_recreate(),
+        *(do_create(w) for w in plan.creates),
+        *(do_update(u) for u in plan.updates),
+        *(do_remove(n, m) for n, m in plan.removes),
+        *(do_unlink(n) for n in plan.unlinks),
+    )
+
+
+async def _record(run: SyncRun, mirror: Mirror, want: _Wanted, token: str | None) -> None:
+    """The mirror, the state rows and the event, in one transaction."""
+    summary = run.summary
+    in_papercut = [
+        w
+        for w in want.wanted.values()
+        if w.member_id not in run.failed_members and w.username.casefold() not in mirror.held
+    ]
+    leaving = {
+        mid for mid in mirror.links if mid not in want.by_member and mid not in run.failed_members
+    }
+    needed_ext = {
+        (INDIVIDUALS_ID if w.company_id is None else w.company_id): w.group for w in in_papercut
+    }
+    all_groups = {**mirror.groups, **want.company_groups}
+    all_groups[INDIVIDUALS_ID] = INDIVIDUAL_GROUP
+    former = (mirror.former_groups | set(mirror.groups.values())) - set(all_groups.values())
+    async with run.sessions() as session, session.begin():
+        mirrored = await apply_mirror(session, in_papercut, leaving, needed_ext)
+        summary.mirror_created = mirrored.created
+        summary.mirror_updated = mirrored.updated
+        summary.mirror_deactivated = mirrored.deactivated
+        for error in mirrored.errors:
+            summary.error(error)
+        if all_groups != mirror.groups or former != mirror.former_groups:
+            await save_state(
+                session,
+                GROUPS_JOB,
+                GROUPS_PERIOD,
+                {"groups": all_groups, "former": sorted(former)},
+                "done",
+            )
+        if summary.initial:
+            state = "done" if summary.errors == 0 else "started"
+            await save_state(
+                session, SYNC_JOB, INITIAL_PERIOD, {"token": token, **summary.as_dict()}, state
+            )
+        events.record(
+            session,
+            subject_type="officernd-sync",
+            subject_id=utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            actor="officernd",
+            reason="initial" if summary.initial else "regular",
+            message=summary.line(),
+            data=summary.as_dict(),
+        )
 
 
 async def run_sync(
@@ -131,164 +334,32 @@ async def run_sync(
     async with sessions() as session:
         mirror = await load_mirror(session)
     known = managed_groups([*mirror.groups.values(), *mirror.former_groups])
-
-    async def from_officernd() -> tuple[list[Member], list[Company], list[Plan]]:
-        members, companies = await asyncio.gather(officernd.members(), officernd.companies())
-        return members, companies, (await officernd.plans() if member_filter.plans else [])
-
-    async def from_papercut() -> tuple[list[str], list[str], dict[str, dict[str, str]]]:
-        users, groups = await asyncio.gather(
-            run.pc.read(papercut.all_user_accounts), run.pc.read(papercut.all_user_groups)
-        )
-        return users, groups, await run.memberships(groups, known)
-
-    # OfficeRnD's pages come one after the other: PaperCut is read meanwhile.
-    (members, companies, plans), (pc_users, pc_groups, member_of) = await asyncio.gather(
-        from_officernd(), from_papercut()
-    )
-    summary.members = len(members)
+    read = await _read(run, officernd, papercut, member_filter, known)
+    summary.members = len(read.members)
     summary.initial = (not mirror.initial_done) if initial is None else initial
-    summary.second_flow = summary.initial and bool(pc_users)
+    summary.second_flow = summary.initial and bool(read.pc_users)
+    want = await _want(run, mirror, read, member_filter, known)
+    summary.wanted = len(want.wanted)
 
-    company_groups = group_names(companies)
-    managed = known | managed_groups(company_groups.values())
-    for user, groups in (await run.memberships(pc_groups, managed - known)).items():
-        member_of.setdefault(user, {}).update(groups)  # groups of companies new to us
-
-    emails: dict[str, str] = {}
-    candidates = set(pc_users) | mirror.unlinked_names
-    if summary.second_flow:
-        prelinked = link_members(members, mirror.links, candidates)
-        named = {n.casefold() for n in prelinked.values()}
-        emails = await run.emails([u for u in pc_users if u.casefold() not in named])
-    links = link_members(members, mirror.links, candidates, emails)
-    linked_names = {n.casefold() for n in links.values()}
-    reserved = {n for n in candidates if n.casefold() not in linked_names}
-    reserved |= {n for mid, n in mirror.links.items() if mid not in links}
-    wanted = member_filter.wanted(
-        members, companies, plans=plans, existing=links, reserved=reserved
-    )
-    summary.wanted = len(wanted)
-    by_member = {w.member_id: w for w in wanted.values()}
-
-    token = mirror.initial_token
-    if summary.initial:
-        if token is None or mirror.initial_done:
-            token = uuid.uuid4().hex[:12]
-        async with sessions() as session, session.begin():
-            await save_state(session, SYNC_JOB, INITIAL_PERIOD, {"token": token}, "started")
+    token = await _start_initial(sessions, mirror, summary.initial)
     done_recreations: set[str] = set()
     if summary.second_flow and token is not None:
-        async with sessions() as session:
-            done_recreations = {
-                str(p.get("user", "")).casefold()
-                for p in await session.scalars(
-                    select(OutboxItem.payload).where(
-                        OutboxItem.kind == RECREATE_KIND,
-                        OutboxItem.status == int(OutboxStatus.DONE),
-                        OutboxItem.idempotency_key.like(f"officernd:recreate:{token}:%"),
-                    )
-                )
-            }
-
-    # --- plan the actions ---
+        done_recreations = await _done_recreations(sessions, token)
     plan = plan_actions(
-        wanted,
+        want.wanted,
         mirror,
-        by_member=by_member,
-        members=members,
-        links=links,
-        pc_users=pc_users,
-        pc_groups=pc_groups,
-        member_of=member_of,
+        by_member=want.by_member,
+        members=read.members,
+        links=want.links,
+        pc_users=read.pc_users,
+        pc_groups=read.pc_groups,
+        member_of=read.member_of,
         second_flow=summary.second_flow,
         done_recreations=done_recreations,
     )
     summary.skipped += plan.skipped
     run.total = plan.total
-
-    # --- carry them out: groups first, then users concurrently ---
-    async def new_group(group: str) -> None:
-        await run.pc.write(papercut.add_new_group, group)
-        summary.groups_created += 1
-
-    await asyncio.gather(*(run.guarded(f"group {g}", None, new_group(g)) for g in plan.new_groups))
-
-    async def do_create(want: DesiredUser) -> None:
-        if await run.guarded(f"create {want.username}", want.member_id, run.create(want)):
-            summary.created += 1
-
-    async def do_update(u: Update) -> None:
-        action = run.update(u.name, u.want, props=u.props, add=u.add, remove=u.drop)
-        if await run.guarded(f"update {u.name}", u.want.member_id, action):
-            if u.moved:
-                summary.moved += 1
-            else:
-                summary.updated += 1
-
-    async def do_remove(name: str, mid: str) -> None:
-        if await run.guarded(f"remove {name}", mid, run.remove(name)):
-            summary.removed += 1
-
-    async def do_unlink(name: str) -> None:
-        if await run.guarded(f"unlink {name}", None, run.unlink(name)):
-            summary.unlinked += 1
-
-    async def do_recreate() -> None:
-        if plan.recreates and token is not None:
-            await run.recreate_all(plan.recreates, token)
-
-    await asyncio.gather(
-        do_recreate(),
-        *(do_create(w) for w in plan.creates),
-        *(do_update(u) for u in plan.updates),
-        *(do_remove(n, m) for n, m in plan.removes),
-        *(do_unlink(n) for n in plan.unlinks),
-    )
-
-    # --- the mirror, the state rows and the event, in one transaction ---
-    in_papercut = [
-        w
-        for w in wanted.values()
-        if w.member_id not in run.failed_members and w.username.casefold() not in mirror.held
-    ]
-    leaving = {
-        mid for mid in mirror.links if mid not in by_member and mid not in run.failed_members
-    }
-    needed_ext = {
-        (INDIVIDUALS_ID if w.company_id is None else w.company_id): w.group for w in in_papercut
-    }
-    all_groups = {**mirror.groups, **company_groups}
-    all_groups[INDIVIDUALS_ID] = INDIVIDUAL_GROUP
-    former = (mirror.former_groups | set(mirror.groups.values())) - set(all_groups.values())
-    async with sessions() as session, session.begin():
-        mirrored = await apply_mirror(session, in_papercut, leaving, needed_ext)
-        summary.mirror_created = mirrored.created
-        summary.mirror_updated = mirrored.updated
-        summary.mirror_deactivated = mirrored.deactivated
-        for error in mirrored.errors:
-            summary.error(error)
-        if all_groups != mirror.groups or former != mirror.former_groups:
-            await save_state(
-                session,
-                GROUPS_JOB,
-                GROUPS_PERIOD,
-                {"groups": all_groups, "former": sorted(former)},
-                "done",
-            )
-        if summary.initial:
-            state = "done" if summary.errors == 0 else "started"
-            await save_state(
-                session, SYNC_JOB, INITIAL_PERIOD, {"token": token, **summary.as_dict()}, state
-            )
-        events.record(
-            session,
-            subject_type="officernd-sync",
-            subject_id=utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
-            actor="officernd",
-            reason="initial" if summary.initial else "regular",
-            message=summary.line(),
-            data=summary.as_dict(),
-        )
+    await _carry_out(run, papercut, plan, token)
+    await _record(run, mirror, want, token)
     log.info("%s", summary.line())
     return summary

@@ -28,10 +28,8 @@ from billing.officernd.fees import (
     MAX_ERRORS,
     AdjustmentCheck,
     NoTransactionLog,
-    drain,
-    enqueue_many,
     intent_key,
-    new_marker,
+    retry_policy,
     synced_users,
 )
 from billing.papercut.client import PaperCutClient
@@ -72,8 +70,6 @@ class TopupHandler:
 
     async def apply(self, item: OutboxItem) -> None:
         payload = item.payload
-        if item.attempts > 1 and await self.already_applied(item):
-            return
         try:
             await self.papercut.adjust_user_account_balance(
                 str(payload["user"]), Decimal(str(payload["amount"])), str(payload["comment"])
@@ -134,7 +130,7 @@ async def run_topups(
         summary.users = len(users)
         intents = []
         for user, _member in users:
-            marker = new_marker()
+            marker = outbox.new_marker()
             payload = {
                 "user": user,
                 "amount": f"{amount:f}",
@@ -144,16 +140,16 @@ async def run_topups(
             }
             intents.append((intent_key("officernd:topup", key_period, user), payload))
         async with sessions() as session, session.begin():
-            added = await enqueue_many(session, TOPUP_KIND, intents)
+            added = await outbox.enqueue_many(session, TOPUP_KIND, intents)
         summary.enqueued, summary.already = len(added), len(intents) - len(added)
-        result = await drain(
+        result = await outbox.drain(
             sessions,
             TOPUP_KIND,
             TopupHandler(papercut, applied),
             worker=worker,
             concurrency=concurrency,
             wait=wait,
-            retry_base=retry_base,
+            policy=retry_policy(retry_base),
         )
         summary.done, summary.failed, summary.pending = result.done, result.failed, result.pending
         summary.errors = result.errors[:MAX_ERRORS]

@@ -21,7 +21,6 @@ worker registers ``Recreator`` on its own, without a sync.
 from __future__ import annotations
 
 import asyncio
-import random
 import secrets
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -37,10 +36,12 @@ from billing.officernd.fees import AdjustmentCheck
 from billing.officernd.filter import DesiredUser
 from billing.papercut.client import PaperCutClient
 from billing.papercut.exceptions import PaperCutError, PaperCutFault, PaperCutUnavailable
+from billing.retry import RetryPolicy
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "RECREATE_KIND",
+    "RECREATE_RETRY",
     "WRITE_ATTEMPTS",
     "WRITE_BACKOFF",
     "PaperCutCalls",
@@ -50,7 +51,9 @@ __all__ = [
 RECREATE_KIND = "officernd.recreate"
 DEFAULT_CONCURRENCY = 16
 WRITE_ATTEMPTS = 6
-WRITE_BACKOFF = 0.05  # seconds before the 1st retry of a write; doubles, at most 2 s
+WRITE_BACKOFF = 0.1  # seconds before the 1st retry of a write; doubles, at most 2 s
+# A re-creation the sync carries out: retried soon (0.5 s, 1 s, …), then by the outbox worker.
+RECREATE_RETRY = RetryPolicy.forever(backoff=0.5, max_backoff=600.0)
 
 T = TypeVar("T")
 
@@ -64,6 +67,7 @@ class PaperCutCalls:
     def __init__(self, client: PaperCutClient, concurrency: int) -> None:
         self.client = client
         self.gate = asyncio.Semaphore(concurrency)
+        self.retry = RetryPolicy(WRITE_ATTEMPTS, backoff=WRITE_BACKOFF, max_backoff=2.0)
 
     async def read(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
         async with self.gate:  # the client retries reads itself
@@ -82,20 +86,20 @@ class PaperCutCalls:
         such an uncertain attempt is forgiven when ``done()`` says so.
         """
         uncertain = False
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
+        for attempt in range(1, self.retry.attempts + 1):
             try:
                 async with self.gate:
                     await call(*args)
                 return
             except PaperCutUnavailable as exc:
-                if not exc.retryable or attempt == WRITE_ATTEMPTS:
+                if not exc.retryable or attempt == self.retry.attempts:
                     raise
                 uncertain = True
             except PaperCutFault:
                 if uncertain and done is not None and await done():
                     return
                 raise
-            await asyncio.sleep(random.uniform(0.5, 1.0) * min(2.0, WRITE_BACKOFF * 2**attempt))
+            await asyncio.sleep(self.retry.pause(attempt))
             if done is not None and await done():
                 return
 
@@ -182,7 +186,8 @@ class Recreator:
     async def apply(self, item: OutboxItem) -> None:
         payload = dict(item.payload)
         user = str(payload["user"])
-        first = item.attempts <= 1  # the balance was read just before the row was written
+        # On the first attempt the balance was read just before the row was written.
+        first = not outbox.may_have_been_applied(item)
         try:
             exists = True if first else await self.pc.exists(user)
             if payload["phase"] != "deleted":

@@ -10,10 +10,11 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.enums import PrinterMode, PrintStatus, Role
+from billing.enums import PrinterMode, PrintStatus, Role, StatusReason
 from billing.models import Printer, PrintOut
 from proxy.exceptions import Conflict, Forbidden, NotFound
-from proxy.keys import SESSIONS, SPOOL, WAKE
+from proxy.keys import SESSIONS, WAKE
+from proxy.pipeline import lifecycle
 from proxy.pipeline import release as held
 from proxy.pipeline.wake import DISPATCH
 
@@ -115,7 +116,9 @@ async def release_job(request: web.Request) -> web.Response:
             raise Conflict(
                 "job tickets are released by a ticket operator (POST /tickets/{id}/release)"
             )
-        done = await held.release(session, po, actor=principal.describe(), reason="web-release")
+        done = await held.release(
+            session, po, actor=principal.describe(), reason=StatusReason.WEB_RELEASE
+        )
         if not done:
             raise Conflict(f"job {po.id} is {PrintStatus(po.status).label}, not held")
         printer = await session.scalar(select(Printer.name).where(Printer.id == po.printer_id))
@@ -126,12 +129,10 @@ async def release_job(request: web.Request) -> web.Response:
 async def cancel_job(request: web.Request) -> web.Response:
     principal = await require(request, *OWNERS)
     reject_unknown(await json_body(request, optional=True), set())
-    async with request.app[SESSIONS]() as session, session.begin():
-        po = await own_print_out(session, principal, request.match_info["id"])
-        paths = await held.cancel_held(session, po, actor=principal.describe())
-        printer = await session.scalar(select(Printer.name).where(Printer.id == po.printer_id))
-    for path in paths:
-        request.app[SPOOL].remove(path)
+    async with lifecycle.ending(request.app) as ends:
+        po = await own_print_out(ends.session, principal, request.match_info["id"])
+        await held.cancel_held(ends, po, actor=principal.describe())
+        printer = await ends.session.scalar(select(Printer.name).where(Printer.id == po.printer_id))
     return web.json_response({"canceled": True, "job": held_json(po, printer or "")})
 
 

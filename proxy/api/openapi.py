@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from billing.enums import AccountType, LedgerKind, PrinterMode, PrintStatus, Role
+from billing.enums import AccountType, LedgerKind, PrinterMode, PrintStatus, Role, StatusReason
 from proxy.logs import REQUEST_ID_HEADER
 from proxy.pipeline.delegation import MAX_COPIES, MAX_ENTRIES, MAX_VALUE_CHARS
 
@@ -110,6 +110,13 @@ SCHEMAS: dict[str, JSON] = {
         " pending_external: waiting for PaperCut's outcome.",
     },
     "Mode": {"type": "string", "enum": [m.value for m in PrinterMode]},
+    "StatusReason": {
+        "type": ["string", "null"],
+        "description": "Why the job has its status: one of the examples, `"
+        + StatusReason.DENIED.value
+        + ":<PaperCut's denied reason>`, or the IPP job-state-reasons the target reported.",
+        "examples": [r.value for r in StatusReason if r is not StatusReason.DENIED],
+    },
     "AccountType": {"type": "string", "enum": [t.value for t in AccountType]},
     "Health": obj(
         {
@@ -141,7 +148,7 @@ SCHEMAS: dict[str, JSON] = {
         {
             "id": ID,
             "status": ref("Status"),
-            "status_reason": NULLABLE_STRING,
+            "status_reason": ref("StatusReason"),
             "status_message": NULLABLE_STRING,
             "mode": ref("Mode"),
             "printer": {"type": "string", "description": "The proxy printer (CUPS queue)."},
@@ -177,7 +184,7 @@ SCHEMAS: dict[str, JSON] = {
             "copies": {"type": "integer", "minimum": 1},
             "mode": ref("Mode"),
             "status": ref("Status"),
-            "status_reason": NULLABLE_STRING,
+            "status_reason": ref("StatusReason"),
             "status_message": NULLABLE_STRING,
             "created_at": ref("Time"),
             "hold_until": {
@@ -198,7 +205,7 @@ SCHEMAS: dict[str, JSON] = {
             "copies": {"type": "integer", "minimum": 1},
             "mode": ref("Mode"),
             "status": ref("Status"),
-            "status_reason": NULLABLE_STRING,
+            "status_reason": ref("StatusReason"),
             "status_message": NULLABLE_STRING,
             "created_at": ref("Time"),
             "hold_until": nullable(ref("Time")),
@@ -543,9 +550,16 @@ READERS = (Role.ADMIN, Role.ACCOUNTS_EDITOR, Role.TICKET_OPERATOR, Role.USER)
 OWN = "A `user` token sees only its own (another's is a 404)."
 
 
-def _paths(prefix: str) -> dict[str, JSON]:
-    errors_get = {400: error(400), 401: error(401), 403: error(403)}
-    errors_post = {400: error(400), 401: error(401), 403: error(403), 413: error(413)}
+def _errors_get() -> dict[int, JSON]:
+    return {400: error(400), 401: error(401), 403: error(403)}
+
+
+def _errors_post() -> dict[int, JSON]:
+    return {400: error(400), 401: error(401), 403: error(403), 413: error(413)}
+
+
+def _service_paths(prefix: str) -> dict[str, JSON]:
+    """The service: health, metrics and this document."""
     return {
         "/healthz": {
             "get": operation(
@@ -594,12 +608,18 @@ def _paths(prefix: str) -> dict[str, JSON]:
                 tag="service",
             )
         },
+    }
+
+
+def _print_out_paths(prefix: str) -> dict[str, JSON]:
+    """Print-out history, its CSV export and reversal."""
+    return {
         f"{prefix}/printouts": {
             "get": operation(
                 "listPrintOuts",
                 "Print-out history, newest first (keyset pagination)",
                 READERS,
-                {200: ok("PrintOutPage"), **errors_get},
+                {200: ok("PrintOutPage"), **_errors_get()},
                 description="A `user` token lists only its own print-outs; naming another"
                 " user is a 403. Unknown or repeated parameters are a 400.",
                 parameters=[*HISTORY_FILTERS, LIMIT, CURSOR],
@@ -626,7 +646,7 @@ def _paths(prefix: str) -> dict[str, JSON]:
                         },
                         "content": {"text/csv": {"schema": STRING}},
                     },
-                    **errors_get,
+                    **_errors_get(),
                 },
                 description="The list's filters and rules, without paging: streamed in"
                 " batches. A failure after the first byte closes the connection before the"
@@ -651,7 +671,7 @@ def _paths(prefix: str) -> dict[str, JSON]:
                 "reversePrintOut",
                 "Reverse the page counters and every cost transaction",
                 (Role.ACCOUNTS_EDITOR,),
-                {200: ok("Reversed"), **errors_post, 404: error(404), 409: error(409)},
+                {200: ok("Reversed"), **_errors_post(), 404: error(404), 409: error(409)},
                 description="By compensating ledger entries; reversing twice reverses"
                 " nothing. 409 when the print-out was never charged.",
                 parameters=[path_id("print-out")],
@@ -659,12 +679,18 @@ def _paths(prefix: str) -> dict[str, JSON]:
                 tag="print-outs",
             )
         },
+    }
+
+
+def _job_paths(prefix: str) -> dict[str, JSON]:
+    """Held jobs: list, web release, cancel."""
+    return {
         f"{prefix}/jobs/held": {
             "get": operation(
                 "listHeldJobs",
                 "Held jobs (hold mode, or held for a reason), oldest first",
                 (Role.ADMIN, Role.TICKET_OPERATOR, Role.USER),
-                {200: ok("HeldJobPage"), **errors_get},
+                {200: ok("HeldJobPage"), **_errors_get()},
                 description="Job tickets are under /tickets. A `user` token lists only its"
                 " own held jobs; naming another user is a 403.",
                 parameters=[USER, PRINTER, LIMIT, CURSOR],
@@ -676,7 +702,7 @@ def _paths(prefix: str) -> dict[str, JSON]:
                 "releaseJob",
                 "Web release of a held job",
                 (Role.ADMIN, Role.USER),
-                {200: ok("JobReleased"), **errors_post, 404: error(404), 409: error(409)},
+                {200: ok("JobReleased"), **_errors_post(), 404: error(404), 409: error(409)},
                 description=f"{OWN} 409: not held, held for an invalid delegation, or a job"
                 " ticket (released by an operator).",
                 parameters=[path_id("job")],
@@ -689,13 +715,19 @@ def _paths(prefix: str) -> dict[str, JSON]:
                 "cancelJob",
                 "Cancel a held job (its spool file is removed; the events stay)",
                 (Role.ADMIN, Role.USER),
-                {200: ok("JobCanceled"), **errors_post, 404: error(404), 409: error(409)},
+                {200: ok("JobCanceled"), **_errors_post(), 404: error(404), 409: error(409)},
                 description=f"{OWN} 409 when the job is not held.",
                 parameters=[path_id("job")],
                 request_body=body("EmptyBody", required=False),
                 tag="jobs",
             )
         },
+    }
+
+
+def _nfc_paths(prefix: str) -> dict[str, JSON]:
+    """NFC: the reader's tap and card registration."""
+    return {
         f"{prefix}/readers/{{reader_id}}/tap": {
             "post": operation(
                 "readerTap",
@@ -703,7 +735,7 @@ def _paths(prefix: str) -> dict[str, JSON]:
                 None,
                 {
                     200: ok("TapResult"),
-                    **errors_post,
+                    **_errors_post(),
                     403: error(403, "A valid token of another reader, or an unknown reader id."),
                     404: error(404, "Unknown card: nothing released (the tap is recorded)."),
                 },
@@ -729,18 +761,24 @@ def _paths(prefix: str) -> dict[str, JSON]:
                 "registerCard",
                 "Register an NFC card for a user (a user may have several)",
                 (Role.ADMIN,),
-                {201: ok("Card", "Registered"), **errors_post, 404: error(404), 409: error(409)},
+                {201: ok("Card", "Registered"), **_errors_post(), 404: error(404), 409: error(409)},
                 description="404: unknown user. 409: the card is already registered.",
                 request_body=body("CardRequest"),
                 tag="nfc",
             )
         },
+    }
+
+
+def _ticket_paths(prefix: str) -> dict[str, JSON]:
+    """Job tickets for an operator."""
+    return {
         f"{prefix}/tickets": {
             "get": operation(
                 "listTickets",
                 "Job tickets waiting for an operator, oldest first",
                 (Role.TICKET_OPERATOR,),
-                {200: ok("TicketPage"), **errors_get},
+                {200: ok("TicketPage"), **_errors_get()},
                 parameters=[USER, PRINTER, LIMIT, CURSOR],
                 tag="tickets",
             )
@@ -750,7 +788,7 @@ def _paths(prefix: str) -> dict[str, JSON]:
                 "releaseTicket",
                 "Release a job ticket, optionally to another proxy printer",
                 (Role.TICKET_OPERATOR,),
-                {200: ok("TicketReleased"), **errors_post, 404: error(404), 409: error(409)},
+                {200: ok("TicketReleased"), **_errors_post(), 404: error(404), 409: error(409)},
                 description="It prints and is charged with its ticket cost, pro rata."
                 " 404: no such ticket or printer; 409: not waiting any more.",
                 parameters=[path_id("ticket")],
@@ -763,19 +801,25 @@ def _paths(prefix: str) -> dict[str, JSON]:
                 "cancelTicket",
                 "Cancel a job ticket (removed: spool file deleted, event kept)",
                 (Role.TICKET_OPERATOR, Role.USER),
-                {200: ok("TicketCanceled"), **errors_post, 404: error(404), 409: error(409)},
+                {200: ok("TicketCanceled"), **_errors_post(), 404: error(404), 409: error(409)},
                 description="By an operator, or by the ticket's own delegate with a `user` token.",
                 parameters=[path_id("ticket")],
                 request_body=body("EmptyBody", required=False),
                 tag="tickets",
             )
         },
+    }
+
+
+def _account_paths(prefix: str) -> dict[str, JSON]:
+    """Accounts and their ledger."""
+    return {
         f"{prefix}/accounts": {
             "get": operation(
                 "listAccounts",
                 "Accounts with their derived balances and page counters",
                 READERS,
-                {200: ok("AccountPage"), **errors_get},
+                {200: ok("AccountPage"), **_errors_get()},
                 description="A `user` token sees only its personal account.",
                 parameters=[
                     query(
@@ -794,18 +838,24 @@ def _paths(prefix: str) -> dict[str, JSON]:
                 "accountLedger",
                 "An account's ledger entries, newest first",
                 READERS,
-                {200: ok("LedgerPage"), **errors_get, 404: error(404)},
+                {200: ok("LedgerPage"), **_errors_get(), 404: error(404)},
                 description="A `user` token sees only its personal account's ledger.",
                 parameters=[path_id("account"), LIMIT, CURSOR],
                 tag="accounts",
             )
         },
+    }
+
+
+def _delegation_paths(prefix: str) -> dict[str, JSON]:
+    """Delegations registered beforehand."""
+    return {
         f"{prefix}/delegations": {
             "post": operation(
                 "registerDelegation",
                 "Register who pays for the delegate's next job on a printer",
                 (Role.ADMIN, Role.USER),
-                {201: ok("Delegation", "Registered"), **errors_post, 404: error(404)},
+                {201: ok("Delegation", "Registered"), **_errors_post(), 404: error(404)},
                 description="For clients that cannot send job options (Windows, macOS,"
                 " phones): applies to the delegate's next job on the printer within"
                 " `valid_minutes`. Unknown users, groups or accounts are a 400"
@@ -814,6 +864,19 @@ def _paths(prefix: str) -> dict[str, JSON]:
                 tag="delegations",
             )
         },
+    }
+
+
+def _paths(prefix: str) -> dict[str, JSON]:
+    """Every path, in the order the document lists them; one builder per resource."""
+    return {
+        **_service_paths(prefix),
+        **_print_out_paths(prefix),
+        **_job_paths(prefix),
+        **_nfc_paths(prefix),
+        **_ticket_paths(prefix),
+        **_account_paths(prefix),
+        **_delegation_paths(prefix),
     }
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy import select
 
-from billing.enums import PrinterMode, PrintStatus, Role
+from billing.enums import PrinterMode, PrintStatus, Role, StatusReason
 from billing.models import Printer, PrintOut
 from proxy.exceptions import Conflict, NotFound
-from proxy.keys import CONFIG, SESSIONS, SPOOL, WAKE
+from proxy.keys import CONFIG, SESSIONS, WAKE
+from proxy.pipeline import lifecycle
 from proxy.pipeline import release as held
 from proxy.pipeline.wake import DISPATCH
 
@@ -76,7 +77,11 @@ async def release_ticket(request: web.Request) -> web.Response:
             if printer is None:
                 raise NotFound(f"unknown printer {target_name!r}")
         done = await held.release(
-            session, po, actor=principal.describe(), reason="ticket-released", printer=printer
+            session,
+            po,
+            actor=principal.describe(),
+            reason=StatusReason.TICKET_RELEASED,
+            printer=printer,
         )
         if not done:
             raise Conflict(f"ticket {po.ticket_number} is {PrintStatus(po.status).label}")
@@ -93,14 +98,12 @@ async def cancel_ticket(request: web.Request) -> web.Response:
     """By an operator or the ticket's own delegate (a ``user`` token)."""
     principal = await require(request, Role.TICKET_OPERATOR, Role.USER)
     reject_unknown(await json_body(request, optional=True), set())
-    async with request.app[SESSIONS]() as session, session.begin():
-        po = _ticket(await own_print_out(session, principal, request.match_info["id"]))
-        paths = await held.cancel_held(
-            session, po, actor=principal.describe(), reason=held.REASON_TICKET_CANCELED
+    async with lifecycle.ending(request.app) as ends:
+        po = _ticket(await own_print_out(ends.session, principal, request.match_info["id"]))
+        await held.cancel_held(
+            ends, po, actor=principal.describe(), reason=StatusReason.TICKET_CANCELED
         )
-        name = await session.scalar(select(Printer.name).where(Printer.id == po.printer_id))
-    for path in paths:
-        request.app[SPOOL].remove(path)
+        name = await ends.session.scalar(select(Printer.name).where(Printer.id == po.printer_id))
     return web.json_response({"canceled": True, "ticket": ticket_json(po, name or "", request)})
 
 

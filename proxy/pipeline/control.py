@@ -14,20 +14,20 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import status
-from billing.enums import PrintStatus
+from billing.enums import PrintStatus, StatusReason
 from billing.models import PrintOut
 
 from ..exceptions import Conflict, NotFound
 from ..keys import CONFIG, SESSIONS, SPOOL, TARGETS, WAKE, IntakeResources
 from ..targets.errors import TargetRequestError
 from ..targets.ipp_codec import StatusCode
-from .jobs import detach_spool
+from .lifecycle import detach_spool
 from .wake import TRACKER
 
 log = logging.getLogger(__name__)
 
-REASON_CANCELED_IN_CUPS = "canceled-in-cups"
-REASON_CANCELED_BY_USER = "canceled-by-user"
+REASON_CANCELED_IN_CUPS = StatusReason.CANCELED_IN_CUPS
+REASON_CANCELED_BY_USER = StatusReason.CANCELED_BY_USER
 
 
 class AlreadyEnded(Conflict):
@@ -46,7 +46,7 @@ async def cancel(
     print_out_id: int,
     *,
     actor: str,
-    reason: str,
+    reason: StatusReason,
     message: str | None = None,
 ) -> PrintOut:
     """Cancel the print-out (at its target too); returns it, ended ``canceled``.

@@ -32,6 +32,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from billing.enums import StatusReason
 from proxy.exceptions import BadRequest
 
 MAX_COPIES = 9999
@@ -70,7 +71,7 @@ class DelegationError(BadRequest):
     ``part`` the offending list element when there is one.
     """
 
-    code = "delegation-invalid"
+    code = StatusReason.DELEGATION_INVALID.value  # the error code spells the held job's reason
 
     def __init__(self, message: str, *, option: str = "", part: str | None = None) -> None:
         super().__init__(_safe_message(message))

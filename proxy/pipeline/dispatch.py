@@ -24,16 +24,17 @@ from aiohttp import web
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import events, outbox, status
-from billing.db import utcnow
-from billing.enums import PrintStatus
+from billing import events, status
+from billing.db import claim_ids, utcnow
+from billing.enums import PrintStatus, StatusReason
 from billing.models import OutboxItem, PrintIn, PrintOut
+from billing.retry import RetryPolicy
 
 from .. import metrics
-from ..keys import INSTANCE, SESSIONS, SPOOL, TARGETS, WAKE
+from ..keys import INSTANCE, SESSIONS, TARGETS, WAKE
 from ..targets.base import PrintRequest, Target
 from ..targets.errors import TargetError, TargetRequestError
-from .jobs import detach_spool
+from . import lifecycle
 from .papercut import document_name
 from .wake import TRACKER
 
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 CLAIM_FOR = timedelta(seconds=60)
 HEARTBEAT_SECS = 20.0
 BATCH = 20
+# A target that is down: 2 s, 4 s, … at most 10 minutes (jittered), for as long as it takes.
+RETRY = RetryPolicy.forever(backoff=2.0, max_backoff=600.0)
 
 
 async def claim_due(session: AsyncSession, owner: str, limit: int = BATCH) -> list[int]:
@@ -60,17 +63,9 @@ async def claim_due(session: AsyncSession, owner: str, limit: int = BATCH) -> li
         .order_by(PrintOut.next_action_at, PrintOut.id)
         .limit(limit)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    ids = list(await session.scalars(query))
-    if ids:
-        await session.execute(
-            update(PrintOut)
-            .where(PrintOut.id.in_(ids))
-            .values(claimed_by=owner, claim_until=now + CLAIM_FOR)
-            .execution_options(synchronize_session=False)
-        )
-    return ids
+    return await claim_ids(
+        session, query, PrintOut, {"claimed_by": owner, "claim_until": now + CLAIM_FOR}
+    )
 
 
 async def _keep_claim(app: web.Application, print_out_id: int) -> None:
@@ -175,7 +170,7 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
             submitted = await target.submit(request)
     except TargetError as exc:
         metrics.dispatched(app, started, "retry" if getattr(exc, "retryable", True) else "rejected")
-        await _failed(app, print_out, print_in, exc, created_nothing=sending and _answered(exc))
+        await _failed(app, print_out, exc, created_nothing=sending and _answered(exc))
         return
     finally:
         heartbeat.cancel()
@@ -235,14 +230,13 @@ def _answered(exc: TargetError) -> bool:
 async def _failed(
     app: web.Application,
     print_out: PrintOut,
-    print_in: PrintIn,
     exc: TargetError,
     *,
     created_nothing: bool,
 ) -> None:
     retryable = bool(getattr(exc, "retryable", True))
-    async with app[SESSIONS]() as session, session.begin():
-        fresh = await session.get(PrintOut, print_out.id)
+    async with lifecycle.ending(app) as ends:
+        fresh = await ends.session.get(PrintOut, print_out.id)
         if fresh is None:
             return
         if created_nothing:
@@ -254,22 +248,15 @@ async def _failed(
                 fresh.next_action_at = utcnow() + timedelta(seconds=float(retry_after))
             else:
                 fresh.attempts += 1
-                fresh.next_action_at = utcnow() + outbox.backoff(fresh.attempts)
+                fresh.next_action_at = utcnow() + timedelta(seconds=RETRY.pause(fresh.attempts))
             fresh.claimed_by = fresh.claim_until = None
             fresh.status_message = f"target unavailable, retrying: {exc}"[:1000]
             log.warning("print-out %s: %s (retry %s)", fresh.id, exc, fresh.attempts)
             return
-        done = await status.transition(
-            session,
-            fresh,
-            PrintStatus.ABORTED,
-            actor="dispatch",
-            reason="target-rejected",
-            message=str(exc)[:1000],
+        change = lifecycle.Change(
+            PrintStatus.ABORTED, StatusReason.TARGET_REJECTED, message=str(exc)[:1000]
         )
-        paths = await detach_spool(session, [print_in.id]) if done else []
-    for path in paths:
-        app[SPOOL].remove(path)
+        await ends.apply(fresh, change, actor="dispatch")
 
 
 async def dispatch_tick(app: web.Application) -> int:

@@ -7,25 +7,25 @@ import logging
 from aiohttp import web
 from sqlalchemy import select
 
-from billing import status
 from billing.db import utcnow
-from billing.enums import PrintStatus
+from billing.enums import PrintStatus, StatusReason
 from billing.models import PrintOut
 
-from ..keys import SESSIONS, SPOOL
-from .jobs import detach_spool
-from .release import REASON_EXPIRED
+from . import lifecycle
 
 log = logging.getLogger(__name__)
+
+EXPIRED = lifecycle.Change(
+    PrintStatus.CANCELED, StatusReason.EXPIRED, message="never released before the hold expired"
+)
 
 
 async def expire_tick(app: web.Application) -> int:
     """Cancel held jobs whose hold expired (reason ``expired``); nothing is charged."""
     now = utcnow()
-    paths: list[str] = []
-    async with app[SESSIONS]() as session, session.begin():
+    async with lifecycle.ending(app) as ends:
         due = (
-            await session.scalars(
+            await ends.session.scalars(
                 select(PrintOut)
                 .where(
                     PrintOut.status == int(PrintStatus.HELD),
@@ -37,17 +37,7 @@ async def expire_tick(app: web.Application) -> int:
             )
         ).all()
         for po in due:
-            if await status.transition(
-                session,
-                po,
-                PrintStatus.CANCELED,
-                actor="expiry",
-                reason=REASON_EXPIRED,
-                message="never released before the hold expired",
-            ):
-                paths += await detach_spool(session, [po.print_in_id])
-    for path in paths:
-        app[SPOOL].remove(path)
+            await ends.apply(po, EXPIRED, actor="expiry")
     if due:
         log.info("expired %d held job(s)", len(due))
     return len(due)

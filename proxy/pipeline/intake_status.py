@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
-from billing.enums import PrintStatus
+from billing.enums import PrintStatus, StatusReason
 from billing.models import PrintIn, PrintOut
 
 from ..exceptions import BadRequest, NotFound
@@ -55,7 +55,7 @@ def describe(po: PrintOut) -> str:
     if st == PrintStatus.HELD:
         if po.ticket_number:
             return f"Job ticket {po.ticket_number} waiting for an operator"
-        if po.status_reason == "hold":
+        if po.status_reason == StatusReason.HOLD:
             return "Held until released at a card reader"
         return f"Held{why}{detail}"
     if st == PrintStatus.COMPLETED:

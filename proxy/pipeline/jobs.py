@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -13,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing import charging, events
 from billing.cost import ticket_cost
 from billing.db import utcnow
-from billing.enums import PrinterMode, PrintStatus
+from billing.enums import PrinterMode, PrintStatus, StatusReason
 from billing.models import AccountTransaction, Delegation, Printer, PrintIn, PrintOut, User
 from billing.money import Currency, parse_amount
 
@@ -22,8 +21,7 @@ from ..spool import SpooledFile
 from .delegation import DelegationError, DelegationRequest, delegation_from_json, parse_delegation
 from .resolve import Share, resolve
 
-REASON_DELEGATION_INVALID = "delegation-invalid"
-REASON_TITLE_INVALID = "title-invalid"
+REASON_DELEGATION_INVALID = StatusReason.DELEGATION_INVALID  # tests import this name
 MAX_TITLE = 255
 
 
@@ -139,9 +137,9 @@ async def record_job(
         problem = str(exc)
     if problem is None and title_problem is not None:
         problem = title_problem
-        reason = REASON_TITLE_INVALID
+        reason = StatusReason.TITLE_INVALID
     else:
-        reason = REASON_DELEGATION_INVALID
+        reason = StatusReason.DELEGATION_INVALID
 
     mode = printer.printer_mode
     status = PrintStatus.PENDING
@@ -158,7 +156,11 @@ async def record_job(
         target=printer.target,
         papercut=printer.papercut,
         status=int(status),
-        status_reason=reason if problem else (mode.value if status == PrintStatus.HELD else None),
+        status_reason=(
+            reason
+            if problem
+            else (StatusReason.held_for(mode) if status == PrintStatus.HELD else None)
+        ),
         status_message=problem,
         delegate=job.user,
         delegate_user_id=print_in.delegate_user_id,
@@ -208,29 +210,6 @@ async def record_job(
     return print_out
 
 
-async def detach_spool(session: AsyncSession, print_in_ids: Sequence[int]) -> list[str]:
-    """Mark ended jobs' spool files removed; the caller unlinks them after commit.
-
-    A crash between commit and unlink leaves an unreferenced file, which the
-    start-up janitor (``Spool.sweep``) deletes.
-    """
-    if not print_in_ids:
-        return []
-    rows = await session.execute(
-        select(PrintIn.spool_path).where(
-            PrintIn.id.in_(print_in_ids), PrintIn.spool_path.is_not(None)
-        )
-    )
-    paths = [path for (path,) in rows if path]
-    await session.execute(
-        update(PrintIn)
-        .where(PrintIn.id.in_(print_in_ids), PrintIn.spool_path.is_not(None))
-        .values(spool_path=None, spool_removed_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    return paths
-
-
 async def latest_print_out(session: AsyncSession, print_in_id: int) -> PrintOut | None:
     """The newest print-out of a print-in (a reprint is newer than what it reprints)."""
     return await session.scalar(
@@ -268,7 +247,7 @@ async def record_reprint(
         target=printer.target,
         papercut=printer.papercut,
         status=int(status),
-        status_reason=mode.value if held else None,
+        status_reason=StatusReason(mode.value) if held else None,
         delegate=previous.delegate,
         delegate_user_id=previous.delegate_user_id,
         title=previous.title,
@@ -309,7 +288,7 @@ async def record_reprint(
         subject_id=print_out.id,
         actor=previous.delegate,
         to_status=status.label,
-        reason="reprint",
+        reason=StatusReason.REPRINT,
         message=f"CUPS restarted job {print_in.cups_job_id}: reprint of print-out {previous.id}",
         data={"print_in": print_in.id, "reprint_of": previous.id},
     )
@@ -318,7 +297,7 @@ async def record_reprint(
         subject_type="print_out",
         subject_id=previous.id,
         actor=previous.delegate,
-        reason="reprinted",
+        reason=StatusReason.REPRINTED,
         message=f"printed again as print-out {print_out.id}",
         data={"reprint": print_out.id},
     )

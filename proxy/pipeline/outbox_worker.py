@@ -1,9 +1,7 @@
-"""Runs the outbox: every external posting, retried until it succeeds, once."""
+"""The service's outbox worker: ``billing.outbox``'s runner over every kind it has a
+handler for (a row of another kind is postponed until a handler is registered)."""
 
 from __future__ import annotations
-
-import asyncio
-import logging
 
 from aiohttp import web
 
@@ -13,60 +11,23 @@ from billing.models import OutboxItem
 from .. import metrics
 from ..keys import HANDLERS, INSTANCE, SESSIONS
 
-log = logging.getLogger(__name__)
-
+BATCH = 50
 CONCURRENCY = 8
 
 
-async def _run_one(app: web.Application, claimed: outbox.Claimed) -> None:
-    handler: outbox.Handler | None = app[HANDLERS].get(claimed.kind)
-    sessions = app[SESSIONS]
-    async with sessions() as session:
-        item = await session.get(OutboxItem, claimed.id)
-    if item is None:
-        return
-    if handler is None:
-        async with sessions() as session, session.begin():
-            await outbox.postpone(
-                session, item.id, claimed.attempts + 1, f"no handler for {item.kind}"
-            )
-        return
-    try:
-        # An earlier attempt may have reached the other side: look before re-sending.
-        if claimed.attempts > 0 and await handler.already_applied(item):
-            log.info("outbox %s: applied by an earlier attempt", item.idempotency_key)
-        else:
-            await handler.apply(item)
-    except outbox.GiveUp as exc:
-        async with sessions() as session, session.begin():
-            await outbox.fail(session, item.id, str(exc))
-        log.error("outbox %s failed for good: %s", item.idempotency_key, exc)
-        return
-    except (outbox.Retry, OSError, TimeoutError) as exc:
-        async with sessions() as session, session.begin():
-            await outbox.postpone(session, item.id, claimed.attempts + 1, str(exc))
-        log.warning("outbox %s: %s (will retry)", item.idempotency_key, exc)
-        return
-    async with sessions() as session, session.begin():
-        await outbox.finish(session, item.id)
-    metrics.outbox_done(app, item.kind, item.created_at)
-
-
 async def outbox_tick(app: web.Application) -> int:
-    if not app[HANDLERS]:
+    handlers: dict[str, outbox.Handler] = app[HANDLERS]
+    if not handlers:
         return 0
+    worker = app[INSTANCE].name
     async with app[SESSIONS]() as session, session.begin():
-        # The attempt is committed before anything is sent (see billing/outbox.py).
-        claimed = await outbox.claim(session, app[INSTANCE].name)
-    gate = asyncio.Semaphore(CONCURRENCY)
+        # The attempt is committed before anything is sent (see billing/outbox/store.py).
+        ids = await outbox.claim(session, worker, limit=BATCH)
 
-    async def run(item: outbox.Claimed) -> None:
-        async with gate:
-            try:
-                await _run_one(app, item)
-            except Exception:  # e.g. the database was busy: this row's claim expires
-                log.exception("outbox row %s", item.id)
+    def done(item: OutboxItem) -> None:
+        metrics.outbox_done(app, item.kind, item.created_at)
 
-    # Rows are independent postings: their remote calls overlap.
-    await asyncio.gather(*(run(item) for item in claimed))
-    return len(claimed)
+    await outbox.run_items(
+        app[SESSIONS], ids, handlers, worker=worker, concurrency=CONCURRENCY, on_done=done
+    )
+    return len(ids)

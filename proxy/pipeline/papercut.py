@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator
@@ -29,9 +28,9 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
-from billing import charging, events, outbox, status
+from billing import events, outbox
 from billing.db import utcnow
-from billing.enums import AccountType, PrinterMode, PrintStatus
+from billing.enums import AccountType, PrintStatus, StatusReason
 from billing.exceptions import InvalidInput
 from billing.models import Account, AccountTransaction, OutboxItem, PrintOut
 from billing.papercut import printlog
@@ -39,14 +38,13 @@ from billing.papercut.client import PaperCutClient
 from billing.papercut.exceptions import PaperCutError
 
 from .. import metrics
-from ..keys import CONFIG, PAPERCUT, PRINTLOG, SESSIONS, SPOOL
+from ..keys import CONFIG, PAPERCUT, PRINTLOG, SESSIONS
 from ..metrics_registry import TRACKER_PAPERCUT
-from .jobs import detach_spool
+from . import lifecycle
 
 log = logging.getLogger(__name__)
 
 ADJUST_KIND = "papercut.adjust"
-REASON_MISSING = "not-in-print-log"
 COMMIT_EVERY = 50
 MAX_DOCUMENT_NAME = 255
 _UNSAFE = re.compile(r"[^A-Za-z0-9 ._\-()\[\]+,@]")
@@ -58,12 +56,6 @@ def document_name(title: str, unique: uuid.UUID | None = None) -> str:
     ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
     ascii_title = _UNSAFE.sub("_", ascii_title).strip() or "job"
     return ascii_title[: MAX_DOCUMENT_NAME - len(suffix)] + suffix
-
-
-def new_marker() -> str:
-    """A random marker for one adjustment's comment: unguessable, so a job title
-    can never make another adjustment look applied."""
-    return f"[pp:{uuid.uuid4().hex}]"
 
 
 def adjustment_comment(po: PrintOut, mark: str) -> str:
@@ -87,7 +79,7 @@ async def _charge_to_papercut(session: AsyncSession, po: PrintOut, account_name:
         if txn.amount == 0:
             continue
         key = f"papercut:po:{po.id}:txn:{txn.id}"
-        mark = new_marker()  # kept from the first enqueue: the key is unique
+        mark = outbox.new_marker()  # kept from the first enqueue: the key is unique
         await outbox.enqueue(
             session,
             kind=ADJUST_KIND,
@@ -117,16 +109,27 @@ async def apply_outcomes(app: web.Application, rows: dict[str, printlog.PrintLog
     return changed
 
 
+def change_for(row: printlog.PrintLogRow) -> lifecycle.Change:
+    """How a final print-log row ends its print-out (cost: PaperCut's, or the ticket's)."""
+    if row.outcome is printlog.Outcome.PRINTED:
+        return lifecycle.Change(
+            PrintStatus.COMPLETED, StatusReason.PRINTED, logged_cost=row.usage_cost
+        )
+    if row.outcome is printlog.Outcome.EXPIRED:
+        return lifecycle.Change(PrintStatus.CANCELED, StatusReason.EXPIRED)
+    if row.outcome is printlog.Outcome.DENIED:
+        return lifecycle.Change(PrintStatus.CANCELED, StatusReason.denied(row.denied_reason))
+    return lifecycle.Change(PrintStatus.CANCELED, StatusReason.CANCELED_IN_PAPERCUT)
+
+
 async def _apply_chunk(
     app: web.Application, rows: dict[str, printlog.PrintLogRow], names: list[str]
 ) -> int:
-    config = app[CONFIG]
-    currency = config.money
+    account = app[CONFIG].papercut.account
     changed = 0
-    ended: list[int] = []
-    async with app[SESSIONS]() as session, session.begin():
+    async with lifecycle.ending(app) as ends:
         pos = (
-            await session.scalars(
+            await ends.session.scalars(
                 select(PrintOut).where(
                     PrintOut.document_name.in_(names),
                     PrintOut.status == int(PrintStatus.PENDING_EXTERNAL),
@@ -134,39 +137,12 @@ async def _apply_chunk(
             )
         ).all()
         for po in pos:
-            row = rows[po.document_name or ""]
-            result = row.outcome
-            if result is printlog.Outcome.PRINTED:
-                if not await status.transition(
-                    session, po, PrintStatus.COMPLETED, actor="papercut", reason="printed"
-                ):
-                    continue
-                started = time.monotonic()
-                ticket = po.mode == PrinterMode.TICKET.value and po.ticket_cost is not None
-                cost = po.ticket_cost if ticket and po.ticket_cost is not None else row.usage_cost
-                detail: list[dict[str, object]] = [
-                    {
-                        "description": "job ticket cost" if ticket else "PaperCut usage cost",
-                        "amount": str(cost),
-                    }
-                ]
-                await charging.charge(session, po, cost, currency, actor="papercut", detail=detail)
-                await _charge_to_papercut(session, po, config.papercut.account)
-                metrics.charged(app, "papercut", started)
-            else:
-                reason = {
-                    printlog.Outcome.EXPIRED: "expired",
-                    printlog.Outcome.DENIED: f"denied:{row.denied_reason.lower()}"[:64],
-                }.get(result, "canceled-in-papercut")
-                if not await status.transition(
-                    session, po, PrintStatus.CANCELED, actor="papercut", reason=reason
-                ):
-                    continue
+            change = change_for(rows[po.document_name or ""])
+            if not await ends.apply(po, change, actor="papercut"):
+                continue
+            if change.to is PrintStatus.COMPLETED:
+                await _charge_to_papercut(ends.session, po, account)
             changed += 1
-            ended.append(po.print_in_id)
-        paths = await detach_spool(session, ended)
-    for path in paths:
-        app[SPOOL].remove(path)
     return changed
 
 
@@ -176,16 +152,16 @@ async def _flag_missing(app: web.Application, missing: list[int]) -> None:
         return
     async with app[SESSIONS]() as session, session.begin():
         for po in await session.scalars(select(PrintOut).where(PrintOut.id.in_(missing))):
-            if po.status_reason == REASON_MISSING:
+            if po.status_reason == StatusReason.NOT_IN_PRINT_LOG:
                 continue
-            po.status_reason = REASON_MISSING
+            po.status_reason = StatusReason.NOT_IN_PRINT_LOG
             po.status_message = "PaperCut's print log has no row for this job; check PaperCut"
             events.record(
                 session,
                 subject_type="print_out",
                 subject_id=po.id,
                 actor="papercut",
-                reason=REASON_MISSING,
+                reason=StatusReason.NOT_IN_PRINT_LOG,
                 message=po.status_message,
             )
 

@@ -17,19 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import events, status
 from billing.db import utcnow
-from billing.enums import PrinterMode, PrintStatus
+from billing.enums import PrinterMode, PrintStatus, StatusReason
 from billing.models import Card, Printer, PrintOut, Reader, User, reader_printers
 
 from ..exceptions import Conflict, NotFound
-from .jobs import REASON_DELEGATION_INVALID, REASON_TITLE_INVALID, detach_spool
+from . import lifecycle
 
 log = logging.getLogger(__name__)
 
-REASON_EXPIRED = "expired"
-REASON_CANCELED_HELD = "canceled-while-held"
-REASON_TICKET_CANCELED = "ticket-canceled"
 # Held jobs that cannot print until an admin fixes them.
-_NOT_RELEASABLE = (REASON_DELEGATION_INVALID, REASON_TITLE_INVALID)
+_NOT_RELEASABLE = (StatusReason.DELEGATION_INVALID, StatusReason.TITLE_INVALID)
 
 
 @dataclass(frozen=True)
@@ -51,7 +48,7 @@ async def release(
     po: PrintOut,
     *,
     actor: str,
-    reason: str,
+    reason: StatusReason,
     printer: Printer | None = None,
 ) -> bool:
     """HELD → PENDING (dispatch picks it up); False if it was not held any more.
@@ -80,14 +77,17 @@ async def release(
 
 
 async def cancel_held(
-    session: AsyncSession, po: PrintOut, *, actor: str, reason: str = REASON_CANCELED_HELD
-) -> list[str]:
-    """Cancel a held job: nothing printed, nothing charged; returns spool paths to remove."""
+    ends: lifecycle.Endings,
+    po: PrintOut,
+    *,
+    actor: str,
+    reason: StatusReason = StatusReason.CANCELED_WHILE_HELD,
+) -> None:
+    """Cancel a held job: nothing printed, nothing charged (its spool file goes at commit)."""
     if po.status != PrintStatus.HELD:
         raise Conflict(f"print-out {po.id} is {PrintStatus(po.status).label}, not held")
-    if not await status.transition(session, po, PrintStatus.CANCELED, actor=actor, reason=reason):
+    if not await ends.apply(po, lifecycle.Change(PrintStatus.CANCELED, reason), actor=actor):
         raise Conflict(f"print-out {po.id} changed meanwhile; try again")
-    return await detach_spool(session, [po.print_in_id])
 
 
 async def held_for_user_on(
@@ -141,7 +141,9 @@ async def tap(session: AsyncSession, reader: Reader, card_number: str) -> list[R
     )
     released: list[Released] = []
     for po in await held_for_user_on(session, owner.name, list(printers)):
-        if await release(session, po, actor=f"reader:{reader.reader_id}", reason="nfc-tap"):
+        if await release(
+            session, po, actor=f"reader:{reader.reader_id}", reason=StatusReason.NFC_TAP
+        ):
             released.append(Released(po, printers[po.printer_id]))
     events.record(
         session,

@@ -16,33 +16,28 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from collections import defaultdict
 from datetime import timedelta
-from decimal import Decimal
 from typing import NamedTuple
 
 from aiohttp import web
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import charging, status
 from billing.db import utcnow
-from billing.enums import PrinterMode, PrintStatus
-from billing.models import Printer, PrintIn, PrintOut
-from billing.money import Currency
+from billing.enums import PrintStatus, StatusReason
+from billing.models import PrintOut
 
 from .. import metrics
-from ..keys import CONFIG, SESSIONS, SPOOL, TARGETS
+from ..keys import CONFIG, SESSIONS, TARGETS
 from ..metrics_registry import TRACKER_TARGETS
 from ..targets.base import JobState
 from ..targets.errors import TargetError
-from .jobs import detach_spool
+from . import lifecycle
 
 log = logging.getLogger(__name__)
 
 COMMIT_EVERY = 50
-REASON_LOST = "lost-at-target"
 IN_FLIGHT = (PrintStatus.PENDING, PrintStatus.HELD, PrintStatus.PROCESSING, PrintStatus.STOPPED)
 _IPP_STATES = {int(s) for s in PrintStatus if s != PrintStatus.PENDING_EXTERNAL}
 
@@ -122,66 +117,6 @@ def missing(jobs: dict[int, Flight], states: dict[int, JobState]) -> tuple[list[
     return gone, back
 
 
-async def note_missing(
-    app: web.Application, jobs: dict[int, Flight], states: dict[int, JobState]
-) -> int:
-    """Record since when jobs are missing at the target; end those lost long enough."""
-    gone, back = missing(jobs, states)
-    if not gone and not back:
-        return 0
-    now = utcnow()
-    lost_after = timedelta(seconds=app[CONFIG].tracker.lost_after_secs)
-    by_id = {f.print_out_id: f for f in jobs.values()}
-    lost = [i for i in gone if (m := by_id[i].missing_since) is not None and now - m >= lost_after]
-    first_seen = [i for i in gone if by_id[i].missing_since is None]
-    ended: list[int] = []
-    async with app[SESSIONS]() as session, session.begin():
-        for ids, value in ((first_seen, now), (back, None)):
-            if ids:
-                await session.execute(
-                    update(PrintOut)
-                    .where(PrintOut.id.in_(ids))
-                    .values(target_missing_since=value)
-                    .execution_options(synchronize_session=False)
-                )
-        if lost:
-            outs = (await session.scalars(select(PrintOut).where(PrintOut.id.in_(lost)))).all()
-            for po in outs:
-                message = (
-                    f"{po.target} no longer knows job {po.target_job_id} "
-                    f"(not seen since {po.target_missing_since:%Y-%m-%d %H:%M:%S} UTC); "
-                    "it restarted or dropped the job: not printed, nothing charged"
-                )
-                if await status.transition(
-                    session,
-                    po,
-                    PrintStatus.ABORTED,
-                    actor="tracker",
-                    reason=REASON_LOST,
-                    message=message,
-                ):
-                    log.warning("print-out %s: %s", po.id, message)
-                    ended.append(po.print_in_id)
-        paths = await detach_spool(session, ended)
-    for path in paths:
-        app[SPOOL].remove(path)
-    return len(ended)
-
-
-async def cost_of(
-    session: AsyncSession, print_out: PrintOut, currency: Currency
-) -> tuple[Decimal, list[dict[str, object]]]:
-    if print_out.mode == PrinterMode.TICKET.value and print_out.ticket_cost is not None:
-        return print_out.ticket_cost, [
-            {"description": "job ticket cost", "amount": currency.format(print_out.ticket_cost)}
-        ]
-    printer = await session.get(Printer, print_out.printer_id)
-    print_in = await session.get(PrintIn, print_out.print_in_id)
-    assert printer is not None and print_in is not None
-    breakdown = charging.printer_cost(printer, print_in, print_out, currency)
-    return breakdown.total, charging.breakdown_json(breakdown, currency)
-
-
 async def apply_states(app: web.Application, moved: dict[int, JobState]) -> int:
     """Apply the reported states that differ from ours; returns how many changed.
 
@@ -196,38 +131,69 @@ async def apply_states(app: web.Application, moved: dict[int, JobState]) -> int:
     return changed
 
 
+def change_for(po: PrintOut, state: JobState) -> lifecycle.Change | None:
+    """What a state the target reported means for ``po``; None: nothing to do."""
+    new = to_status(state)
+    if new is None or new == po.status:
+        return None
+    if po.papercut:
+        # PaperCut's print log decides how a PaperCut job ends, except a job
+        # canceled or aborted in CUPS before PaperCut logged it.
+        if new not in (PrintStatus.CANCELED, PrintStatus.ABORTED):
+            return None
+        return lifecycle.Change(PrintStatus.CANCELED, StatusReason.CANCELED_IN_CUPS)
+    # The target's own job-state-reasons, stored as reported; printer cost rules.
+    return lifecycle.Change(new, ",".join(state.reasons)[:64] or None)
+
+
 async def _apply_chunk(app: web.Application, moved: dict[int, JobState]) -> int:
-    currency = app[CONFIG].money
     changed = 0
-    ended: list[int] = []
-    async with app[SESSIONS]() as session, session.begin():
-        outs = (await session.scalars(select(PrintOut).where(PrintOut.id.in_(list(moved))))).all()
+    async with lifecycle.ending(app) as ends:
+        outs = (
+            await ends.session.scalars(select(PrintOut).where(PrintOut.id.in_(list(moved))))
+        ).all()
         for po in outs:
-            state = moved[po.id]
-            new = to_status(state)
-            if new is None or new == po.status:
-                continue
-            reason = ",".join(state.reasons)[:64] or None
-            if po.papercut:
-                # PaperCut's print log decides how a PaperCut job ends, except a job
-                # canceled or aborted in CUPS before PaperCut logged it.
-                if new not in (PrintStatus.CANCELED, PrintStatus.ABORTED):
-                    continue
-                new, reason = PrintStatus.CANCELED, "canceled-in-cups"
-            if not await status.transition(session, po, new, actor="tracker", reason=reason):
-                continue
-            changed += 1
-            if new == PrintStatus.COMPLETED:
-                started = time.monotonic()
-                cost, detail = await cost_of(session, po, currency)
-                await charging.charge(session, po, cost, currency, actor="tracker", detail=detail)
-                metrics.charged(app, "tracker", started)
-            if new.is_final:
-                ended.append(po.print_in_id)
-        paths = await detach_spool(session, ended)
-    for path in paths:
-        app[SPOOL].remove(path)
+            change = change_for(po, moved[po.id])
+            if change is not None and await ends.apply(po, change, actor="tracker"):
+                changed += 1
     return changed
+
+
+async def note_missing(
+    app: web.Application, jobs: dict[int, Flight], states: dict[int, JobState]
+) -> int:
+    """Record since when jobs are missing at the target; end those lost long enough."""
+    gone, back = missing(jobs, states)
+    if not gone and not back:
+        return 0
+    now = utcnow()
+    lost_after = timedelta(seconds=app[CONFIG].tracker.lost_after_secs)
+    by_id = {f.print_out_id: f for f in jobs.values()}
+    lost = [i for i in gone if (m := by_id[i].missing_since) is not None and now - m >= lost_after]
+    first_seen = [i for i in gone if by_id[i].missing_since is None]
+    ended = 0
+    async with lifecycle.ending(app) as ends:
+        for ids, value in ((first_seen, now), (back, None)):
+            if ids:
+                await ends.session.execute(
+                    update(PrintOut)
+                    .where(PrintOut.id.in_(ids))
+                    .values(target_missing_since=value)
+                    .execution_options(synchronize_session=False)
+                )
+        if lost:
+            outs = (await ends.session.scalars(select(PrintOut).where(PrintOut.id.in_(lost)))).all()
+            for po in outs:
+                message = (
+                    f"{po.target} no longer knows job {po.target_job_id} "
+                    f"(not seen since {po.target_missing_since:%Y-%m-%d %H:%M:%S} UTC); "
+                    "it restarted or dropped the job: not printed, nothing charged"
+                )
+                change = lifecycle.Change(PrintStatus.ABORTED, StatusReason.LOST_AT_TARGET, message)
+                if await ends.apply(po, change, actor="tracker"):
+                    log.warning("print-out %s: %s", po.id, message)
+                    ended += 1
+    return ended
 
 
 async def track_tick(app: web.Application) -> int:
