@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -19,13 +20,25 @@ from billing.papercut.client import PaperCutClient
 
 from .config import Config
 from .metrics_registry import Metrics
-from .nfc_listener import ReaderListener
 from .pipeline.leader import Instance
 from .pipeline.pool import TargetPool
 from .pipeline.wake import Waker
 from .spool import Spool
 
 Sessions = async_sessionmaker[AsyncSession]
+
+
+class ReaderServer(Protocol):
+    """What the app keeps of the NFC reader listener (``nfc_listener.ReaderListener``).
+
+    A protocol, not the class: the listener taps cards, so it depends on the
+    release path, which needs keys; importing it here would close a cycle.
+    """
+
+    host: str
+    port: int
+
+    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -49,7 +62,7 @@ INSTANCE = web.AppKey("instance", Instance)
 WAKE = web.AppKey("wake", Waker)
 METRICS = web.AppKey("metrics", Metrics)
 INTAKE_RUNNER = web.AppKey("intake_runner", web.AppRunner)
-READER_LISTENER = web.AppKey("reader_listener", ReaderListener)
+READER_LISTENER = web.AppKey("reader_listener", ReaderServer)
 
 # The intake sub-app (proxy/pipeline/intake.py)
 INTAKE = web.AppKey("intake", IntakeResources)

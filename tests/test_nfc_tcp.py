@@ -58,7 +58,9 @@ async def client(
 
 
 def listener_of(client: Client) -> ReaderListener:
-    return client.app[READER_LISTENER]
+    listener = client.app[READER_LISTENER]
+    assert isinstance(listener, ReaderListener)
+    return listener
 
 
 class Line:
