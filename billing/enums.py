@@ -72,6 +72,11 @@ class StatusReason(StrEnum):
     CANCELED_IN_CUPS = "canceled-in-cups"
     CANCELED_IN_PAPERCUT = "canceled-in-papercut"
     TARGET_REJECTED = "target-rejected"
+    LOST_AT_TARGET = "lost-at-target"  # the printer no longer knows the job
+    CANCELED_BY_USER = "canceled-by-user"
+    # events of a CUPS restart of an ended job
+    REPRINT = "reprint"
+    REPRINTED = "reprinted"
     # flagged for an admin, status unchanged
     NOT_IN_PRINT_LOG = "not-in-print-log"
     # prefix of ``denied:<reason>``

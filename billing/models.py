@@ -212,6 +212,10 @@ class PrintOut(Base):
     # Set before a Print-Job leaves; while set and not dispatched, a job may
     # exist at the target: the next attempt looks it up by this uuid first.
     dispatch_uuid: Mapped[str | None] = mapped_column(String(36))
+    # A CUPS restart of an ended job: the print-out this one prints again.
+    reprint_of: Mapped[int | None] = mapped_column(ForeignKey("print_outs.id"))
+    # Since when the target has not reported this job (as ours); None: it does.
+    target_missing_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = _created()
     dispatched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -45,26 +45,37 @@ otherwise.  With no interim answer within 5 s the body is sent anyway (RFC
 9110, 10.1.1).  An answer that arrives while the body is being sent stops the
 upload too.
 
-Exit codes:
+Exit codes (queues are created with the error policy ``abort-job``):
 
 ====================================  =======================================
 what happened                         exit code
 ====================================  =======================================
-2xx                                   OK (0): delivered
+2xx, hold or ticket mode              OK (0): held (``INFO:`` says for what)
+2xx, direct mode, ``follow``          the backend follows the print-out
+                                      (``GET /intake/v1/status``, a long poll)
+                                      and exits with its end: completed OK,
+                                      canceled CANCEL (5), aborted FAILED (1:
+                                      the CUPS job aborted, the queue runs)
 401, 403                              STOP (4): wrong secret, queue stopped
-404 and every other 4xx               STOP (4): the job stays queued for an
-                                      admin (unknown printer, bad request)
-408, 429                              RETRY (6): transient
-5xx, refused, socket missing, reset,  RETRY (6): CUPS keeps the job and tries
-timeout, malformed answer, unreadable again after JobRetryInterval
-document
+404, 413 and every other 4xx          CANCEL (5): this job alone is refused
+                                      (unknown printer, too large, bad
+                                      metadata); the reason is its message
+408, 429, 507 (spool full), 5xx,      RETRY (6): CUPS keeps the job and tries
+refused, socket missing, reset,       again after JobRetryInterval
+timeout, malformed answer,
+unreadable document
 bad device URI, no or bad secret      STOP (4)
 bad command line                      FAILED (1)
-SIGTERM                               RETRY (6), see below
+SIGTERM while uploading               RETRY (6), see below
+SIGTERM while following               CANCEL (5), after ``POST
+                                      /intake/v1/cancel``: the print-out is
+                                      canceled (at its printer too)
 ====================================  =======================================
 
-CANCEL (5) is never used: a job that could not be delivered is never dropped.
-Note that cupsd aborts a job after ``JobRetryLimit`` (default 5) retries;
+STOP never answers something one user's job did.  While following, a lost
+connection (the service restarting) is retried until the service answers
+again: the print-out is found again by its id and job-uuid.  Note that cupsd
+aborts a job after ``JobRetryLimit`` (default 5) retries;
 proxy queues want ``JobRetryLimit 0`` (no limit) in cupsd.conf.  A retry
 comes JobRetryInterval (default 300 s) later, never sooner than about 10 s:
 cupsd looks at held jobs about that often.
@@ -783,10 +794,17 @@ def error_info(body: bytes) -> tuple[str, str]:
 
 
 def decide(answer: Answer, printer: str) -> int:
-    """Map the intake's answer to an exit code and tell CUPS why."""
+    """Map a refusal (or an acceptance) to an exit code and tell CUPS why.
+
+    Only what concerns the whole queue stops it (a wrong secret); a refusal
+    of this one job (too large, bad metadata, unknown printer) cancels that
+    job alone, with the reason as its message; anything passing (busy,
+    database locked, spool full, 5xx) is a retry.
+    """
     status = answer.status
     if 200 <= status < 300:
-        return accepted(answer)
+        accepted(answer_doc(answer))
+        return BackendStatus.OK
     code, message = error_info(answer.body)
     detail = f"HTTP {status} {answer.reason}".rstrip()
     if code or message:
@@ -794,26 +812,158 @@ def decide(answer: Answer, printer: str) -> int:
     if status in (401, 403):
         log("ERROR", f"The proxyprint intake refused the shared secret: {detail}")
         return BackendStatus.STOP
-    if status == 404 and code == "unknown-printer":
-        log("ERROR", f"proxyprint does not know the printer {printer!r}: {detail}")
-        return BackendStatus.STOP
-    if status in (408, 429) or status >= 500:
-        log("ERROR", f"The proxyprint intake failed, CUPS will retry the job: {detail}")
+    if status in (408, 429) or not 400 <= status < 500:  # 5xx; a 3xx is no answer of ours
+        why = "proxyprint's spool is full" if status == 507 else "The proxyprint intake failed"
+        log("ERROR", f"{why}, CUPS will retry the job: {detail}")
         return BackendStatus.RETRY
-    log("ERROR", f"The proxyprint intake rejected the job, queue stopped: {detail}")
-    return BackendStatus.STOP
+    if status == 404 and code == "unknown-printer":
+        log("ERROR", f"proxyprint does not know the printer {printer!r}, job canceled: {detail}")
+        return BackendStatus.CANCEL
+    log("ERROR", f"proxyprint refused this job, job canceled: {detail}")
+    return BackendStatus.CANCEL
 
 
-def accepted(answer: Answer) -> int:
+def answer_doc(answer: Answer) -> dict[str, object]:
     try:
         doc = parse_json(answer.body)
     except ValueError:
         doc = None
-    if not isinstance(doc, dict):
-        doc = {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def accepted(doc: dict[str, object]) -> None:
     suffix = " (already received)" if doc.get("duplicate") else ""
+    if doc.get("reprint_of") is not None:
+        suffix = f" (a reprint of print-out {doc.get('reprint_of')})"
     log("INFO", f"Job accepted as print-in {doc.get('print_in')}{suffix}")
-    return BackendStatus.OK
+    text = doc.get("text")
+    if isinstance(text, str) and text:
+        log("INFO", text)  # the job's printer-state-message while it waits
+
+
+# --- following the print-out -----------------------------------------------------
+
+STATUS_PATH = "/intake/v1/status"
+CANCEL_PATH = "/intake/v1/cancel"
+# The intake answers a status call once the status changes, or after this.
+STATUS_WAIT = 30
+RECONNECT_MAX = 10.0
+CANCEL_TIMEOUT = 20.0
+URL_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:")
+
+
+def url_quote(text: str) -> str:
+    return "".join(
+        ch if ch in URL_SAFE else "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+        for ch in text
+    )
+
+
+def small_request(
+    target: Target, secret: str | None, method: str, path: str, timeout: float
+) -> dict[str, object]:
+    """One short request without a body; the JSON answer (IntakeUnreachable if none).
+
+    An HTTP error answer is returned as ``{"http_status": N, ...error}``.
+    """
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: {target.host_header()}",
+        f"User-Agent: {USER_AGENT}",
+        "Content-Length: 0",
+        "Connection: close",
+    ]
+    if secret is not None:
+        lines.append(f"X-Proxyprint-Secret: {secret}")
+    sock = connect(target)
+    conv = Exchange(sock)
+    try:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+        sock.settimeout(timeout)
+        answer = conv.read_answer(upload_complete=True)
+    except OSError as exc:
+        raise IntakeUnreachable(f"The exchange with the intake failed: {exc}") from exc
+    finally:
+        conv.close()
+    doc = answer_doc(answer)
+    if answer.status != 200:
+        code, message = error_info(answer.body)
+        return {"http_status": answer.status, "code": code, "message": message}
+    return doc
+
+
+def follow(target: Target, secret: str | None, job_uuid: str | None, doc: dict[str, object]) -> int:
+    """Stay with the job until its print-out ends, as CUPS's ipp backend does.
+
+    The exit code tells CUPS the end: completed OK, canceled CANCEL, aborted
+    FAILED (the queue's error policy abort-job: the job aborted, the queue
+    running). A lost connection (the service restarting) is retried for as
+    long as it takes; SIGTERM (the job canceled in CUPS) cancels the print-out.
+    """
+    import time  # built in; only a followed job needs it
+
+    query = f"print_out={doc.get('print_out')}"
+    if job_uuid:
+        query += f"&job_uuid={url_quote(job_uuid)}"
+    since = str(doc.get("status", ""))
+    shown = str(doc.get("text", ""))
+    pause = 0.5
+    try:
+        while True:
+            try:
+                state = small_request(
+                    target,
+                    secret,
+                    "GET",
+                    f"{STATUS_PATH}?{query}&since={url_quote(since)}&wait={STATUS_WAIT}",
+                    STATUS_WAIT + 30.0,
+                )
+            except IntakeUnreachable as exc:
+                log("INFO", f"Waiting for proxyprint to come back ({exc})")
+                shown = ""
+                time.sleep(pause)
+                pause = min(RECONNECT_MAX, pause * 2)
+                continue
+            pause = 0.5
+            http_status = state.get("http_status")
+            if http_status == 404:
+                log("ERROR", f"proxyprint no longer knows this job: {state.get('message')}")
+                return BackendStatus.FAILED
+            if http_status is not None:
+                log("INFO", f"proxyprint answered HTTP {http_status}: {state.get('message')}")
+                time.sleep(RECONNECT_MAX)
+                continue
+            since = str(state.get("status", ""))
+            text = str(state.get("text", "") or since)
+            if state.get("final"):
+                return ended(since, text)
+            if text != shown:
+                log("INFO", text)
+                shown = text
+    except JobTerminated:
+        return cancel_print_out(target, secret, query)
+
+
+def ended(status: str, text: str) -> int:
+    if status == "completed":
+        log("INFO", text)
+        return BackendStatus.OK
+    log("ERROR", text)  # the job's printer-state-message: the reason stays visible
+    return BackendStatus.CANCEL if status == "canceled" else BackendStatus.FAILED
+
+
+def cancel_print_out(target: Target, secret: str | None, query: str) -> int:
+    """cupsd canceled the job: cancel the print-out (and its job at the printer)."""
+    try:
+        state = small_request(target, secret, "POST", f"{CANCEL_PATH}?{query}", CANCEL_TIMEOUT)
+    except IntakeUnreachable as exc:
+        log("ERROR", f"Job canceled in CUPS, but proxyprint could not be told: {exc}")
+        return BackendStatus.CANCEL
+    if state.get("http_status") is not None:
+        log("INFO", f"Job canceled in CUPS; proxyprint: {state.get('message')}")
+    else:
+        log("INFO", f"Job canceled in CUPS; the print-out is {state.get('status')}")
+    return BackendStatus.CANCEL
 
 
 # --- running ------------------------------------------------------------------
@@ -851,14 +1001,20 @@ def run(argv: list[str], env: "Env") -> int:
     try:
         target = parse_device_uri(env.get("DEVICE_URI", ""))
         secret = checked_secret(read_secret(env)) if target.unix_path is None else None
-        answer = deliver(job, target, secret, encode_meta(job_meta(job, env)))
+        meta = job_meta(job, env)
+        answer = deliver(job, target, secret, encode_meta(meta))
     except ConfigProblem as exc:
         log("ERROR", f"The proxyprint queue is misconfigured: {exc}")
         return BackendStatus.STOP
     except (IntakeUnreachable, DocumentUnreadable) as exc:
         log("ERROR", f"{exc}; CUPS will retry the job")
         return BackendStatus.RETRY
-    return decide(answer, env.get("PRINTER", ""))
+    code = decide(answer, env.get("PRINTER", ""))
+    doc = answer_doc(answer) if code == BackendStatus.OK else {}
+    if doc.get("follow") and doc.get("print_out") is not None:
+        job_uuid = meta.get("job_uuid")
+        return follow(target, secret, job_uuid if isinstance(job_uuid, str) else None, doc)
+    return code
 
 
 def on_sigterm(signum: int, frame: "FrameType | None") -> None:

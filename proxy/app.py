@@ -85,7 +85,7 @@ async def _intake(app: web.Application) -> AsyncIterator[None]:
     """Serve the intake on its Unix socket (and TCP with a secret, if configured)."""
     config = app[CONFIG].intake
     intake_app = create_intake_app(
-        IntakeResources(app[CONFIG], app[SESSIONS], app[SPOOL], app[WAKE])
+        IntakeResources(app[CONFIG], app[SESSIONS], app[SPOOL], app[WAKE], app[TARGETS])
     )
     instrument_intake(intake_app, app)  # request ids, intake latency
     # The metadata header carries the job's options, which may be long.

@@ -49,6 +49,8 @@ class IntakeConfig:
     socket: str = "/run/proxyprint/intake.sock"
     tcp: str = ""
     secret: str = ""
+    # Direct jobs: the backend stays with the CUPS job until its print-out ends.
+    follow: bool = True
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,9 @@ class CurrencyConfig:
 @dataclass(frozen=True)
 class TrackerConfig:
     interval_secs: float = 2.0
+    # A dispatched job its printer no longer knows (restarted, history gone) ends
+    # aborted ``lost-at-target`` after this long.
+    lost_after_secs: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -116,9 +116,10 @@ def create_queue(
 ) -> None:
     """Create (or update) a raw queue: enabled, accepting jobs, shared.
 
-    Proxy queues use ``error_policy="retry-job"``: when the service cannot be
-    reached, cupsd keeps the job and retries it (with ``JobRetryLimit 0`` in
-    cupsd.conf, forever) instead of aborting it.
+    Proxy queues use ``error_policy="abort-job"``: the backend's FAILED (a
+    print-out aborted at its printer) aborts that job alone; its RETRY (the
+    service cannot be reached) keeps the job whatever the policy (with
+    ``JobRetryLimit 0`` in cupsd.conf, forever).
     """
     conn = _connection(cups_server)
     try:

@@ -49,6 +49,7 @@ class IntakeResources:
     sessions: Sessions
     spool: Spool
     waker: Waker
+    targets: TargetPool  # a CUPS cancel reaches the printer (intake_status)
 
 
 # The service (proxy/app.py)

@@ -20,8 +20,10 @@ from .exceptions import BadRequest, Conflict
 # CUPS printer names: up to 127 printable characters, no space, "/", "\\", "#", quotes.
 _NAME_RE = re.compile(r"[A-Za-z0-9_.\-@+]{1,127}")
 TARGET_SCHEMES = ("ipp", "ipps", "cups")
-# When the service is down the backend exits RETRY; this policy keeps the job.
-PROXY_QUEUE_ERROR_POLICY = "retry-job"
+# The backend exits RETRY when the service is down (cupsd keeps the job whatever
+# the policy) and FAILED when a followed print-out was aborted: this policy
+# then aborts that job alone, where stop-printer would stop the queue.
+PROXY_QUEUE_ERROR_POLICY = "abort-job"
 
 
 def validate_printer_name(name: str) -> str:

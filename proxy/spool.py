@@ -8,6 +8,7 @@ like a job. Spool files are removed only after the job reached an end state.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import time
@@ -16,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .exceptions import BadRequest
+from .exceptions import BadRequest, ProxyPrintError
 
 CHUNK = 256 * 1024
 WRITE_BLOCK = 1024 * 1024
@@ -25,6 +26,17 @@ WRITE_BLOCK = 1024 * 1024
 class TooLarge(BadRequest):
     code = "too-large"
     status = 413
+
+
+class SpoolFull(ProxyPrintError):
+    """No room left for the job: the backend retries later (CUPS keeps the job)."""
+
+    code = "spool-full"
+    status = 507
+
+
+# A full disk, a quota, or a file size limit (RLIMIT_FSIZE): no room, not a fault.
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 class Incomplete(BadRequest):
@@ -66,6 +78,16 @@ class Spool:
         Hashing and writing run in a worker thread (both release the GIL), one
         block behind the network: receiving and storing overlap on two cores.
         """
+        try:
+            return await self._receive(chunks, max_bytes=max_bytes)
+        except OSError as exc:
+            if exc.errno in _NO_ROOM:
+                raise SpoolFull(
+                    f"the proxyprint spool is full ({exc.strerror}); the job will be retried"
+                ) from exc
+            raise
+
+    async def _receive(self, chunks: AsyncIterator[bytes], *, max_bytes: int) -> SpooledFile:
         name = uuid.uuid4().hex
         part = self.incoming / f"{name}.part"
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

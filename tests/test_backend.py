@@ -386,15 +386,16 @@ def test_bad_device_uri_stops_the_queue(fake_intake: FakeIntake, uri: str) -> No
     [
         (201, {"print_in": 7, "duplicate": False, "status": "pending"}, 0, "print-in 7"),
         (200, {"print_in": 7, "duplicate": True, "status": "held"}, 0, "already received"),
-        (404, {"error": {"code": "unknown-printer", "message": "?"}}, 4, "does not know"),
-        (404, {"error": {"code": "not-found", "message": "no route"}}, 4, "rejected"),
+        (404, {"error": {"code": "unknown-printer", "message": "?"}}, 5, "does not know"),
+        (404, {"error": {"code": "not-found", "message": "no route"}}, 5, "refused this job"),
         (401, {"error": {"code": "unauthorized", "message": "bad secret"}}, 4, "secret"),
         (403, {"error": {"code": "forbidden", "message": "no"}}, 4, "secret"),
-        (400, {"error": {"code": "bad-request", "message": "bad meta"}}, 4, "bad meta"),
-        (413, {"error": {"code": "too-large", "message": "too big"}}, 4, "rejected"),
+        (400, {"error": {"code": "bad-request", "message": "bad meta"}}, 5, "bad meta"),
+        (413, {"error": {"code": "too-large", "message": "too big"}}, 5, "refused this job"),
         (429, {"error": {"code": "busy", "message": "slow down"}}, 6, "retry"),
         (500, {"error": {"code": "internal", "message": "db down"}}, 6, "db down"),
-        (503, {"error": {"code": "unavailable", "message": "starting"}}, 6, "retry"),
+        (503, {"error": {"code": "database-busy", "message": "locked"}}, 6, "retry"),
+        (507, {"error": {"code": "spool-full", "message": "no room"}}, 6, "spool is full"),
     ],
 )
 def test_answer_maps_to_exit_code(
@@ -405,7 +406,7 @@ def test_answer_maps_to_exit_code(
     result = run_backend(job_args(), backend_env(fake_intake.device_uri), stdin=b"%PDF-1.4\n")
 
     assert result.returncode == code, result.stderr
-    assert result.returncode != BackendStatus.CANCEL
+    assert result.returncode != BackendStatus.STOP or status in (401, 403)
     assert says in result.stderr
     assert ("INFO:" if code == 0 else "ERROR:") in result.stderr
     assert only_request(fake_intake).complete
@@ -507,7 +508,7 @@ def test_refusal_before_the_body_sends_no_document(fake_intake: FakeIntake) -> N
     fake_intake.behaviour.answer = {"error": {"code": "unknown-printer", "message": "who?"}}
     result = run_backend(job_args(), backend_env(fake_intake.device_uri), stdin=b"x" * 500_000)
 
-    assert result.returncode == BackendStatus.STOP
+    assert result.returncode == BackendStatus.CANCEL  # this job alone, the queue runs
     assert "does not know the printer 'pp-direct'" in result.stderr
     request = only_request(fake_intake)
     assert request.size == 0 and not request.complete
@@ -521,7 +522,7 @@ def test_answer_in_the_middle_of_the_body_stops_the_upload(
     big = sparse_file(short_tmp, 256 << 20)
     result = run_backend(job_args(file=big), backend_env(fake_intake.device_uri))
 
-    assert result.returncode == BackendStatus.STOP, result.stderr
+    assert result.returncode == BackendStatus.CANCEL, result.stderr
     assert "413" in result.stderr
     request = only_request(fake_intake)
     assert not request.complete and request.size < 256 << 20
@@ -728,8 +729,16 @@ def test_install_backend_is_an_executable_root_only_copy(short_tmp: Path) -> Non
     assert (result.returncode, result.stdout) == (0, DISCOVERY)
 
 
-def test_stop_and_retry_answers_are_never_cancel() -> None:
-    """No answer the intake can give makes the backend cancel a job."""
+def test_only_a_wrong_secret_stops_the_queue() -> None:
+    """No answer about one job stops the queue: 4xx cancel that job, 5xx retry it."""
     for status in (*range(200, 208), *range(300, 309), *range(400, 452), *range(500, 512)):
         answer = proxyprint.Answer(status, "x", json.dumps({"x": 1}).encode(), True)
-        assert proxyprint.decide(answer, "p") != BackendStatus.CANCEL
+        code = proxyprint.decide(answer, "p")
+        if status in (401, 403):
+            assert code == BackendStatus.STOP
+        elif status in (408, 429) or status >= 500 or 300 <= status < 400:
+            assert code == BackendStatus.RETRY
+        elif status >= 400:
+            assert code == BackendStatus.CANCEL, status
+        else:
+            assert code == BackendStatus.OK

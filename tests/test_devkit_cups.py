@@ -194,9 +194,11 @@ def test_intake_down_keeps_the_job_until_it_is_back(
     assert bytes(intake.requests[-1].body) == sample_pdf.read_bytes()
 
 
-def test_unknown_printer_stops_the_queue_and_keeps_the_job(
+def test_unknown_printer_cancels_that_job_and_the_queue_keeps_running(
     private_cupsd: PrivateCupsd, fake_intake: FakeIntake, sample_pdf: Path
 ) -> None:
+    """A printer the service does not know is a refusal of this job (issue 13): the job
+    is canceled with the reason as its message, the queue is never stopped."""
     fake_intake.behaviour.status = 404
     fake_intake.behaviour.answer = {"error": {"code": "unknown-printer", "message": "who?"}}
     queue = unique("pp-unknown")
@@ -206,14 +208,16 @@ def test_unknown_printer_stops_the_queue_and_keeps_the_job(
     fake_intake.wait_for(
         lambda: bool(fake_intake.requests) and fake_intake.requests[0].answered is not None
     )
-    private_cupsd.wait_job(job, {IppJobState.PENDING})
-    wait_for_printer_state(private_cupsd, queue, PRINTER_STOPPED)
+    assert private_cupsd.wait_job(job, TERMINAL_STATES) == IppJobState.CANCELED
+    message = str(private_cupsd.job_attributes(job).get("job-printer-state-message"))
+    assert "does not know the printer" in message, message
+    assert printer_attrs(private_cupsd, queue)["printer-state"] != PRINTER_STOPPED
 
-    # The admin adds the printer to the service and resumes the queue.
+    # The next job on the same queue goes through.
     fake_intake.behaviour.status = 201
     fake_intake.behaviour.answer = None
-    cupsadmin.create_queue(queue, fake_intake.device_uri, cups_server=private_cupsd.server)
-    assert private_cupsd.wait_job(job, TERMINAL_STATES) == IppJobState.COMPLETED
+    nxt = private_cupsd.lp(queue, sample_pdf, user="carol")
+    assert private_cupsd.wait_job(nxt, TERMINAL_STATES) == IppJobState.COMPLETED
     assert len(fake_intake.requests) == 2
 
 

@@ -412,10 +412,11 @@ async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10)
 async def test_backend_is_answered_before_it_sends_the_document(
     stack: ServiceStack, short_tmp: Path
 ) -> None:
-    """Unknown printer → STOP and a duplicate job-uuid → OK, both at 100-continue time."""
+    """Unknown printer → CANCEL (that job alone) and a duplicate job-uuid → OK, both at
+    100-continue time. A hold printer: the backend exits once the job is accepted."""
     import subprocess
 
-    await stack.add_printer("pp-known", target="ipp://127.0.0.1:9/ipp/print")
+    await stack.add_printer("pp-known", target="ipp://127.0.0.1:9/ipp/print", mode="hold")
     await stack.add_users("carol")
     backend = stack.cupsd.serverbin / "backend" / "proxyprint"
     doc = short_tmp / "doc.txt"
@@ -440,7 +441,7 @@ async def test_backend_is_answered_before_it_sends_the_document(
     unknown = await asyncio.to_thread(
         run, "pp-nosuch", "urn:uuid:00000000-0000-4000-8000-0000000000aa"
     )
-    assert unknown.returncode == 4, unknown.stderr
+    assert unknown.returncode == 5, unknown.stderr
     first = await asyncio.to_thread(
         run, "pp-known", "urn:uuid:00000000-0000-4000-8000-0000000000bb"
     )

@@ -58,7 +58,7 @@ MaxJobs 0
 MaxJobsPerPrinter 0
 MaxJobsPerUser 0
 PreserveJobHistory Yes
-PreserveJobFiles No
+PreserveJobFiles Yes
 DefaultAuthType Basic
 <Location />
   Order allow,deny

@@ -291,6 +291,16 @@ class IppEvePrinter(ManagedProcess):
     def _start_output(self) -> str:
         return self.log.strip()[-2000:]
 
+    def crash_and_restart(self) -> None:
+        """SIGKILL the printer and start it again on the same port: it forgets
+        every job and counts its job ids from 1 again (a printer power cycle)."""
+        if self._process is None:
+            raise TargetError("the ippeveprinter is not running")
+        self._process.kill()
+        self._process.wait()
+        self._spawn()
+        self._wait_ready()
+
     def stop(self) -> None:
         """Stop the printer and delete its documents."""
         self.release()

@@ -194,6 +194,8 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
         )
         if not recorded.rowcount:  # type: ignore[attr-defined]
             return  # recorded already (the same job, found by its uuid)
+        ended = await session.scalar(select(PrintOut.status).where(PrintOut.id == print_out.id))
+        canceled_meanwhile = ended is not None and PrintStatus(ended).is_final
         events.record(
             session,
             subject_type="print_out",
@@ -203,10 +205,18 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
             message=f"job {submitted.job_id} at {print_out.target}"
             + (" (found there after an interrupted attempt, not sent again)" if found else ""),
         )
-        if print_out.papercut:
+        if print_out.papercut and not canceled_meanwhile:
             fresh = await session.get(PrintOut, print_out.id)
             assert fresh is not None
             await status.transition(session, fresh, PrintStatus.PENDING_EXTERNAL, actor="dispatch")
+    if canceled_meanwhile:
+        # Canceled (control.cancel) while the Print-Job was on its way: undo it there.
+        log.info("print-out %s: canceled during dispatch; canceling it at the target", print_out.id)
+        try:
+            await target.cancel(submitted.job_id)
+        except TargetError as exc:
+            log.warning("print-out %s: cancel at the target failed: %s", print_out.id, exc)
+        return
     app[WAKE].wake(TRACKER)  # let the tracker look soon
 
 

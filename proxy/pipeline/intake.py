@@ -3,9 +3,12 @@
 Protocol (see cups_backend/proxyprint.py): ``POST /intake/v1/jobs`` with the
 document as a chunked body and ``X-Proxyprint-Meta`` = base64 of a JSON object
 (printer, job_id, job_uuid, user, title, copies, options, content_type, host).
-The answer is sent only after the job is spooled and committed: 201 new,
-200 duplicate (same job-uuid), 404 unknown printer (backend: STOP), 4xx bad
-request, 5xx (backend: RETRY).
+The answer is sent only after the job is spooled and committed: 201 new
+(or a reprint: a job-uuid whose print-out has ended, sent again by CUPS),
+200 duplicate (same job-uuid, its print-out not ended: a retried hand-off),
+404 unknown printer and other 4xx (backend: this job fails alone), 507 spool
+full and other 5xx (backend: RETRY). A direct job's answer says ``follow``:
+the backend then follows the print-out to its end (``intake_status``).
 """
 
 from __future__ import annotations
@@ -24,17 +27,18 @@ from typing import Any
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from billing.enums import PrintStatus
+from billing.enums import PrinterMode, PrintStatus
 from billing.models import Printer, PrintIn, PrintOut
 
 from ..exceptions import BadRequest, ProxyPrintError, Unauthorized
 from ..keys import INTAKE, IntakeResources
 from ..pages import count_pages
 from ..spool import CHUNK, Incomplete, SpooledFile
+from . import intake_status
 from .delegation import DelegationError, parse_cups_options
-from .jobs import IntakeJob, record_job
+from .jobs import IntakeJob, latest_print_out, record_job, record_reprint
 from .wake import DISPATCH
 
 log = logging.getLogger(__name__)
@@ -185,7 +189,8 @@ def _check_secret(request: web.Request) -> None:
             raise Unauthorized("bad or missing intake secret")
 
 
-_Checked = tuple[IntakeJob, Printer] | web.Response
+# The job, its printer, and the print-in it reprints (None: a new job).
+_Checked = tuple[IntakeJob, Printer, int | None] | web.Response
 # expect_continue's verdict, for receive_job
 PRECHECK = web.RequestKey("precheck", object)
 
@@ -193,8 +198,10 @@ PRECHECK = web.RequestKey("precheck", object)
 async def _precheck(request: web.Request) -> _Checked:
     """Who sends what for which printer; an answer when the job must not be read.
 
-    Unknown printer → 404 (the backend stops the queue, the job stays in CUPS);
-    a job-uuid already recorded → 200 duplicate (a retry after a lost answer).
+    Unknown printer → 404 (the backend fails this job alone); a job-uuid whose
+    print-out has not ended → 200 duplicate (a retried hand-off after a lost
+    answer: nothing new, the backend follows that print-out); one whose
+    print-out ended → a reprint (CUPS restarted the job).
     """
     _check_secret(request)
     job = parse_meta(request.headers.get(META_HEADER))
@@ -203,12 +210,13 @@ async def _precheck(request: web.Request) -> _Checked:
         known = None
         if job.job_uuid is not None:
             known = await session.scalar(select(PrintIn.id).where(PrintIn.job_uuid == job.job_uuid))
+        latest = None if known is None else await latest_print_out(session, known)
     if printer is None:
         message = f"proxyprint does not know printer {job.printer!r}"
         return _answer(404, {"error": {"code": "unknown-printer", "message": message}})
-    if known is not None:
-        return _answer(200, {"print_in": known, "duplicate": True, "status": "duplicate"})
-    return job, printer
+    if known is not None and (latest is None or not PrintStatus(latest.status).is_final):
+        return _duplicate(request, known, latest)
+    return job, printer, known
 
 
 async def expect_continue(request: web.Request) -> web.StreamResponse | None:
@@ -242,11 +250,13 @@ async def receive_job(request: web.Request) -> web.Response:
         if isinstance(checked, web.Response):
             await _drain(request)
             return checked
-    job, printer = checked
+    job, printer, reprint_of = checked
     config = request.app[INTAKE].config
     spool = request.app[INTAKE].spool
     spooled = await spool.receive(_body(request), max_bytes=config.spool.max_job_bytes)
     try:
+        if reprint_of is not None:
+            return await _reprint(request, printer, reprint_of, spooled)
         return await _record(request, printer, job, spooled)
     except BaseException:
         spool.remove(spooled.path)
@@ -283,22 +293,70 @@ async def _record(
                 currency=config.money,
                 options_problem=options_problem,
             )
-            answer = _summary(print_out)
+            answer = _summary(request, print_out)
             pending = print_out.status == int(PrintStatus.PENDING)
     except IntegrityError:
         # The same job-uuid raced in through another connection: record it once.
         request.app[INTAKE].spool.remove(spooled.path)
         async with request.app[INTAKE].sessions() as session:
             known = await session.scalar(select(PrintIn.id).where(PrintIn.job_uuid == job.job_uuid))
+            latest = None if known is None else await latest_print_out(session, known)
         if known is None:
             raise
-        return _answer(200, {"print_in": known, "duplicate": True, "status": "duplicate"})
+        return _duplicate(request, known, latest)
     if pending:  # held jobs and tickets wait for a release
         request.app[INTAKE].waker.wake(DISPATCH)
     return _answer(201, answer)
 
 
-def _summary(po: PrintOut) -> dict[str, Any]:
+async def _reprint(
+    request: web.Request, printer: Printer, print_in_id: int, spooled: SpooledFile
+) -> web.Response:
+    """CUPS sent an ended job again (``lp -i N -H restart``): print it again."""
+    async with request.app[INTAKE].sessions() as session, session.begin():
+        print_in = await session.get(PrintIn, print_in_id, with_for_update=True)
+        previous = await latest_print_out(session, print_in_id)
+        assert print_in is not None and previous is not None
+        if not PrintStatus(previous.status).is_final:  # another connection was first
+            request.app[INTAKE].spool.remove(spooled.path)
+            return _duplicate(request, print_in_id, previous)
+        old_path = print_in.spool_path
+        print_out = await record_reprint(
+            session,
+            printer,
+            print_in,
+            previous,
+            spooled=spooled,
+            currency=request.app[INTAKE].config.money,
+        )
+        answer = _summary(request, print_out)
+        answer["reprint_of"] = previous.id
+        pending = print_out.status == int(PrintStatus.PENDING)
+    request.app[INTAKE].spool.remove(old_path)
+    if pending:
+        request.app[INTAKE].waker.wake(DISPATCH)
+    return _answer(201, answer)
+
+
+def _follow(request: web.Request, po: PrintOut | None) -> bool:
+    """Should the backend stay with this job until its print-out ends?
+
+    Only direct jobs on their way to the printer: a held job (hold mode,
+    tickets, an invalid delegation) waits for a person, and a backend that
+    waited with it would keep the whole CUPS queue busy.
+    """
+    return (
+        request.app[INTAKE].config.intake.follow
+        and po is not None
+        and po.mode == PrinterMode.DIRECT.value
+        and PrintStatus(po.status) not in (PrintStatus.HELD, *FINAL)
+    )
+
+
+FINAL = (PrintStatus.CANCELED, PrintStatus.ABORTED, PrintStatus.COMPLETED)
+
+
+def _summary(request: web.Request, po: PrintOut) -> dict[str, Any]:
     return {
         "print_in": po.print_in_id,
         "print_out": po.id,
@@ -306,7 +364,18 @@ def _summary(po: PrintOut) -> dict[str, Any]:
         "status": PrintStatus(po.status).label,
         "reason": po.status_reason,
         "message": po.status_message,
+        "mode": po.mode,
+        "ticket": po.ticket_number,
+        "follow": _follow(request, po),
+        "text": intake_status.describe(po),
     }
+
+
+def _duplicate(request: web.Request, print_in_id: int, po: PrintOut | None) -> web.Response:
+    body: dict[str, Any] = {"print_in": print_in_id, "duplicate": True, "status": "duplicate"}
+    if po is not None:
+        body.update(_summary(request, po), duplicate=True)
+    return _answer(200, body)
 
 
 def _answer(status: int, body: dict[str, Any]) -> web.Response:
@@ -318,9 +387,16 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         return await handler(request)  # type: ignore[no-any-return]
     except ProxyPrintError as exc:
-        if exc.status >= 500:
+        if exc.status == 507:
+            log.warning("intake: %s", exc)  # an operator frees space; no traceback
+        elif exc.status >= 500:
             log.exception("intake failed")
         return _answer(exc.status, {"error": {"code": exc.code, "message": str(exc)}})
+    except OperationalError as exc:
+        # SQLite busy or locked, PostgreSQL restarting: the backend retries later.
+        log.warning("intake: database unavailable: %s", exc.orig)
+        message = "the proxyprint database is busy; the job will be retried"
+        return _answer(503, {"error": {"code": "database-busy", "message": message}})
 
 
 def create_intake_app(resources: IntakeResources) -> web.Application:
@@ -328,4 +404,5 @@ def create_intake_app(resources: IntakeResources) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=0)
     app[INTAKE] = resources
     app.router.add_post("/intake/v1/jobs", receive_job, expect_handler=expect_continue)
+    intake_status.add_routes(app, check_secret=_check_secret)
     return app

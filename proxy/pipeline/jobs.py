@@ -208,3 +208,97 @@ async def record_job(
         data={"print_in": print_in.id, "cups_job_id": job.job_id, "pages": pages.pages},
     )
     return print_out
+
+
+async def latest_print_out(session: AsyncSession, print_in_id: int) -> PrintOut | None:
+    """The newest print-out of a print-in (a reprint is newer than what it reprints)."""
+    return await session.scalar(
+        select(PrintOut)
+        .where(PrintOut.print_in_id == print_in_id)
+        .order_by(PrintOut.id.desc())
+        .limit(1)
+    )
+
+
+async def record_reprint(
+    session: AsyncSession,
+    printer: Printer,
+    print_in: PrintIn,
+    previous: PrintOut,
+    *,
+    spooled: SpooledFile,
+    currency: Currency,
+) -> PrintOut:
+    """A new print-out of ``print_in`` (CUPS restarted the ended job): same payers
+    and weights, the printer's current target and mode, charged again when it ends."""
+    print_in.spool_path = str(spooled.path)
+    print_in.spool_removed_at = None
+    mode = printer.printer_mode
+    held = mode in (PrinterMode.HOLD, PrinterMode.TICKET)
+    now = utcnow()
+    hold_until = (
+        now + timedelta(minutes=printer.hold_expiry_mins) if mode is PrinterMode.HOLD else None
+    )
+    status = PrintStatus.HELD if held else PrintStatus.PENDING
+    print_out = PrintOut(
+        print_in_id=print_in.id,
+        printer_id=printer.id,
+        mode=mode.value,
+        target=printer.target,
+        papercut=printer.papercut,
+        status=int(status),
+        status_reason=StatusReason(mode.value) if held else None,
+        delegate=previous.delegate,
+        delegate_user_id=previous.delegate_user_id,
+        title=previous.title,
+        pages=previous.pages,
+        copies=previous.copies,
+        currency=currency.code,
+        hold_until=hold_until,
+        next_action_at=hold_until if held else now,
+        reprint_of=previous.id,
+        ticket_cost=previous.ticket_cost if mode is PrinterMode.TICKET else None,
+        cost_detail=previous.cost_detail if mode is PrinterMode.TICKET else None,
+    )
+    session.add(print_out)
+    await session.flush()
+    if mode is PrinterMode.TICKET:
+        print_out.ticket_number = f"T-{print_out.id:06d}"
+    shares = (
+        await session.execute(
+            select(AccountTransaction.account_id, AccountTransaction.weight)
+            .where(AccountTransaction.print_out_id == previous.id)
+            .order_by(AccountTransaction.id)
+        )
+    ).all()
+    for account_id, weight in shares:
+        session.add(
+            AccountTransaction(
+                print_out_id=print_out.id,
+                account_id=account_id,
+                weight=weight,
+                amount=Decimal(0),
+                status=int(status),
+                idempotency_key=f"po:{print_out.id}:acct:{account_id}",
+            )
+        )
+    events.record(
+        session,
+        subject_type="print_out",
+        subject_id=print_out.id,
+        actor=previous.delegate,
+        to_status=status.label,
+        reason=StatusReason.REPRINT,
+        message=f"CUPS restarted job {print_in.cups_job_id}: reprint of print-out {previous.id}",
+        data={"print_in": print_in.id, "reprint_of": previous.id},
+    )
+    events.record(
+        session,
+        subject_type="print_out",
+        subject_id=previous.id,
+        actor=previous.delegate,
+        reason=StatusReason.REPRINTED,
+        message=f"printed again as print-out {print_out.id}",
+        data={"reprint": print_out.id},
+    )
+    return print_out

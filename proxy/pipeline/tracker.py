@@ -4,22 +4,32 @@ Each tick makes one ``Get-Jobs`` request per target for all of its jobs in
 flight (never one request per job), applies the state changes through the
 guarded transitions, and charges completed print-outs in the same database
 transaction as their completion.
+
+A target's job is ours only if its job-uuid or job-name marker says so
+(``JobState.is_job``): a printer that restarted counts its job ids from 1
+again, and its new job 1 is not our old job 1. A job the target no longer
+reports as ours is ``lost``: after ``[tracker] lost_after_secs`` the print-out
+ends ``aborted`` with reason ``lost-at-target``, nothing charged.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections import defaultdict
+from datetime import timedelta
+from typing import NamedTuple
 
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing.db import utcnow
 from billing.enums import PrintStatus, StatusReason
 from billing.models import PrintOut
 
 from .. import metrics
-from ..keys import SESSIONS, TARGETS
+from ..keys import CONFIG, SESSIONS, TARGETS
 from ..metrics_registry import TRACKER_TARGETS
 from ..targets.base import JobState
 from ..targets.errors import TargetError
@@ -36,35 +46,75 @@ def to_status(state: JobState) -> PrintStatus | None:
     return PrintStatus(state.state) if state.state in _IPP_STATES else None
 
 
-async def in_flight(session: AsyncSession) -> dict[str, dict[int, tuple[int, int]]]:
-    """{target uri: {target job id: (print-out id, status)}} for dispatched, unfinished jobs."""
+class Flight(NamedTuple):
+    """A dispatched print-out as the tracker follows it."""
+
+    print_out_id: int
+    status: int
+    dispatch_uuid: str | None
+    missing_since: dt.datetime | None
+    papercut: bool
+
+
+async def in_flight(session: AsyncSession) -> dict[str, dict[int, Flight]]:
+    """{target uri: {target job id: flight}} for dispatched, unfinished jobs."""
     rows = await session.execute(
-        select(PrintOut.target, PrintOut.target_job_id, PrintOut.id, PrintOut.status).where(
+        select(
+            PrintOut.target,
+            PrintOut.target_job_id,
+            PrintOut.id,
+            PrintOut.status,
+            PrintOut.dispatch_uuid,
+            PrintOut.target_missing_since,
+            PrintOut.papercut,
+        ).where(
             # PaperCut jobs too: a cancel in CUPS shows there first (see apply_states).
             PrintOut.status.in_([int(s) for s in (*IN_FLIGHT, PrintStatus.PENDING_EXTERNAL)]),
             PrintOut.dispatched_at.is_not(None),
             PrintOut.target_job_id.is_not(None),
         )
     )
-    jobs: dict[str, dict[int, tuple[int, int]]] = defaultdict(dict)
-    for target, job_id, print_out_id, current in rows:
+    jobs: dict[str, dict[int, Flight]] = defaultdict(dict)
+    for target, job_id, print_out_id, current, uuid, missing, papercut in rows:
         if job_id is not None:
-            jobs[target][job_id] = (print_out_id, current)
+            jobs[target][job_id] = Flight(print_out_id, current, uuid, missing, bool(papercut))
     return jobs
 
 
-def changes(jobs: dict[int, tuple[int, int]], states: dict[int, JobState]) -> dict[int, JobState]:
-    """{print-out id: reported state} for the jobs whose state differs from ours.
+def changes(jobs: dict[int, Flight], states: dict[int, JobState]) -> dict[int, JobState]:
+    """{print-out id: reported state} for our jobs whose state differs from ours.
 
-    Most ticks change nothing: then no write transaction is opened at all.
+    A job id the target reports for someone else's job is not ours (see
+    ``missing``). Most ticks change nothing: then no write transaction is
+    opened at all.
     """
     moved: dict[int, JobState] = {}
     for job_id, state in states.items():
         known = jobs.get(job_id)
         new = to_status(state)
-        if known is not None and new is not None and int(new) != known[1]:
-            moved[known[0]] = state
+        if known is None or not state.is_job(known.dispatch_uuid):
+            continue
+        if new is not None and int(new) != known.status:
+            moved[known.print_out_id] = state
     return moved
+
+
+def missing(jobs: dict[int, Flight], states: dict[int, JobState]) -> tuple[list[int], list[int]]:
+    """(print-outs the target does not report as ours, those it reports again).
+
+    PaperCut jobs are left out: PaperCut's print log decides how they end.
+    """
+    gone: list[int] = []
+    back: list[int] = []
+    for job_id, flight in jobs.items():
+        if flight.papercut:
+            continue
+        state = states.get(job_id)
+        if state is None or not state.is_job(flight.dispatch_uuid):
+            gone.append(flight.print_out_id)
+        elif flight.missing_since is not None:
+            back.append(flight.print_out_id)
+    return gone, back
 
 
 async def apply_states(app: web.Application, moved: dict[int, JobState]) -> int:
@@ -109,6 +159,43 @@ async def _apply_chunk(app: web.Application, moved: dict[int, JobState]) -> int:
     return changed
 
 
+async def note_missing(
+    app: web.Application, jobs: dict[int, Flight], states: dict[int, JobState]
+) -> int:
+    """Record since when jobs are missing at the target; end those lost long enough."""
+    gone, back = missing(jobs, states)
+    if not gone and not back:
+        return 0
+    now = utcnow()
+    lost_after = timedelta(seconds=app[CONFIG].tracker.lost_after_secs)
+    by_id = {f.print_out_id: f for f in jobs.values()}
+    lost = [i for i in gone if (m := by_id[i].missing_since) is not None and now - m >= lost_after]
+    first_seen = [i for i in gone if by_id[i].missing_since is None]
+    ended = 0
+    async with lifecycle.ending(app) as ends:
+        for ids, value in ((first_seen, now), (back, None)):
+            if ids:
+                await ends.session.execute(
+                    update(PrintOut)
+                    .where(PrintOut.id.in_(ids))
+                    .values(target_missing_since=value)
+                    .execution_options(synchronize_session=False)
+                )
+        if lost:
+            outs = (await ends.session.scalars(select(PrintOut).where(PrintOut.id.in_(lost)))).all()
+            for po in outs:
+                message = (
+                    f"{po.target} no longer knows job {po.target_job_id} "
+                    f"(not seen since {po.target_missing_since:%Y-%m-%d %H:%M:%S} UTC); "
+                    "it restarted or dropped the job: not printed, nothing charged"
+                )
+                change = lifecycle.Change(PrintStatus.ABORTED, StatusReason.LOST_AT_TARGET, message)
+                if await ends.apply(po, change, actor="tracker"):
+                    log.warning("print-out %s: %s", po.id, message)
+                    ended += 1
+    return ended
+
+
 async def track_tick(app: web.Application) -> int:
     async with app[SESSIONS]() as session:
         flights = await in_flight(session)
@@ -121,5 +208,6 @@ async def track_tick(app: web.Application) -> int:
             metrics.poll_failed(app, uri)
             continue
         changed += await apply_states(app, changes(jobs, states))
+        changed += await note_missing(app, jobs, states)
     metrics.tracker_ticked(app, TRACKER_TARGETS)
     return changed

@@ -74,19 +74,43 @@ class SubmittedJob:
     job_uri: str | None = None
 
 
+def job_marker(job_uuid: str) -> str:
+    """What dispatch appends to the job-name for printers that replace our job-uuid."""
+    return f" (pp-{job_uuid.replace('-', '')[:12]})"
+
+
 @dataclass(frozen=True, slots=True)
 class JobState:
-    """A job as the target reports it."""
+    """A job as the target reports it.
+
+    ``job_uuid`` and ``job_name`` (when the target reports them) tell whose
+    job this is: a printer that restarted reuses its job ids.
+    """
 
     state: IppJobState
     reasons: tuple[str, ...] = ()
     impressions_completed: int | None = None
     pages_completed: int | None = None
     message: str | None = None  # job-state-message / job-printer-state-message
+    job_uuid: str | None = None
+    job_name: str | None = None
 
     @property
     def is_final(self) -> bool:
         return self.state.is_final
+
+    def is_job(self, dispatch_uuid: str | None) -> bool:
+        """Is this the job a dispatch with ``dispatch_uuid`` created?
+
+        By its job-uuid, or by the marker in its name (for printers that make
+        their own job-uuid); never by the job id alone. Without our uuid, or
+        without either attribute from the target, nothing tells: True.
+        """
+        if dispatch_uuid is None or (self.job_uuid is None and self.job_name is None):
+            return True
+        if self.job_uuid == f"urn:uuid:{dispatch_uuid}":
+            return True
+        return self.job_name is not None and self.job_name.endswith(job_marker(dispatch_uuid))
 
 
 @runtime_checkable

@@ -55,7 +55,7 @@ import aiohttp
 from yarl import URL
 
 from . import ipp_codec as codec
-from .base import IppJobState, JobState, PrintRequest, SubmittedJob
+from .base import IppJobState, JobState, PrintRequest, SubmittedJob, job_marker
 from .errors import TargetRequestError, http_status_retryable, ipp_status_retryable
 from .ipp_codec import Attribute, GroupTag, Operation, StatusCode
 
@@ -70,6 +70,8 @@ REQUESTED_JOB_ATTRIBUTES = (
     "job-pages-completed",
     "job-state-message",
     "job-printer-state-message",
+    "job-uuid",  # whose job it is (the tracker never trusts a job id alone)
+    "job-name",
 )
 # Print-Job attributes that belong in the operation group, not the job group.
 _OPERATION_ATTRIBUTES = frozenset(
@@ -278,7 +280,7 @@ class IppTarget:
         """The job-name sent: for printers that replace our job-uuid, with a marker."""
         if req.job_uuid is None or self.keeps_job_uuid:
             return _ipp_name(req.job_name)
-        marker = f" (pp-{req.job_uuid.replace('-', '')[:12]})"
+        marker = job_marker(req.job_uuid)
         return _ipp_name(req.job_name, reserve=len(marker)) + marker
 
     async def poll(self, job_ids: Collection[int]) -> dict[int, JobState]:
@@ -511,6 +513,8 @@ def _job_states(response: codec.Message, wanted: Collection[int]) -> dict[int, J
             message=message.text
             if isinstance(message, codec.LangString)
             else (message if isinstance(message, str) and message else None),
+            job_uuid=_text_or_none(group.first("job-uuid")),
+            job_name=_text_or_none(group.first("job-name")),
         )
     return states
 
@@ -531,6 +535,12 @@ def _retry_after(header: str | None) -> float | None:
     if header is None or not header.strip().isdigit():
         return None
     return float(header.strip())
+
+
+def _text_or_none(value: codec.Value | None) -> str | None:
+    if isinstance(value, codec.LangString):
+        return value.text
+    return value if isinstance(value, str) else None
 
 
 def _int_or_none(value: codec.Value | None) -> int | None:
