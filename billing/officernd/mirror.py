@@ -165,7 +165,7 @@ async def _ensure_groups(
     return by_ext
 
 
-async def apply_mirror(
+async def apply_mirror(  # noqa: PLR0912 (one pass over users: create, update, leave; each branch one field)
     session: AsyncSession,
     desired: Sequence[DesiredUser],
     leaving: Collection[str],
