@@ -179,7 +179,7 @@ def gsdocs(docs: Path) -> Path:
 @pytest.fixture(params=[7, 4096, pages.CHUNK], ids=["chunk7", "chunk4k", "chunk1M"])
 def chunk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     """Run a test with tiny, small and normal read chunks (boundary handling)."""
-    monkeypatch.setattr(pages, "CHUNK", request.param)
+    monkeypatch.setattr(pages.limits, "CHUNK", request.param)
     yield request.param
 
 
@@ -342,7 +342,8 @@ def _dsc_lines_reference(
     """The former scan (find(b"%%") from one pair to the next): the new one must agree."""
     at = body.find(b"%%")
     while at >= 0:
-        match = pages._DSC.match(body, at) if at == 0 or body[at - 1] in b"\r\n" else None
+        at_line_start = at == 0 or body[at - 1] in b"\r\n"
+        match = pages.postscript._DSC.match(body, at) if at_line_start else None
         at = body.find(b"%%", at + 2)
         if match is None:
             continue
@@ -391,7 +392,7 @@ def test_dsc_scan_agrees_with_the_former_double_percent_search(
     body: bytes, depth: int, declared: int | None
 ) -> None:
     expected = _dsc_lines_reference(body, depth, 5, declared)
-    assert pages._dsc_lines(body, depth, 5, declared) == expected
+    assert pages.postscript._dsc_lines(body, depth, 5, declared) == expected
 
 
 def test_postscript_single_percent_signs_at_chunk_boundaries(tmp_path: Path, chunk: int) -> None:
@@ -514,7 +515,7 @@ def test_raster_with_invalid_header_is_estimated(tmp_path: Path) -> None:
 
 
 def test_raster_work_budget_extrapolates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pages, "MAX_OPS", 1_000)
+    monkeypatch.setattr(pages.limits, "MAX_OPS", 1_000)
     page = raster_header(width=20, height=30, bits_pixel=24, space=19, colors=3)
     page += packbits_page(20, 30, 3)  # 90 runs a page
     result = count_pages(write(tmp_path, "many.pwg", b"RaS2" + page * 40), None)

@@ -52,6 +52,20 @@ def clean_title(title: str) -> tuple[str, str | None]:
     return title, None
 
 
+def shadow(
+    print_out: PrintOut, account_id: int, weight: int, status: PrintStatus
+) -> AccountTransaction:
+    """The zero-amount share row a print-out starts with; charging fills the amount in."""
+    return AccountTransaction(
+        print_out_id=print_out.id,
+        account_id=account_id,
+        weight=weight,
+        amount=Decimal(0),
+        status=int(status),
+        idempotency_key=f"po:{print_out.id}:acct:{account_id}",
+    )
+
+
 async def _registered_delegation(
     session: AsyncSession, delegate: str, printer: Printer, print_in: PrintIn
 ) -> DelegationRequest | None:
@@ -187,16 +201,7 @@ async def record_job(
         print_out.ticket_cost = breakdown.total
         print_out.cost_detail = charging.breakdown_json(breakdown, currency)
     for share in shares:
-        session.add(
-            AccountTransaction(
-                print_out_id=print_out.id,
-                account_id=share.account_id,
-                weight=share.weight,
-                amount=Decimal(0),
-                status=int(status),
-                idempotency_key=f"po:{print_out.id}:acct:{share.account_id}",
-            )
-        )
+        session.add(shadow(print_out, share.account_id, share.weight, status))
     events.record(
         session,
         subject_type="print_out",
@@ -272,16 +277,7 @@ async def record_reprint(
         )
     ).all()
     for account_id, weight in shares:
-        session.add(
-            AccountTransaction(
-                print_out_id=print_out.id,
-                account_id=account_id,
-                weight=weight,
-                amount=Decimal(0),
-                status=int(status),
-                idempotency_key=f"po:{print_out.id}:acct:{account_id}",
-            )
-        )
+        session.add(shadow(print_out, account_id, weight, status))
     events.record(
         session,
         subject_type="print_out",

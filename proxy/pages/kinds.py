@@ -1,0 +1,38 @@
+"""MIME types the counters know and what a count says."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PDF = "application/pdf"
+POSTSCRIPT = "application/postscript"
+PWG_RASTER = "image/pwg-raster"
+CUPS_RASTER = "application/vnd.cups-raster"
+URF = "image/urf"
+PCL = "application/vnd.hp-pcl"
+PCLXL = "application/vnd.hp-pclxl"
+TEXT = "text/plain"
+UNKNOWN = "application/octet-stream"
+
+TEXT_LINES_PER_PAGE = 66
+"""Lines of plain text per page: 11 in x 6 lines per inch, the classic line-printer
+page (POSIX ``pr``'s default length; CUPS's text filter also prints 6 lpi). The
+real figure depends on the filter's margins and the media, hence ``estimated``."""
+TEXT_COLUMNS = 80
+"""Characters per line before a long line wraps (10 cpi over 8 in)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PageCount:
+    """Pages of one document (not multiplied by copies).
+
+    ``estimated`` is True when the count is a guess. ``color`` and ``duplex``
+    are None when the format does not say; for raster they come from the page
+    headers (colour = rendered in a colour space; duplex = any page asks for it).
+    """
+
+    pages: int
+    estimated: bool
+    detected_type: str
+    color: bool | None = None
+    duplex: bool | None = None
