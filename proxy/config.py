@@ -74,6 +74,20 @@ class TrackerConfig:
 
 
 @dataclass(frozen=True)
+class DispatchConfig:
+    # A conversion (Ghostscript, cups-filters, qpdf) that takes longer fails;
+    # the job is held ``conversion-failed``, not lost.
+    convert_timeout_secs: float = 600.0
+
+
+@dataclass(frozen=True)
+class ChargingConfig:
+    # Which page count is charged when the printer reports one
+    # (job-impressions-completed): "printer" (default) or "document" (ours).
+    trust: str = "printer"
+
+
+@dataclass(frozen=True)
 class PaperCutConfig:
     url: str = ""
     token: str = ""
@@ -147,6 +161,8 @@ class Config:
     cups: CupsConfig = field(default_factory=CupsConfig)
     currency: CurrencyConfig = field(default_factory=CurrencyConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    charging: ChargingConfig = field(default_factory=ChargingConfig)
     papercut: PaperCutConfig = field(default_factory=PaperCutConfig)
     officernd: OfficeRnDConfig = field(default_factory=OfficeRnDConfig)
     nfc: NfcConfig = field(default_factory=NfcConfig)
@@ -258,6 +274,10 @@ def build_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         raise ConfigError("limits: max_connections and the timeouts must be positive")
     if config.tracker.interval_secs <= 0:
         raise ConfigError("tracker.interval_secs: must be positive")
+    if config.dispatch.convert_timeout_secs <= 0:
+        raise ConfigError("dispatch.convert_timeout_secs: must be positive")
+    if config.charging.trust not in ("printer", "document"):
+        raise ConfigError('charging.trust: must be "printer" or "document"')
     if config.officernd.allowance_period not in {"daily", "weekly", "monthly"}:
         raise ConfigError("officernd.allowance_period: use daily, weekly or monthly")
     if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", config.officernd.fees_at):
