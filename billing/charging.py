@@ -32,7 +32,17 @@ def rules_of(printer: Printer) -> CostRules:
     )
 
 
-def job_spec(print_in: PrintIn, print_out: PrintOut) -> JobSpec:
+def job_spec(print_in: PrintIn, print_out: PrintOut, impressions: int | None = None) -> JobSpec:
+    """What was printed. ``impressions``: the printer's own count of all copies'
+    impressions, charged instead of ours when it is trusted (``[charging] trust``)."""
+    if impressions is not None:
+        return JobSpec(
+            pages=impressions,
+            copies=1,
+            color=print_in.color,
+            duplex=print_in.duplex,
+            media=print_in.media,
+        )
     return JobSpec(
         pages=print_out.pages,
         copies=print_out.copies,
@@ -43,10 +53,14 @@ def job_spec(print_in: PrintIn, print_out: PrintOut) -> JobSpec:
 
 
 def printer_cost(
-    printer: Printer, print_in: PrintIn, print_out: PrintOut, currency: Currency
+    printer: Printer,
+    print_in: PrintIn,
+    print_out: PrintOut,
+    currency: Currency,
+    impressions: int | None = None,
 ) -> CostBreakdown:
     """The cost of a print-out under its proxy printer's cost rules."""
-    return compute(rules_of(printer), job_spec(print_in, print_out), currency)
+    return compute(rules_of(printer), job_spec(print_in, print_out, impressions), currency)
 
 
 CostDetail = list[dict[str, object]]
@@ -58,12 +72,14 @@ async def cost_for(
     currency: Currency,
     *,
     logged: Decimal | None = None,
+    impressions: int | None = None,
 ) -> tuple[Decimal, CostDetail]:
     """The one cost of a completed print-out, with the detail stored beside it.
 
     A job ticket costs its ticket cost (fixed when it arrived); otherwise the
     cost the target logged (``logged``: PaperCut's ``usage_cost``), else the
-    proxy printer's cost rules.
+    proxy printer's cost rules over our count, or over the printer's
+    ``impressions`` when the caller trusts them.
     """
     if print_out.mode == PrinterMode.TICKET.value and print_out.ticket_cost is not None:
         return print_out.ticket_cost, _one_line("job ticket cost", print_out.ticket_cost, currency)
@@ -73,7 +89,7 @@ async def cost_for(
     print_in = await session.get(PrintIn, print_out.print_in_id)
     if printer is None or print_in is None:
         raise Conflict(f"print-out {print_out.id} has lost its printer or print-in")
-    breakdown = printer_cost(printer, print_in, print_out, currency)
+    breakdown = printer_cost(printer, print_in, print_out, currency, impressions)
     return breakdown.total, breakdown_json(breakdown, currency)
 
 
