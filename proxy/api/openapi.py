@@ -157,6 +157,11 @@ SCHEMAS: dict[str, JSON] = {
             "title": STRING,
             "pages": {"type": "integer", "minimum": 0},
             "copies": {"type": "integer", "minimum": 1},
+            "printer_impressions": {
+                "type": ["integer", "null"],
+                "description": "job-impressions-completed as the printer reported it, all "
+                "copies (null: not reported); charged when [charging] trust = printer.",
+            },
             "cost": nullable(ref("Amount")),
             "currency": STRING,
             "ticket_number": NULLABLE_STRING,

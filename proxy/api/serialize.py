@@ -80,6 +80,7 @@ def print_out(
         "title": po.title,
         "pages": po.pages,
         "copies": po.copies,
+        "printer_impressions": po.printer_impressions,
         "cost": money(po.cost, currency),
         "currency": po.currency,
         "ticket_number": po.ticket_number,
