@@ -48,7 +48,14 @@ class HttpConfig:
 class IntakeConfig:
     socket: str = "/run/proxyprint/intake.sock"
     tcp: str = ""
+    # The TCP intake's HMAC key (at least 32 bytes); see proxy.pipeline.intake_auth.
     secret: str = ""
+    # A signed request whose time is further than this from ours is refused.
+    max_skew_secs: float = 300.0
+    # TLS on the TCP intake (PEM files); with tls_client_ca, clients need a certificate.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
     # Direct jobs: the backend stays with the CUPS job until its print-out ends.
     follow: bool = True
 
@@ -180,6 +187,23 @@ class Config:
         return dataclasses.replace(self, **{section: dataclasses.replace(current, **values)})
 
 
+MIN_SECRET_BYTES = 32  # an HMAC-SHA256 key: as long as the digest
+
+
+def _check_intake(intake: IntakeConfig) -> None:
+    if intake.tcp and len(intake.secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"intake.secret: the TCP intake needs a secret of at least {MIN_SECRET_BYTES} bytes "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    if intake.max_skew_secs <= 0:
+        raise ConfigError("intake.max_skew_secs: must be positive")
+    if bool(intake.tls_cert) != bool(intake.tls_key):
+        raise ConfigError("intake.tls_cert and intake.tls_key: give both or neither")
+    if intake.tls_client_ca and not intake.tls_cert:
+        raise ConfigError("intake.tls_client_ca needs intake.tls_cert and intake.tls_key")
+
+
 def _sections() -> dict[str, type[Any]]:
     hints = get_type_hints(Config)
     return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
@@ -274,6 +298,7 @@ def build_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         raise ConfigError("limits: max_connections and the timeouts must be positive")
     if config.tracker.interval_secs <= 0:
         raise ConfigError("tracker.interval_secs: must be positive")
+    _check_intake(config.intake)
     if config.dispatch.convert_timeout_secs <= 0:
         raise ConfigError("dispatch.convert_timeout_secs: must be positive")
     if config.charging.trust not in ("printer", "document"):
