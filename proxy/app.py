@@ -16,7 +16,7 @@ from billing.db import is_sqlite, make_engine, make_read_sessionmaker, make_sess
 from billing.models import PrintIn
 
 from .api import setup_api
-from .config import Config, IntakeConfig
+from .config import Config
 from .exceptions import ConfigError
 from .keys import (
     CONFIG,
@@ -83,19 +83,19 @@ def _parse_hostport(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def tls_context(config: IntakeConfig) -> ssl.SSLContext | None:
-    """The TCP intake's TLS (None: plain TCP, HMAC-signed requests all the same)."""
-    if not config.tls_cert:
+def server_tls(cert: str, key: str, client_ca: str = "") -> ssl.SSLContext | None:
+    """A listener's TLS from PEM files (None without a certificate: plain TCP)."""
+    if not cert:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        context.load_cert_chain(config.tls_cert, config.tls_key)
-        if config.tls_client_ca:
-            context.load_verify_locations(config.tls_client_ca)
+        context.load_cert_chain(cert, key)
+        if client_ca:
+            context.load_verify_locations(client_ca)
             context.verify_mode = ssl.CERT_REQUIRED
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"intake TLS: cannot load {config.tls_cert}: {exc}") from exc
+        raise ConfigError(f"TLS: cannot load {cert} / {key}: {exc}") from exc
     return context
 
 
@@ -125,7 +125,14 @@ async def _intake(app: web.Application) -> AsyncIterator[None]:
         sites.append(web.UnixSite(runner, str(path)))
     if config.tcp:
         host, port = _parse_hostport(config.tcp)
-        sites.append(web.TCPSite(runner, host, port, ssl_context=tls_context(config)))
+        sites.append(
+            web.TCPSite(
+                runner,
+                host,
+                port,
+                ssl_context=server_tls(config.tls_cert, config.tls_key, config.tls_client_ca),
+            )
+        )
     for site in sites:
         await site.start()
     if config.socket:
@@ -143,7 +150,10 @@ async def serve_readers(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     host, port = parse_hostport(listen)
-    listener = ReaderListener(app[SESSIONS], app[WAKE], host, port)
+    nfc = app[CONFIG].nfc
+    listener = ReaderListener(
+        app[SESSIONS], app[WAKE], host, port, tls=server_tls(nfc.tls_cert, nfc.tls_key)
+    )
     await listener.start()
     app[READER_LISTENER] = listener
     try:

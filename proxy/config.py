@@ -131,6 +131,9 @@ class OfficeRnDConfig:
 @dataclass(frozen=True)
 class NfcConfig:
     tcp_listen: str = ""
+    # TLS on the reader listener (PEM files): the connection, tokens and taps encrypted.
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -299,6 +302,8 @@ def build_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     if config.tracker.interval_secs <= 0:
         raise ConfigError("tracker.interval_secs: must be positive")
     _check_intake(config.intake)
+    if bool(config.nfc.tls_cert) != bool(config.nfc.tls_key):
+        raise ConfigError("nfc.tls_cert and nfc.tls_key: give both or neither")
     if config.dispatch.convert_timeout_secs <= 0:
         raise ConfigError("dispatch.convert_timeout_secs: must be positive")
     if config.charging.trust not in ("printer", "document"):
