@@ -27,6 +27,7 @@ from .keys import (
     READER_LISTENER,
     SESSIONS,
     SPOOL,
+    TAP_AUTH,
     TARGETS,
     WAKE,
     IntakeResources,
@@ -35,6 +36,7 @@ from .listen import GuardedRunner
 from .metrics import instrument_intake, setup_metrics
 from .nfc_listener import ReaderListener, parse_hostport
 from .pipeline.intake import MAX_META, create_intake_app
+from .pipeline.intake_auth import IntakeAuth
 from .pipeline.leader import Instance
 from .pipeline.pool import TargetPool
 from .pipeline.wake import Waker
@@ -169,6 +171,7 @@ def create_app(config: Config, *, workers: bool = True, intake: bool = True) -> 
     app[SPOOL] = Spool(Path(config.spool.dir))
     app[WAKE] = Waker()
     app[INSTANCE] = Instance()
+    app[TAP_AUTH] = IntakeAuth("", config.intake.max_skew_secs)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_spool)
     app.cleanup_ctx.append(_targets)

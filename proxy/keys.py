@@ -72,6 +72,8 @@ WAKE = web.AppKey("wake", Waker)
 METRICS = web.AppKey("metrics", Metrics)
 INTAKE_RUNNER = web.AppKey("intake_runner", web.AppRunner)
 READER_LISTENER = web.AppKey("reader_listener", ReaderServer)
+# Nonces and failed attempts of signed HTTP taps (the reader key signs; see api/nfc.py).
+TAP_AUTH = web.AppKey("tap_auth", IntakeAuth)
 
 # The intake sub-app (proxy/pipeline/intake.py)
 INTAKE = web.AppKey("intake", IntakeResources)

@@ -76,8 +76,12 @@ class IntakeAuth:
         headers: Mapping[str, str],
         meta: str,
         now: float | None = None,
+        secret: str | None = None,
     ) -> None:
-        """Raise ``Unauthorized`` (401) or ``TooManyAttempts`` (429); return when valid."""
+        """Raise ``Unauthorized`` (401) or ``TooManyAttempts`` (429); return when valid.
+
+        ``secret``: the key for this request when it is not the intake's (a reader's).
+        """
         now = time.time() if now is None else now
         self._throttle(address, now)
         get = headers.get
@@ -85,24 +89,25 @@ class IntakeAuth:
         nonce = str(get(NONCE_HEADER, ""))
         given = str(get(SIGNATURE_HEADER, ""))
         signed = message(method, path_qs, timestamp, nonce, meta)
-        problem = self._problem(signed, timestamp=timestamp, nonce=nonce, given=given, now=now)
+        key = self.secret if secret is None else secret
+        problem = self._problem(signed, key, timestamp=timestamp, nonce=nonce, given=given, now=now)
         if problem is not None:
             self._failed(address, now)
             raise Unauthorized(f"intake request refused: {problem}")
         self._remember(nonce, now)
 
     def _problem(
-        self, signed: bytes, *, timestamp: str, nonce: str, given: str, now: float
+        self, signed: bytes, key: str, *, timestamp: str, nonce: str, given: str, now: float
     ) -> str | None:
-        if not self.secret:
-            return "this intake has no secret configured"
+        if not key:
+            return "no secret is configured for this"
         if not given:
             return f"no {SIGNATURE_HEADER} (a backend of this version signs every request)"
         if not timestamp.isdigit() or len(timestamp) > 12:
             return f"{TIME_HEADER} must be Unix seconds"
         if not _NONCE.match(nonce):
             return f"{NONCE_HEADER} must be 16-64 characters of [A-Za-z0-9_-]"
-        expected = sign(self.secret, signed)
+        expected = sign(key, signed)
         if not hmac.compare_digest(given.encode(), expected.encode()):
             return "bad signature (wrong secret, or the request was altered)"
         if abs(now - int(timestamp)) > self.max_skew:
