@@ -153,8 +153,15 @@ async def serve_readers(app: web.Application) -> AsyncIterator[None]:
         return
     host, port = parse_hostport(listen)
     nfc = app[CONFIG].nfc
+    limits = app[CONFIG].limits
     listener = ReaderListener(
-        app[SESSIONS], app[WAKE], host, port, tls=server_tls(nfc.tls_cert, nfc.tls_key)
+        app[SESSIONS],
+        app[WAKE],
+        host,
+        port,
+        auth_timeout=limits.head_timeout_secs,  # the same guard as the HTTP listeners
+        max_connections=limits.max_connections,
+        tls=server_tls(nfc.tls_cert, nfc.tls_key),
     )
     await listener.start()
     app[READER_LISTENER] = listener

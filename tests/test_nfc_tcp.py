@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import statistics
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
@@ -216,22 +215,19 @@ async def test_unauthenticated_connections_time_out_idle_readers_stay(
 # --- many readers -----------------------------------------------------------------
 
 
-async def http_tap_seconds(client: Client, world: World, count: int) -> float:
-    """Median wall time of ``count`` HTTP taps (carol's card: never releases anything)."""
-    times = []
+async def http_taps(client: Client, world: World, count: int) -> None:
+    """``count`` HTTP taps (carol's card: never releases anything), each answered."""
     for _ in range(count):
-        start = time.perf_counter()
         await tap(client, world, CAROL_LSB)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
-async def test_idle_readers_do_not_slow_http_taps(
+async def test_idle_readers_and_http_taps_are_served_together(
     client: Client, world: World, sessionmaker: Sessions
 ) -> None:
+    """Connected readers (idle, and one stuck mid-line) block no HTTP tap and are
+    still served afterwards. How fast: benchmarks/bench_nfc_listener.py."""
     listener = listener_of(client)
-    await http_tap_seconds(client, world, 5)  # warm up: connections, statement caches
-    idle = await http_tap_seconds(client, world, 20)
+    await http_taps(client, world, 5)
     token = world.readers["lobby"]
     async with contextlib.AsyncExitStack() as stack:
         lines = [
@@ -239,15 +235,11 @@ async def test_idle_readers_do_not_slow_http_taps(
             for _ in range(50)
         ]
         assert listener.open_connections == 50
-        # A reader still connecting and one stuck mid-line are there too.
         half = await stack.enter_async_context(connected(listener.port))
         await half.send("lobby pp_")
-        loaded = await http_tap_seconds(client, world, 20)
-        # The idle readers are all still served.
+        await http_taps(client, world, 40)
         answers = await asyncio.gather(*(line.ask("PING") for line in lines))
         assert answers == ["OK pong"] * 50
-    print(f"HTTP tap median: idle {idle * 1000:.1f} ms, 50 readers {loaded * 1000:.1f} ms")
-    assert loaded <= 2 * idle + 0.020, (idle, loaded)
     await wait_until(lambda: listener.open_connections == 0, "connections closed")
     async with sessionmaker() as s:
         taps = await s.scalars(select(Event.id).where(Event.reason == "tap"))
