@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import events, ledger, prorata
-from .cost import CostBreakdown, CostRules, JobSpec, compute
+from .cost import CostBreakdown, CostRules, JobSpec, MediaPrice, compute
 from .db import utcnow
 from .enums import LedgerKind, PrinterMode, PrintStatus
-from .exceptions import Conflict
+from .exceptions import Conflict, InvalidInput
 from .models import AccountTransaction, Printer, PrintIn, PrintOut
 from .money import Currency
 
@@ -32,13 +32,38 @@ def rules_of(printer: Printer) -> CostRules:
     )
 
 
+def color_priced(printer: Printer) -> bool:
+    """Does a colour page cost other than a mono one on this printer (any media)?
+
+    Only then is it worth measuring colour per page at the intake.
+    """
+    try:
+        rules = rules_of(printer)
+    except InvalidInput:  # the cost rules will say so when the job is charged
+        return True
+    prices = [MediaPrice(rules.mono, rules.color), *rules.media.values()]
+    return any(price.mono != price.color for price in prices)
+
+
 def job_spec(print_in: PrintIn, print_out: PrintOut) -> JobSpec:
+    """What a print-out printed, for the cost rules.
+
+    Copies: the print-out's copies times the copies the document sets itself
+    (PostScript ``NumCopies``: the printer prints each copy the document asks
+    for, so each is charged). Colour pages: as measured at the intake (None:
+    not measured, every page of a colour job is colour), at most the pages
+    printed.
+    """
+    color_pages = print_in.color_pages
+    if color_pages is not None:
+        color_pages = min(color_pages, print_out.pages)
     return JobSpec(
         pages=print_out.pages,
-        copies=print_out.copies,
+        copies=print_out.copies * max(1, print_in.document_copies or 1),
         color=print_in.color,
         duplex=print_in.duplex,
         media=print_in.media,
+        color_pages=color_pages,
     )
 
 

@@ -24,6 +24,15 @@ A leading PJL job header (``ESC%-12345X@PJL …``) is skipped.
 - Images (JPEG, PNG, GIF, TIFF) and anything else: 1 page, estimated; an
   empty file: 0 pages.
 
+``PageCount.method`` says which of these counted (``kinds.METHODS``).
+
+:func:`refine` (blocking too) then asks Ghostscript (``ghostscript``) where the
+cheap count cannot know: every PostScript document (pages as rendered, DSC or
+not, and the copies a document sets itself with ``NumCopies``/``#copies``:
+Windows drivers write DSC comments *and* ``setpagedevice`` copies), and PDF
+and JPEG when colour is priced apart (colour pages). Bounded in time; when
+Ghostscript fails, the cheap count stays, with ``note`` saying why.
+
 Only :class:`OSError` (the file cannot be opened or read) escapes; a broken,
 truncated or encrypted document gives an estimate instead.
 
@@ -34,19 +43,28 @@ the tunables the counters read at run time.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from . import limits
+from . import ghostscript, limits
 from .detect import detect_type
 from .kinds import (
     CUPS_RASTER,
+    DSC,
+    EMPTY,
+    ESTIMATE,
+    GHOSTSCRIPT,
+    METHODS,
     PCL,
     PCLXL,
+    PCLXL_OPERATORS,
     PDF,
+    PDF_PAGE_TREE,
     POSTSCRIPT,
     PWG_RASTER,
+    RASTER_HEADERS,
     TEXT,
     TEXT_COLUMNS,
     TEXT_LINES_PER_PAGE,
@@ -70,16 +88,69 @@ def count_pages(path: Path, content_type: str | None) -> PageCount:
         size = os.fstat(f.fileno()).st_size
         head = f.read(limits.SNIFF_BYTES)
         if not head:
-            return PageCount(0, False, UNKNOWN)
+            return PageCount(0, False, UNKNOWN, method=EMPTY)
         kind, offset = detect_type(head, content_type)
         f.seek(0)
         if kind == PDF:
-            return count_pdf(path, f)
-        counter = _COUNTERS.get(kind)
-        if counter is None:
-            return PageCount(1, True, kind)
-        return counter(Reader(f, size), head, offset)
+            count = count_pdf(path, f)
+        elif (counter := _COUNTERS.get(kind)) is not None:
+            count = counter(Reader(f, size), head, offset)
+        else:
+            count = PageCount(1, True, kind)
+    method = ESTIMATE if count.estimated else _EXACT_METHODS.get(count.detected_type, ESTIMATE)
+    return dataclasses.replace(count, method=method)
 
+
+def needs_ghostscript(count: PageCount, *, color_matters: bool) -> bool:
+    """Does :func:`refine` have something to find out about this document?"""
+    if count.detected_type == POSTSCRIPT:
+        return True
+    return color_matters and count.pages > 0 and count.detected_type in ghostscript.FORMATS
+
+
+def refine(
+    path: Path,
+    count: PageCount,
+    *,
+    color_matters: bool,
+    timeout: float = ghostscript.DEFAULT_TIMEOUT,
+) -> PageCount:
+    """``count`` completed by Ghostscript where :func:`needs_ghostscript` says so.
+
+    PostScript: Ghostscript's pages (method ``ghostscript``), colour pages and
+    document copies. PDF: the page tree's count stays (a repaired PDF takes
+    Ghostscript's), colour pages are added. JPEG: colour pages are added (one
+    page, still estimated: CUPS's image filter may tile a large image). When
+    Ghostscript fails or times out, ``count`` stays, with ``note`` saying why.
+    """
+    if not needs_ghostscript(count, color_matters=color_matters):
+        return count
+    found = ghostscript.analyse(path, count.detected_type, timeout=timeout)
+    if isinstance(found, ghostscript.Failed):
+        return dataclasses.replace(count, note=f"{found.reason}; the count is kept as it was")
+    pages, estimated, method = count.pages, count.estimated, count.method
+    if count.detected_type == POSTSCRIPT or (count.detected_type == PDF and count.estimated):
+        pages, estimated, method = found.pages, False, GHOSTSCRIPT
+    color_pages = min(found.color_pages, pages)
+    return dataclasses.replace(
+        count,
+        pages=pages,
+        estimated=estimated,
+        method=method,
+        color=color_pages > 0,
+        color_pages=color_pages,
+        document_copies=found.document_copies,
+    )
+
+
+_EXACT_METHODS = {
+    PDF: PDF_PAGE_TREE,
+    POSTSCRIPT: DSC,
+    PWG_RASTER: RASTER_HEADERS,
+    CUPS_RASTER: RASTER_HEADERS,
+    URF: RASTER_HEADERS,
+    PCLXL: PCLXL_OPERATORS,
+}
 
 _COUNTERS: dict[str, Callable[[Reader, bytes, int], PageCount]] = {
     POSTSCRIPT: count_postscript,
@@ -94,12 +165,20 @@ _COUNTERS: dict[str, Callable[[Reader, bytes, int], PageCount]] = {
 __all__ = [
     "CHUNK",
     "CUPS_RASTER",
+    "DSC",
+    "EMPTY",
+    "ESTIMATE",
+    "GHOSTSCRIPT",
     "MAX_OPS",
+    "METHODS",
     "PCL",
     "PCLXL",
+    "PCLXL_OPERATORS",
     "PDF",
+    "PDF_PAGE_TREE",
     "POSTSCRIPT",
     "PWG_RASTER",
+    "RASTER_HEADERS",
     "SNIFF_BYTES",
     "TEXT",
     "TEXT_COLUMNS",
@@ -109,4 +188,7 @@ __all__ = [
     "PageCount",
     "count_pages",
     "detect_type",
+    "ghostscript",
+    "needs_ghostscript",
+    "refine",
 ]

@@ -29,6 +29,11 @@ class PageCount:
     ``estimated`` is True when the count is a guess. ``color`` and ``duplex``
     are None when the format does not say; for raster they come from the page
     headers (colour = rendered in a colour space; duplex = any page asks for it).
+    ``method`` says how the pages were counted (one of ``METHODS``).
+    ``color_pages`` is how many pages carry colour (None: not measured);
+    ``document_copies`` the copies the document itself asks for (PostScript
+    ``NumCopies``/``#copies``, as Ghostscript found them). ``note`` says why a
+    better count was not had (Ghostscript failed or timed out), else None.
     """
 
     pages: int
@@ -36,3 +41,18 @@ class PageCount:
     detected_type: str
     color: bool | None = None
     duplex: bool | None = None
+    method: str = "estimate"
+    color_pages: int | None = None
+    document_copies: int = 1
+    note: str | None = None
+
+
+PDF_PAGE_TREE = "pdf-page-tree"
+DSC = "dsc"
+GHOSTSCRIPT = "ghostscript"
+RASTER_HEADERS = "raster-headers"
+PCLXL_OPERATORS = "pclxl-operators"
+ESTIMATE = "estimate"
+EMPTY = "empty"
+METHODS = (PDF_PAGE_TREE, DSC, GHOSTSCRIPT, RASTER_HEADERS, PCLXL_OPERATORS, ESTIMATE, EMPTY)
+"""Values of ``PageCount.method`` (and ``print_ins.count_method``)."""

@@ -131,7 +131,10 @@ async def record_job(
         size=spooled.size,
         pages=pages.pages,
         pages_estimated=pages.estimated,
-        color=bool(pages.color),
+        count_method=pages.method,
+        color_pages=pages.color_pages,
+        document_copies=pages.document_copies,
+        color=bool(pages.color) and not mono_requested(options),
         duplex=bool(pages.duplex) or options.get("sides", "").startswith("two-sided"),
         media=options.get("media") or options.get("pagesize"),  # option names are lower-cased
     )
@@ -210,9 +213,40 @@ async def record_job(
         to_status=status.label,
         reason=print_out.status_reason,
         message=problem,
-        data={"print_in": print_in.id, "cups_job_id": job.job_id, "pages": pages.pages},
+        data={
+            "print_in": print_in.id,
+            "cups_job_id": job.job_id,
+            "pages": pages.pages,
+            "count_method": pages.method,
+            "color_pages": pages.color_pages,
+            "document_copies": pages.document_copies,
+        },
     )
+    if pages.note is not None:  # Ghostscript could not do better: say so
+        events.record(
+            session,
+            subject_type="print_out",
+            subject_id=print_out.id,
+            actor="intake",
+            reason="pages-estimated" if pages.estimated else "pages-not-analysed",
+            message=pages.note[:1000],
+            data={"pages": pages.pages, "count_method": pages.method},
+        )
     return print_out
+
+
+MONO_OPTIONS = {
+    "print-color-mode": {"monochrome", "process-monochrome", "bi-level", "process-bi-level"},
+    "colormodel": {"gray", "grey", "black", "kgray"},
+}
+
+
+def mono_requested(options: dict[str, str]) -> bool:
+    """Did the job ask to print in grey (``-o print-color-mode=monochrome``, ``ColorModel=Gray``)?
+
+    Then no page is charged as colour, whatever the document holds.
+    """
+    return any(options.get(key, "").lower() in values for key, values in MONO_OPTIONS.items())
 
 
 async def latest_print_out(session: AsyncSession, print_in_id: int) -> PrintOut | None:
