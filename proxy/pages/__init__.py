@@ -88,17 +88,15 @@ def count_pages(path: Path, content_type: str | None) -> PageCount:
         size = os.fstat(f.fileno()).st_size
         head = f.read(limits.SNIFF_BYTES)
         if not head:
-            return PageCount(0, False, UNKNOWN, method=EMPTY)
+            return PageCount(0, False, UNKNOWN)
         kind, offset = detect_type(head, content_type)
         f.seek(0)
         if kind == PDF:
-            count = count_pdf(path, f)
-        elif (counter := _COUNTERS.get(kind)) is not None:
-            count = counter(Reader(f, size), head, offset)
-        else:
-            count = PageCount(1, True, kind)
-    method = ESTIMATE if count.estimated else _EXACT_METHODS.get(count.detected_type, ESTIMATE)
-    return dataclasses.replace(count, method=method)
+            return count_pdf(path, f)
+        counter = _COUNTERS.get(kind)
+        if counter is None:
+            return PageCount(1, True, kind)
+        return counter(Reader(f, size), head, offset)
 
 
 def needs_ghostscript(count: PageCount, *, color_matters: bool) -> bool:
@@ -128,29 +126,20 @@ def refine(
     found = ghostscript.analyse(path, count.detected_type, timeout=timeout)
     if isinstance(found, ghostscript.Failed):
         return dataclasses.replace(count, note=f"{found.reason}; the count is kept as it was")
-    pages, estimated, method = count.pages, count.estimated, count.method
+    pages, estimated, counted_by = count.pages, count.estimated, count.counted_by
     if count.detected_type == POSTSCRIPT or (count.detected_type == PDF and count.estimated):
-        pages, estimated, method = found.pages, False, GHOSTSCRIPT
+        pages, estimated, counted_by = found.pages, False, GHOSTSCRIPT
     color_pages = min(found.color_pages, pages)
     return dataclasses.replace(
         count,
         pages=pages,
         estimated=estimated,
-        method=method,
+        counted_by=counted_by,
         color=color_pages > 0,
         color_pages=color_pages,
         document_copies=found.document_copies,
     )
 
-
-_EXACT_METHODS = {
-    PDF: PDF_PAGE_TREE,
-    POSTSCRIPT: DSC,
-    PWG_RASTER: RASTER_HEADERS,
-    CUPS_RASTER: RASTER_HEADERS,
-    URF: RASTER_HEADERS,
-    PCLXL: PCLXL_OPERATORS,
-}
 
 _COUNTERS: dict[str, Callable[[Reader, bytes, int], PageCount]] = {
     POSTSCRIPT: count_postscript,
