@@ -35,14 +35,17 @@ def rules_of(printer: Printer) -> CostRules:
 def color_priced(printer: Printer) -> bool:
     """Does a colour page cost other than a mono one on this printer (any media)?
 
-    Only then is it worth measuring colour per page at the intake.
+    Only then is colour measured per page at the intake (so only then can a
+    PDF, PostScript or JPEG page be charged as colour). A colour price of 0
+    beside a mono price above 0 is a colour price never set (``printer add``
+    defaults it to 0), not free colour: such a price does not count.
     """
     try:
         rules = rules_of(printer)
     except InvalidInput:  # the cost rules will say so when the job is charged
         return True
     prices = [MediaPrice(rules.mono, rules.color), *rules.media.values()]
-    return any(price.mono != price.color for price in prices)
+    return any(p.mono != p.color and not (p.color == 0 < p.mono) for p in prices)
 
 
 def job_spec(print_in: PrintIn, print_out: PrintOut) -> JobSpec:

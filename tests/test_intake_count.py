@@ -92,6 +92,7 @@ async def service(
         printer.cost_color = Decimal("0.50")
         same = await f.printer(s, "pp-mono")  # colour costs what mono does: not measured
         same.cost_color = Decimal("0.10")
+        await f.printer(s, "pp-unset")  # mono 0.10, colour 0: a colour price never set
         admin = await f.token(s, "admin")
     socket = short_tmp / "i.sock"
     config = build_config(
@@ -186,6 +187,7 @@ async def test_colour_pdf_is_charged_per_colour_page(
     colour = await post_job(socket, "pp-colour", document)
     mono = await post_job(socket, "pp-colour", document, "print-color-mode=monochrome")
     on_mono_printer = await post_job(socket, "pp-mono", document)
+    unset = await post_job(socket, "pp-unset", document)
 
     pin = await print_in_of(sessionmaker, colour["print_in"])
     assert (pin.pages, pin.color_pages, pin.color, pin.count_method) == (
@@ -205,6 +207,8 @@ async def test_colour_pdf_is_charged_per_colour_page(
     # Colour costs what mono does: not measured either.
     plain = await print_in_of(sessionmaker, on_mono_printer["print_in"])
     assert (plain.color_pages, plain.count_method) == (None, "pdf-page-tree")
+    # A colour price of 0 is one never set: not measured, charged mono (not free colour).
+    assert lines(await complete(client, unset["print_out"])) == {"mono pages": (3, Decimal("0.30"))}
 
     shown = await api_print_out(client, admin, po.id)
     assert (shown["pages"], shown["color_pages"], shown["pages_estimated"]) == (3, 1, False)

@@ -205,7 +205,7 @@ def test_refine_pdf_only_when_colour_matters(tmp_path: Path) -> None:
     path = pdf(tmp_path / "two.pdf", [b"0 g 10 10 50 50 re f", b"0 0 1 rg 10 10 50 50 re f"])
     cheap = pages.count_pages(path, None)
     assert (cheap.pages, cheap.estimated, cheap.method) == (2, False, PDF_PAGE_TREE)
-    assert not pages.needs_ghostscript(cheap, color_matters=False)
+    assert not pages.needs_ghostscript(path, cheap, color_matters=False)
     assert pages.refine(path, cheap, color_matters=False) == cheap
     refined = pages.refine(path, cheap, color_matters=True)
     assert (refined.pages, refined.method, refined.color_pages, refined.color) == (
@@ -214,6 +214,21 @@ def test_refine_pdf_only_when_colour_matters(tmp_path: Path) -> None:
         1,
         True,
     )
+
+
+def test_refine_dsc_postscript_only_for_copies_or_colour(tmp_path: Path) -> None:
+    """With DSC and nothing to learn (no copies word, colour priced as mono), gs is not run."""
+    plain = postscript(tmp_path / "dsc.ps", [MARK, RED], dsc=True)
+    cheap = pages.count_pages(plain, None)
+    assert (cheap.pages, cheap.method) == (2, DSC)
+    assert pages.refine(plain, cheap, color_matters=False) == cheap
+    coloured = pages.refine(plain, cheap, color_matters=True)
+    assert (coloured.pages, coloured.method, coloured.color_pages) == (2, GHOSTSCRIPT, 1)
+    # A copies word past the first chunk is found.
+    padded = tmp_path / "padded.ps"
+    padded.write_bytes(plain.read_bytes() + b"%" + b"x" * 100 + b"\n%% NumCopies\n")
+    assert ghostscript.mentions_copies(padded, chunk=64)
+    assert not ghostscript.mentions_copies(plain, chunk=64)
 
 
 def test_refine_leaves_other_formats_alone(tmp_path: Path) -> None:

@@ -27,10 +27,10 @@ A leading PJL job header (``ESC%-12345X@PJL …``) is skipped.
 ``PageCount.method`` says which of these counted (``kinds.METHODS``).
 
 :func:`refine` (blocking too) then asks Ghostscript (``ghostscript``) where the
-cheap count cannot know: every PostScript document (pages as rendered, DSC or
-not, and the copies a document sets itself with ``NumCopies``/``#copies``:
-Windows drivers write DSC comments *and* ``setpagedevice`` copies), and PDF
-and JPEG when colour is priced apart (colour pages). Bounded in time; when
+cheap count cannot know: PostScript without DSC comments (pages as rendered),
+PostScript that sets its own copies (``NumCopies``/``#copies``: Windows drivers
+write DSC comments *and* ``setpagedevice`` copies), and PDF, PostScript and
+JPEG when colour is priced apart (colour pages). Bounded in time; when
 Ghostscript fails, the cheap count stays, with ``note`` saying why.
 
 Only :class:`OSError` (the file cannot be opened or read) escapes; a broken,
@@ -99,11 +99,20 @@ def count_pages(path: Path, content_type: str | None) -> PageCount:
         return counter(Reader(f, size), head, offset)
 
 
-def needs_ghostscript(count: PageCount, *, color_matters: bool) -> bool:
-    """Does :func:`refine` have something to find out about this document?"""
-    if count.detected_type == POSTSCRIPT:
+def needs_ghostscript(path: Path, count: PageCount, *, color_matters: bool) -> bool:
+    """Does :func:`refine` have something to find out about this document?
+
+    PostScript: when its pages are estimated (no DSC), when colour matters, or
+    when it spells ``NumCopies``/``#copies`` (a streamed scan). PDF and JPEG:
+    when colour matters.
+    """
+    if count.pages == 0 or count.detected_type not in ghostscript.FORMATS:
+        return False
+    if color_matters:
         return True
-    return color_matters and count.pages > 0 and count.detected_type in ghostscript.FORMATS
+    return count.detected_type == POSTSCRIPT and (
+        count.estimated or ghostscript.mentions_copies(path)
+    )
 
 
 def refine(
@@ -121,7 +130,7 @@ def refine(
     page, still estimated: CUPS's image filter may tile a large image). When
     Ghostscript fails or times out, ``count`` stays, with ``note`` saying why.
     """
-    if not needs_ghostscript(count, color_matters=color_matters):
+    if not needs_ghostscript(path, count, color_matters=color_matters):
         return count
     found = ghostscript.analyse(path, count.detected_type, timeout=timeout)
     if isinstance(found, ghostscript.Failed):
