@@ -160,6 +160,19 @@ async def test_fifty_pages_without_dsc_are_charged_fifty(
     assert shown["count_method"] == "ghostscript" and shown["color_pages"] == 0
 
 
+async def test_colour_postscript_on_a_printer_without_colour_price_is_mono(
+    service: tuple[Client, Path, str], sessionmaker: Sessions
+) -> None:
+    """Counted by gs (no DSC): its colour page is shown, not charged at a price never set."""
+    client, socket, _admin = service
+    document = b"%!\n1 0 0 setrgbcolor 9 9 99 99 rectfill showpage\n" + no_dsc_postscript(1)[3:]
+    answer = await post_job(socket, "pp-unset", document)
+    pin = await print_in_of(sessionmaker, answer["print_in"])
+    assert (pin.pages, pin.color_pages, pin.color, pin.count_method) == (2, 1, False, "ghostscript")
+    po = await complete(client, answer["print_out"])
+    assert lines(po) == {"mono pages": (2, Decimal("0.20"))}
+
+
 async def test_numcopies_forty_is_charged_forty_copies(
     service: tuple[Client, Path, str], sessionmaker: Sessions
 ) -> None:

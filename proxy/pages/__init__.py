@@ -144,7 +144,9 @@ def refine(
         pages=pages,
         estimated=estimated,
         counted_by=counted_by,
-        color=color_pages > 0,
+        # The colour mode charged: only where colour is priced apart (measured
+        # anyway for PostScript, then shown, not charged).
+        color=color_pages > 0 if color_matters else count.color,
         color_pages=color_pages,
         document_copies=found.document_copies,
     )
