@@ -240,3 +240,33 @@ def test_refine_leaves_other_formats_alone(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
     assert pages.count_pages(empty, None).method == pages.EMPTY
+
+
+# ---------------------------------------------------------------- PJL copies
+
+UEL = b"\x1b%-12345X"
+
+
+def test_pjl_copies_are_the_documents_copies(tmp_path: Path) -> None:
+    pcl = tmp_path / "a.pcl"
+    pcl.write_bytes(
+        UEL + b"@PJL JOB\r\n@PJL SET QTY=3\r\n@PJL SET COPIES = 3\r\n@PJL ENTER LANGUAGE=PCL\r\n"
+        b"\x1bEhello\x0c\x1bE" + UEL + b"@PJL EOJ\r\n" + UEL
+    )
+    counted = pages.count_pages(pcl, None)
+    assert (counted.detected_type, counted.document_copies) == (pages.PCL, 3)  # not 9
+    # A PostScript job: PJL's copies and the document's own, the larger one.
+    ps = tmp_path / "pjl.ps"
+    body = black_pages(tmp_path / "inner.ps", 2, header="%!\n<< /NumCopies 4 >> setpagedevice\n")
+    ps.write_bytes(
+        UEL + b"@PJL SET COPIES=2\n@PJL ENTER LANGUAGE=POSTSCRIPT\n" + body.read_bytes() + UEL
+    )
+    cheap = pages.count_pages(ps, None)
+    assert (cheap.detected_type, cheap.document_copies, cheap.estimated) == (POSTSCRIPT, 2, True)
+    refined = pages.refine(ps, cheap, color_matters=False)
+    assert (refined.pages, refined.document_copies, refined.method) == (2, 4, GHOSTSCRIPT)
+    # Without PJL, or with a figure no one means: 1.
+    assert pages.count_pages(black_pages(tmp_path / "b.ps", 1), None).document_copies == 1
+    huge = tmp_path / "huge.pcl"
+    huge.write_bytes(UEL + b"@PJL SET COPIES=999999\n@PJL ENTER LANGUAGE=PCL\n\x1bEx\x0c")
+    assert pages.count_pages(huge, None).document_copies == 1

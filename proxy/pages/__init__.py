@@ -7,7 +7,8 @@ a 1 GiB PostScript or raster file is counted with flat memory.
 
 The format is detected from the file's first bytes; CUPS's CONTENT_TYPE is
 only a hint (it is often ``application/octet-stream``, and can be wrong).
-A leading PJL job header (``ESC%-12345X@PJL …``) is skipped.
+A leading PJL job header (``ESC%-12345X@PJL …``) is skipped; the copies it
+sets (``@PJL SET COPIES=N``/``QTY=N``) are the document's copies.
 
 - PDF: pikepdf ``len(pdf.pages)``, which walks the page tree (a false
   ``/Count`` is ignored). Exact, unless qpdf had to repair the file or could
@@ -49,7 +50,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import ghostscript, limits
-from .detect import detect_type
+from .detect import UEL, detect_type
 from .kinds import (
     CUPS_RASTER,
     DSC,
@@ -76,6 +77,7 @@ from .limits import CHUNK, MAX_OPS, SNIFF_BYTES
 from .pcl5 import count_pcl
 from .pclxl import count_pclxl
 from .pdf import count_pdf
+from .pjl import pjl_copies
 from .postscript import count_postscript
 from .raster import count_cups_raster, count_urf
 from .reader import Reader
@@ -92,11 +94,13 @@ def count_pages(path: Path, content_type: str | None) -> PageCount:
         kind, offset = detect_type(head, content_type)
         f.seek(0)
         if kind == PDF:
-            return count_pdf(path, f)
-        counter = _COUNTERS.get(kind)
-        if counter is None:
-            return PageCount(1, True, kind)
-        return counter(Reader(f, size), head, offset)
+            count = count_pdf(path, f)
+        elif (counter := _COUNTERS.get(kind)) is not None:
+            count = counter(Reader(f, size), head, offset)
+        else:
+            count = PageCount(1, True, kind)
+    copies = pjl_copies(head) if head.startswith((UEL, b"@PJL")) else 1
+    return count if copies == 1 else dataclasses.replace(count, document_copies=copies)
 
 
 def needs_ghostscript(path: Path, count: PageCount, *, color_matters: bool) -> bool:
@@ -129,6 +133,8 @@ def refine(
     Ghostscript's), colour pages are added. JPEG: colour pages are added (one
     page, still estimated: CUPS's image filter may tile a large image). When
     Ghostscript fails or times out, ``count`` stays, with ``note`` saying why.
+    Copies set both in a PJL header and in the PostScript: the larger figure
+    (drivers write one request in both places).
     """
     if not needs_ghostscript(path, count, color_matters=color_matters):
         return count
@@ -148,7 +154,7 @@ def refine(
         # anyway for PostScript, then shown, not charged).
         color=color_pages > 0 if color_matters else count.color,
         color_pages=color_pages,
-        document_copies=found.document_copies,
+        document_copies=max(count.document_copies, found.document_copies),
     )
 
 
