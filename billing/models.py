@@ -206,6 +206,8 @@ class PrintOut(Base):
     title: Mapped[str] = mapped_column(String(1023))
     pages: Mapped[int] = mapped_column(Integer)
     copies: Mapped[int] = mapped_column(Integer)
+    # job-impressions-completed as the printer reported it (None: not reported)
+    printer_impressions: Mapped[int | None] = mapped_column(Integer)
     cost: Mapped[Decimal | None] = mapped_column(Money)
     cost_detail: Mapped[list[Any] | None] = mapped_column(JSON)
     currency: Mapped[str] = mapped_column(String(3))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from billing.db import is_sqlite, make_engine, make_read_sessionmaker, make_sess
 from billing.models import PrintIn
 
 from .api import setup_api
-from .config import Config
+from .config import Config, IntakeConfig
+from .exceptions import ConfigError
 from .keys import (
     CONFIG,
     ENGINE,
@@ -81,6 +83,22 @@ def _parse_hostport(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def tls_context(config: IntakeConfig) -> ssl.SSLContext | None:
+    """The TCP intake's TLS (None: plain TCP, HMAC-signed requests all the same)."""
+    if not config.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+        if config.tls_client_ca:
+            context.load_verify_locations(config.tls_client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"intake TLS: cannot load {config.tls_cert}: {exc}") from exc
+    return context
+
+
 async def _intake(app: web.Application) -> AsyncIterator[None]:
     """Serve the intake on its Unix socket (and TCP with a secret, if configured)."""
     config = app[CONFIG].intake
@@ -107,7 +125,7 @@ async def _intake(app: web.Application) -> AsyncIterator[None]:
         sites.append(web.UnixSite(runner, str(path)))
     if config.tcp:
         host, port = _parse_hostport(config.tcp)
-        sites.append(web.TCPSite(runner, host, port))
+        sites.append(web.TCPSite(runner, host, port, ssl_context=tls_context(config)))
     for site in sites:
         await site.start()
     if config.socket:

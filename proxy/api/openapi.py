@@ -186,6 +186,11 @@ SCHEMAS: dict[str, JSON] = {
                 "description": "Copies the document itself asks for (PostScript NumCopies); "
                 "charged on top of copies.",
             },
+            "printer_impressions": {
+                "type": ["integer", "null"],
+                "description": "job-impressions-completed as the printer reported it, all "
+                "copies (null: not reported); charged when [charging] trust = printer.",
+            },
             "cost": nullable(ref("Amount")),
             "currency": STRING,
             "ticket_number": NULLABLE_STRING,

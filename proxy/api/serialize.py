@@ -92,6 +92,7 @@ def print_out(
         "color_pages": color_pages,
         "copies": po.copies,
         "document_copies": document_copies,
+        "printer_impressions": po.printer_impressions,
         "cost": money(po.cost, currency),
         "currency": po.currency,
         "ticket_number": po.ticket_number,

@@ -19,6 +19,7 @@ from billing.money import Currency, parse_amount
 from ..pages import PageCount
 from ..spool import SpooledFile
 from .delegation import DelegationError, DelegationRequest, delegation_from_json, parse_delegation
+from .options import job_options
 from .resolve import Share, resolve
 
 REASON_DELEGATION_INVALID = StatusReason.DELEGATION_INVALID  # tests import this name
@@ -114,6 +115,7 @@ async def record_job(
     and a message; nothing is lost and nothing prints or is charged.
     """
     title, title_problem = clean_title(job.title)
+    asked = job_options(options, job.copies)
     delegate_user = await session.scalar(select(User).where(User.name == job.user))
     print_in = PrintIn(
         job_uuid=job.job_uuid,
@@ -134,9 +136,9 @@ async def record_job(
         count_method=pages.method,
         color_pages=pages.color_pages,
         document_copies=pages.document_copies,
-        color=bool(pages.color) and not mono_requested(options),
-        duplex=bool(pages.duplex) or options.get("sides", "").startswith("two-sided"),
-        media=options.get("media") or options.get("pagesize"),  # option names are lower-cased
+        color=bool(pages.color) and not asked.mono,
+        duplex=bool(pages.duplex) or asked.duplex,
+        media=asked.media or options.get("media") or options.get("pagesize"),
     )
     session.add(print_in)
     await session.flush()
@@ -182,8 +184,8 @@ async def record_job(
         delegate=job.user,
         delegate_user_id=print_in.delegate_user_id,
         title=title,
-        pages=pages.pages,
-        copies=max(1, sum(s.weight for s in shares)),
+        pages=asked.impressions(pages.pages),  # per copy, as asked; dispatch sets what prints
+        copies=asked.copies * max(1, sum(s.weight for s in shares)),  # the copies rule
         currency=currency.code,
         hold_until=hold_until,
         next_action_at=now if status == PrintStatus.PENDING else hold_until,
@@ -233,20 +235,6 @@ async def record_job(
             data={"pages": pages.pages, "count_method": pages.method},
         )
     return print_out
-
-
-MONO_OPTIONS = {
-    "print-color-mode": {"monochrome", "process-monochrome", "bi-level", "process-bi-level"},
-    "colormodel": {"gray", "grey", "black", "kgray"},
-}
-
-
-def mono_requested(options: dict[str, str]) -> bool:
-    """Did the job ask to print in grey (``-o print-color-mode=monochrome``, ``ColorModel=Gray``)?
-
-    Then no page is charged as colour, whatever the document holds.
-    """
-    return any(options.get(key, "").lower() in values for key, values in MONO_OPTIONS.items())
 
 
 async def latest_print_out(session: AsyncSession, print_in_id: int) -> PrintOut | None:

@@ -1,7 +1,7 @@
 """print_ins.count_method, color_pages, document_copies: how pages were counted
 
 Revision ID: i12_count
-Revises: i13_reprint
+Revises: i12_printer_count
 Create Date: 2026-12-03 09:30:00.000000
 
 ``count_method``: which counter gave ``pages`` (``pdf-page-tree``, ``dsc``,
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "i12_count"
-down_revision: str | None = "i13_reprint"
+down_revision: str | None = "i12_printer_count"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
