@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import events, ledger, prorata
-from .cost import CostBreakdown, CostRules, JobSpec, compute
+from .cost import CostBreakdown, CostRules, JobSpec, MediaPrice, compute
 from .db import utcnow
 from .enums import LedgerKind, PrinterMode, PrintStatus
-from .exceptions import Conflict
+from .exceptions import Conflict, InvalidInput
 from .models import AccountTransaction, Printer, PrintIn, PrintOut
 from .money import Currency
 
@@ -32,9 +32,36 @@ def rules_of(printer: Printer) -> CostRules:
     )
 
 
+def color_priced(printer: Printer) -> bool:
+    """Does a colour page cost other than a mono one on this printer (any media)?
+
+    Only then is colour measured per page at the intake (so only then can a
+    PDF, PostScript or JPEG page be charged as colour). A colour price of 0
+    beside a mono price above 0 is a colour price never set (``printer add``
+    defaults it to 0), not free colour: such a price does not count.
+    """
+    try:
+        rules = rules_of(printer)
+    except InvalidInput:  # the cost rules will say so when the job is charged
+        return True
+    prices = [MediaPrice(rules.mono, rules.color), *rules.media.values()]
+    return any(p.mono != p.color and not (p.color == 0 < p.mono) for p in prices)
+
+
 def job_spec(print_in: PrintIn, print_out: PrintOut, impressions: int | None = None) -> JobSpec:
-    """What was printed. ``impressions``: the printer's own count of all copies'
-    impressions, charged instead of ours when it is trusted (``[charging] trust``)."""
+    """What a print-out printed, for the cost rules.
+
+    Copies: the print-out's copies times the copies the document sets itself
+    (``print_in.document_copies``: PostScript ``NumCopies``/``#copies``, PJL
+    ``COPIES``: the printer prints each copy the document asks for, so each is
+    charged). Colour pages: as measured at the intake (None: not measured,
+    every page of a colour job is colour), at most the pages printed.
+    ``impressions``: the printer's own count of all copies' impressions,
+    charged instead of ours when it is trusted (``[charging] trust``); the
+    colour ones among them are our colour pages times the copies, at most all.
+    """
+    copies = print_out.copies * max(1, print_in.document_copies or 1)
+    color_pages = print_in.color_pages
     if impressions is not None:
         return JobSpec(
             pages=impressions,
@@ -42,13 +69,17 @@ def job_spec(print_in: PrintIn, print_out: PrintOut, impressions: int | None = N
             color=print_in.color,
             duplex=print_in.duplex,
             media=print_in.media,
+            color_pages=None if color_pages is None else min(impressions, color_pages * copies),
         )
+    if color_pages is not None:
+        color_pages = min(color_pages, print_out.pages)
     return JobSpec(
         pages=print_out.pages,
-        copies=print_out.copies,
+        copies=copies,
         color=print_in.color,
         duplex=print_in.duplex,
         media=print_in.media,
+        color_pages=color_pages,
     )
 
 

@@ -28,16 +28,18 @@ from aiohttp.http_exceptions import HttpProcessingError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from billing.charging import color_priced
 from billing.enums import PrinterMode, PrintStatus
 from billing.models import Printer, PrintIn, PrintOut
 
 from ..exceptions import BadRequest, ProxyPrintError
 from ..keys import INTAKE, IntakeResources
-from ..pages import count_pages
+from ..pages import PageCount, count_pages, limits, refine
 from ..spool import CHUNK, Incomplete, SpooledFile
 from . import intake_status
 from .delegation import DelegationError, parse_cups_options
 from .jobs import IntakeJob, latest_print_out, record_job, record_reprint
+from .options import job_options
 from .wake import DISPATCH
 
 log = logging.getLogger(__name__)
@@ -282,7 +284,7 @@ async def _record(
         media = options.get(key)
         if media is not None and (len(media) > MAX_MEDIA or not media.isprintable()):
             del options[key]
-    pages = await asyncio.to_thread(count_pages, Path(spooled.path), job.content_type)
+    pages = await _count(Path(spooled.path), job.content_type, printer, options)
     try:
         async with request.app[INTAKE].sessions() as session, session.begin():
             print_out = await record_job(
@@ -309,6 +311,22 @@ async def _record(
     if pending:  # held jobs and tickets wait for a release
         request.app[INTAKE].waker.wake(DISPATCH)
     return _answer(201, answer)
+
+
+async def _count(
+    path: Path, content_type: str | None, printer: Printer, options: dict[str, str]
+) -> PageCount:
+    """The cheap count, then Ghostscript where it knows better (``pages.refine``).
+
+    Colour per page is measured only when it changes the cost: the printer
+    prices colour apart and the job did not ask for monochrome. Both run in a
+    worker thread; Ghostscript is a subprocess bounded by ``limits.GS_TIMEOUT``.
+    """
+    pages = await asyncio.to_thread(count_pages, path, content_type)
+    color_matters = color_priced(printer) and not job_options(options).mono
+    return await asyncio.to_thread(
+        refine, path, pages, color_matters=color_matters, timeout=limits.GS_TIMEOUT
+    )
 
 
 async def _reprint(

@@ -133,7 +133,10 @@ async def record_job(
         size=spooled.size,
         pages=pages.pages,
         pages_estimated=pages.estimated,
-        color=bool(pages.color),
+        count_method=pages.method,
+        color_pages=pages.color_pages,
+        document_copies=pages.document_copies,
+        color=bool(pages.color) and not asked.mono,
         duplex=bool(pages.duplex) or asked.duplex,
         media=asked.media or options.get("media") or options.get("pagesize"),
     )
@@ -212,8 +215,25 @@ async def record_job(
         to_status=status.label,
         reason=print_out.status_reason,
         message=problem,
-        data={"print_in": print_in.id, "cups_job_id": job.job_id, "pages": pages.pages},
+        data={
+            "print_in": print_in.id,
+            "cups_job_id": job.job_id,
+            "pages": pages.pages,
+            "count_method": pages.method,
+            "color_pages": pages.color_pages,
+            "document_copies": pages.document_copies,
+        },
     )
+    if pages.note is not None:  # Ghostscript could not do better: say so
+        events.record(
+            session,
+            subject_type="print_out",
+            subject_id=print_out.id,
+            actor="intake",
+            reason="pages-estimated" if pages.estimated else "pages-not-analysed",
+            message=pages.note[:1000],
+            data={"pages": pages.pages, "count_method": pages.method},
+        )
     return print_out
 
 
