@@ -326,3 +326,18 @@ def test_documents_fixture_formats(docs: dict[str, Path]) -> None:
         "junk": "application/octet-stream",
     }
     assert os.path.getsize(docs["png"]) > 0
+
+
+async def test_copies_a_postscript_document_asks_for_survive_its_conversion(
+    stack: ServiceStack, raster_printer: IppEvePrinter, docs: dict[str, Path], tmp_path: Path
+) -> None:
+    """``NumCopies 3`` is charged 3 copies; converted to raster (which drops it), the
+    printer is asked for them instead."""
+    head, _, rest = docs["ps3"].read_bytes().partition(b"\n")
+    numcopies = tmp_path / "copies.ps"
+    numcopies.write_bytes(head + b"\n<< /NumCopies 3 >> setpagedevice\n" + rest)
+    po, doc = await _print(stack, raster_printer, numcopies, cost_mono="0.10")
+    assert doc is not None and doc.document_format == PWG_RASTER
+    assert count_pages(doc.path, None).pages == 3 and doc.copies == 3
+    detail = await _detail(stack, po.id)  # type: ignore[attr-defined]
+    assert Decimal(str(detail["cost"])) == _cost(3, 3)

@@ -87,7 +87,9 @@ class Endings:
         if reported is None or reported <= 0:
             return None
         po.printer_impressions = reported
-        ours = po.pages * po.copies
+        print_in = await self.session.get(PrintIn, po.print_in_id)
+        inner = max(1, print_in.document_copies or 1) if print_in is not None else 1
+        ours = po.pages * po.copies * inner
         trust = self.app[CONFIG].charging.trust
         trusted = trust == "printer"
         if reported != ours:
