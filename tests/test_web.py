@@ -1,0 +1,331 @@
+"""The web app through the real app factory (aiohttp_client): sign-in, sessions,
+CSRF, throttling, cookie flags, roles, and the pages' data. The browser tests
+(tests/test_web_browser.py) drive the same pages in headless Chromium."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from billing import ledger
+from billing.accounts import find_account
+from billing.enums import AccountType, PrinterMode, PrintStatus
+from billing.models import User, WebSession
+from proxy.app import create_app
+from proxy.config import build_config
+from proxy.tokens import hash_token
+from proxy.web import passwords
+from proxy.web.render import CSP
+from proxy.web.sessions import COOKIE
+from tests import factories as f
+
+Client = TestClient[web.Request, web.Application]
+Sessions = async_sessionmaker[AsyncSession]
+PASSWORD = "correct horse battery"
+CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def make_app(db_url: str, tmp_path: Path, **web_config: object) -> web.Application:
+    config = build_config({"web": web_config} if web_config else {})
+    config = config.replace("database", url=db_url).replace("spool", dir=str(tmp_path / "spool"))
+    return create_app(config, workers=False, intake=False)
+
+
+async def add_user(sessions: Sessions, name: str, role: str = "user") -> None:
+    hashed = passwords.hash_password(PASSWORD)
+    async with sessions() as s, s.begin():
+        await f.user(s, name)
+        await s.execute(
+            update(User).where(User.name == name).values(password_hash=hashed, web_role=role)
+        )
+
+
+def csrf_of(page: str) -> str:
+    found = CSRF_RE.search(page)
+    assert found is not None, page
+    return found.group(1)
+
+
+async def sign_in(client: Client, name: str, password: str = PASSWORD) -> web.Response | None:
+    async with client.get("/") as resp:
+        assert resp.status == 200
+        token = csrf_of(await resp.text())
+    async with client.post(
+        "/login",
+        data={"csrf": token, "user": name, "password": password},
+        allow_redirects=False,
+    ) as resp:
+        return resp  # type: ignore[return-value]
+
+
+async def page(client: Client, path: str, expect: int = 200) -> str:
+    async with client.get(path, allow_redirects=False) as resp:
+        text = await resp.text()
+        assert resp.status == expect, (path, resp.status, text[:500])
+        return text
+
+
+@pytest.fixture
+async def web_client(
+    aiohttp_client: AiohttpClient, db_url: str, tmp_path: Path
+) -> Callable[..., Awaitable[Client]]:
+    async def make(**web_config: object) -> Client:
+        return await aiohttp_client(make_app(db_url, tmp_path, **web_config))
+
+    return make
+
+
+async def test_passwords_are_scrypt_salted_and_verified() -> None:
+    first, second = passwords.hash_password(PASSWORD), passwords.hash_password(PASSWORD)
+    assert first.startswith("scrypt$14$8$1$") and first != second
+    assert passwords.verify_password(PASSWORD, first)
+    assert not passwords.verify_password(PASSWORD + "x", first)
+    assert not passwords.verify_password(PASSWORD, None)
+    assert not passwords.verify_password(PASSWORD, "plain$text")
+    assert passwords.acceptable("short") is not None
+    assert passwords.acceptable(PASSWORD) is None
+
+
+async def test_sign_in_sets_a_server_side_session_cookie(
+    web_client: Callable[..., Awaitable[Client]], sessionmaker: Sessions
+) -> None:
+    client = await web_client()
+    await add_user(sessionmaker, "alice")
+    async with client.get("/") as resp:
+        assert resp.status == 200 and resp.content_type == "text/html"
+        assert resp.headers["Content-Security-Policy"] == CSP
+        assert "'unsafe-inline'" not in CSP and "script-src 'self'" in CSP
+        assert resp.headers["X-Frame-Options"] == "DENY"
+        login_cookie = resp.headers["Set-Cookie"]
+        assert "pp_login=" in login_cookie and "HttpOnly" in login_cookie
+        assert "<script>" not in (await resp.text())  # no inline script
+    resp = await sign_in(client, "alice")
+    assert resp is not None and resp.status == 303 and resp.headers["Location"] == "/jobs"
+    cookie = next(c for c in resp.headers.getall("Set-Cookie") if c.startswith(f"{COOKIE}="))
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    secret = cookie.split(";")[0].split("=", 1)[1]
+    async with sessionmaker() as s:
+        row = await s.scalar(select(WebSession).where(WebSession.token_hash == hash_token(secret)))
+    assert row is not None and row.revoked_at is None  # stored hashed, server-side
+    text = await page(client, "/jobs")
+    assert "alice" in text and "My jobs" in text
+    await page(client, "/", expect=303)  # signed in: home is My jobs
+
+
+async def test_secure_cookie_behind_tls(
+    web_client: Callable[..., Awaitable[Client]], sessionmaker: Sessions
+) -> None:
+    client = await web_client()
+    await add_user(sessionmaker, "alice")
+    async with client.get("/", headers={"X-Forwarded-Proto": "https"}) as resp:
+        token = csrf_of(await resp.text())
+        assert "Secure" in resp.headers["Set-Cookie"]
+        login = resp.cookies["pp_login"].value
+    async with client.post(
+        "/login",
+        data={"csrf": token, "user": "alice", "password": PASSWORD},
+        headers={"X-Forwarded-Proto": "https"},
+        cookies={"pp_login": login},  # a Secure cookie: the client keeps it for https
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 303
+        cookie = next(c for c in resp.headers.getall("Set-Cookie") if c.startswith(f"{COOKIE}="))
+        assert "Secure" in cookie and "HttpOnly" in cookie
+
+
+async def test_posts_without_the_csrf_token_are_refused(
+    web_client: Callable[..., Awaitable[Client]], sessionmaker: Sessions
+) -> None:
+    client = await web_client()
+    await add_user(sessionmaker, "alice")
+    # The sign-in form's own token: without it, a correct password still gets 403.
+    async with client.post(
+        "/login", data={"user": "alice", "password": PASSWORD}, allow_redirects=False
+    ) as resp:
+        assert resp.status == 403
+    resp = await sign_in(client, "alice")
+    assert resp is not None and resp.status == 303
+    text = await page(client, "/jobs")
+    token = csrf_of(text)
+    for path in ("/logout", "/jobs/1/cancel", "/jobs/1/release"):
+        async with client.post(path, data={}, allow_redirects=False) as resp:
+            assert resp.status == 403, path
+            assert "CSRF" in await resp.text()
+        async with client.post(path, data={"csrf": "x" + token}, allow_redirects=False) as resp:
+            assert resp.status == 403, path
+    await page(client, "/jobs")  # still signed in: nothing of those went through
+    async with client.post("/logout", data={"csrf": token}, allow_redirects=False) as resp:
+        assert resp.status == 303 and resp.headers["Location"] == "/"
+
+
+async def test_sign_out_ends_the_session_for_its_cookie(
+    web_client: Callable[..., Awaitable[Client]], sessionmaker: Sessions
+) -> None:
+    client = await web_client()
+    await add_user(sessionmaker, "alice")
+    resp = await sign_in(client, "alice")
+    assert resp is not None and resp.status == 303
+    token = csrf_of(await page(client, "/jobs"))
+    secret = client.session.cookie_jar.filter_cookies(client.make_url("/"))[COOKIE].value
+    async with client.post("/logout", data={"csrf": token}, allow_redirects=False) as resp:
+        assert resp.status == 303
+    # The old cookie, sent again (as a stolen copy would be), opens nothing.
+    async with client.get("/jobs", cookies={COOKIE: secret}, allow_redirects=False) as resp:
+        assert resp.status == 303 and resp.headers["Location"] == "/"
+    async with sessionmaker() as s:
+        row = await s.scalar(select(WebSession).where(WebSession.token_hash == hash_token(secret)))
+    assert row is not None and row.revoked_at is not None
+
+
+async def test_a_disabled_users_session_ends_at_once(
+    web_client: Callable[..., Awaitable[Client]], sessionmaker: Sessions
+) -> None:
+    client = await web_client()
+    await add_user(sessionmaker, "alice")
+    resp = await sign_in(client, "alice")
+    assert resp is not None and resp.status == 303
+    await page(client, "/balance")
+    async with sessionmaker() as s, s.begin():
+        await s.execute(update(User).where(User.name == "alice").values(active=False))
+    await page(client, "/balance", expect=303)
+    client.session.cookie_jar.clear()
+    resp = await sign_in(client, "alice")  # and cannot sign in again
+    assert resp is not None and resp.status == 401
+
+
+async def test_sign_in_is_throttled_per_user_and_per_address(
+    web_client: Callable[..., Awaitable[Client]], sessionmaker: Sessions
+) -> None:
+    client = await web_client(login_attempts=3, login_window_secs=600)
+    await add_user(sessionmaker, "alice")
+    await add_user(sessionmaker, "bob")
+    for _ in range(3):
+        resp = await sign_in(client, "alice", "wrong password")
+        assert resp is not None and resp.status == 401
+    resp = await sign_in(client, "alice")  # the right password, too late
+    assert resp is not None and resp.status == 429 and resp.headers["Retry-After"]
+    # The address has had 3 failures as well: another name from it waits too.
+    resp = await sign_in(client, "bob")
+    assert resp is not None and resp.status == 429
+
+
+async def test_throttle_counts_users_and_addresses_apart() -> None:
+    from proxy.web.throttle import LoginThrottle
+
+    now = [0.0]
+    throttle = LoginThrottle(2, 60, clock=lambda: now[0])
+    throttle.failed("alice", "10.0.0.1")
+    throttle.failed("alice", "10.0.0.2")
+    assert throttle.retry_after("alice", "10.0.0.3") == 60  # the user's count
+    assert throttle.retry_after("bob", "10.0.0.3") is None
+    throttle.failed("carol", "10.0.0.1")
+    assert throttle.retry_after("dave", "10.0.0.1") == 60  # the address's count
+    now[0] = 61
+    assert throttle.retry_after("alice", "10.0.0.1") is None  # the window has passed
+    throttle.failed("erin", "10.0.0.9")
+    throttle.succeeded("erin")
+    throttle.failed("erin", "10.0.0.8")
+    assert throttle.retry_after("erin", "10.0.0.7") is None
+
+
+async def test_pages_follow_the_api_roles(
+    web_client: Callable[..., Awaitable[Client]], sessionmaker: Sessions
+) -> None:
+    client = await web_client()
+    await add_user(sessionmaker, "alice")
+    await add_user(sessionmaker, "bob")
+    async with sessionmaker() as s, s.begin():
+        printer = await f.printer(s, "pp-hold", mode=PrinterMode.HOLD)
+        bob_acct = await find_account(s, AccountType.USER, "bob")
+        assert bob_acct is not None
+        bobs = await f.print_out(s, printer, "bob", charged_to=[(bob_acct, 1)], title="bob's")
+        await f.finish(s, bobs, PrintStatus.HELD, reason="hold")
+    resp = await sign_in(client, "alice")
+    assert resp is not None and resp.status == 303
+    for path in ("/admin/documents", "/admin/accounts", "/tickets"):
+        text = await page(client, path, expect=403)
+        assert "Not allowed" in text
+    await page(client, f"/documents/{bobs.id}", expect=404)
+    assert "bob&#39;s" not in await page(client, "/jobs")
+    token = csrf_of(await page(client, "/jobs"))
+    async with client.post(
+        f"/jobs/{bobs.id}/cancel", data={"csrf": token}, allow_redirects=False
+    ) as resp:
+        assert resp.status == 404
+    async with client.get(f"/jobs/status?ids={bobs.id}") as resp:
+        assert (await resp.json())["items"] == []
+    # The JSON API is untouched: still JSON errors there.
+    async with client.get("/api/v1/printouts") as resp:
+        assert resp.status == 401 and resp.content_type == "application/json"
+    async with client.get("/nowhere") as resp:
+        assert resp.status == 404 and resp.content_type == "application/json"
+
+
+async def test_titles_and_names_render_as_text(
+    web_client: Callable[..., Awaitable[Client]], sessionmaker: Sessions
+) -> None:
+    client = await web_client()
+    await add_user(sessionmaker, "alice")
+    async with sessionmaker() as s, s.begin():
+        printer = await f.printer(s, "pp-hold", mode=PrinterMode.HOLD)
+        acct = await find_account(s, AccountType.USER, "alice")
+        assert acct is not None
+        po = await f.print_out(
+            s, printer, "alice", charged_to=[(acct, 1)], title="<script>alert(1)</script>"
+        )
+        await f.finish(s, po, PrintStatus.HELD, reason="hold")
+    resp = await sign_in(client, "alice")
+    assert resp is not None
+    text = await page(client, "/jobs")
+    assert "<script>alert(1)</script>" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+async def test_reverse_by_an_accounts_editor_compensates_the_balance(
+    web_client: Callable[..., Awaitable[Client]], sessionmaker: Sessions
+) -> None:
+    client = await web_client()
+    await add_user(sessionmaker, "alice")
+    await add_user(sessionmaker, "erin", role="accounts-editor")
+    async with sessionmaker() as s, s.begin():
+        printer = await f.printer(s)
+        acct = await find_account(s, AccountType.USER, "alice")
+        assert acct is not None
+        po = await f.print_out(s, printer, "alice", charged_to=[(acct, 1)], title="charged.pdf")
+        await f.charge(s, po, "1.20")
+    resp = await sign_in(client, "alice")
+    assert resp is not None
+    assert "-1.20 EUR" in await page(client, "/balance")
+    doc = await page(client, f"/documents/{po.id}")
+    assert "Transactions Summary" in doc and "charged.pdf" in doc
+    assert 'id="reverse"' not in doc  # a user has no Reverse
+    token = csrf_of(doc)
+    async with client.post(
+        f"/documents/{po.id}/reverse", data={"csrf": token}, allow_redirects=False
+    ) as resp:
+        assert resp.status == 403
+
+    client.session.cookie_jar.clear()
+    resp = await sign_in(client, "erin")
+    assert resp is not None and resp.status == 303
+    log = await page(client, "/admin/documents")
+    assert "charged.pdf" in log and "1.20 EUR" in log
+    doc = await page(client, f"/documents/{po.id}")
+    assert 'id="reverse"' in doc
+    async with client.post(
+        f"/documents/{po.id}/reverse", data={"csrf": csrf_of(doc)}, allow_redirects=False
+    ) as resp:
+        assert resp.status == 303 and resp.headers["Location"] == f"/documents/{po.id}?reversed=1"
+    accounts = await page(client, "/admin/accounts?type=user")
+    assert re.search(r'data-account="alice">.*?0\.00 EUR', accounts, re.S)
+    async with sessionmaker() as s:
+        assert await ledger.balance(s, acct.id) == Decimal("0.00")
