@@ -29,7 +29,7 @@ LOG_PARAMS = frozenset({"user", "printer", "status", "since", "until", "cursor"}
 
 async def tickets(request: web.Request) -> web.Response:
     signed_in(request, *OPERATORS)
-    params = queries.query_params(request.query, frozenset({"cursor"}))
+    params = queries.query_params(request.query, frozenset({"cursor", "done"}))
     cursor = params.get("cursor")
     after = queries.decode_cursor("held", cursor, 1)[0] if cursor else None
     async with request.app[READ_SESSIONS]() as session, session.begin():
@@ -43,7 +43,7 @@ async def tickets(request: web.Request) -> web.Response:
         rows=rows,
         printers=printers,
         next_cursor=next_cursor,
-        done=request.query.get("done", ""),
+        done=params.get("done", ""),
     )
 
 
