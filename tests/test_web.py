@@ -329,3 +329,140 @@ async def test_reverse_by_an_accounts_editor_compensates_the_balance(
     assert re.search(r'data-account="alice">.*?0\.00 EUR', accounts, re.S)
     async with sessionmaker() as s:
         assert await ledger.balance(s, acct.id) == Decimal("0.00")
+
+
+async def test_a_held_job_is_released_only_to_a_printer_its_reader_serves(
+    web_client: Callable[..., Awaitable[Client]], sessionmaker: Sessions
+) -> None:
+    from proxy import nfc_admin
+
+    client = await web_client()
+    await add_user(sessionmaker, "alice")
+    async with sessionmaker() as s, s.begin():
+        hold = await f.printer(s, "pp-hold", mode=PrinterMode.HOLD)
+        await f.printer(s, "pp-hold-2", mode=PrinterMode.HOLD)
+        await f.printer(s, "pp-far", mode=PrinterMode.HOLD)
+        await nfc_admin.add_reader(s, "lobby", ["pp-hold", "pp-hold-2"])
+        acct = await find_account(s, AccountType.USER, "alice")
+        assert acct is not None
+        po = await f.print_out(s, hold, "alice", charged_to=[(acct, 1)], title="held.pdf")
+        await f.finish(s, po, PrintStatus.HELD, reason="hold")
+    resp = await sign_in(client, "alice")
+    assert resp is not None and resp.status == 303
+    text = await page(client, "/jobs")
+    choices = re.findall(r'<option value="([^"]+)">', text)
+    assert choices == ["pp-hold", "pp-hold-2"]  # its own first; pp-far has no common reader
+    token = csrf_of(text)
+    async with client.post(
+        f"/jobs/{po.id}/release",
+        data={"csrf": token, "printer": "pp-far"},
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 403
+    async with client.post(
+        f"/jobs/{po.id}/release",
+        data={"csrf": token, "printer": "pp-hold-2"},
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 303, await resp.text()
+    async with sessionmaker() as s:
+        released = await s.get(type(po), po.id)
+    assert released is not None and released.status == PrintStatus.PENDING
+    assert released.target == "ipp://127.0.0.1:8631/ipp/print"
+    # Now in flight: the pages' script follows it through /jobs/status.
+    async with client.get(f"/jobs/status?ids={po.id},x,0") as resp:
+        body = await resp.json()
+    assert body["items"] == [
+        {"id": po.id, "status": "pending", "final": False, "reason": "web-release"}
+    ]
+    assert f'data-live-job="{po.id}"' in await page(client, "/jobs")
+    async with client.post(
+        f"/jobs/{po.id}/release", data={"csrf": token}, allow_redirects=False
+    ) as resp:
+        assert resp.status == 409  # not held any more
+        assert "not held" in await resp.text()
+
+
+async def test_history_shows_what_i_printed_and_what_i_pay_for(
+    web_client: Callable[..., Awaitable[Client]], sessionmaker: Sessions
+) -> None:
+    client = await web_client()
+    await add_user(sessionmaker, "alice")
+    await add_user(sessionmaker, "bob")
+    async with sessionmaker() as s, s.begin():
+        printer = await f.printer(s)
+        alice = await find_account(s, AccountType.USER, "alice")
+        bob = await find_account(s, AccountType.USER, "bob")
+        assert alice is not None and bob is not None
+        mine = await f.print_out(s, printer, "alice", charged_to=[(alice, 1)], title="mine.pdf")
+        await f.charge(s, mine, "0.30")
+        # bob printed it and alice pays two thirds.
+        paid = await f.print_out(
+            s, printer, "bob", charged_to=[(alice, 2), (bob, 1)], title="bobs-for-alice.pdf"
+        )
+        await f.charge(s, paid, "0.90")
+    resp = await sign_in(client, "alice")
+    assert resp is not None
+    printed = await page(client, "/history")
+    assert "mine.pdf" in printed and "bobs-for-alice.pdf" not in printed
+    paying = await page(client, "/history?view=paid")
+    assert "mine.pdf" in paying and "bobs-for-alice.pdf" in paying
+    assert "my share 0.60 EUR" in paying
+    # A payer may open the document; its summary shows every account's share.
+    doc = await page(client, f"/documents/{paid.id}")
+    assert re.search(r'data-account="alice">.*?0\.60 EUR', doc, re.S)
+    assert re.search(r'data-account="bob">.*?0\.30 EUR', doc, re.S)
+    await page(client, "/history?view=nope", expect=404)
+    await page(client, "/history?cursor=bogus", expect=400)
+
+
+def test_user_passwd_sets_a_password_from_stdin_and_a_role(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYPRINT_")}
+    env["PROXYPRINT_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    env["PROXYPRINT_CONFIG"] = str(tmp_path / "none.toml")
+    (tmp_path / "none.toml").write_text("")
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "proxy.cli", *args],
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    assert run("db", "upgrade").returncode == 0
+    assert run("user", "add", "alice").returncode == 0
+    out = run("user", "passwd", "alice", "--role", "accounts-editor", stdin=PASSWORD + "\n")
+    assert out.returncode == 0 and "password set" in out.stdout, out.stderr
+    for args, stdin, needle in (
+        (("user", "passwd", "alice"), "short\n", "at least 8"),
+        (("user", "passwd", "nobody"), PASSWORD + "\n", "unknown user"),
+        (("user", "passwd", "alice", "--role", "root"), PASSWORD + "\n", "unknown role"),
+        (("user", "passwd", "alice", "--role", "reader"), PASSWORD + "\n", "card readers"),
+    ):
+        out = run(*args, stdin=stdin)
+        assert out.returncode == 2 and needle in out.stderr, (args, out.stderr)
+
+    import asyncio
+
+    from billing.db import make_engine, make_sessionmaker
+
+    async def stored() -> tuple[str | None, str]:
+        engine = make_engine(env["PROXYPRINT_DATABASE_URL"])
+        try:
+            async with make_sessionmaker(engine)() as s:
+                user = await s.scalar(select(User).where(User.name == "alice"))
+                assert user is not None
+                return user.password_hash, user.web_role
+        finally:
+            await engine.dispose()
+
+    hashed, role = asyncio.run(stored())
+    assert role == "accounts-editor" and passwords.verify_password(PASSWORD, hashed)

@@ -78,7 +78,8 @@ async def web_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     if not is_web(request):
         return await handler(request)
     try:
-        await load_principal(request)
+        if not request.match_info.route.name.startswith("web.static."):  # type: ignore[union-attr]
+            await load_principal(request)
         return _secure(await handler(request))
     except SignInRequired:
         if request.path.startswith("/jobs/status"):

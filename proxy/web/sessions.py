@@ -12,7 +12,7 @@ import datetime as dt
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.db import utcnow
@@ -25,6 +25,8 @@ COOKIE = "pp_session"
 SECRET_PREFIX = "pps_"
 # last_seen_at is written at most this often per session (reads stay reads).
 TOUCH_EVERY = dt.timedelta(seconds=60)
+# Ended sessions are kept this long (who signed in from where), then deleted.
+KEEP_ENDED = dt.timedelta(days=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +48,13 @@ def new_secret() -> str:
 async def create(
     session: AsyncSession, user: User, *, address: str | None, config: WebConfig
 ) -> tuple[str, WebSession]:
-    """A new session for ``user``; returns the cookie's secret and the row."""
+    """A new session for ``user``; returns the cookie's secret and the row.
+
+    Sessions that expired more than KEEP_ENDED ago go at the same time.
+    """
     secret = new_secret()
     now = utcnow()
+    await session.execute(delete(WebSession).where(WebSession.expires_at < now - KEEP_ENDED))
     row = WebSession(
         token_hash=hash_token(secret),
         user_id=user.id,
