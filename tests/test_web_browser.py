@@ -282,8 +282,6 @@ async def test_alice_releases_her_held_job_and_an_admin_reverses_it(
     await browser.click("#sign-out")
     assert await browser.path() == "/"
     assert await browser.exists("#sign-in")
-    status, location = await post_without_csrf(stack.base_url, "/jobs", cookie["value"])
-    assert status == 405 or location == "/"
     async with (
         aiohttp.ClientSession(stack.base_url, cookies={COOKIE: cookie["value"]}) as http,
         http.get("/jobs", allow_redirects=False) as resp,
