@@ -466,3 +466,81 @@ def test_user_passwd_sets_a_password_from_stdin_and_a_role(tmp_path: Path) -> No
 
     hashed, role = asyncio.run(stored())
     assert role == "accounts-editor" and passwords.verify_password(PASSWORD, hashed)
+
+
+async def test_an_admin_sets_roles_passwords_and_disables_users(
+    aiohttp_client: AiohttpClient, db_url: str, tmp_path: Path, sessionmaker: Sessions
+) -> None:
+    # Two instances on one database: sessions and their ends are shared.
+    admin = await aiohttp_client(make_app(db_url, tmp_path))
+    bobs = await aiohttp_client(make_app(db_url, tmp_path))
+    await add_user(sessionmaker, "erin", role="admin")
+    await add_user(sessionmaker, "bob")
+    async with sessionmaker() as s:
+        bob = await s.scalar(select(User).where(User.name == "bob"))
+        erin = await s.scalar(select(User).where(User.name == "erin"))
+    assert bob is not None and erin is not None
+    resp = await sign_in(bobs, "bob")
+    assert resp is not None and resp.status == 303
+    await page(bobs, "/admin/users", expect=403)
+
+    resp = await sign_in(admin, "erin")
+    assert resp is not None and resp.status == 303
+    listing = await page(admin, "/admin/users")
+    assert 'data-user="bob"' in listing
+    token = csrf_of(listing)
+
+    async def edit(user_id: int, **fields: str) -> tuple[int, str]:
+        async with admin.post(
+            f"/admin/users/{user_id}", data={"csrf": token, **fields}, allow_redirects=False
+        ) as resp:
+            return resp.status, resp.headers.get("Location", "") or await resp.text()
+
+    assert (await edit(bob.id, role="accounts-editor", active="on"))[0] == 303
+    await page(bobs, "/admin/accounts")  # bob's live session has the new role at once
+    assert (await edit(bob.id, role="root", active="on"))[0] == 400
+    assert (await edit(bob.id, role="user", active="on", password="short"))[0] == 400
+    assert (await edit(erin.id, role="admin"))[0] == 400  # not herself
+    status, location = await edit(bob.id, role="user", active="on", password="new password 2")
+    assert status == 303 and location == "/admin/users?done=changed-bob"
+    await page(bobs, "/jobs", expect=303)  # a new password ends bob's sessions
+    resp = await sign_in(bobs, "bob", "new password 2")
+    assert resp is not None and resp.status == 303
+    await page(bobs, "/jobs")
+    assert (await edit(bob.id, role="user"))[0] == 303  # "active" unticked: disabled
+    await page(bobs, "/jobs", expect=303)
+    async with sessionmaker() as s:
+        rows = (
+            await s.scalars(
+                select(WebSession).where(
+                    WebSession.user_id == bob.id, WebSession.revoked_at.is_(None)
+                )
+            )
+        ).all()
+        assert rows == []
+        from billing.models import Event
+
+        messages = [
+            e.message
+            for e in await s.scalars(
+                select(Event).where(Event.subject_type == "user").order_by(Event.id)
+            )
+        ]
+    assert messages[0] == "web role user -> accounts-editor"
+    assert "disabled" in messages[-1]
+
+
+async def test_an_accounts_editor_reads_any_accounts_ledger(
+    web_client: Callable[..., Awaitable[Client]], sessionmaker: Sessions
+) -> None:
+    client = await web_client()
+    await add_user(sessionmaker, "erin", role="accounts-editor")
+    async with sessionmaker() as s, s.begin():
+        gala = await f.shared(s, "Events/Gala")
+        await f.topup(s, gala, "5.00", "test:gala")
+    resp = await sign_in(client, "erin")
+    assert resp is not None
+    assert f'href="/admin/accounts/{gala.id}"' in await page(client, "/admin/accounts")
+    ledger_page = await page(client, f"/admin/accounts/{gala.id}")
+    assert "Balance of Events/Gala" in ledger_page and 'id="balance">5.00 EUR' in ledger_page
+    await page(client, "/admin/accounts/999999", expect=404)
