@@ -316,19 +316,31 @@ async def test_a_disabled_users_session_ends_and_names_render_as_text(
     assert stack.app is not None
     await browser.sign_in("bob")
     assert await browser.path() == "/jobs"
-    # An admin sees a user whose name is markup as text in the accounts list.
-    async with stack.app[SESSIONS]() as s, s.begin():
-        await s.execute(update(User).where(User.name == "bob").values(active=False))
-    await browser.get("/balance")
-    assert await browser.path() == "/"  # sent to the sign-in page
-    assert await browser.exists("#sign-in")
+    bob_cookie = (await browser.cookie(COOKIE))["value"]
+
+    # An admin disables bob on the Users page; his session ends at once.
+    await browser.sign_in("erin")
+    await browser.get("/admin/users")
+    async with stack.app[SESSIONS]() as s:
+        bob_id = await s.scalar(select(User.id).where(User.name == "bob"))
+    await browser.click(f"#active-{bob_id}")  # untick
+    await browser.click(f"#save-{bob_id}")
+    assert "changed-bob" in await browser.text("#done")
+    await browser.shoot("admin-users")
+    async with (
+        aiohttp.ClientSession(stack.base_url, cookies={COOKIE: bob_cookie}) as http,
+        http.get("/balance", allow_redirects=False) as resp,
+    ):
+        assert resp.status == 303 and resp.headers["Location"] == "/"
     await browser.sign_in("bob")
     assert "Wrong user name or password" in await browser.text("#error-message")
+
+    # A user name that is markup shows as text in the admin's lists.
     await browser.sign_in("erin")
-    await browser.get("/admin/accounts?type=user")
-    name = MARKUP_NAME
-    assert name in await browser.text("#accounts")
-    assert not await browser.exists("#accounts img")
+    for path, css in (("/admin/accounts?type=user", "#accounts"), ("/admin/users", "#users")):
+        await browser.get(path)
+        assert MARKUP_NAME in await browser.text(css)
+        assert not await browser.exists(f"{css} img")
     assert await asyncio.to_thread(browser.no_alert)
 
 
