@@ -39,6 +39,14 @@ class WebPrincipal(Principal):
 PRINCIPAL = web.RequestKey("web_principal", WebPrincipal)
 
 
+class SignInThrottled(TooManyAttempts):
+    """Too many failed sign-ins for the user name or the address lately."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = int(retry_after) + 1
+        super().__init__(f"too many failed sign-ins; try again in {self.retry_after} seconds")
+
+
 class SignInRequired(Unauthorized):
     """No live session: pages answer with the sign-in page (a redirect to ``/``)."""
 
@@ -131,15 +139,16 @@ async def sign_in(request: web.Request) -> tuple[str, User] | None:
     address = _address(request)
     wait = throttle.retry_after(name, address)
     if wait is not None:
-        raise TooManyAttempts(
-            f"too many failed sign-ins; try again in {int(wait) + 1} seconds",
-        )
+        raise SignInThrottled(wait)
     user = await _check_password(request, name, password) if name and password else None
     if user is None:
         throttle.failed(name, address)
         return None
     throttle.succeeded(name)
+    previous = principal_of(request)
     async with request.app[SESSIONS]() as session, session.begin():
+        if previous is not None:  # a new session at each sign-in; the old one ends
+            await sessions.revoke(session, previous.token_id)
         secret, _ = await sessions.create(
             session, user, address=address, config=request.app[CONFIG].web
         )

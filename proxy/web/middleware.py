@@ -13,9 +13,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from billing import exceptions as billing
-from proxy.exceptions import ProxyPrintError, TooManyAttempts
+from proxy.exceptions import ProxyPrintError
 
-from .auth import SignInRequired, load_principal
+from .auth import SignInRequired, SignInThrottled, load_principal
 from .render import SECURITY_HEADERS, html
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,9 @@ async def web_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         if exc.status < 400:
             raise _redirect(exc) from None
         return _error_page(request, exc.status, exc.reason)
-    except TooManyAttempts as exc:
+    except SignInThrottled as exc:
         response = _error_page(request, exc.status, str(exc))
-        response.headers["Retry-After"] = "60"
+        response.headers["Retry-After"] = str(exc.retry_after)
         return response
     except ProxyPrintError as exc:
         if exc.status >= 500:
