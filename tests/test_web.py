@@ -320,6 +320,10 @@ async def test_reverse_by_an_accounts_editor_compensates_the_balance(
     assert resp is not None and resp.status == 303
     log = await page(client, "/admin/documents")
     assert "charged.pdf" in log and "1.20 EUR" in log
+    async with client.get("/admin/documents.csv?user=alice") as resp:
+        assert resp.status == 200 and resp.content_type == "text/csv"
+        csv_text = await resp.text()
+    assert "charged.pdf" in csv_text and "alice:user:1:1.20" in csv_text
     doc = await page(client, f"/documents/{po.id}")
     assert 'id="reverse"' in doc
     async with client.post(

@@ -3,26 +3,31 @@ accounts list (admins and accounts editors). Roles as the API requires them."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 from aiohttp import web
 from sqlalchemy import select
 
 from billing import charging, ledger
 from billing.enums import PrintStatus, Role, StatusReason
 from billing.models import Printer, PrintOut
-from proxy.api import queries
+from proxy.api import export, queries
 from proxy.api.jobs import held_page, own_print_out
 from proxy.api.printouts import _filter as printout_filter
 from proxy.api.tickets import OPERATORS, _ticket
 from proxy.exceptions import Conflict, NotFound
-from proxy.keys import READ_SESSIONS, SESSIONS, WAKE
+from proxy.keys import CONFIG, READ_SESSIONS, SESSIONS, WAKE
 from proxy.pipeline import lifecycle
 from proxy.pipeline import release as held
 from proxy.pipeline.wake import DISPATCH
 
 from .auth import signed_form, signed_in
-from .render import html
+from .render import SECURITY_HEADERS, html
 
+log = logging.getLogger(__name__)
 PAGE = 50
+EXPORT_BATCH = 1_000
 LOG_ROLES = (Role.ACCOUNTS_EDITOR,)  # admin passes too (allowed())
 LOG_PARAMS = frozenset({"user", "printer", "status", "since", "until", "cursor"})
 
@@ -99,6 +104,38 @@ async def documents(request: web.Request) -> web.Response:
     )
 
 
+async def documents_csv(request: web.Request) -> web.StreamResponse:
+    """The filtered log as CSV: the API's export (``GET /printouts.csv``), keyset batches."""
+    principal = signed_in(request, *LOG_ROLES)
+    params = queries.query_params(request.query, LOG_PARAMS - {"cursor"})
+    flt = printout_filter(principal, params)
+    response = web.StreamResponse(
+        headers={**SECURITY_HEADERS, "Content-Disposition": 'attachment; filename="documents.csv"'}
+    )
+    response.content_type = export.CONTENT_TYPE
+    response.charset = export.CHARSET
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    if request.method == "HEAD":
+        await response.write_eof()
+        return response
+    currency = request.app[CONFIG].money
+    try:
+        await response.write(export.header())
+        found = export.batches(request.app[READ_SESSIONS], flt, batch=EXPORT_BATCH)
+        async with contextlib.aclosing(found):
+            async for rows in found:
+                await response.write(export.rows(rows, currency))
+        await response.write_eof()
+    except ConnectionError:
+        log.info("documents CSV: client went away")
+    except Exception:
+        log.exception("documents CSV failed; connection closed")
+        if request.transport is not None:
+            request.transport.close()
+    return response
+
+
 async def reverse(request: web.Request) -> web.Response:
     principal, _ = await signed_form(request, Role.ACCOUNTS_EDITOR)
     raw = request.match_info["id"]
@@ -148,6 +185,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/tickets/{id}/release", ticket_release, name="web.ticket-release"),
         web.post("/tickets/{id}/cancel", ticket_cancel, name="web.ticket-cancel"),
         web.get("/admin/documents", documents, name="web.admin-documents"),
+        web.get("/admin/documents.csv", documents_csv, name="web.admin-documents-csv"),
         web.post("/documents/{id}/reverse", reverse, name="web.reverse"),
         web.get("/admin/accounts", accounts, name="web.admin-accounts"),
     ]
