@@ -63,6 +63,10 @@ class User(Base):
     external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = _created()
+    # The web app (proxy/web/): a local password (scrypt, see proxy/web/passwords.py;
+    # None = no local sign-in) and the API role the user's web sessions carry.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    web_role: Mapped[str] = mapped_column(String(32), default="user", server_default="user")
 
     groups: Mapped[list[Group]] = relationship(
         secondary=group_members, back_populates="members", lazy="raise"
@@ -412,3 +416,23 @@ class ScheduledRun(Base):
     started_at: Mapped[dt.datetime] = _created()
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class WebSession(Base):
+    """A signed-in web session: the cookie holds the secret, this row its SHA-256.
+
+    Server-side so that it can be revoked (sign-out, a disabled user) and is
+    shared by every instance on the database.
+    """
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = _id()
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(128))
+    address: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = _created()
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

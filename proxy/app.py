@@ -42,6 +42,7 @@ from .pipeline.pool import TargetPool
 from .pipeline.wake import Waker
 from .pipeline.workers import setup_workers
 from .spool import Spool
+from .web.setup import setup_web
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,7 @@ def create_app(config: Config, *, workers: bool = True, intake: bool = True) -> 
         app.cleanup_ctx.append(serve_readers)
     setup_metrics(app, workers=workers)
     setup_api(app)
+    setup_web(app)
     if workers:
         setup_workers(app)
     return app

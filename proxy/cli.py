@@ -254,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     user_add.add_argument("--full-name")
     user_add.add_argument("--group", action="append", default=[], help="repeatable")
     user_add.set_defaults(handler=cmd_user_add)
+    from .web.cli import register as register_web
+
+    register_web(user)
 
     group = sub.add_parser("group", help="groups").add_subparsers(dest="action", required=True)
     group_add = group.add_parser("add", help="a group and its group account")

@@ -158,6 +158,25 @@ class LogConfig:
     level: str = "INFO"  # DEBUG | INFO | WARNING | ERROR | CRITICAL
 
 
+@dataclass(frozen=True)
+class WebConfig:
+    """The web app at ``/`` (proxy/web/): sign-in, sessions, throttling."""
+
+    # "local" = passwords set by `proxyprint user passwd` (scrypt).
+    auth: tuple[str, ...] = ("local",)
+    session_hours: float = 12.0  # a session ends this long after sign-in
+    idle_mins: float = 120.0  # ... or after this long without a request
+    # The session cookie's Secure flag: "auto" = when the request came over TLS
+    # (or a proxy in front said so with X-Forwarded-Proto: https), "always", "never".
+    cookie_secure: str = "auto"
+    # Failed sign-ins allowed per user name and per client address in the window.
+    login_attempts: int = 5
+    login_window_secs: float = 300.0
+    poll_secs: float = 3.0  # how often the pages' script asks for job status
+
+
+WEB_AUTH = ("local",)
+COOKIE_SECURE = ("auto", "always", "never")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -179,6 +198,7 @@ class Config:
     instance: InstanceConfig = field(default_factory=InstanceConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
     @property
     def money(self) -> Currency:
@@ -299,6 +319,7 @@ def build_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     limits = config.limits
     if limits.max_connections < 1 or limits.head_timeout_secs <= 0 or limits.body_timeout_secs <= 0:
         raise ConfigError("limits: max_connections and the timeouts must be positive")
+    _check_web(config.web)
     if config.tracker.interval_secs <= 0:
         raise ConfigError("tracker.interval_secs: must be positive")
     _check_intake(config.intake)
@@ -323,6 +344,18 @@ def build_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     except InvalidInput as exc:
         raise ConfigError(str(exc)) from exc
     return config
+
+
+def _check_web(web: WebConfig) -> None:
+    unknown = [a for a in web.auth if a not in WEB_AUTH]
+    if unknown or not web.auth:
+        raise ConfigError(f"web.auth: use {', '.join(WEB_AUTH)}, not {list(web.auth)!r}")
+    if web.cookie_secure not in COOKIE_SECURE:
+        raise ConfigError(f"web.cookie_secure: use one of {', '.join(COOKIE_SECURE)}")
+    if min(web.session_hours, web.idle_mins, web.login_window_secs, web.poll_secs) <= 0:
+        raise ConfigError("web: session_hours, idle_mins, login_window_secs, poll_secs > 0")
+    if web.login_attempts < 1:
+        raise ConfigError("web.login_attempts: must be at least 1")
 
 
 # Keys whose value is a secret: a file holding one must not be readable by others.

@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import jinja2
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -25,6 +26,7 @@ from .pipeline.leader import Instance
 from .pipeline.pool import TargetPool
 from .pipeline.wake import Waker
 from .spool import Spool
+from .web.throttle import LoginThrottle
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -74,6 +76,10 @@ INTAKE_RUNNER = web.AppKey("intake_runner", web.AppRunner)
 READER_LISTENER = web.AppKey("reader_listener", ReaderServer)
 # Nonces and failed attempts of signed HTTP taps (the reader key signs; see api/nfc.py).
 TAP_AUTH = web.AppKey("tap_auth", IntakeAuth)
+
+# The web app (proxy/web/)
+WEB_TEMPLATES = web.AppKey("web_templates", jinja2.Environment)
+WEB_THROTTLE = web.AppKey("web_throttle", LoginThrottle)
 
 # The intake sub-app (proxy/pipeline/intake.py)
 INTAKE = web.AppKey("intake", IntakeResources)
