@@ -79,6 +79,9 @@ class PaperCutConfig:
     token: str = ""
     db_url: str = ""
     account: str = ""
+    # The shared account proxyprint's PaperCut-managed queues charge (SPEC §8: no
+    # double charge); created by `papercut fix`, verified by `papercut check`.
+    clearing_account: str = "proxyprint-clearing"
     missing_after_mins: int = 60
     timeout_secs: float = 10.0
 

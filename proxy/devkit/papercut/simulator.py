@@ -28,7 +28,8 @@ Controls, as methods and as HTTP endpoints (JSON; amounts as strings):
 ``add_user(name, balance, ...)``      ``POST /sim/users {"name", "balance", "full_name",
                                       "email", "card", "groups"}``
 ``add_printer(server, name, ...)``    ``POST /sim/printers {"server", "name", "cost_mono",
-                                      "cost_color", "unauthenticated", "hold_release"}``
+                                      "cost_color", "unauthenticated", "hold_release",
+                                      "charge_account"}``
 ``add_shared_account(name, ...)``     ``POST /sim/shared-accounts {"name", "balance"}``
 ``add_group(name, members)``          ``POST /sim/groups {"name", "members"}``
 ``balance(user)``                     ``GET /sim/users/{name}/balance``
