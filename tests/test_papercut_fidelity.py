@@ -109,10 +109,34 @@ async def test_every_method_proxyprint_calls_through_the_independent_client(
     assert await ok("deleteExistingUser", "bo", False) is True
     assert await ok("isUserExists", "bo") is False
 
-    # Groups.
+    # Groups: the directory source offers "crew" and "night"; a new group is added in
+    # the background, after a user/group sync.
+    sim.set_directory(groups=["crew", "night"])
+    sim.task_seconds = 0.2
+    assert await ok("performUserAndGroupSync") is True
+    assert await ok("performGroupSync") is True
+    for _ in range(100):
+        status = await ok("getTaskStatus")
+        if status["completed"]:
+            break
+        assert status == {"completed": False, "message": status["message"]}
+        await asyncio.sleep(0.05)
+    assert status["completed"] and status["message"].startswith("Completed")
     assert await ok("isGroupExists", "crew") is True
     assert await ok("addNewGroup", "crew") is True  # the group exists: nothing changes
-    assert await ok("listUserGroups", 0, 10) == ["crew"]
+    assert await ok("addNewGroup", "night") is True
+    assert await ok("isGroupExists", "night") is False  # not yet: a background task
+    assert "not exist in the user directory source" in await refused(proxy.addNewGroup, "day")
+    for _ in range(100):
+        if (await ok("getTaskStatus"))["completed"]:
+            break
+        await asyncio.sleep(0.05)
+    assert await ok("isGroupExists", "night") is True
+    assert await ok("removeUserFromGroup", "amy", "crew") is True
+    sim.task_seconds = 0.0
+    assert await ok("listUserGroups", 0, 10) == ["crew", "night"]
+    assert await ok("getGroupMembers", "crew", 0, 10) == []
+    assert await ok("addUserToGroup", "amy", "crew") is True
     assert await ok("getGroupMembers", "crew", 0, 10) == ["amy"]
     assert await ok("removeUserFromGroup", "amy", "crew") is True
     assert await ok("getUserGroups", "amy") == []

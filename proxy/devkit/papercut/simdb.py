@@ -143,7 +143,8 @@ class SimDatabase(SimMethods):
                 self._adjust(conn, account_id, Decimal(balance), "initial balance", "INITIAL")
 
     def add_group(self, name: str, members: Sequence[str] = ()) -> None:
-        self.add_new_group(name)
+        """A group, at once (as if it came from the directory source long ago)."""
+        self.insert_group(name)
         for member in members:
             self.add_user_to_group(member, name)
 

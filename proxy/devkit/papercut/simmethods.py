@@ -15,7 +15,8 @@ from decimal import Decimal
 
 from billing.papercut.checks import CHARGE_ACCOUNT_PROPERTY
 from proxy.devkit.papercut.simbackend import ensure_user
-from proxy.devkit.papercut.simstore import SimFault, SimStore, now_text, yn
+from proxy.devkit.papercut.simdirectory import SimDirectory
+from proxy.devkit.papercut.simstore import SimFault, now_text, yn
 
 __all__ = ["CHARGE_ACCOUNT_PROPERTY", "COST_MODELS", "CUSTOM_FIELDS", "SimMethods"]
 
@@ -69,8 +70,9 @@ def _decimal(value: object, field: str) -> Decimal:
     raise SimFault(f"{field}: expected a number")
 
 
-class SimMethods(SimStore):
-    """The Web Services methods; every write is one transaction."""
+class SimMethods(SimDirectory):
+    """The Web Services methods; every write is one transaction (groups and the
+    directory sync: ``simdirectory``)."""
 
     def _print_stats(self, column: str, key: int, prop: str) -> str:
         """A ``print-stats.*`` property: the printed jobs (pages) whose ``column`` is ``key``."""
@@ -217,17 +219,6 @@ class SimMethods(SimStore):
 
     def is_group_exists(self, group: str) -> bool:
         return self._one("SELECT 1 FROM tbl_user_group WHERE group_name = ?", (group,)) is not None
-
-    def add_new_group(self, group: str) -> bool:
-        """Adding an existing group changes nothing."""
-        if not group:
-            raise SimFault("Invalid group name")
-        with self._tx() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO tbl_user_group (group_name, created_date) VALUES (?, ?)",
-                (group, now_text()),
-            )
-        return True
 
     def list_user_groups(self, offset: int, limit: int) -> list[str]:
         return self._column(

@@ -72,6 +72,9 @@ METHODS: dict[str, Spec] = {
     "api.setPrinterProperty": ("set_printer_property", (str, str, str, str), 4),
     "api.getPrinterCostSimple": ("get_printer_cost_simple", (str, str), 2),
     "api.setPrinterCostSimple": ("set_printer_cost_simple", (str, str, DOUBLE), 3),
+    "api.performUserAndGroupSync": ("perform_user_and_group_sync", (), 0),
+    "api.performGroupSync": ("perform_group_sync", (), 0),
+    "api.getTaskStatus": ("get_task_status", (), 0),
 }
 
 
@@ -108,6 +111,7 @@ def apply(db: SimMethods, method: str, args: tuple[object, ...]) -> bytes:
     """Call ``method`` (which ``refusal`` let through) on ``db`` with ``args``; the answer."""
     handler: Callable[..., Any] = getattr(db, METHODS[method][0])
     try:
+        db.settle_tasks()  # background tasks whose time has come finish first
         result = handler(*args)
     except SimFault as exc:
         return fault(exc.code, exc.message)
