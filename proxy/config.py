@@ -105,6 +105,8 @@ class OfficeRnDConfig:
     fees_at: str = "07:30"
     timezone: str = "UTC"
     fees_plan: str = "PaperCut Fees"
+    # The fees' OfficeRnD office (location) id; "" = each member's own office.
+    office: str = ""
     # Balance allowance added to each synced user's PaperCut balance.
     allowance_amount: str = "0"
     allowance_period: str = "monthly"  # daily | weekly | monthly
