@@ -325,3 +325,55 @@ async def test_no_double_charge_check_fix_then_delegated_print(
     assert sim.balance("bob") == before["bob"] - Decimal("0.15")
     assert sim.shared_balance(CLEARING) == clearing_before
     assert sim.total_balance() - total_before == Decimal("-0.30")
+
+
+async def test_a_long_hold_is_not_flagged_missing_while_papercut_holds_it(
+    private_cupsd: PrivateCupsd, short_tmp: Path, sim: PaperCutSimulator
+) -> None:
+    """With ``missing_after_mins`` 0 a job PaperCut has not logged is flagged at once; a
+    job PaperCut holds (its row says so) is waited on, however long the hold."""
+    from billing.enums import StatusReason
+
+    extra = {
+        "papercut": {
+            "url": sim.url,
+            "token": "secret-token",
+            "db_url": sim.db_url,
+            "missing_after_mins": 0,
+        }
+    }
+    async with ServiceStack(private_cupsd, short_tmp / "svc-hold", extra=extra) as stack:
+        await stack.add_users("alice", "carol")
+        held_queue = await _papercut_queue(stack, sim, hold=True)
+        silent_queue = await _papercut_queue(stack, sim, hold=False)
+        # The silent queue is paused: its job waits in CUPS, PaperCut never logs it.
+        await asyncio.to_thread(
+            subprocess.run, ["cupsdisable", silent_queue], env=stack.cupsd.env(), check=True
+        )
+        for proxy, queue in (("pp-held", held_queue), ("pp-silent", silent_queue)):
+            await stack.add_printer(proxy, target=f"cups://{queue}", papercut=True)
+        pdf = make_pdf(short_tmp / "h.pdf", 1)
+        held_job = await stack.lp("pp-held", pdf, user="carol", options={"delegators": "alice"})
+        silent_job = await stack.lp("pp-silent", pdf, user="carol")
+        held = await stack.wait_print_out("pp-held", held_job, {S.PENDING_EXTERNAL})
+        await stack.wait_print_out("pp-silent", silent_job, {S.PENDING_EXTERNAL})
+        for _ in range(200):
+            if [r for r in sim.held_jobs() if r.document_name == held.document_name]:
+                break
+            await asyncio.sleep(0.05)
+        assert stack.app is not None
+        # The positive sign that the monitor ran with the rule: the unlogged job is flagged.
+        for _ in range(200):
+            await monitor_tick(stack.app)
+            silent = await stack.print_out_for("pp-silent", silent_job)
+            if silent is not None and silent.status_reason == StatusReason.NOT_IN_PRINT_LOG:
+                break
+            await asyncio.sleep(0.05)
+        assert silent is not None and silent.status_reason == StatusReason.NOT_IN_PRINT_LOG
+        still = await stack.print_out_for("pp-held", held_job)
+        assert still is not None and still.status == S.PENDING_EXTERNAL
+        assert still.status_reason != StatusReason.NOT_IN_PRINT_LOG
+        # The hold ends when PaperCut releases it.
+        assert held.document_name and sim.release(held.document_name)
+        done = await stack.wait_print_out("pp-held", held_job)
+        assert done.status == S.COMPLETED
