@@ -168,3 +168,13 @@ async def test_double_charge_is_reported_for_proxyprint_queues_and_fixed(
     again = await check(client, clearing_account="clearing", managed=managed)
     assert not [p for p in again if p.name == "clearing" or "pp-" in p.name]
     assert (await fix(client, clearing_account="clearing", managed=managed)).fixed == []
+
+
+async def test_without_proxyprint_queues_the_clearing_account_is_not_required(
+    client: PaperCutClient,
+) -> None:
+    problems = await check(client, clearing_account="clearing", managed=set())
+    assert not [p for p in problems if p.kind is ProblemKind.NO_CLEARING_ACCOUNT]
+    assert not [p for p in problems if p.kind is ProblemKind.DOUBLE_CHARGE]
+    every = await check(client, clearing_account="clearing")  # managed None: every printer
+    assert ("srv\\good", ProblemKind.DOUBLE_CHARGE) in kinds(every)

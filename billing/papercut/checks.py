@@ -259,12 +259,13 @@ async def check(
     ``unauthenticated_property`` None skips asking the server (every printer
     then gets an "unknown" problem). With ``clearing_account``, the clearing
     account must exist and every printer proxyprint sends to (``managed``:
-    printer names, case-insensitive; None: every printer) must charge it.
+    printer names, case-insensitive; None: every printer) must charge it
+    (``managed`` empty: proxyprint sends PaperCut nothing, neither is checked).
     Raises ``PaperCutUnavailable`` when the server cannot be reached.
     """
     cost = _positive(default_cost)
     problems: list[Problem] = []
-    if clearing_account:
+    if clearing_account and (managed is None or managed):  # no PaperCut targets: not needed
         missing = await _check_clearing_account(client, clearing_account)
         if missing is not None:
             problems.append(missing)
