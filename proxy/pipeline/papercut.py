@@ -174,7 +174,9 @@ async def _apply_chunk(
             if not await ends.apply(po, change, actor="papercut"):
                 continue
             if change.to is PrintStatus.COMPLETED:
-                await _credit_clearing(ends.session, po, clearing, row.usage_cost)
+                # A row already refunded: PaperCut gave the clearing account its cost back.
+                credit = Decimal(0) if row.refunded else row.usage_cost
+                await _credit_clearing(ends.session, po, clearing, credit)
                 await _charge_to_papercut(ends.session, po, account)
             changed += 1
     return changed
