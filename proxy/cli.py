@@ -186,6 +186,18 @@ async def cmd_reader_add(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _papercut_queues(config: Config) -> set[str]:
+    """The CUPS queues proxyprint's PaperCut-managed printers send to (``cups://QUEUE``):
+    PaperCut names its printers after them, and they must charge the clearing account."""
+    from sqlalchemy import select
+
+    from billing.models import Printer
+
+    async with session_scope(config) as session:
+        targets = await session.scalars(select(Printer.target).where(Printer.papercut.is_(True)))
+        return {t.removeprefix("cups://").strip("/") for t in targets if t.startswith("cups://")}
+
+
 async def cmd_papercut(config: Config, args: argparse.Namespace) -> int:
     """``papercut check|fix``: exit 0 when nothing is left to do, 1 otherwise."""
     from billing.money import parse_amount
@@ -197,9 +209,13 @@ async def cmd_papercut(config: Config, args: argparse.Namespace) -> int:
     default_cost = (
         parse_amount(args.default_cost, field="--default-cost") if args.default_cost else None
     )
+    clearing = config.papercut.clearing_account or None
+    managed = set(args.queue) if args.queue else await _papercut_queues(config)
     async with PaperCutClient(config.papercut.url, config.papercut.token) as client:
         if args.action == "check":
-            problems = await checks.check(client, default_cost=default_cost)
+            problems = await checks.check(
+                client, default_cost=default_cost, clearing_account=clearing, managed=managed
+            )
             for problem in problems:
                 fix_note = "fixable by 'papercut fix'" if problem.fixable else "needs a person"
                 print(f"PROBLEM {problem} ({fix_note})")
@@ -208,7 +224,9 @@ async def cmd_papercut(config: Config, args: argparse.Namespace) -> int:
                         print(f"    - {step}")
             print(f"{len(problems)} problem(s)")
             return 1 if problems else 0
-        report = await checks.fix(client, default_cost=default_cost)
+        report = await checks.fix(
+            client, default_cost=default_cost, clearing_account=clearing, managed=managed
+        )
     for problem in report.fixed:
         print(f"FIXED {problem}")
     for problem, error in report.failed:
@@ -304,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     for action, text in (("check", "report misconfigured printers"), ("fix", "fix what can be")):
         cmd = papercut.add_parser(action, help=text)
         cmd.add_argument("--default-cost", help="page cost to set on printers without one")
+        cmd.add_argument(
+            "--queue",
+            action="append",
+            default=[],
+            help="a PaperCut printer proxyprint sends to (default: every --papercut"
+            " printer's cups:// target in the database); it must charge the clearing account",
+        )
         cmd.set_defaults(handler=cmd_papercut)
 
     serve = sub.add_parser("serve", help="run the service (API, intake, workers)")

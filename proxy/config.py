@@ -100,6 +100,9 @@ class PaperCutConfig:
     token: str = ""
     db_url: str = ""
     account: str = ""
+    # The shared account proxyprint's PaperCut-managed queues charge (SPEC §8: no
+    # double charge); created by `papercut fix`, verified by `papercut check`.
+    clearing_account: str = "proxyprint-clearing"
     missing_after_mins: int = 60
     timeout_secs: float = 10.0
 
@@ -123,6 +126,8 @@ class OfficeRnDConfig:
     fees_at: str = "07:30"
     timezone: str = "UTC"
     fees_plan: str = "PaperCut Fees"
+    # The fees' OfficeRnD office (location) id; "" = each member's own office.
+    office: str = ""
     # Balance allowance added to each synced user's PaperCut balance.
     allowance_amount: str = "0"
     allowance_period: str = "monthly"  # daily | weekly | monthly

@@ -131,7 +131,13 @@ async def test_two_instances_three_kills_every_job_once(
     async with PaperCutSimulator(sim_db, token="tok") as sim:
         for user in USERS:
             sim.add_user(user)
-        sim.add_printer("papercut", "pc-cluster", cost_mono=Decimal("0.07"))
+        sim.add_shared_account("proxyprint-clearing")
+        sim.add_printer(
+            "papercut",
+            "pc-cluster",
+            cost_mono=Decimal("0.07"),
+            charge_account="proxyprint-clearing",
+        )
         await asyncio.to_thread(
             private_cupsd.add_queue, "pc-cluster", sim.device_uri("pc-cluster", server="papercut")
         )
@@ -381,7 +387,10 @@ async def test_two_instances_three_kills_every_job_once(
         adjustments = [a for a in sim.adjustments() if "proxyprint print-out" in a.comment]
         per_marker = Counter(m for a in adjustments for m in markers_pc if m in a.comment)
         assert set(per_marker) == markers_pc and set(per_marker.values()) == {1}
-        assert sum((a.amount for a in adjustments), Decimal(0)) == -pc_total
+        # PaperCut charged the clearing account pc_total; proxyprint credited it back.
+        assert sum((a.amount for a in adjustments), Decimal(0)) == 0
+        assert sim.shared_balance("proxyprint-clearing") == 0
+        assert sim.total_balance() == -pc_total
         by_account: dict[int, Decimal] = {}
         for e in entries:
             by_account[e.account_id] = by_account.get(e.account_id, Decimal(0)) + e.amount
