@@ -36,7 +36,7 @@ from ..exceptions import BadRequest, ProxyPrintError, Unauthorized
 from ..keys import INTAKE, IntakeResources
 from ..pages import count_pages
 from ..spool import CHUNK, Incomplete, SpooledFile
-from . import intake_status
+from . import control, intake_status
 from .delegation import DelegationError, parse_cups_options
 from .jobs import IntakeJob, latest_print_out, record_job, record_reprint
 from .wake import DISPATCH
@@ -403,6 +403,7 @@ def create_intake_app(resources: IntakeResources) -> web.Application:
     """The intake app, on the main app's config, database, spool and wake-ups."""
     app = web.Application(middlewares=[_errors], client_max_size=0)
     app[INTAKE] = resources
+    control.carry_keys(app, resources)  # a CUPS cancel ends the print-out through the lifecycle
     app.router.add_post("/intake/v1/jobs", receive_job, expect_handler=expect_continue)
     intake_status.add_routes(app, check_secret=_check_secret)
     return app

@@ -133,7 +133,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     job_uuid, print_out = _params(request)
     po = await _find(request, job_uuid, print_out)
     done = await control.cancel(
-        request.app[INTAKE],
+        request.app,
         po.id,
         actor="cups",
         reason=control.REASON_CANCELED_IN_CUPS,
