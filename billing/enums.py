@@ -74,6 +74,8 @@ class StatusReason(StrEnum):
     TARGET_REJECTED = "target-rejected"
     LOST_AT_TARGET = "lost-at-target"  # the printer no longer knows the job
     CANCELED_BY_USER = "canceled-by-user"
+    # moved to another proxy printer (POST /jobs/{id}/redirect)
+    REDIRECTED = "redirected"
     # events of a CUPS restart of an ended job
     REPRINT = "reprint"
     REPRINTED = "reprinted"

@@ -329,9 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     printer_add.add_argument("--hold-expiry-mins", type=int, default=60)
     printer_add.add_argument("--intake-tcp", help="HOST:PORT for a CUPS server on another host")
     printer_add.set_defaults(handler=cmd_printer_add)
+    from .cli_jobs import register as register_jobs
     from .cli_officernd import register as register_officernd
 
     register_officernd(sub, papercut)
+    register_jobs(sub)
     return parser
 
 
