@@ -238,6 +238,36 @@ async def record_reprint(
     and weights, the printer's current target and mode, charged again when it ends."""
     print_in.spool_path = str(spooled.path)
     print_in.spool_removed_at = None
+    print_out = await next_print_out(session, printer, previous, currency=currency)
+    status = PrintStatus(print_out.status)
+    events.record(
+        session,
+        subject_type="print_out",
+        subject_id=print_out.id,
+        actor=previous.delegate,
+        to_status=status.label,
+        reason=StatusReason.REPRINT,
+        message=f"CUPS restarted job {print_in.cups_job_id}: reprint of print-out {previous.id}",
+        data={"print_in": print_in.id, "reprint_of": previous.id},
+    )
+    events.record(
+        session,
+        subject_type="print_out",
+        subject_id=previous.id,
+        actor=previous.delegate,
+        reason=StatusReason.REPRINTED,
+        message=f"printed again as print-out {print_out.id}",
+        data={"reprint": print_out.id},
+    )
+    return print_out
+
+
+async def next_print_out(
+    session: AsyncSession, printer: Printer, previous: PrintOut, *, currency: Currency
+) -> PrintOut:
+    """A new print-out of ``previous``'s print-in on ``printer`` (its target, mode and
+    hold expiry), with the same payers and weights, ``reprint_of`` naming ``previous``.
+    A reprint and the redirect of an ended job make one; the caller writes the events."""
     mode = printer.printer_mode
     held = mode in (PrinterMode.HOLD, PrinterMode.TICKET)
     now = utcnow()
@@ -246,7 +276,7 @@ async def record_reprint(
     )
     status = PrintStatus.HELD if held else PrintStatus.PENDING
     print_out = PrintOut(
-        print_in_id=print_in.id,
+        print_in_id=previous.print_in_id,
         printer_id=printer.id,
         mode=mode.value,
         target=printer.target,
@@ -278,23 +308,4 @@ async def record_reprint(
     ).all()
     for account_id, weight in shares:
         session.add(shadow(print_out, account_id, weight, status))
-    events.record(
-        session,
-        subject_type="print_out",
-        subject_id=print_out.id,
-        actor=previous.delegate,
-        to_status=status.label,
-        reason=StatusReason.REPRINT,
-        message=f"CUPS restarted job {print_in.cups_job_id}: reprint of print-out {previous.id}",
-        data={"print_in": print_in.id, "reprint_of": previous.id},
-    )
-    events.record(
-        session,
-        subject_type="print_out",
-        subject_id=previous.id,
-        actor=previous.delegate,
-        reason=StatusReason.REPRINTED,
-        message=f"printed again as print-out {print_out.id}",
-        data={"reprint": print_out.id},
-    )
     return print_out

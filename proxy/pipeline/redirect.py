@@ -36,11 +36,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing import events, status
 from billing.db import utcnow
 from billing.enums import PrinterMode, PrintStatus, StatusReason
-from billing.models import AccountTransaction, Printer, PrintIn, PrintOut
+from billing.models import Printer, PrintIn, PrintOut
 from billing.money import Currency
 
 from ..exceptions import Conflict, NotFound
-from .jobs import shadow
+from .jobs import next_print_out
 from .release import releasable
 
 REDIRECTABLE = (PrintStatus.PENDING, PrintStatus.HELD)
@@ -157,39 +157,10 @@ async def _redirect_aborted(
         )
     if await session.scalar(select(PrintOut.id).where(PrintOut.reprint_of == po.id)) is not None:
         raise Conflict(f"job {po.id} was redirected or reprinted already")
-    now = utcnow()
-    to_hold = printer.printer_mode is PrinterMode.HOLD
-    hold_until = now + timedelta(minutes=printer.hold_expiry_mins) if to_hold else None
-    to = PrintStatus.HELD if to_hold else PrintStatus.PENDING
-    new = PrintOut(
-        print_in_id=po.print_in_id,
-        printer_id=printer.id,
-        mode=printer.mode,
-        target=printer.target,
-        papercut=printer.papercut,
-        status=int(to),
-        status_reason=StatusReason.HOLD if to_hold else StatusReason.REDIRECTED,
-        delegate=po.delegate,
-        delegate_user_id=po.delegate_user_id,
-        title=po.title,
-        pages=po.pages,
-        copies=po.copies,
-        currency=currency.code,
-        hold_until=hold_until,
-        next_action_at=hold_until if to_hold else now,
-        reprint_of=po.id,
-    )
-    session.add(new)
-    await session.flush()
-    shares = (
-        await session.execute(
-            select(AccountTransaction.account_id, AccountTransaction.weight)
-            .where(AccountTransaction.print_out_id == po.id)
-            .order_by(AccountTransaction.id)
-        )
-    ).all()
-    for account_id, weight in shares:
-        session.add(shadow(new, account_id, weight, to))
+    new = await next_print_out(session, printer, po, currency=currency)
+    to = PrintStatus(new.status)
+    if to is PrintStatus.PENDING:
+        new.status_reason = StatusReason.REDIRECTED
     message = f"print-out {po.id} ({po.target}, {po.status_reason}) redirected to {printer.name}"
     for subject in (new.id, po.id):
         events.record(
