@@ -147,6 +147,9 @@ class PrintIn(Base):
 
     id: Mapped[int] = _id()
     job_uuid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # A job without a job-uuid (a non-CUPS sender): sha256 of (sender, printer, job id,
+    # time-at-creation), so the same request twice is recorded once (intake.origin_key).
+    origin_key: Mapped[str | None] = mapped_column(String(64), unique=True)
     cups_job_id: Mapped[int | None] = mapped_column(Integer)
     printer_id: Mapped[int] = mapped_column(ForeignKey("printers.id"))
     delegate: Mapped[str] = mapped_column(String(255))

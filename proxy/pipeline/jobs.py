@@ -38,6 +38,10 @@ class IntakeJob:
     options: str
     content_type: str | None
     host: str | None
+    # The sender's time-at-creation (seconds), part of ``origin_key``.
+    time_at_creation: int | None = None
+    # Set by the intake for a job without a job-uuid (``intake.origin_key``).
+    origin_key: str | None = None
 
 
 def clean_title(title: str) -> tuple[str, str | None]:
@@ -117,6 +121,7 @@ async def record_job(
     delegate_user = await session.scalar(select(User).where(User.name == job.user))
     print_in = PrintIn(
         job_uuid=job.job_uuid,
+        origin_key=job.origin_key,
         cups_job_id=job.job_id,
         printer_id=printer.id,
         delegate=job.user,
