@@ -60,6 +60,7 @@ class StatusReason(StrEnum):
     TICKET = "ticket"  # job ticket: waits for an operator
     DELEGATION_INVALID = "delegation-invalid"
     TITLE_INVALID = "title-invalid"
+    AWAITING_TAP = "awaiting-tap"  # a direct printer with --require-tap: its owner taps
     # released
     WEB_RELEASE = "web-release"
     NFC_TAP = "nfc-tap"
@@ -67,6 +68,7 @@ class StatusReason(StrEnum):
     # ended
     PRINTED = "printed"  # PaperCut logged it printed
     EXPIRED = "expired"  # a hold never released (here or in PaperCut)
+    NOT_AUTHENTICATED = "not-authenticated"  # nobody tapped within the tap window
     CANCELED_WHILE_HELD = "canceled-while-held"
     TICKET_CANCELED = "ticket-canceled"
     CANCELED_IN_CUPS = "canceled-in-cups"

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -132,6 +133,10 @@ class Printer(Base):
     ticket_extras: Mapped[list[Any]] = mapped_column(JSON, default=list)
     papercut: Mapped[bool] = mapped_column(Boolean, default=False)
     hold_expiry_mins: Mapped[int] = mapped_column(Integer, default=60)
+    # Authenticated direct print: a job waits for its owner's tap at one of the
+    # printer's readers for tap_window_secs, then is canceled ``not-authenticated``.
+    require_tap: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    tap_window_secs: Mapped[int] = mapped_column(Integer, default=60, server_default="60")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = _created()
 

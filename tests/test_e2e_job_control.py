@@ -365,3 +365,104 @@ async def test_job_commands(
     assert again.returncode == 2 and "already ended" in again.stderr
     bad = await asyncio.to_thread(_cli, stack, "job", "list", "--status", "nope")
     assert bad.returncode == 2 and "unknown status" in bad.stderr
+
+
+# --- authenticated direct print (--require-tap) -------------------------------------------
+
+
+async def _tap(stack: ServiceStack, reader: str, token: str, card: str) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession(stack.base_url) as s,
+        s.post(
+            f"/api/v1/readers/{reader}/tap",
+            json={"card": card},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as r,
+    ):
+        return r.status, await r.json()
+
+
+async def _cups_message(cupsd: PrivateCupsd, job: int, needle: str) -> str:
+    async def check() -> str | None:
+        attrs = await asyncio.to_thread(cupsd.job_attributes, job)
+        message = str(attrs.get("job-printer-state-message", ""))
+        return message if needle in message else None
+
+    found: str = await _wait(check, f"{needle!r} in CUPS job {job}'s state message")
+    return found
+
+
+async def test_require_tap_prints_when_its_owner_taps(
+    stack: ServiceStack,
+    api: Api,
+    private_cupsd: PrivateCupsd,
+    ippeve_printer: IppEvePrinter,
+    short_tmp: Path,
+) -> None:
+    queue, reader = unique("pp-auth"), unique("lobby")
+    await stack.add_printer(
+        queue, target=ippeve_printer.uri, mode="direct", cost_mono="0.10", require_tap=True
+    )
+    token = await stack.add_reader(reader, [queue])
+    await stack.add_card("carol", "04:c4:c4:c4")
+    await stack.add_card("bob", "04:b0:b0:b0")
+    title = unique("tapped")
+    job = await stack.lp(queue, make_pdf(short_tmp / "t.pdf", 2), user="carol", title=title)
+    po = await stack.wait_print_out(queue, job, {S.HELD})
+    assert po.status_reason == "awaiting-tap" and po.mode == "direct"
+    assert po.status_message == f"tap your card at {reader} within 60 s"
+    assert po.hold_until is not None and po.target_job_id is None
+    # The backend stays with the job and tells the user what it waits for.
+    await _cups_message(private_cupsd, job, f"Tap your card at {reader} within 60 s")
+    assert J(int((await asyncio.to_thread(private_cupsd.job_attributes, job))["job-state"])) in (
+        J.PROCESSING,
+        J.PENDING,
+    )
+    # Another user's tap releases nothing of carol's.
+    status, body = await _tap(stack, reader, token, "04b0b0b0")
+    assert status == 200 and body["released"] == [], body
+    status, body = await _tap(stack, reader, token, "04c4c4c4")
+    assert status == 200 and [r["id"] for r in body["released"]] == [po.id], body
+    ended = await stack.wait_print_out(queue, job, timeout=60)
+    assert ended.status == S.COMPLETED and ended.cost == Decimal("0.20")
+    assert await _cups_ended(private_cupsd, job) == J.COMPLETED
+    assert await _docs_titled(ippeve_printer, title) == 1
+
+
+async def test_require_tap_cancels_when_nobody_taps(
+    stack: ServiceStack,
+    api: Api,
+    private_cupsd: PrivateCupsd,
+    ippeve_printer: IppEvePrinter,
+    short_tmp: Path,
+) -> None:
+    queue = unique("pp-auth")
+    await stack.add_printer(
+        queue,
+        target=ippeve_printer.uri,
+        mode="direct",
+        cost_mono="0.10",
+        require_tap=True,
+        tap_window_secs=2,
+    )
+    title = unique("untapped")
+    job = await stack.lp(queue, make_pdf(short_tmp / "u.pdf", 1), user="alice", title=title)
+    po = await stack.wait_print_out(queue, job, {S.HELD})
+    assert po.status_message == "tap your card at a card reader of this printer within 2 s"
+    ended = await stack.wait_print_out(queue, job, timeout=30)
+    assert ended.status == S.CANCELED and ended.status_reason == "not-authenticated"
+    assert ended.charged_at is None and ended.target_job_id is None
+    assert await _cups_ended(private_cupsd, job) == J.CANCELED
+    assert await _docs_titled(ippeve_printer, title) == 0
+    assert set((await api.balances()).values()) == {"0.00"}
+
+
+async def test_require_tap_is_for_direct_printers(stack: ServiceStack) -> None:
+    from proxy.exceptions import BadRequest
+
+    with pytest.raises(BadRequest, match="direct printers"):
+        await stack.add_printer(
+            unique("pp-x"), target=dead_printer(), mode="hold", require_tap=True
+        )
+    with pytest.raises(BadRequest, match="tap window"):
+        await stack.add_printer(unique("pp-y"), target=dead_printer(), tap_window_secs=0)

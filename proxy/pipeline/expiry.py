@@ -1,4 +1,5 @@
-"""The expiry loop: held jobs whose hold ran out are canceled (never charged)."""
+"""The expiry loop: held jobs whose hold ran out are canceled (never charged): reason
+``expired``, or ``not-authenticated`` for a ``--require-tap`` job nobody tapped for."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ log = logging.getLogger(__name__)
 
 EXPIRED = lifecycle.Change(
     PrintStatus.CANCELED, StatusReason.EXPIRED, message="never released before the hold expired"
+)
+# A direct printer with --require-tap: nobody tapped a card within the window.
+NOT_AUTHENTICATED = lifecycle.Change(
+    PrintStatus.CANCELED,
+    StatusReason.NOT_AUTHENTICATED,
+    message="nobody tapped a card within the tap window: not printed, nothing charged",
 )
 
 
@@ -37,7 +44,8 @@ async def expire_tick(app: web.Application) -> int:
             )
         ).all()
         for po in due:
-            await ends.apply(po, EXPIRED, actor="expiry")
+            waited_for_tap = po.status_reason == StatusReason.AWAITING_TAP
+            await ends.apply(po, NOT_AUTHENTICATED if waited_for_tap else EXPIRED, actor="expiry")
     if due:
         log.info("expired %d held job(s)", len(due))
     return len(due)

@@ -31,7 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.enums import PrinterMode, PrintStatus
+from billing.enums import PrinterMode, PrintStatus, StatusReason
 from billing.models import Printer, PrintIn, PrintOut
 
 from ..exceptions import BadRequest, ProxyPrintError, Unauthorized
@@ -387,6 +387,10 @@ def _follow(request: web.Request, po: PrintOut | None) -> bool:
     tickets, an invalid delegation) waits for a person, and a backend that
     waited with it would keep the whole CUPS queue busy.
     """
+    if po is not None and po.status_reason == StatusReason.AWAITING_TAP:
+        # Authenticated direct print: it prints the moment its owner taps (or is
+        # canceled within the window), so the backend stays with it.
+        return request.app[INTAKE].config.intake.follow and po.status == PrintStatus.HELD
     return (
         request.app[INTAKE].config.intake.follow
         and po is not None

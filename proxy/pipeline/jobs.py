@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -13,7 +14,16 @@ from billing import charging, events
 from billing.cost import ticket_cost
 from billing.db import utcnow
 from billing.enums import PrinterMode, PrintStatus, StatusReason
-from billing.models import AccountTransaction, Delegation, Printer, PrintIn, PrintOut, User
+from billing.models import (
+    AccountTransaction,
+    Delegation,
+    Printer,
+    PrintIn,
+    PrintOut,
+    Reader,
+    User,
+    reader_printers,
+)
 from billing.money import Currency, parse_amount
 
 from ..pages import PageCount
@@ -168,6 +178,10 @@ async def record_job(
     hold_until = None
     if status == PrintStatus.HELD and problem is None and mode is PrinterMode.HOLD:
         hold_until = now + timedelta(minutes=printer.hold_expiry_mins)
+    tap_message = None
+    if problem is None and mode is PrinterMode.DIRECT and printer.require_tap:
+        status = PrintStatus.HELD
+        hold_until, tap_message = await awaiting_tap(session, printer)
     print_out = PrintOut(
         print_in_id=print_in.id,
         printer_id=printer.id,
@@ -178,9 +192,11 @@ async def record_job(
         status_reason=(
             reason
             if problem
+            else StatusReason.AWAITING_TAP
+            if tap_message
             else (StatusReason.held_for(mode) if status == PrintStatus.HELD else None)
         ),
-        status_message=problem,
+        status_message=problem or tap_message,
         delegate=job.user,
         delegate_user_id=print_in.delegate_user_id,
         title=title,
@@ -218,6 +234,23 @@ async def record_job(
         data={"print_in": print_in.id, "cups_job_id": job.job_id, "pages": pages.pages},
     )
     return print_out
+
+
+async def awaiting_tap(session: AsyncSession, printer: Printer) -> tuple[dt.datetime, str]:
+    """A ``--require-tap`` printer's job: until when it waits for its owner's tap, and
+    what she is told (the backend's ``INFO:``, the API's status message)."""
+    readers = (
+        await session.scalars(
+            select(Reader.reader_id)
+            .join(reader_printers, reader_printers.c.reader_id == Reader.id)
+            .where(reader_printers.c.printer_id == printer.id)
+            .order_by(Reader.reader_id)
+            .limit(4)
+        )
+    ).all()
+    where = " or ".join(readers) if readers else "a card reader of this printer"
+    window = printer.tap_window_secs
+    return utcnow() + timedelta(seconds=window), f"tap your card at {where} within {window} s"
 
 
 async def latest_print_out(session: AsyncSession, print_in_id: int) -> PrintOut | None:
@@ -300,6 +333,11 @@ async def next_print_out(
         ticket_cost=previous.ticket_cost if mode is PrinterMode.TICKET else None,
         cost_detail=previous.cost_detail if mode is PrinterMode.TICKET else None,
     )
+    if mode is PrinterMode.DIRECT and printer.require_tap:
+        print_out.status = int(status := PrintStatus.HELD)
+        print_out.status_reason = StatusReason.AWAITING_TAP
+        print_out.hold_until, print_out.status_message = await awaiting_tap(session, printer)
+        print_out.next_action_at = print_out.hold_until
     session.add(print_out)
     await session.flush()
     if mode is PrinterMode.TICKET:
