@@ -296,6 +296,46 @@ async def test_redirect_refusals(stack: ServiceStack, api: Api, short_tmp: Path)
     assert [e.reason for e in await _events(stack, po.id) if e.reason == "redirected"] == []
 
 
+async def test_redirect_a_job_its_printer_rejected(
+    stack: ServiceStack,
+    api: Api,
+    private_cupsd: PrivateCupsd,
+    ippeve_printer: IppEvePrinter,
+    short_tmp: Path,
+) -> None:
+    bad, good = unique("pp-bad"), unique("pp-good")
+    rejecting = ippeve_printer.uri.replace("/ipp/print", "/ipp/no-such-printer")
+    await stack.add_printer(bad, target=rejecting, mode="direct", cost_mono="0.10")
+    await stack.add_printer(good, target=ippeve_printer.uri, mode="direct", cost_mono="0.25")
+    title = unique("rejected")
+    job = await stack.lp(bad, make_pdf(short_tmp / "j.pdf", 2), user="carol", title=title)
+    po = await stack.wait_print_out(bad, job)
+    assert po.status == S.ABORTED and po.status_reason == "target-rejected", po.status_message
+    assert await _cups_ended(private_cupsd, job) == J.ABORTED
+    kept = list((stack.root / "spool" / "jobs").iterdir())
+    assert len(kept) == 1  # kept for a redirect ([spool] keep_rejected_hours)
+    admin = await stack.token("admin")
+    status, body = await api.post(f"/jobs/{po.id}/redirect", admin, {"printer": good})
+    assert status == 200 and body["new_print_out"] is True, body
+    new_id = body["job"]["id"]
+    assert stack.app is not None
+
+    async def new_ended() -> PrintOut | None:
+        assert stack.app is not None
+        async with stack.app[SESSIONS]() as session:
+            new = await session.get(PrintOut, new_id)
+        return new if new is not None and PrintStatus(new.status).is_final else None
+
+    new = await _wait(new_ended, "the redirected print-out's end", timeout=60)
+    assert new.status == S.COMPLETED and new.reprint_of == po.id and new.cost == Decimal("0.50")
+    assert await _docs_titled(ippeve_printer, title) == 1
+    assert not any(p.exists() for p in kept)  # gone with the end of the new print-out
+    async with stack.app[SESSIONS]() as session:
+        old = await session.get(PrintOut, po.id)
+    assert old is not None and old.status == S.ABORTED and old.charged_at is None
+    assert (await api.balances())["carol"] == "-0.50"
+
+
 # --- the command line ------------------------------------------------------------------------
 
 

@@ -21,6 +21,8 @@ from billing.enums import PrinterMode, PrintStatus, StatusReason
 from billing.models import AccountTransaction, Event, PrintIn, PrintOut
 from proxy.app import create_app
 from proxy.config import build_config
+from proxy.pipeline.expiry import expire_tick
+from proxy.pipeline.jobs import next_print_out
 from tests import factories as f
 
 Client = TestClient[web.Request, web.Application]
@@ -134,3 +136,34 @@ async def test_jobs_that_cannot_move(client: Client, sessionmaker: Sessions) -> 
         assert [(e.from_status, e.to_status) for e in events] == [("pending", "held")]
         for po in (sent, invalid, charged):
             assert await _redirect_events(s, po.id) == []
+
+
+async def test_a_rejected_jobs_kept_document_goes_after_keep_rejected_hours(
+    client: Client, sessionmaker: Sessions, tmp_path: Path
+) -> None:
+    jobs = tmp_path / "sp" / "jobs"  # the app's spool (made at start-up)
+    files = {name: jobs / f"{name}.pdf" for name in ("old", "recent", "moving")}
+    for path in files.values():
+        path.write_bytes(b"%PDF-1.4\n")
+    ended = {"old": timedelta(hours=25), "recent": timedelta(hours=1), "moving": timedelta(days=2)}
+    async with sessionmaker() as s, s.begin():
+        await f.user(s, "alice")
+        bad = await f.printer(s, "pp-bad")
+        good = await f.printer(s, "pp-good", target="ipp://127.0.0.1:8632/ipp/print")
+        pos = {}
+        for name, ago in ended.items():
+            po = await f.print_out(s, bad, "alice")
+            await f.finish(s, po, S.ABORTED, reason=StatusReason.TARGET_REJECTED)
+            po.ended_at = utcnow() - ago
+            pin = await s.get(PrintIn, po.print_in_id)
+            assert pin is not None
+            pin.spool_path = str(files[name])
+            pos[name] = po
+        # "moving" was redirected: its new print-out is still on its way.
+        await next_print_out(s, good, pos["moving"], currency=f.EUR)
+    assert await expire_tick(client.app) == 1
+    assert [name for name, path in files.items() if path.exists()] == ["recent", "moving"]
+    async with sessionmaker() as s:
+        pin = await s.get(PrintIn, pos["old"].print_in_id)
+        assert pin is not None and pin.spool_path is None and pin.spool_removed_at is not None
+    assert await expire_tick(client.app) == 0  # once

@@ -43,12 +43,15 @@ class Change:
     (a target's IPP ``job-state-reasons``). ``logged_cost`` is the cost the
     target logged (PaperCut's ``usage_cost``); None: the printer's cost rules.
     A job ticket's own cost wins over both (``charging.cost_for``).
+    ``keep_document``: an ended job's spool file stays (a job its printer
+    rejected may be redirected); ``Endings.drop_documents`` removes it later.
     """
 
     to: PrintStatus
     reason: StatusReason | str | None = None
     message: str | None = None
     logged_cost: Decimal | None = None
+    keep_document: bool = False
 
 
 class Endings:
@@ -74,9 +77,13 @@ class Endings:
             )
             await charging.charge(self.session, po, cost, self.currency, actor=actor, detail=detail)
             metrics.charged(self.app, actor, started)
-        if change.to.is_final:
+        if change.to.is_final and not change.keep_document:
             self._ended.append(po.print_in_id)
         return True
+
+    def drop_documents(self, print_in_ids: Sequence[int]) -> None:
+        """These print-ins' spool files go at the commit (documents kept after an end)."""
+        self._ended.extend(print_in_ids)
 
     async def detach(self) -> list[str]:
         """Detach the ended jobs' spool files (before the commit); the paths to remove."""

@@ -16,8 +16,9 @@ redirect``):
   it) is final and stays so: a *new* print-out of the same print-in goes to the
   new printer (like a CUPS reprint: same payers and weights, ``reprint_of``
   names the aborted one, an event on both). Only while the document is still
-  spooled: an ended job's spool file goes with its end, so this works for jobs
-  the lifecycle kept the file of; otherwise 409 says to print it again.
+  spooled: a job its printer rejected keeps it for ``[spool]
+  keep_rejected_hours`` (``lifecycle.Change.keep_document``); any other ended
+  job's spool file went with its end, and a 409 says to print it again.
 
 Not redirected: a job being sent to its printer right now (its dispatch claim
 is live: try again in a moment, or cancel it), a dispatched one (cancel it),
