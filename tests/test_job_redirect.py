@@ -167,3 +167,22 @@ async def test_a_rejected_jobs_kept_document_goes_after_keep_rejected_hours(
         pin = await s.get(PrintIn, pos["old"].print_in_id)
         assert pin is not None and pin.spool_path is None and pin.spool_removed_at is not None
     assert await expire_tick(client.app) == 0  # once
+
+
+async def test_to_a_require_tap_printer_it_waits_for_the_tap_there(
+    client: Client, sessionmaker: Sessions
+) -> None:
+    async with sessionmaker() as s, s.begin():
+        await f.user(s, "alice")
+        hold = await f.printer(s, "pp-hold", mode=PrinterMode.HOLD)
+        auth = await f.printer(s, "pp-auth")
+        auth.require_tap, auth.tap_window_secs = True, 90
+        po = await f.print_out(s, hold, "alice")
+        await f.finish(s, po, S.HELD, reason=StatusReason.HOLD)
+        token = await f.token(s, "user", user="alice")
+    status, body = await _post(client, token, po.id, "pp-auth")
+    assert status == 200, body
+    job = body["job"]
+    assert (job["status"], job["status_reason"], job["mode"]) == ("held", "awaiting-tap", "direct")
+    assert job["status_message"] == "tap your card at a card reader of this printer within 90 s"
+    assert job["hold_until"] is not None

@@ -10,7 +10,8 @@ redirect``):
   to a target yet, and the print-out's printer decides its cost at the end, so
   it is charged by the new printer's rules. The new printer's mode applies: a
   direct printer dispatches it at once (``pending``), a hold printer holds it
-  for its owner's tap there (``held``, that printer's expiry). One event,
+  for its owner's tap there (``held``, that printer's expiry), and so does a
+  direct printer with ``--require-tap`` (``awaiting-tap``, its tap window). One event,
   reason ``redirected``, names both printers.
 - an ``aborted`` print-out that never printed (the target rejected it, or lost
   it) is final and stays so: a *new* print-out of the same print-in goes to the
@@ -41,7 +42,7 @@ from billing.models import Printer, PrintIn, PrintOut
 from billing.money import Currency
 
 from ..exceptions import Conflict, NotFound
-from .jobs import next_print_out
+from .jobs import awaiting_tap, next_print_out
 from .release import releasable
 
 REDIRECTABLE = (PrintStatus.PENDING, PrintStatus.HELD)
@@ -94,6 +95,10 @@ async def redirect(
     now = utcnow()
     to_hold = printer.printer_mode is PrinterMode.HOLD
     hold_until = now + timedelta(minutes=printer.hold_expiry_mins) if to_hold else None
+    tap_message = None
+    if printer.printer_mode is PrinterMode.DIRECT and printer.require_tap:
+        to_hold = True  # waits for its owner's tap there, like a job printed to it
+        hold_until, tap_message = await awaiting_tap(session, printer)
     # Compare-and-set: not dispatched, not being sent right now, status unchanged.
     moved = await session.execute(
         update(PrintOut)
@@ -141,8 +146,14 @@ async def redirect(
     ):
         raise Conflict(f"job {po.id} changed meanwhile; try again")
     # What the job waits for now (the event above says it was redirected).
-    po.status_reason = StatusReason.HOLD if to_hold else StatusReason.REDIRECTED
-    po.status_message = None
+    po.status_reason = (
+        StatusReason.AWAITING_TAP
+        if tap_message
+        else StatusReason.HOLD
+        if to_hold
+        else StatusReason.REDIRECTED
+    )
+    po.status_message = tap_message
     return Redirected(po, printer.name, new_print_out=False)
 
 
