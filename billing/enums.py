@@ -60,6 +60,8 @@ class StatusReason(StrEnum):
     TICKET = "ticket"  # job ticket: waits for an operator
     DELEGATION_INVALID = "delegation-invalid"
     TITLE_INVALID = "title-invalid"
+    FORMAT_UNSUPPORTED = "format-unsupported"  # no conversion to what the printer takes
+    CONVERSION_FAILED = "conversion-failed"  # the converter failed or ran out of time
     AWAITING_TAP = "awaiting-tap"  # a direct printer with --require-tap: its owner taps
     # released
     WEB_RELEASE = "web-release"
@@ -83,6 +85,10 @@ class StatusReason(StrEnum):
     REPRINTED = "reprinted"
     # flagged for an admin, status unchanged
     NOT_IN_PRINT_LOG = "not-in-print-log"
+    # events of a dispatch: what was converted or dropped, and a count that differs
+    CONVERTED = "converted"
+    OPTION_DROPPED = "option-dropped"
+    COUNT_DIFFERS = "count-differs"
     # prefix of ``denied:<reason>``
     DENIED = "denied"
 

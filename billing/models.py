@@ -169,6 +169,13 @@ class PrintIn(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     pages: Mapped[int] = mapped_column(Integer)
     pages_estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # How ``pages`` was counted (proxy.pages.METHODS); None: recorded before it was kept.
+    count_method: Mapped[str | None] = mapped_column(String(32))
+    # Pages that carry colour, when measured (Ghostscript); None: not measured.
+    color_pages: Mapped[int | None] = mapped_column(Integer)
+    # Copies the document itself sets (PostScript NumCopies / #copies): charged
+    # on top of the print-out's copies (charging.job_spec).
+    document_copies: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     color: Mapped[bool] = mapped_column(Boolean, default=False)
     duplex: Mapped[bool] = mapped_column(Boolean, default=False)
     media: Mapped[str | None] = mapped_column(String(127))
@@ -207,6 +214,8 @@ class PrintOut(Base):
     title: Mapped[str] = mapped_column(String(1023))
     pages: Mapped[int] = mapped_column(Integer)
     copies: Mapped[int] = mapped_column(Integer)
+    # job-impressions-completed as the printer reported it (None: not reported)
+    printer_impressions: Mapped[int | None] = mapped_column(Integer)
     cost: Mapped[Decimal | None] = mapped_column(Money)
     cost_detail: Mapped[list[Any] | None] = mapped_column(JSON)
     currency: Mapped[str] = mapped_column(String(3))

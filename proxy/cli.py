@@ -102,7 +102,7 @@ async def cmd_cups_install_backend(config: Config, args: argparse.Namespace) -> 
 async def cmd_printer_add(config: Config, args: argparse.Namespace) -> int:
     from . import cupsadmin, printers
 
-    uri = printers.device_uri(config.intake.socket, args.intake_tcp or "")
+    uri = printers.device_uri(config.intake.socket, args.intake_tcp or "", tls=args.intake_tls)
     async with session_scope(config) as session:
         printer = await printers.add_printer(
             session,
@@ -338,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--tap-window-secs", type=int, default=60, help="how long a job waits for the tap"
     )
     printer_add.add_argument("--intake-tcp", help="HOST:PORT for a CUPS server on another host")
+    printer_add.add_argument(
+        "--intake-tls",
+        action="store_true",
+        help="with --intake-tcp: TLS (device URI proxyprints://; the intake has tls_cert)",
+    )
     printer_add.set_defaults(handler=cmd_printer_add)
     from .cli_jobs import register as register_jobs
     from .cli_officernd import register as register_officernd

@@ -51,7 +51,14 @@ class HttpConfig:
 class IntakeConfig:
     socket: str = "/run/proxyprint/intake.sock"
     tcp: str = ""
+    # The TCP intake's HMAC key (at least 32 bytes); see proxy.pipeline.intake_auth.
     secret: str = ""
+    # A signed request whose time is further than this from ours is refused.
+    max_skew_secs: float = 300.0
+    # TLS on the TCP intake (PEM files); with tls_client_ca, clients need a certificate.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
     # Direct jobs: the backend stays with the CUPS job until its print-out ends.
     follow: bool = True
 
@@ -74,6 +81,20 @@ class TrackerConfig:
     # A dispatched job its printer no longer knows (restarted, history gone) ends
     # aborted ``lost-at-target`` after this long.
     lost_after_secs: float = 300.0
+
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    # A conversion (Ghostscript, cups-filters, qpdf) that takes longer fails;
+    # the job is held ``conversion-failed``, not lost.
+    convert_timeout_secs: float = 600.0
+
+
+@dataclass(frozen=True)
+class ChargingConfig:
+    # Which page count is charged when the printer reports one
+    # (job-impressions-completed): "printer" (default) or "document" (ours).
+    trust: str = "printer"
 
 
 @dataclass(frozen=True)
@@ -113,6 +134,9 @@ class OfficeRnDConfig:
 @dataclass(frozen=True)
 class NfcConfig:
     tcp_listen: str = ""
+    # TLS on the reader listener (PEM files): the connection, tokens and taps encrypted.
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,6 +174,8 @@ class Config:
     cups: CupsConfig = field(default_factory=CupsConfig)
     currency: CurrencyConfig = field(default_factory=CurrencyConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    charging: ChargingConfig = field(default_factory=ChargingConfig)
     papercut: PaperCutConfig = field(default_factory=PaperCutConfig)
     officernd: OfficeRnDConfig = field(default_factory=OfficeRnDConfig)
     nfc: NfcConfig = field(default_factory=NfcConfig)
@@ -165,6 +191,23 @@ class Config:
         """A copy with some keys of one section changed (tests, demo)."""
         current = getattr(self, section)
         return dataclasses.replace(self, **{section: dataclasses.replace(current, **values)})
+
+
+MIN_SECRET_BYTES = 32  # an HMAC-SHA256 key: as long as the digest
+
+
+def _check_intake(intake: IntakeConfig) -> None:
+    if intake.tcp and len(intake.secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"intake.secret: the TCP intake needs a secret of at least {MIN_SECRET_BYTES} bytes "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    if intake.max_skew_secs <= 0:
+        raise ConfigError("intake.max_skew_secs: must be positive")
+    if bool(intake.tls_cert) != bool(intake.tls_key):
+        raise ConfigError("intake.tls_cert and intake.tls_key: give both or neither")
+    if intake.tls_client_ca and not intake.tls_cert:
+        raise ConfigError("intake.tls_client_ca needs intake.tls_cert and intake.tls_key")
 
 
 def _sections() -> dict[str, type[Any]]:
@@ -261,6 +304,13 @@ def build_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         raise ConfigError("limits: max_connections and the timeouts must be positive")
     if config.tracker.interval_secs <= 0:
         raise ConfigError("tracker.interval_secs: must be positive")
+    _check_intake(config.intake)
+    if bool(config.nfc.tls_cert) != bool(config.nfc.tls_key):
+        raise ConfigError("nfc.tls_cert and nfc.tls_key: give both or neither")
+    if config.dispatch.convert_timeout_secs <= 0:
+        raise ConfigError("dispatch.convert_timeout_secs: must be positive")
+    if config.charging.trust not in ("printer", "document"):
+        raise ConfigError('charging.trust: must be "printer" or "document"')
     if config.officernd.allowance_period not in {"daily", "weekly", "monthly"}:
         raise ConfigError("officernd.allowance_period: use daily, weekly or monthly")
     if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", config.officernd.fees_at):

@@ -540,6 +540,18 @@ OPTION_NAMES = (
     "job-uuid",
     "title",
     "nodelegators",
+    # job template options (proxy.pipeline.options): read at intake for the charge basis
+    "page-ranges",
+    "number-up",
+    "print-color-mode",
+    "ColorModel",
+    "Duplex",
+    "orientation-requested",
+    "landscape",
+    "print-quality",
+    "finishings",
+    "output-bin",
+    "collate",
 )
 option_name = st.sampled_from(OPTION_NAMES) | wild_text.filter(bool)
 QUOTING = ("plain", "plain", "escaped", "single", "double", "brace", "boolean")

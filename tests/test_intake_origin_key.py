@@ -1,6 +1,6 @@
 """Jobs without a job-uuid (non-CUPS senders on the TCP intake) are recorded once:
 keyed by (sending host, printer, job id, time-at-creation), refused without a job id.
-The real app's intake on TCP (with its secret) and on its Unix socket; SQLite and
+The real app's intake on TCP (signed requests) and on its Unix socket; SQLite and
 PostgreSQL."""
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,8 @@ from billing.enums import PrintStatus, StatusReason
 from billing.models import PrintIn, PrintOut
 from proxy.app import create_app
 from proxy.config import build_config
-from proxy.pipeline.intake import META_HEADER, SECRET_HEADER
+from proxy.pipeline import intake_auth
+from proxy.pipeline.intake import META_HEADER
 from tests import factories as f
 from tests.fixtures_cups import free_tcp_port
 
@@ -49,7 +52,11 @@ class Intake:
         else:
             connector = aiohttp.TCPConnector(local_addr=(source, 0))
             url = f"http://{self.tcp}/intake/v1/jobs"
-            headers[SECRET_HEADER] = SECRET
+            stamp, nonce = str(int(time.time())), uuid.uuid4().hex  # signed, as the backend does
+            signed = intake_auth.message("POST", "/intake/v1/jobs", stamp, nonce, header)
+            headers[intake_auth.TIME_HEADER] = stamp
+            headers[intake_auth.NONCE_HEADER] = nonce
+            headers[intake_auth.SIGNATURE_HEADER] = intake_auth.sign(SECRET, signed)
         async with (
             aiohttp.ClientSession(connector=connector) as session,
             session.post(url, data=b"hello\n", headers=headers) as resp,

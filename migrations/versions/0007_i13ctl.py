@@ -2,7 +2,7 @@
 printers.require_tap, tap_window_secs: authenticated direct print
 
 Revision ID: i13ctl
-Revises: i13_reprint
+Revises: i12_count
 Create Date: 2026-12-03 09:30:00.000000
 
 Non-CUPS senders on the TCP intake may send no ``job-uuid``; such a job is
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "i13ctl"
-down_revision: str | None = "i13_reprint"
+down_revision: str | None = "i12_count"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
