@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -136,6 +137,10 @@ class Printer(Base):
     ticket_extras: Mapped[list[Any]] = mapped_column(JSON, default=list)
     papercut: Mapped[bool] = mapped_column(Boolean, default=False)
     hold_expiry_mins: Mapped[int] = mapped_column(Integer, default=60)
+    # Authenticated direct print: a job waits for its owner's tap at one of the
+    # printer's readers for tap_window_secs, then is canceled ``not-authenticated``.
+    require_tap: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    tap_window_secs: Mapped[int] = mapped_column(Integer, default=60, server_default="60")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = _created()
 
@@ -151,6 +156,9 @@ class PrintIn(Base):
 
     id: Mapped[int] = _id()
     job_uuid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # A job without a job-uuid (a non-CUPS sender): sha256 of (sender, printer, job id,
+    # time-at-creation), so the same request twice is recorded once (intake.origin_key).
+    origin_key: Mapped[str | None] = mapped_column(String(64), unique=True)
     cups_job_id: Mapped[int | None] = mapped_column(Integer)
     printer_id: Mapped[int] = mapped_column(ForeignKey("printers.id"))
     delegate: Mapped[str] = mapped_column(String(255))

@@ -114,6 +114,8 @@ async def cmd_printer_add(config: Config, args: argparse.Namespace) -> int:
             duplex_discount=args.duplex_discount,
             papercut=args.papercut,
             hold_expiry_mins=args.hold_expiry_mins,
+            require_tap=args.require_tap,
+            tap_window_secs=args.tap_window_secs,
         )
         # The queue last: if CUPS refuses, the record is rolled back with it.
         await asyncio.to_thread(
@@ -355,6 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
     printer_add.add_argument("--duplex-discount", default="0")
     printer_add.add_argument("--papercut", action="store_true")
     printer_add.add_argument("--hold-expiry-mins", type=int, default=60)
+    printer_add.add_argument(
+        "--require-tap",
+        action="store_true",
+        help="direct mode: print a job only when its owner taps a card at a reader",
+    )
+    printer_add.add_argument(
+        "--tap-window-secs", type=int, default=60, help="how long a job waits for the tap"
+    )
     printer_add.add_argument("--intake-tcp", help="HOST:PORT for a CUPS server on another host")
     printer_add.add_argument(
         "--intake-tls",
@@ -362,9 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --intake-tcp: TLS (device URI proxyprints://; the intake has tls_cert)",
     )
     printer_add.set_defaults(handler=cmd_printer_add)
+    from .cli_jobs import register as register_jobs
     from .cli_officernd import register as register_officernd
 
     register_officernd(sub, papercut)
+    register_jobs(sub)
     return parser
 
 

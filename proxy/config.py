@@ -37,6 +37,9 @@ class DatabaseConfig:
 class SpoolConfig:
     dir: str = "/var/spool/proxyprint"
     max_job_bytes: int = 4 * 1024**3
+    # A job its printer rejected keeps its document this long, so that it can be
+    # redirected to another printer (POST /jobs/{id}/redirect); 0: removed at once.
+    keep_rejected_hours: float = 24.0
 
 
 @dataclass(frozen=True)

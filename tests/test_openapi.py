@@ -87,7 +87,7 @@ async def seed(sessions: Sessions) -> World:
         never_charged = await f.print_out(s, direct, "bob", charged_to=[(bob, 1)])
         await f.finish(s, never_charged, PrintStatus.CANCELED, reason="canceled-in-cups")
         held = {}
-        for name in ("release", "cancel", "tap"):
+        for name in ("release", "cancel", "tap", "redirect"):
             po = await f.print_out(s, hold, "alice", charged_to=[(alice, 1)])
             await f.finish(s, po, PrintStatus.HELD)
             po.hold_until = f.T0 + dt.timedelta(hours=1)
@@ -257,7 +257,7 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
     assert detail["events"] and detail["transactions"]
     await c("GET", one, admin, 404, path=f"{po}/999999")
     csv = await c("GET", f"{po}.csv", admin, 200, params={"account": str(ids["alice"])})
-    assert csv.startswith("id,created_at,") and csv.count("\r\n") == 5  # header + 4
+    assert csv.startswith("id,created_at,") and csv.count("\r\n") == 6  # header + 5
     await c("GET", f"{po}.csv", admin, 400, params={"account": "x"})
     reverse = f"{po}/{{id}}/reverse"
     first = await c("POST", reverse, editor, 200, path=f"{po}/{ids['charged']}/reverse")
@@ -274,6 +274,7 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
         ids["held_release"],
         ids["held_cancel"],
         ids["held_tap"],
+        ids["held_redirect"],
     }
     await c("GET", "/api/v1/jobs/held", admin, 200, params={"printer": "pp-hold"})
     release, cancel = "/api/v1/jobs/{id}/release", "/api/v1/jobs/{id}/cancel"
@@ -283,6 +284,16 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
     await c("POST", cancel, admin, 200, path=f"/api/v1/jobs/{ids['held_cancel']}/cancel")
     await c("POST", cancel, admin, 409, path=f"/api/v1/jobs/{ids['held_cancel']}/cancel")
     await c("POST", cancel, user, 404, path="/api/v1/jobs/abc/cancel")
+    redirect, to_direct = "/api/v1/jobs/{id}/redirect", {"printer": "pp-direct"}
+    moved = f"/api/v1/jobs/{ids['held_redirect']}/redirect"
+    await c("POST", redirect, user, 400, path=moved, json={})
+    await c("POST", redirect, user, 404, path=moved, json={"printer": "pp-none"})
+    await c("POST", redirect, user, 409, path=moved, json={"printer": "pp-ticket"})
+    done = await c("POST", redirect, user, 200, path=moved, json=to_direct)
+    assert done["job"]["status"] == "pending" and not done["new_print_out"]
+    await c("POST", redirect, user, 409, path=moved, json=to_direct)  # on pp-direct already
+    await c("POST", redirect, admin, 409, path=f"/api/v1/jobs/{ids['charged']}/redirect",
+            json=to_direct)  # fmt: skip
 
     # NFC: a card for alice, then taps
     cards = "/api/v1/cards"

@@ -24,10 +24,10 @@ Every mutating cell gets resources of its own (a fresh held job, ticket, card
 number), so the cells do not depend on each other's order. Every error is
 checked for the API's error shape and a code matching the status; a 401 carries
 the ``WWW-Authenticate: Bearer`` challenge; a 2xx answer to alice's token
-never mentions bob. SQLite runs the whole matrix (now 18 endpoints x 11 callers =
-198 cells; the malformed and bad columns send 7 and 6 headers: 396
+never mentions bob. SQLite runs the whole matrix (now 19 endpoints x 11 callers =
+209 cells; the malformed and bad columns send 7 and 6 headers: 418
 requests, plus HEAD for the 9 GET rows); PostgreSQL the columns in
-``PG_COLUMNS`` (108 cells).
+``PG_COLUMNS`` (114 cells).
 
 The other tests: API and reader tokens are stored only as their SHA-256; spool
 files are 0600 in 0700 directories and no route serves files; no answer
@@ -98,6 +98,7 @@ GET    /api/v1/accounts/{id}/transactions  200  200  200  403  200  404  401  40
 GET    /api/v1/jobs/held                   200  403  200  403  200  403  401  401  401  401  401
 POST   /api/v1/jobs/{id}/release           200  403  403  403  200  404  401  401  401  401  401
 POST   /api/v1/jobs/{id}/cancel            200  403  403  403  200  404  401  401  401  401  401
+POST   /api/v1/jobs/{id}/redirect          200  403  403  403  200  404  401  401  401  401  401
 GET    /api/v1/tickets                     200  403  200  403  403  403  401  401  401  401  401
 POST   /api/v1/tickets/{id}/release        200  403  200  403  403  403  401  401  401  401  401
 POST   /api/v1/tickets/{id}/cancel         200  403  200  403  200  404  401  401  401  401  401
@@ -267,6 +268,9 @@ async def prepare(world: World, method: str, route: str, column: str) -> Call:
         return Call(route.replace("{id}", str(world.accounts[owner])))
     if route in ("/api/v1/jobs/{id}/release", "/api/v1/jobs/{id}/cancel"):
         return Call(route.replace("{id}", str(await world.fresh_job(owner, PrinterMode.HOLD))))
+    if route == "/api/v1/jobs/{id}/redirect":
+        job = await world.fresh_job(owner, PrinterMode.HOLD)
+        return Call(route.replace("{id}", str(job)), body={"printer": "pp-hold-far"})
     if route in ("/api/v1/tickets/{id}/release", "/api/v1/tickets/{id}/cancel"):
         return Call(route.replace("{id}", str(await world.fresh_job(owner, PrinterMode.TICKET))))
     if route == "/api/v1/delegations":
@@ -515,6 +519,7 @@ STRING_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = 
     ("GET", "/api/v1/jobs/held"): (("user", "printer", "limit", "cursor"), ()),
     ("POST", "/api/v1/jobs/{id}/release"): ((), ()),
     ("POST", "/api/v1/jobs/{id}/cancel"): ((), ()),
+    ("POST", "/api/v1/jobs/{id}/redirect"): ((), ("printer",)),
     ("GET", "/api/v1/tickets"): (("user", "printer", "limit", "cursor"), ()),
     ("POST", "/api/v1/tickets/{id}/release"): ((), ("printer",)),
     ("POST", "/api/v1/tickets/{id}/cancel"): ((), ()),

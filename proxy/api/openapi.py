@@ -298,6 +298,18 @@ SCHEMAS: dict[str, JSON] = {
     ),
     "JobReleased": obj({"released": {"const": True}, "job": ref("HeldJob")}),
     "JobCanceled": obj({"canceled": {"const": True}, "job": ref("HeldJob")}),
+    "JobRedirected": obj(
+        {
+            "redirected": {"const": True},
+            "new_print_out": {
+                "type": "boolean",
+                "description": "True: the job had ended aborted, a new print-out of it (its"
+                " `reprint_of` names the aborted one) went to the printer; false: the same"
+                " print-out moved.",
+            },
+            "job": ref("HeldJob"),
+        }
+    ),
     "TicketReleased": obj({"released": {"const": True}, "ticket": ref("Ticket")}),
     "TicketCanceled": obj({"canceled": {"const": True}, "ticket": ref("Ticket")}),
     "Delegators": {
@@ -446,6 +458,15 @@ SCHEMAS: dict[str, JSON] = {
             }
         },
         optional=("printer",),
+    ),
+    "RedirectRequest": obj(
+        {
+            "printer": {
+                "type": "string",
+                "minLength": 1,
+                "description": "The proxy printer to send the job to.",
+            }
+        }
     ),
 }
 
@@ -717,7 +738,7 @@ def _print_out_paths(prefix: str) -> dict[str, JSON]:
 
 
 def _job_paths(prefix: str) -> dict[str, JSON]:
-    """Held jobs: list, web release, cancel."""
+    """Jobs: held ones listed and released; any job canceled or redirected."""
     return {
         f"{prefix}/jobs/held": {
             "get": operation(
@@ -747,12 +768,40 @@ def _job_paths(prefix: str) -> dict[str, JSON]:
         f"{prefix}/jobs/{{id}}/cancel": {
             "post": operation(
                 "cancelJob",
-                "Cancel a held job (its spool file is removed; the events stay)",
+                "Cancel a job that has not ended (at its printer too); nothing is charged",
                 (Role.ADMIN, Role.USER),
-                {200: ok("JobCanceled"), **_errors_post(), 404: error(404), 409: error(409)},
-                description=f"{OWN} 409 when the job is not held.",
+                {
+                    200: ok("JobCanceled"),
+                    **_errors_post(),
+                    404: error(404),
+                    409: error(409),
+                    502: error(502, "The printer cannot be reached: nothing changed."),
+                },
+                description=f"{OWN} A held or pending job ends `canceled` at once; a"
+                " dispatched one is canceled at its target first (Cancel-Job). Its spool file"
+                " is removed; the events stay. 409: it has ended already, or the printer"
+                " finished it before the cancel reached it (`already-ended`: the tracker"
+                " records how). 502: the printer cannot be reached (nothing changed).",
                 parameters=[path_id("job")],
                 request_body=body("EmptyBody", required=False),
+                tag="jobs",
+            )
+        },
+        f"{prefix}/jobs/{{id}}/redirect": {
+            "post": operation(
+                "redirectJob",
+                "Send a pending, held or not-printed aborted job to another proxy printer",
+                (Role.ADMIN, Role.USER),
+                {200: ok("JobRedirected"), **_errors_post(), 404: error(404), 409: error(409)},
+                description=f"{OWN} A pending (not yet sent) or held job moves, as the same"
+                " print-out, to the printer's target; that printer's mode applies (direct:"
+                " sent at once; hold: held for a tap there) and its cost rules charge it."
+                " One event, reason `redirected`. An aborted job that never printed gets a"
+                " new print-out while its document is still kept. 404: no such job or"
+                " printer; 409: dispatched, being sent right now, ended, a job ticket (see"
+                " /tickets), to a ticket printer, or held for an invalid delegation.",
+                parameters=[path_id("job")],
+                request_body=body("RedirectRequest"),
                 tag="jobs",
             )
         },

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import dataclasses
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -27,16 +28,17 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.charging import color_priced
-from billing.enums import PrinterMode, PrintStatus
+from billing.enums import PrinterMode, PrintStatus, StatusReason
 from billing.models import Printer, PrintIn, PrintOut
 
 from ..exceptions import BadRequest, ProxyPrintError
 from ..keys import INTAKE, IntakeResources
 from ..pages import PageCount, count_pages, limits, refine
 from ..spool import CHUNK, Incomplete, SpooledFile
-from . import intake_status
+from . import control, intake_status
 from .delegation import DelegationError, parse_cups_options
 from .jobs import IntakeJob, latest_print_out, record_job, record_reprint
 from .options import job_options
@@ -138,7 +140,43 @@ def parse_meta(header: str | None) -> IntakeJob:
         options=_str(meta, "options", limit=MAX_META, utf8=False) or "",
         content_type=_str(meta, "content_type", limit=MAX_NAME),
         host=_str(meta, "host", limit=MAX_NAME),
+        time_at_creation=_int(meta, "time_at_creation", None),
     )
+
+
+def origin_key(job: IntakeJob, sender: str) -> str:
+    """The key that records a job without a job-uuid once (``print_ins.origin_key``).
+
+    sha256 of (sending host, printer, the sender's job id, its time-at-creation
+    when sent). The same request sent twice has the same key and is answered as a
+    duplicate, never printed twice; a job without a job id cannot be told from its
+    repetition and is refused (the sender fails this job alone). A sender that
+    reuses job ids must send ``time_at_creation`` (or a ``job_uuid``).
+    """
+    if job.job_id is None:
+        raise BadRequest(
+            "a job without job_uuid must carry job_id (and time_at_creation if the sender"
+            " has it): without them a repeated request cannot be told from a new job"
+        )
+    created = "" if job.time_at_creation is None else str(job.time_at_creation)
+    parts = (sender, job.printer, str(job.job_id), created)
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _sender(request: web.Request) -> str:
+    """The sending host: the TCP peer's address; ``local`` on the Unix socket."""
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "local"
+
+
+async def _known(session: AsyncSession, job: IntakeJob) -> int | None:
+    """The print-in this job was recorded as already (by job-uuid, else origin key)."""
+    if job.job_uuid is not None:
+        return await session.scalar(select(PrintIn.id).where(PrintIn.job_uuid == job.job_uuid))
+    if job.origin_key is not None:
+        return await session.scalar(select(PrintIn.id).where(PrintIn.origin_key == job.origin_key))
+    return None
 
 
 async def _body(request: web.Request) -> AsyncIterator[bytes]:
@@ -205,20 +243,23 @@ async def _precheck(request: web.Request) -> _Checked:
     Unknown printer → 404 (the backend fails this job alone); a job-uuid whose
     print-out has not ended → 200 duplicate (a retried hand-off after a lost
     answer: nothing new, the backend follows that print-out); one whose
-    print-out ended → a reprint (CUPS restarted the job).
+    print-out ended → a reprint (CUPS restarted the job). A job without a
+    job-uuid is keyed by ``origin_key`` and, known, is always a duplicate: such a
+    sender has no way to ask for a reprint, and a retry must not print again.
     """
     _check_secret(request)
     job = parse_meta(request.headers.get(META_HEADER))
+    if job.job_uuid is None:
+        job = dataclasses.replace(job, origin_key=origin_key(job, _sender(request)))
     async with request.app[INTAKE].sessions() as session:
         printer = await session.scalar(select(Printer).where(Printer.name == job.printer))
-        known = None
-        if job.job_uuid is not None:
-            known = await session.scalar(select(PrintIn.id).where(PrintIn.job_uuid == job.job_uuid))
+        known = await _known(session, job)
         latest = None if known is None else await latest_print_out(session, known)
     if printer is None:
         message = f"proxyprint does not know printer {job.printer!r}"
         return _answer(404, {"error": {"code": "unknown-printer", "message": message}})
-    if known is not None and (latest is None or not PrintStatus(latest.status).is_final):
+    ended = latest is not None and PrintStatus(latest.status).is_final
+    if known is not None and (job.job_uuid is None or not ended):
         return _duplicate(request, known, latest)
     return job, printer, known
 
@@ -300,10 +341,11 @@ async def _record(
             answer = _summary(request, print_out)
             pending = print_out.status == int(PrintStatus.PENDING)
     except IntegrityError:
-        # The same job-uuid raced in through another connection: record it once.
+        # The same job-uuid (or origin key) raced in through another connection:
+        # record it once.
         request.app[INTAKE].spool.remove(spooled.path)
         async with request.app[INTAKE].sessions() as session:
-            known = await session.scalar(select(PrintIn.id).where(PrintIn.job_uuid == job.job_uuid))
+            known = await _known(session, job)
             latest = None if known is None else await latest_print_out(session, known)
         if known is None:
             raise
@@ -365,6 +407,10 @@ def _follow(request: web.Request, po: PrintOut | None) -> bool:
     tickets, an invalid delegation) waits for a person, and a backend that
     waited with it would keep the whole CUPS queue busy.
     """
+    if po is not None and po.status_reason == StatusReason.AWAITING_TAP:
+        # Authenticated direct print: it prints the moment its owner taps (or is
+        # canceled within the window), so the backend stays with it.
+        return request.app[INTAKE].config.intake.follow and po.status == PrintStatus.HELD
     return (
         request.app[INTAKE].config.intake.follow
         and po is not None
@@ -423,6 +469,7 @@ def create_intake_app(resources: IntakeResources) -> web.Application:
     """The intake app, on the main app's config, database, spool and wake-ups."""
     app = web.Application(middlewares=[_errors], client_max_size=0)
     app[INTAKE] = resources
+    control.carry_keys(app, resources)  # a CUPS cancel ends the print-out through the lifecycle
     app.router.add_post("/intake/v1/jobs", receive_job, expect_handler=expect_continue)
     intake_status.add_routes(app, check_secret=_check_secret)
     return app

@@ -45,6 +45,8 @@ class Change:
     A job ticket's own cost wins over both (``charging.cost_for``).
     ``impressions`` is what the printer says it printed (all copies); 0 is
     "not counted" (ippeveprinter and many printers report 0 when they do not count).
+    ``keep_document``: an ended job's spool file stays (a job its printer
+    rejected may be redirected); ``Endings.drop_documents`` removes it later.
     """
 
     to: PrintStatus
@@ -52,6 +54,7 @@ class Change:
     message: str | None = None
     logged_cost: Decimal | None = None
     impressions: int | None = None  # the printer's job-impressions-completed
+    keep_document: bool = False
 
 
 class Endings:
@@ -78,7 +81,7 @@ class Endings:
             )
             await charging.charge(self.session, po, cost, self.currency, actor=actor, detail=detail)
             metrics.charged(self.app, actor, started)
-        if change.to.is_final:
+        if change.to.is_final and not change.keep_document:
             self._ended.append(po.print_in_id)
         return True
 
@@ -110,6 +113,10 @@ class Endings:
                 },
             )
         return reported if trusted else None
+
+    def drop_documents(self, print_in_ids: Sequence[int]) -> None:
+        """These print-ins' spool files go at the commit (documents kept after an end)."""
+        self._ended.extend(print_in_ids)
 
     async def detach(self) -> list[str]:
         """Detach the ended jobs' spool files (before the commit); the paths to remove."""
