@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -63,6 +64,8 @@ class User(Base):
     external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = _created()
+    # Soft delete: the row and its history stay; the name stops working.
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     groups: Mapped[list[Group]] = relationship(
         secondary=group_members, back_populates="members", lazy="raise"
@@ -76,6 +79,8 @@ class Group(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = _created()
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     members: Mapped[list[User]] = relationship(
         secondary=group_members, back_populates="groups", lazy="raise"
@@ -104,6 +109,9 @@ class Account(Base):
     group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id"), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = _created()
+    # How far below zero the balance may go (10.00: down to -10.00); None: unlimited.
+    credit_limit: Mapped[Decimal | None] = mapped_column(Money)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     @property
     def account_type(self) -> AccountType:
@@ -134,6 +142,7 @@ class Printer(Base):
     hold_expiry_mins: Mapped[int] = mapped_column(Integer, default=60)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = _created()
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     @property
     def printer_mode(self) -> PrinterMode:
@@ -327,6 +336,7 @@ class Reader(Base):
     card_format: Mapped[str] = mapped_column(String(8), default="hex")
     byte_order: Mapped[str] = mapped_column(String(8), default="msb")
     created_at: Mapped[dt.datetime] = _created()
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     printers: Mapped[list[Printer]] = relationship(secondary=reader_printers, lazy="raise")
 
@@ -349,6 +359,7 @@ class ApiToken(Base):
     label: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = _created()
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class Delegation(Base):

@@ -80,3 +80,28 @@ async def test_papercut_check_and_fix(env: dict[str, str], tmp_path: Path) -> No
         again = await asyncio.to_thread(run, env, "papercut", "check")
         assert "srv\\free" not in again.stdout  # fixed for good
         assert "srv\\authed" in again.stdout  # still needs a person
+
+
+def test_token_list_revoke_and_expiry(env: dict[str, str]) -> None:
+    assert run(env, "db", "upgrade").returncode == 0
+    assert run(env, "user", "add", "alice").returncode == 0
+    secret = run(env, "token", "create", "--role", "admin", "--label", "ops").stdout.strip()
+    out = run(
+        env, "token", "create", "--role", "user", "--user", "alice", "--expires", "2099-01-01"
+    )
+    assert out.returncode == 0, out.stderr
+    assert run(env, "token", "create", "--role", "admin", "--expires", "1d").returncode == 0
+    bad = run(env, "token", "create", "--role", "admin", "--expires", "yesterday")
+    assert bad.returncode == 2 and "expires" in bad.stderr
+    listed = run(env, "token", "list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split()[:5] == ["ID", "ROLE", "USER", "LABEL", "STATE"]
+    assert len(lines) == 4 and "2099-01-01T00:00:00+00:00" in listed.stdout
+    assert secret not in listed.stdout and "pp_" not in listed.stdout
+    revoked = run(env, "token", "revoke", "ops")
+    assert revoked.returncode == 0 and "revoked token(s) 1" in revoked.stdout
+    assert "ops" not in run(env, "token", "list").stdout
+    assert "revoked" in run(env, "token", "list", "--all").stdout
+    missing = run(env, "token", "revoke", "99")
+    assert missing.returncode == 2 and "no token" in missing.stderr
