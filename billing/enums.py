@@ -60,6 +60,8 @@ class StatusReason(StrEnum):
     TICKET = "ticket"  # job ticket: waits for an operator
     DELEGATION_INVALID = "delegation-invalid"
     TITLE_INVALID = "title-invalid"
+    # a restricted account would go below its credit limit (a deposit, then release)
+    INSUFFICIENT_BALANCE = "insufficient-balance"
     # released
     WEB_RELEASE = "web-release"
     NFC_TAP = "nfc-tap"

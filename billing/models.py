@@ -210,6 +210,8 @@ class PrintOut(Base):
     copies: Mapped[int] = mapped_column(Integer)
     cost: Mapped[Decimal | None] = mapped_column(Money)
     cost_detail: Mapped[list[Any] | None] = mapped_column(JSON)
+    # The printer's prices when the job arrived (charging.rules_json); None: its current ones.
+    cost_rules: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     currency: Mapped[str] = mapped_column(String(3))
     ticket_number: Mapped[str | None] = mapped_column(String(32), unique=True)
     ticket_cost: Mapped[Decimal | None] = mapped_column(Money)
@@ -266,6 +268,9 @@ class AccountTransaction(Base):
     status: Mapped[int] = mapped_column(Integer, default=int(PrintStatus.PENDING))
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[dt.datetime] = _created()
+    # The estimated share held against a restricted account's credit limit while
+    # the print-out is on its way (billing.credit); None: nothing reserved.
+    reserved: Mapped[Decimal | None] = mapped_column(Money)
 
     print_out: Mapped[PrintOut] = relationship(back_populates="transactions", lazy="raise")
     account: Mapped[Account] = relationship(lazy="raise")

@@ -325,6 +325,27 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
     )
     assert {e["kind"] for e in entries["items"]} == {"charge", "reversal"}
     await c("GET", ledger, admin, 404, path="/api/v1/accounts/999999/transactions")
+    one_account = "/api/v1/accounts/{id}"
+    alice_path = f"/api/v1/accounts/{ids['alice']}"
+    await c("GET", one_account, user, 200, path=alice_path)
+    await c("GET", one_account, admin, 404, path="/api/v1/accounts/999999")
+    limited = await c("PATCH", one_account, editor, 200, path=alice_path,
+                      json={"credit_limit": "10.00"})  # fmt: skip
+    assert limited["credit_limit"] == "10.00"
+    await c("PATCH", one_account, editor, 400, path=alice_path, json={"credit_limit": "-1"})
+    await c("PATCH", one_account, user, 403, path=alice_path, json={"credit_limit": None})
+    gala = next(a for a in accounts["items"] if a["name"] == "Events")
+    gone = await c("DELETE", one_account, admin, 200, path=f"/api/v1/accounts/{gala['id']}")
+    assert gone["deleted_at"] is not None and gone["active"] is False
+    await c("DELETE", one_account, admin, 400, path=alice_path)
+    adjust = "/api/v1/accounts/{id}/adjustments"
+    deposit = {"amount": "5.00", "reason": "cash", "idempotency_key": "k1"}
+    await c("POST", adjust, editor, 201, path=f"{alice_path}/adjustments", json=deposit)
+    again = await c("POST", adjust, editor, 200, path=f"{alice_path}/adjustments", json=deposit)
+    assert again["created"] is False
+    await c("POST", adjust, editor, 409, path=f"{alice_path}/adjustments",
+            json={**deposit, "amount": "6.00"})  # fmt: skip
+    await c("POST", adjust, editor, 400, path=f"{alice_path}/adjustments", json={"amount": "1"})
 
     # delegations
     dl = "/api/v1/delegations"

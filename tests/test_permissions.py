@@ -94,6 +94,10 @@ GET    /api/v1/printouts/{id}              200  200  200  403  200  404  401  40
 POST   /api/v1/printouts/{id}/reverse      200  200  403  403  403  403  401  401  401  401  401
 GET    /api/v1/accounts                    200  200  200  403  200  200  401  401  401  401  401
 GET    /api/v1/accounts/{id}/transactions  200  200  200  403  200  404  401  401  401  401  401
+GET    /api/v1/accounts/{id}               200  200  200  403  200  404  401  401  401  401  401
+PATCH  /api/v1/accounts/{id}               200  200  403  403  403  403  401  401  401  401  401
+DELETE /api/v1/accounts/{id}               200  403  403  403  403  403  401  401  401  401  401
+POST   /api/v1/accounts/{id}/adjustments   201  201  403  403  403  403  401  401  401  401  401
 GET    /api/v1/jobs/held                   200  403  200  403  200  403  401  401  401  401  401
 POST   /api/v1/jobs/{id}/release           200  403  403  403  200  404  401  401  401  401  401
 POST   /api/v1/jobs/{id}/cancel            200  403  403  403  200  404  401  401  401  401  401
@@ -262,8 +266,17 @@ async def prepare(world: World, method: str, route: str, column: str) -> Call:
         return Call(route.replace("{id}", str(world.printouts[owner])))
     if route == "/api/v1/printouts/{id}/reverse":
         return Call(route.replace("{id}", str(world.charged)))
-    if route == "/api/v1/accounts/{id}/transactions":
-        return Call(route.replace("{id}", str(world.accounts[owner])))
+    if route in ("/api/v1/accounts/{id}/transactions", "/api/v1/accounts/{id}"):
+        if method == "DELETE":
+            async with world.sessions() as s, s.begin():
+                account = await f.shared(s, f"Gone{secrets.token_hex(3)}")
+            return Call(route.replace("{id}", str(account.id)))
+        body = {"credit_limit": "5.00"} if method == "PATCH" else None
+        return Call(route.replace("{id}", str(world.accounts[owner])), body=body)
+    if route == "/api/v1/accounts/{id}/adjustments":
+        key = secrets.token_hex(6)
+        body = {"amount": "1.00", "reason": "deposit", "idempotency_key": key}
+        return Call(route.replace("{id}", str(world.accounts[owner])), body=body)
     if route in ("/api/v1/jobs/{id}/release", "/api/v1/jobs/{id}/cancel"):
         return Call(route.replace("{id}", str(await world.fresh_job(owner, PrinterMode.HOLD))))
     if route in ("/api/v1/tickets/{id}/release", "/api/v1/tickets/{id}/cancel"):
@@ -509,6 +522,10 @@ STRING_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = 
     ("POST", "/api/v1/printouts/{id}/reverse"): ((), ()),
     ("GET", "/api/v1/accounts"): (("type", "limit", "cursor"), ()),
     ("GET", "/api/v1/accounts/{id}/transactions"): (("limit", "cursor"), ()),
+    ("GET", "/api/v1/accounts/{id}"): ((), ()),
+    ("PATCH", "/api/v1/accounts/{id}"): ((), ("credit_limit",)),
+    ("DELETE", "/api/v1/accounts/{id}"): ((), ()),
+    ("POST", "/api/v1/accounts/{id}/adjustments"): ((), ("amount", "reason", "idempotency_key")),
     ("GET", "/api/v1/jobs/held"): (("user", "printer", "limit", "cursor"), ()),
     ("POST", "/api/v1/jobs/{id}/release"): ((), ()),
     ("POST", "/api/v1/jobs/{id}/cancel"): ((), ()),
@@ -521,7 +538,15 @@ STRING_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = 
 }
 # Plausible values for the fields not under test, so that each request gets as far
 # as the field under test can take it.
-PLAUSIBLE = {"printer": "pp-hold", "delegators": "carol", "user": "alice", "card": "0a0b0c0d"}
+PLAUSIBLE = {
+    "printer": "pp-hold",
+    "delegators": "carol",
+    "user": "alice",
+    "card": "0a0b0c0d",
+    "amount": "1.00",
+    "reason": "deposit",
+    "idempotency_key": "traversal",
+}
 
 
 def _encodings(value: str) -> list[str]:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing.enums import PrinterMode, PrintStatus, Role, StatusReason
 from billing.models import Printer, PrintOut
 from proxy.exceptions import Conflict, Forbidden, NotFound
-from proxy.keys import READ_SESSIONS, SESSIONS, WAKE
+from proxy.keys import CONFIG, READ_SESSIONS, SESSIONS, WAKE
 from proxy.pipeline import lifecycle
 from proxy.pipeline import release as held
 from proxy.pipeline.wake import DISPATCH
@@ -117,7 +117,11 @@ async def release_job(request: web.Request) -> web.Response:
                 "job tickets are released by a ticket operator (POST /tickets/{id}/release)"
             )
         done = await held.release(
-            session, po, actor=principal.describe(), reason=StatusReason.WEB_RELEASE
+            session,
+            po,
+            actor=principal.describe(),
+            reason=StatusReason.WEB_RELEASE,
+            currency=request.app[CONFIG].money,
         )
         if not done:
             raise Conflict(f"job {po.id} is {PrintStatus(po.status).label}, not held")

@@ -232,9 +232,54 @@ SCHEMAS: dict[str, JSON] = {
             "currency": STRING,
             "pages": {"type": "integer", "description": "Page counter (reversals subtract)."},
             "active": {"type": "boolean"},
+            "credit_limit": {
+                "anyOf": [ref("Amount"), {"type": "null"}],
+                "description": "How far below zero the balance may go (10.00: down to"
+                " -10.00); null: unlimited. A job that would pass it is held"
+                " `insufficient-balance` (direct) or refused at release (hold, ticket).",
+            },
+            "deleted_at": NULLABLE_TIME,
         }
     ),
     "AccountPage": page_of("Account"),
+    "AccountPatch": obj(
+        {
+            "credit_limit": {
+                "anyOf": [
+                    {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,6})?$"},
+                    {"type": "null"},
+                ],
+                "description": "A non-negative decimal string, or null for unlimited.",
+            },
+            "active": {"type": "boolean"},
+        },
+        optional=("credit_limit", "active"),
+    ),
+    "AdjustmentRequest": obj(
+        {
+            "amount": {
+                "type": "string",
+                "pattern": r"^-?[0-9]{1,12}(\.[0-9]{1,2})?$",
+                "not": {"pattern": r"^-?0+(\.0+)?$"},
+                "description": "Signed: positive is a deposit, negative a debit; not zero.",
+            },
+            "reason": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": r"\S"},
+            "idempotency_key": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 150,
+                "pattern": r"\S",
+                "description": "The same key again is the same adjustment (200, no new entry).",
+            },
+        }
+    ),
+    "Adjustment": obj(
+        {
+            "entry": ref("LedgerEntry"),
+            "created": {"type": "boolean", "description": "False: a replay of the same key."},
+            "account": ref("Account"),
+        }
+    ),
     "LedgerEntry": obj(
         {
             "id": ID,
@@ -830,6 +875,55 @@ def _account_paths(prefix: str) -> dict[str, JSON]:
                     LIMIT,
                     CURSOR,
                 ],
+                tag="accounts",
+            )
+        },
+        f"{prefix}/accounts/{{id}}": {
+            "get": operation(
+                "getAccount",
+                "One account with its balance, page counter and credit limit",
+                READERS,
+                {200: ok("Account"), **_errors_get(), 404: error(404)},
+                description="A `user` token sees only its personal account.",
+                parameters=[path_id("account")],
+                tag="accounts",
+            ),
+            "patch": operation(
+                "patchAccount",
+                "Set an account's credit limit, or disable/enable it",
+                (Role.ACCOUNTS_EDITOR,),
+                {200: ok("Account"), **_errors_post(), 404: error(404)},
+                description="Changes apply to jobs checked afterwards; an event records"
+                " who changed what.",
+                parameters=[path_id("account")],
+                request_body=body("AccountPatch"),
+                tag="accounts",
+            ),
+            "delete": operation(
+                "deleteAccount",
+                "Soft-delete a shared account (its ledger and history stay)",
+                (Role.ADMIN,),
+                {200: ok("Account"), **_errors_get(), 404: error(404)},
+                description="Personal and group accounts go with their user or group (400).",
+                parameters=[path_id("account")],
+                tag="accounts",
+            ),
+        },
+        f"{prefix}/accounts/{{id}}/adjustments": {
+            "post": operation(
+                "adjustAccount",
+                "A deposit or a debit through the ledger",
+                (Role.ACCOUNTS_EDITOR,),
+                {
+                    200: ok("Adjustment", "Already posted under this key"),
+                    201: ok("Adjustment", "Posted"),
+                    **_errors_post(),
+                    404: error(404),
+                    409: error(409, "The key was used for another amount or account."),
+                },
+                description="One ledger entry per `idempotency_key`; the reason is its comment.",
+                parameters=[path_id("account")],
+                request_body=body("AdjustmentRequest"),
                 tag="accounts",
             )
         },
