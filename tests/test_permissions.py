@@ -511,11 +511,14 @@ STRING_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = 
     ("GET", "/metrics"): ((), ()),
     ("GET", "/api/v1/openapi.json"): ((), ()),
     ("GET", "/api/v1/printouts"): (
-        ("user", "printer", "status", "since", "until", "account", "limit", "cursor"),
+        (
+            *("user", "printer", "status", "since", "until", "account", "payer", "role"),
+            *("limit", "cursor"),
+        ),
         (),
     ),
     ("GET", "/api/v1/printouts.csv"): (
-        ("user", "printer", "status", "since", "until", "account"),
+        ("user", "printer", "status", "since", "until", "account", "payer", "role"),
         (),
     ),
     ("GET", "/api/v1/printouts/{id}"): ((), ()),

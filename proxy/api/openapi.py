@@ -544,7 +544,24 @@ HISTORY_FILTERS = [
         " `Z` or `%2B01:00`, not `+01:00`.",
     ),
     query("until", {"type": "string", "maxLength": 64}, "Like since, exclusive."),
-    query("account", ID, "Only print-outs with a transaction on this account (its id)."),
+    query(
+        "account",
+        {"type": "string", "minLength": 1, "maxLength": 600},
+        "Only print-outs with a transaction on this account: its id, `type:name`"
+        " (`shared:Events/Gala`) or its name (ambiguous across types: 400).",
+    ),
+    query(
+        "payer",
+        {"type": "string", "minLength": 1, "maxLength": 255},
+        "`me` (a token bound to a user) or a user name (staff): the print-outs charged to"
+        " that user's personal account, whoever printed them (`role=payer`).",
+    ),
+    query(
+        "role",
+        {"type": "string", "enum": ["delegate", "payer", "any"]},
+        "How `user` (a `user` token: herself) is involved: `delegate` (default: she"
+        " printed it), `payer` (charged to her account), `any` (either).",
+    ),
 ]
 
 
