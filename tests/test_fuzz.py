@@ -1228,6 +1228,11 @@ LISTS: dict[str, tuple[str, ...]] = {
     "/api/v1/accounts": ("type", "limit", "cursor"),
     "/api/v1/accounts/{id}/transactions": ("limit", "cursor"),
     "/api/v1/accounts/{id}": (),
+    "/api/v1/events": ("actor", "subject", "limit", "cursor"),
+    "/api/v1/tokens": (),
+    "/api/v1/users": (),
+    "/api/v1/users/{name}": (),
+    "/api/v1/printers": (),
     "/api/v1/jobs/held": ("user", "printer", "limit", "cursor"),
     "/api/v1/tickets": ("user", "printer", "limit", "cursor"),
     "/healthz": (),
@@ -1268,9 +1273,11 @@ def _param_values() -> dict[str, st.SearchStrategy[str]]:
                     "shared:Events/Gala", "group:"],
         "payer": ["me", "alice", "bob", "nobody"],
         "role": ["delegate", "payer", "any", "PAYER", ""],
+        "actor": ["alice", "intake", "api:admin:token-1"],
+        "subject": ["user", "user:alice", "print_out:1", "reader:lobby", ":"],
     }  # fmt: skip
     names = {"user", "printer", "status", "since", "until", "limit", "cursor", "type", "account",
-             "payer", "role"}  # fmt: skip
+             "payer", "role", "actor", "subject"}  # fmt: skip
     default = ["alice", "bob", "pp-hold", "pp-ticket", "nobody"]
     odd = st.one_of(
         wild_text.map(quote_path),
@@ -1309,7 +1316,7 @@ async def test_list_queries(svc: Service, db_url: str) -> None:
     @fuzz_settings("list_queries", db_url)
     @given(route=st.sampled_from(sorted(LISTS)), data=st.data(), who=who)
     def check(route: str, data: st.DataObject, who: str) -> None:
-        path = route.replace("{id}", data.draw(ids))
+        path = route.replace("{id}", data.draw(ids)).replace("{name}", "alice")
         query = data.draw(query_string(LISTS[route]))
         before = svc.before()
         status, answer = svc.run(

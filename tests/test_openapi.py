@@ -365,6 +365,41 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
     )
     await c("POST", dl, t["reader"], 403, json={})
 
+    # administration
+    users = await c("GET", "/api/v1/users", admin, 200)
+    assert {u["name"] for u in users["items"]} == {"alice", "bob"}
+    await c("GET", "/api/v1/users", user, 403)
+    one_user = "/api/v1/users/{name}"
+    await c("GET", one_user, admin, 200, path="/api/v1/users/alice")
+    await c("GET", one_user, admin, 404, path="/api/v1/users/nobody")
+    patched = await c("PATCH", one_user, admin, 200, path="/api/v1/users/bob",
+                      json={"email": "bob@example.org", "active": False})  # fmt: skip
+    assert patched["active"] is False and patched["email"] == "bob@example.org"
+    await c("PATCH", one_user, admin, 400, path="/api/v1/users/bob", json={"name": "x"})
+    await c("DELETE", one_user, admin, 200, path="/api/v1/users/bob")
+    await c("DELETE", one_user, admin, 404, path="/api/v1/users/bob")
+    printers_page = await c("GET", "/api/v1/printers", admin, 200)
+    assert {p["name"] for p in printers_page["items"]} >= {"pp-direct", "pp-hold"}
+    one_printer = "/api/v1/printers/{name}"
+    changed = await c("PATCH", one_printer, admin, 200, path="/api/v1/printers/pp-direct",
+                      json={"cost_mono": "0.20", "hold_expiry_mins": 15})  # fmt: skip
+    assert changed["cost_mono"] == "0.20" and changed["hold_expiry_mins"] == 15
+    await c("PATCH", one_printer, admin, 400, path="/api/v1/printers/pp-direct",
+            json={"mode": "fast"})  # fmt: skip
+    await c("PATCH", one_printer, admin, 404, path="/api/v1/printers/pp-none", json={})
+    tokens_page = await c("GET", "/api/v1/tokens", admin, 200)
+    editor_id = next(x["id"] for x in tokens_page["items"] if x["role"] == "accounts-editor")
+    revoked = await c("DELETE", "/api/v1/tokens/{id}", admin, 200,
+                      path=f"/api/v1/tokens/{editor_id}")  # fmt: skip
+    assert revoked["state"] == "revoked"
+    await c("DELETE", "/api/v1/tokens/{id}", admin, 404, path="/api/v1/tokens/999999")
+    audit = await c("GET", "/api/v1/events", admin, 200, params={"subject": "printer:pp-direct"})
+    assert [e["reason"] for e in audit["items"]] == ["updated"]
+    assert audit["items"][0]["data"]["cost_mono"][1] == "0.20"
+    await c("GET", "/api/v1/events", admin, 200, params={"limit": "1"})
+    await c("GET", "/api/v1/events", editor, 401)  # revoked above
+    await c("GET", "/api/v1/events", user, 403)
+
     # By the server's own count (the route it matched, not the template named
     # above): it answered exactly what was checked, and every operation answered
     # at least one documented 2xx, live.
@@ -386,7 +421,7 @@ async def test_x_roles_is_what_the_handlers_enforce(client: Client, sessionmaker
                 continue
             # A resource that does not exist: a permitted role gets past the
             # role check and no further (404, 400 or a list), changing nothing.
-            path = template.replace("{id}", "999999")
+            path = template.replace("{id}", "999999").replace("{name}", "nobody")
             for role, token in world.tokens.items():
                 kwargs: dict[str, Any] = {"json": {}} if method == "post" else {}
                 async with client.request(

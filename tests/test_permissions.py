@@ -107,6 +107,15 @@ POST   /api/v1/tickets/{id}/cancel         200  403  200  403  200  404  401  40
 POST   /api/v1/delegations                 201  403  403  403  201  403  401  401  401  401  401
 POST   /api/v1/cards                       201  403  403  403  403  403  401  401  401  401  401
 POST   /api/v1/readers/{reader_id}/tap     401  401  401  401  401  403  200  401  401  401  401
+GET    /api/v1/events                      200  403  403  403  403  403  401  401  401  401  401
+GET    /api/v1/tokens                      200  403  403  403  403  403  401  401  401  401  401
+DELETE /api/v1/tokens/{id}                 200  403  403  403  403  403  401  401  401  401  401
+GET    /api/v1/users                       200  403  403  403  403  403  401  401  401  401  401
+GET    /api/v1/users/{name}                200  403  403  403  403  403  401  401  401  401  401
+PATCH  /api/v1/users/{name}                200  403  403  403  403  403  401  401  401  401  401
+DELETE /api/v1/users/{name}                200  403  403  403  403  403  401  401  401  401  401
+GET    /api/v1/printers                    200  403  403  403  403  403  401  401  401  401  401
+PATCH  /api/v1/printers/{name}             200  403  403  403  403  403  401  401  401  401  401
 """
 
 
@@ -291,6 +300,21 @@ async def prepare(world: World, method: str, route: str, column: str) -> Call:
     if route == "/api/v1/readers/{reader_id}/tap":
         reader = "far" if column == "other" else "lobby"
         return Call(route.replace("{reader_id}", reader), body={"card": world.carol_card})
+    if route == "/api/v1/tokens/{id}":
+        async with world.sessions() as s, s.begin():
+            await f.token(s, "admin")
+            fresh = await s.scalar(select(ApiToken.id).order_by(ApiToken.id.desc()).limit(1))
+        return Call(route.replace("{id}", str(fresh)))
+    if route == "/api/v1/users/{name}":
+        if method == "DELETE":
+            name = f"gone{secrets.token_hex(3)}"
+            async with world.sessions() as s, s.begin():
+                await f.user(s, name)
+            return Call(route.replace("{name}", name))
+        body = {"email": "carol@example.org"} if method == "PATCH" else None
+        return Call(route.replace("{name}", "carol"), body=body)
+    if route == "/api/v1/printers/{name}":
+        return Call(route.replace("{name}", "pp-direct"), body={"cost_mono": "0.10"})
     assert "{" not in route, f"no resource for {route} in prepare()"
     return Call(route)
 
@@ -538,6 +562,15 @@ STRING_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = 
     ("POST", "/api/v1/delegations"): ((), ("printer", "delegate", *DELEGATION_KEYS)),
     ("POST", "/api/v1/cards"): ((), ("user", "card", "format", "byte_order")),
     ("POST", "/api/v1/readers/{reader_id}/tap"): ((), ("card",)),
+    ("GET", "/api/v1/events"): (("actor", "subject", "limit", "cursor"), ()),
+    ("GET", "/api/v1/tokens"): ((), ()),
+    ("DELETE", "/api/v1/tokens/{id}"): ((), ()),
+    ("GET", "/api/v1/users"): ((), ()),
+    ("GET", "/api/v1/users/{name}"): ((), ()),
+    ("PATCH", "/api/v1/users/{name}"): ((), ("email", "full_name")),
+    ("DELETE", "/api/v1/users/{name}"): ((), ()),
+    ("GET", "/api/v1/printers"): ((), ()),
+    ("PATCH", "/api/v1/printers/{name}"): ((), ("target", "cost_mono")),
 }
 # Plausible values for the fields not under test, so that each request gets as far
 # as the field under test can take it.
@@ -584,7 +617,8 @@ async def test_no_answer_reflects_a_file_path(client: Client, world: World, tmp_
         token = lobby if route.endswith("/tap") else admin
         for value in TRAVERSALS:
             # The value in each path parameter, each query parameter, each body field.
-            paths = [route.replace("{id}", "1").replace("{reader_id}", "lobby")]
+            some_id = "999999" if route == "/api/v1/tokens/{id}" else "1"  # not admin's own
+            paths = [route.replace("{id}", some_id).replace("{reader_id}", "lobby")]
             if "{" in route:
                 quoted = value.replace("/", "%2F").replace("\\", "%5C")
                 paths.append(re.sub(r"\{[a-z_]+\}", quoted, route))

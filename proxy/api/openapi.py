@@ -242,6 +242,109 @@ SCHEMAS: dict[str, JSON] = {
         }
     ),
     "AccountPage": page_of("Account"),
+    "AuditEvent": obj(
+        {
+            "id": ID,
+            "at": ref("Time"),
+            "actor": STRING,
+            "subject_type": STRING,
+            "subject_id": STRING,
+            "from": NULLABLE_STRING,
+            "to": NULLABLE_STRING,
+            "reason": NULLABLE_STRING,
+            "message": NULLABLE_STRING,
+            "data": {"type": ["object", "null"], "description": "For edits: field -> [old, new]."},
+        }
+    ),
+    "AuditEventPage": page_of("AuditEvent"),
+    "Token": obj(
+        {
+            "id": ID,
+            "role": {"type": "string", "enum": ROLE_NAMES},
+            "user": NULLABLE_STRING,
+            "label": NULLABLE_STRING,
+            "state": {"type": "string", "enum": ["active", "expired", "revoked"]},
+            "created_at": ref("Time"),
+            "expires_at": NULLABLE_TIME,
+            "revoked_at": NULLABLE_TIME,
+        },
+        description="An API token as listed: never its secret (only a hash is stored).",
+    ),
+    "TokenPage": page_of("Token"),
+    "User": obj(
+        {
+            "id": ID,
+            "name": STRING,
+            "email": NULLABLE_STRING,
+            "full_name": NULLABLE_STRING,
+            "external_id": NULLABLE_STRING,
+            "active": {"type": "boolean"},
+            "groups": {"type": "array", "items": STRING},
+            "created_at": ref("Time"),
+            "deleted_at": NULLABLE_TIME,
+        }
+    ),
+    "UserPage": page_of("User"),
+    "UserPatch": obj(
+        {
+            "email": {"type": ["string", "null"], "maxLength": 320},
+            "full_name": {"type": ["string", "null"], "maxLength": 255},
+            "active": {
+                "type": "boolean",
+                "description": "false: her tokens answer 401 and her cards 404 at once.",
+            },
+        },
+        optional=("email", "full_name", "active"),
+    ),
+    "Printer": obj(
+        {
+            "id": ID,
+            "name": STRING,
+            "mode": ref("Mode"),
+            "target": STRING,
+            "cost_mono": ref("Amount"),
+            "cost_color": ref("Amount"),
+            "duplex_discount": ref("Amount"),
+            "media_costs": {"type": "object"},
+            "papercut": {"type": "boolean"},
+            "hold_expiry_mins": {"type": "integer", "minimum": 1},
+            "enabled": {"type": "boolean"},
+            "deleted_at": NULLABLE_TIME,
+        }
+    ),
+    "PrinterPage": page_of("Printer"),
+    "PrinterPatch": obj(
+        {
+            "target": {"type": "string", "pattern": "^(ipps?|cups)://", "maxLength": 1023},
+            "mode": ref("Mode"),
+            "cost_mono": {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,6})?$"},
+            "cost_color": {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,6})?$"},
+            "duplex_discount": {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,6})?$"},
+            "media_costs": {
+                "type": "object",
+                "additionalProperties": obj(
+                    {
+                        "mono": {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,6})?$"},
+                        "color": {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,6})?$"},
+                    }
+                ),
+            },
+            "papercut": {"type": "boolean"},
+            "hold_expiry_mins": {"type": "integer", "minimum": 1, "maximum": 43200},
+            "enabled": {"type": "boolean", "description": "false: new jobs wait in CUPS."},
+        },
+        optional=(
+            "target",
+            "mode",
+            "cost_mono",
+            "cost_color",
+            "duplex_discount",
+            "media_costs",
+            "papercut",
+            "hold_expiry_mins",
+            "enabled",
+        ),
+    ),
     "AccountPatch": obj(
         {
             "credit_limit": {
@@ -978,6 +1081,105 @@ def _delegation_paths(prefix: str) -> dict[str, JSON]:
     }
 
 
+def path_name(what: str) -> JSON:
+    return {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        "description": f"The {what}'s name.",
+    }
+
+
+ADMIN = (Role.ADMIN,)
+
+
+def _admin_paths(prefix: str) -> dict[str, JSON]:
+    """Administration (admin): the audit view, tokens, users, printers."""
+    get_errors = {**_errors_get(), 404: error(404)}
+    patch_errors = {**_errors_post(), 404: error(404)}
+    return {
+        f"{prefix}/events": {
+            "get": operation(
+                "listEvents",
+                "The audit view: every event, newest first",
+                ADMIN,
+                {200: ok("AuditEventPage"), **_errors_get()},
+                description="Every change (status, administration, money) is an event with"
+                " its actor.",
+                parameters=[
+                    query("actor", STRING, "Only events by this actor (`api:admin:token-1`,"
+                          " `cli:root`, a user name)."),
+                    query("subject", STRING, "`TYPE` or `TYPE:ID`: `user:alice`,"
+                          " `printer:pp-hold`, `print_out:12`, `account:3`, `token:2`."),
+                    LIMIT,
+                    {**CURSOR, "description": "The `next_cursor` of the previous page."},
+                ],
+                tag="administration",
+            )
+        },
+        f"{prefix}/users": {
+            "get": operation(
+                "listUsers", "Users (deleted ones too, marked)", ADMIN,
+                {200: ok("UserPage"), **_errors_get()},
+                description="Every user with her groups.", tag="administration",
+            )
+        },
+        f"{prefix}/users/{{name}}": {
+            "get": operation(
+                "getUser", "One user", ADMIN, {200: ok("User"), **get_errors},
+                description="Deleted users too.", parameters=[path_name("user")],
+                tag="administration",
+            ),
+            "patch": operation(
+                "patchUser", "Edit, disable or enable a user", ADMIN,
+                {200: ok("User"), **patch_errors},
+                description="A disabled user's tokens answer 401 and her cards 404 at once.",
+                parameters=[path_name("user")], request_body=body("UserPatch"),
+                tag="administration",
+            ),
+            "delete": operation(
+                "deleteUser", "Soft-delete a user (history and ledger kept)", ADMIN,
+                {200: ok("User"), **get_errors},
+                description="Her tokens and cards stop working; her name stays taken.",
+                parameters=[path_name("user")], tag="administration",
+            ),
+        },
+        f"{prefix}/printers": {
+            "get": operation(
+                "listPrinters", "Proxy printers and their settings", ADMIN,
+                {200: ok("PrinterPage"), **_errors_get()},
+                description="Deleted ones too, marked.", tag="administration",
+            )
+        },
+        f"{prefix}/printers/{{name}}": {
+            "patch": operation(
+                "patchPrinter", "Change a printer's prices, mode, target, hold expiry", ADMIN,
+                {200: ok("Printer"), **patch_errors},
+                description="Applies to jobs received afterwards (a print-out keeps the"
+                " settings it arrived under); an event records who changed what.",
+                parameters=[path_name("printer")], request_body=body("PrinterPatch"),
+                tag="administration",
+            )
+        },
+        f"{prefix}/tokens": {
+            "get": operation(
+                "listTokens", "API tokens, never their secrets", ADMIN,
+                {200: ok("TokenPage"), **_errors_get()},
+                description="Active, expired and revoked.", tag="administration",
+            )
+        },
+        f"{prefix}/tokens/{{id}}": {
+            "delete": operation(
+                "revokeToken", "Revoke a token: 401 from its next request on", ADMIN,
+                {200: ok("Token"), **get_errors},
+                description="Revoking twice is a no-op.", parameters=[path_id("token")],
+                tag="administration",
+            )
+        },
+    }  # fmt: skip
+
+
 def _paths(prefix: str) -> dict[str, JSON]:
     """Every path, in the order the document lists them; one builder per resource."""
     return {
@@ -988,6 +1190,7 @@ def _paths(prefix: str) -> dict[str, JSON]:
         **_ticket_paths(prefix),
         **_account_paths(prefix),
         **_delegation_paths(prefix),
+        **_admin_paths(prefix),
     }
 
 
@@ -1056,6 +1259,7 @@ def document(prefix: str = "/api/v1") -> JSON:
                 "accounts",
                 "delegations",
                 "nfc",
+                "administration",
                 "service",
             )
         ],

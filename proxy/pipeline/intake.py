@@ -211,9 +211,12 @@ async def _precheck(request: web.Request) -> _Checked:
         if job.job_uuid is not None:
             known = await session.scalar(select(PrintIn.id).where(PrintIn.job_uuid == job.job_uuid))
         latest = None if known is None else await latest_print_out(session, known)
-    if printer is None:
+    if printer is None or printer.deleted_at is not None:
         message = f"proxyprint does not know printer {job.printer!r}"
         return _answer(404, {"error": {"code": "unknown-printer", "message": message}})
+    if not printer.enabled:  # 5xx: the backend retries, the job waits in CUPS
+        message = f"printer {job.printer!r} is disabled; the job waits in CUPS"
+        return _answer(503, {"error": {"code": "printer-disabled", "message": message}})
     if known is not None and (latest is None or not PrintStatus(latest.status).is_final):
         return _duplicate(request, known, latest)
     return job, printer, known
