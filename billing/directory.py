@@ -9,6 +9,7 @@ value (``data = {"field": [old, new]}``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -106,8 +107,9 @@ async def edit_user(
     if unknown:
         raise InvalidInput(f"user fields {sorted(unknown)} cannot be edited")
     for field, value in wanted.items():
-        if value is not None and (not isinstance(value, str) or len(value) > 320):
-            raise InvalidInput(f"user {field} must be a string of at most 320 characters")
+        longest = 320 if field == "email" else 255
+        if value is not None and (not isinstance(value, str) or len(value) > longest):
+            raise InvalidInput(f"user {field} must be a string of at most {longest} characters")
     user = await get_user(session, name)
     changed = apply_changes(user, {k: (v or None) for k, v in wanted.items()})
     if changed:
@@ -259,6 +261,7 @@ async def delete_group(session: AsyncSession, name: str, *, actor: str) -> Group
 # --- accounts --------------------------------------------------------------------
 
 ACCOUNT_FIELDS = frozenset({"credit_limit"})
+LIMIT_RE = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?", re.ASCII)
 
 
 def parse_account_ref(ref: str) -> tuple[AccountType | None, str]:

@@ -107,6 +107,7 @@ async def add_printer(
 
 # --- administration: list, show, edit, disable, delete ------------------------------
 
+_PRICE_RE = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?", re.ASCII)
 EDITABLE = frozenset(
     {"target", "mode", "cost_mono", "cost_color", "duplex_discount", "media_costs",
      "papercut", "hold_expiry_mins"}
@@ -134,8 +135,8 @@ def _validated(printer: Printer, wanted: Mapping[str, Any]) -> dict[str, Any]:
         raise BadRequest(f"printer fields {sorted(unknown)} cannot be edited")
     out: dict[str, Any] = {}
     if "target" in wanted:
-        if not isinstance(wanted["target"], str):
-            raise BadRequest("target must be a string")
+        if not isinstance(wanted["target"], str) or len(wanted["target"]) > 1023:
+            raise BadRequest("target must be a string of at most 1023 characters")
         out["target"] = validate_target(wanted["target"])
     if "mode" in wanted:
         try:

@@ -29,7 +29,7 @@ from .errors import InvalidParameter, json_body, reject_unknown
 EVENT_PARAMS = frozenset({"actor", "subject", "limit", "cursor"})
 EVENT_CURSOR = "ev"
 USER_PATCH = frozenset({"email", "full_name", "active"})
-PRINTER_PATCH = printers.EDITABLE | {"enabled"}
+PRINTER_PATCH = (printers.EDITABLE - {"media_costs"}) | {"enabled"}
 
 
 def event_json(ev: Event) -> serialize.JSON:

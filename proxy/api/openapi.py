@@ -320,15 +320,6 @@ SCHEMAS: dict[str, JSON] = {
             "cost_mono": {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,6})?$"},
             "cost_color": {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,6})?$"},
             "duplex_discount": {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,6})?$"},
-            "media_costs": {
-                "type": "object",
-                "additionalProperties": obj(
-                    {
-                        "mono": {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,6})?$"},
-                        "color": {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,6})?$"},
-                    }
-                ),
-            },
             "papercut": {"type": "boolean"},
             "hold_expiry_mins": {"type": "integer", "minimum": 1, "maximum": 43200},
             "enabled": {"type": "boolean", "description": "false: new jobs wait in CUPS."},

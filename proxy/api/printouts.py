@@ -50,6 +50,8 @@ def _json(
 
 
 ROLES = ("delegate", "payer", "any")
+MAX_NAME = 255
+MAX_ACCOUNT_REF = 600
 
 
 async def _personal_account(session: AsyncSession, user_name: str) -> int | None:
@@ -95,6 +97,10 @@ async def _filter(
     delegate = params.get("user")
     payer = params.get("payer")
     role = params.get("role")
+    if payer is not None and len(payer) > MAX_NAME:
+        raise InvalidParameter(f"payer: at most {MAX_NAME} characters")
+    if len(params.get("account", "")) > MAX_ACCOUNT_REF:
+        raise InvalidParameter(f"account: at most {MAX_ACCOUNT_REF} characters")
     if role is not None and role not in ROLES:
         raise InvalidParameter(f"role: one of {', '.join(ROLES)}, got {role[:40]!r}")
     if payer is not None:
