@@ -953,6 +953,7 @@ POST_ENDPOINTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("editor", "admin"),
         ("amount", "reason", "idempotency_key"),
     ),
+    "/api/v1/readers/{reader_id}/rotate": (("reader",), ()),  # refused (403): tokens stay
     "/api/v1/readers/{reader_id}/tap": (("reader:lobby", "reader:desk"), ("card",)),
 }
 
@@ -1233,6 +1234,9 @@ LISTS: dict[str, tuple[str, ...]] = {
     "/api/v1/users": (),
     "/api/v1/users/{name}": (),
     "/api/v1/printers": (),
+    "/api/v1/groups": (),
+    "/api/v1/cards": ("user",),
+    "/api/v1/readers": (),
     "/api/v1/jobs/held": ("user", "printer", "limit", "cursor"),
     "/api/v1/tickets": ("user", "printer", "limit", "cursor"),
     "/healthz": (),

@@ -400,6 +400,24 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
     await c("GET", "/api/v1/events", editor, 401)  # revoked above
     await c("GET", "/api/v1/events", user, 403)
 
+    groups = await c("GET", "/api/v1/groups", admin, 200)
+    assert [g["name"] for g in groups["items"]] == ["sales"]
+    grp = "/api/v1/groups/{name}"
+    added = await c("PATCH", grp, admin, 200, path="/api/v1/groups/sales",
+                    json={"add_members": ["alice"]})  # fmt: skip
+    assert added["members"] == ["alice"]
+    await c("PATCH", grp, admin, 404, path="/api/v1/groups/sales",
+            json={"add_members": ["nobody"]})  # fmt: skip
+    await c("PATCH", grp, admin, 400, path="/api/v1/groups/sales", json={"add_members": "x"})
+    listed_cards = await c("GET", "/api/v1/cards", admin, 200, params={"user": "alice"})
+    assert [x["card"] for x in listed_cards["items"]] == ["04a1b2c3"]
+    readers = await c("GET", "/api/v1/readers", admin, 200)
+    assert {r["reader_id"] for r in readers["items"]} == {"r1", "r2"}
+    rot = "/api/v1/readers/{reader_id}/rotate"
+    rotated = await c("POST", rot, admin, 200, path="/api/v1/readers/r2/rotate")
+    assert rotated["token"].startswith("pp_")
+    await c("POST", rot, admin, 404, path="/api/v1/readers/nope/rotate")
+
     # By the server's own count (the route it matched, not the template named
     # above): it answered exactly what was checked, and every operation answered
     # at least one documented 2xx, live.
@@ -422,6 +440,7 @@ async def test_x_roles_is_what_the_handlers_enforce(client: Client, sessionmaker
             # A resource that does not exist: a permitted role gets past the
             # role check and no further (404, 400 or a list), changing nothing.
             path = template.replace("{id}", "999999").replace("{name}", "nobody")
+            path = path.replace("{reader_id}", "nobody")
             for role, token in world.tokens.items():
                 kwargs: dict[str, Any] = {"json": {}} if method == "post" else {}
                 async with client.request(

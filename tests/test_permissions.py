@@ -116,6 +116,11 @@ PATCH  /api/v1/users/{name}                200  403  403  403  403  403  401  40
 DELETE /api/v1/users/{name}                200  403  403  403  403  403  401  401  401  401  401
 GET    /api/v1/printers                    200  403  403  403  403  403  401  401  401  401  401
 PATCH  /api/v1/printers/{name}             200  403  403  403  403  403  401  401  401  401  401
+GET    /api/v1/groups                      200  403  403  403  403  403  401  401  401  401  401
+PATCH  /api/v1/groups/{name}               200  403  403  403  403  403  401  401  401  401  401
+GET    /api/v1/cards                       200  403  403  403  403  403  401  401  401  401  401
+GET    /api/v1/readers                     200  403  403  403  403  403  401  401  401  401  401
+POST   /api/v1/readers/{reader_id}/rotate  200  403  403  403  403  403  401  401  401  401  401
 """
 
 
@@ -313,6 +318,16 @@ async def prepare(world: World, method: str, route: str, column: str) -> Call:
             return Call(route.replace("{name}", name))
         body = {"email": "carol@example.org"} if method == "PATCH" else None
         return Call(route.replace("{name}", "carol"), body=body)
+    if route == "/api/v1/groups/{name}":
+        async with world.sessions() as s, s.begin():
+            name = f"g{secrets.token_hex(3)}"
+            await f.group(s, name)
+        return Call(route.replace("{name}", name), body={"add_members": ["carol"]})
+    if route == "/api/v1/readers/{reader_id}/rotate":
+        reader = f"r{secrets.token_hex(3)}"
+        async with world.sessions() as s, s.begin():
+            await nfc_admin.add_reader(s, reader, ["pp-hold"])
+        return Call(route.replace("{reader_id}", reader))
     if route == "/api/v1/printers/{name}":
         return Call(route.replace("{name}", "pp-direct"), body={"cost_mono": "0.10"})
     assert "{" not in route, f"no resource for {route} in prepare()"
@@ -573,6 +588,11 @@ STRING_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = 
     ("DELETE", "/api/v1/users/{name}"): ((), ()),
     ("GET", "/api/v1/printers"): ((), ()),
     ("PATCH", "/api/v1/printers/{name}"): ((), ("target", "cost_mono")),
+    ("GET", "/api/v1/groups"): ((), ()),
+    ("PATCH", "/api/v1/groups/{name}"): ((), ()),
+    ("GET", "/api/v1/cards"): (("user",), ()),
+    ("GET", "/api/v1/readers"): ((), ()),
+    ("POST", "/api/v1/readers/{reader_id}/rotate"): ((), ()),
 }
 # Plausible values for the fields not under test, so that each request gets as far
 # as the field under test can take it.

@@ -1,4 +1,5 @@
-"""Administration over HTTP (``admin``): users, printers, tokens, and the audit view.
+"""Administration over HTTP (``admin``): users, groups, printers, cards, readers,
+tokens, and the audit view.
 
 Thin handlers over the domain functions the CLI uses (billing.directory,
 proxy.printers, proxy.tokens); every change is an event with the caller as
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billing import directory
 from billing.enums import Role
 from billing.models import Event, Printer, User
-from proxy import printers, tokens
+from proxy import nfc_admin, printers, tokens
 from proxy.exceptions import NotFound
 from proxy.keys import CONFIG, READ_SESSIONS, SESSIONS
 
@@ -214,6 +215,97 @@ async def patch_printer(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
+# --- groups, cards, readers ---------------------------------------------------------
+
+GROUP_PATCH = frozenset({"add_members", "remove_members", "active"})
+
+
+def _names(body: dict[str, Any], key: str) -> list[str]:
+    value = body.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidParameter(f"{key}: a list of user names")
+    if len(value) > 1000:
+        raise InvalidParameter(f"{key}: at most 1000 names")
+    return value
+
+
+async def _group_json(session: AsyncSession, group: Any) -> serialize.JSON:
+    return {
+        "id": group.id,
+        "name": group.name,
+        "external_id": group.external_id,
+        "active": group.active,
+        "members": await directory.group_member_names(session, group.id),
+        "deleted_at": serialize.iso(group.deleted_at),
+    }
+
+
+async def list_groups(request: web.Request) -> web.Response:
+    await require(request, Role.ADMIN)
+    queries.query_params(request.query, frozenset())
+    async with request.app[READ_SESSIONS]() as session, session.begin():
+        found = await directory.list_groups(session, deleted=True)
+        items = [await _group_json(session, g) for g in found]
+    return web.json_response(serialize.page(items, None))
+
+
+async def patch_group(request: web.Request) -> web.Response:
+    """``{"add_members": [...], "remove_members": [...], "active": bool}``."""
+    principal = await require(request, Role.ADMIN)
+    body = await json_body(request)
+    reject_unknown(body, set(GROUP_PATCH))
+    add, remove = _names(body, "add_members"), _names(body, "remove_members")
+    if "active" in body and not isinstance(body["active"], bool):
+        raise InvalidParameter("active: must be true or false")
+    actor = principal.describe()
+    name = request.match_info["name"]
+    async with request.app[SESSIONS]() as session, session.begin():
+        group = await directory.edit_group_members(
+            session, name, add=add, remove=remove, actor=actor
+        )
+        if "active" in body:
+            await directory.set_group_active(session, name, body["active"], actor=actor)
+        out = await _group_json(session, group)
+    return web.json_response(out)
+
+
+async def list_cards(request: web.Request) -> web.Response:
+    await require(request, Role.ADMIN)
+    params = queries.query_params(request.query, frozenset({"user"}))
+    async with request.app[READ_SESSIONS]() as session, session.begin():
+        found = await nfc_admin.list_cards(session, params.get("user"))
+    items = [{"id": c.id, "card": c.number, "user": c.user} for c in found]
+    return web.json_response(serialize.page(items, None))
+
+
+def reader_json(r: nfc_admin.ReaderInfo) -> serialize.JSON:
+    return {
+        "reader_id": r.reader_id,
+        "printers": r.printers,
+        "card_format": r.card_format,
+        "byte_order": r.byte_order,
+        "enabled": r.enabled,
+    }
+
+
+async def list_readers(request: web.Request) -> web.Response:
+    await require(request, Role.ADMIN)
+    queries.query_params(request.query, frozenset())
+    async with request.app[READ_SESSIONS]() as session, session.begin():
+        found = await nfc_admin.list_readers(session)
+    return web.json_response(serialize.page([reader_json(r) for r in found], None))
+
+
+async def rotate_reader(request: web.Request) -> web.Response:
+    """A new token for the reader (shown once); the old one answers 401 from now on."""
+    principal = await require(request, Role.ADMIN)
+    reject_unknown(await json_body(request, optional=True), set())
+    reader_id = request.match_info["reader_id"]
+    async with request.app[SESSIONS]() as session, session.begin():
+        secret = await nfc_admin.rotate_reader_token(session, reader_id, actor=principal.describe())
+    return web.json_response({"reader_id": reader_id, "token": secret})
+
+
 def routes(prefix: str) -> list[web.RouteDef]:
     return [
         web.get(f"{prefix}/events", list_events),
@@ -225,4 +317,9 @@ def routes(prefix: str) -> list[web.RouteDef]:
         web.delete(f"{prefix}/users/{{name}}", delete_user),
         web.get(f"{prefix}/printers", list_printers),
         web.patch(f"{prefix}/printers/{{name}}", patch_printer),
+        web.get(f"{prefix}/groups", list_groups),
+        web.patch(f"{prefix}/groups/{{name}}", patch_group),
+        web.get(f"{prefix}/cards", list_cards),
+        web.get(f"{prefix}/readers", list_readers),
+        web.post(f"{prefix}/readers/{{reader_id}}/rotate", rotate_reader),
     ]

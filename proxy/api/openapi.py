@@ -336,6 +336,43 @@ SCHEMAS: dict[str, JSON] = {
             "enabled",
         ),
     ),
+    "Group": obj(
+        {
+            "id": ID,
+            "name": STRING,
+            "external_id": NULLABLE_STRING,
+            "active": {"type": "boolean"},
+            "members": {"type": "array", "items": STRING},
+            "deleted_at": NULLABLE_TIME,
+        }
+    ),
+    "GroupPage": page_of("Group"),
+    "GroupPatch": obj(
+        {
+            "add_members": {"type": "array", "items": STRING, "maxItems": 1000},
+            "remove_members": {"type": "array", "items": STRING, "maxItems": 1000},
+            "active": {"type": "boolean"},
+        },
+        optional=("add_members", "remove_members", "active"),
+    ),
+    "CardPage": page_of("CardListed"),
+    "CardListed": obj({"id": ID, "card": STRING, "user": STRING}),
+    "Reader": obj(
+        {
+            "reader_id": STRING,
+            "printers": {"type": "array", "items": STRING},
+            "card_format": {"type": "string", "enum": ["hex", "dec"]},
+            "byte_order": {"type": "string", "enum": ["msb", "lsb"]},
+            "enabled": {"type": "boolean"},
+        }
+    ),
+    "ReaderPage": page_of("Reader"),
+    "ReaderToken": obj(
+        {
+            "reader_id": STRING,
+            "token": {"type": "string", "description": "Shown once; only its hash is kept."},
+        }
+    ),
     "AccountPatch": obj(
         {
             "credit_limit": {
@@ -913,6 +950,15 @@ def _nfc_paths(prefix: str) -> dict[str, JSON]:
             )
         },
         f"{prefix}/cards": {
+            "get": operation(
+                "listCards",
+                "Registered cards and their owners",
+                (Role.ADMIN,),
+                {200: ok("CardPage"), **_errors_get()},
+                description="Numbers in their stored form (lower-case hex, MSB first).",
+                parameters=[query("user", STRING, "Only this user's cards.")],
+                tag="nfc",
+            ),
             "post": operation(
                 "registerCard",
                 "Register an NFC card for a user (a user may have several)",
@@ -921,7 +967,7 @@ def _nfc_paths(prefix: str) -> dict[str, JSON]:
                 description="404: unknown user. 409: the card is already registered.",
                 request_body=body("CardRequest"),
                 tag="nfc",
-            )
+            ),
         },
     }
 
@@ -1151,6 +1197,41 @@ def _admin_paths(prefix: str) -> dict[str, JSON]:
                 " settings it arrived under); an event records who changed what.",
                 parameters=[path_name("printer")], request_body=body("PrinterPatch"),
                 tag="administration",
+            )
+        },
+        f"{prefix}/groups": {
+            "get": operation(
+                "listGroups", "Groups and their members", ADMIN,
+                {200: ok("GroupPage"), **_errors_get()},
+                description="Deleted ones too, marked.", tag="administration",
+            )
+        },
+        f"{prefix}/groups/{{name}}": {
+            "patch": operation(
+                "patchGroup", "Add or remove members; disable or enable a group", ADMIN,
+                {200: ok("Group"), **patch_errors},
+                description="A disabled group's account cannot be charged for new jobs.",
+                parameters=[path_name("group")], request_body=body("GroupPatch"),
+                tag="administration",
+            )
+        },
+        f"{prefix}/readers": {
+            "get": operation(
+                "listReaders", "NFC readers and their printers (never their tokens)", ADMIN,
+                {200: ok("ReaderPage"), **_errors_get()},
+                description="Disabled readers' tokens answer 401.", tag="nfc",
+            )
+        },
+        f"{prefix}/readers/{{reader_id}}/rotate": {
+            "post": operation(
+                "rotateReader", "A new token for a reader; the old one stops working", ADMIN,
+                {200: ok("ReaderToken"), **_errors_post(), 404: error(404)},
+                description="HTTP and TCP readers alike.",
+                parameters=[{"name": "reader_id", "in": "path", "required": True,
+                             "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+                             "description": "The reader's id."}],
+                request_body=body("EmptyBody", required=False),
+                tag="nfc",
             )
         },
         f"{prefix}/tokens": {
