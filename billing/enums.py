@@ -60,6 +60,8 @@ class StatusReason(StrEnum):
     TICKET = "ticket"  # job ticket: waits for an operator
     DELEGATION_INVALID = "delegation-invalid"
     TITLE_INVALID = "title-invalid"
+    FORMAT_UNSUPPORTED = "format-unsupported"  # no conversion to what the printer takes
+    CONVERSION_FAILED = "conversion-failed"  # the converter failed or ran out of time
     # a restricted account would go below its credit limit (a deposit, then release)
     INSUFFICIENT_BALANCE = "insufficient-balance"
     # released
@@ -81,6 +83,10 @@ class StatusReason(StrEnum):
     REPRINTED = "reprinted"
     # flagged for an admin, status unchanged
     NOT_IN_PRINT_LOG = "not-in-print-log"
+    # events of a dispatch: what was converted or dropped, and a count that differs
+    CONVERTED = "converted"
+    OPTION_DROPPED = "option-dropped"
+    COUNT_DIFFERS = "count-differs"
     # prefix of ``denied:<reason>``
     DENIED = "denied"
 

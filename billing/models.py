@@ -64,6 +64,10 @@ class User(Base):
     external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = _created()
+    # The web app (proxy/web/): a local password (scrypt, see proxy/web/passwords.py;
+    # None = no local sign-in) and the API role the user's web sessions carry.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    web_role: Mapped[str] = mapped_column(String(32), default="user", server_default="user")
     # Soft delete: the row and its history stay; the name stops working.
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
@@ -170,6 +174,13 @@ class PrintIn(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     pages: Mapped[int] = mapped_column(Integer)
     pages_estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # How ``pages`` was counted (proxy.pages.METHODS); None: recorded before it was kept.
+    count_method: Mapped[str | None] = mapped_column(String(32))
+    # Pages that carry colour, when measured (Ghostscript); None: not measured.
+    color_pages: Mapped[int | None] = mapped_column(Integer)
+    # Copies the document itself sets (PostScript NumCopies / #copies): charged
+    # on top of the print-out's copies (charging.job_spec).
+    document_copies: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     color: Mapped[bool] = mapped_column(Boolean, default=False)
     duplex: Mapped[bool] = mapped_column(Boolean, default=False)
     media: Mapped[str | None] = mapped_column(String(127))
@@ -208,6 +219,8 @@ class PrintOut(Base):
     title: Mapped[str] = mapped_column(String(1023))
     pages: Mapped[int] = mapped_column(Integer)
     copies: Mapped[int] = mapped_column(Integer)
+    # job-impressions-completed as the printer reported it (None: not reported)
+    printer_impressions: Mapped[int | None] = mapped_column(Integer)
     cost: Mapped[Decimal | None] = mapped_column(Money)
     cost_detail: Mapped[list[Any] | None] = mapped_column(JSON)
     # The printer's prices when the job arrived (charging.rules_json); None: its current ones.
@@ -419,3 +432,23 @@ class ScheduledRun(Base):
     started_at: Mapped[dt.datetime] = _created()
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class WebSession(Base):
+    """A signed-in web session: the cookie holds the secret, this row its SHA-256.
+
+    Server-side so that it can be revoked (sign-out, a disabled user) and is
+    shared by every instance on the database.
+    """
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = _id()
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(128))
+    address: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = _created()
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

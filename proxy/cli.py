@@ -111,7 +111,7 @@ async def cmd_cups_install_backend(config: Config, args: argparse.Namespace) -> 
 async def cmd_printer_add(config: Config, args: argparse.Namespace) -> int:
     from . import cupsadmin, printers
 
-    uri = printers.device_uri(config.intake.socket, args.intake_tcp or "")
+    uri = printers.device_uri(config.intake.socket, args.intake_tcp or "", tls=args.intake_tls)
     async with session_scope(config) as session:
         printer = await printers.add_printer(
             session,
@@ -263,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     user_add.add_argument("--full-name")
     user_add.add_argument("--group", action="append", default=[], help="repeatable")
     user_add.set_defaults(handler=cmd_user_add)
+    from .web.cli import register as register_web
+
+    register_web(user)
 
     group = sub.add_parser("group", help="groups").add_subparsers(dest="action", required=True)
     group_add = group.add_parser("add", help="a group and its group account")
@@ -340,6 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     printer_add.add_argument("--papercut", action="store_true")
     printer_add.add_argument("--hold-expiry-mins", type=int, default=60)
     printer_add.add_argument("--intake-tcp", help="HOST:PORT for a CUPS server on another host")
+    printer_add.add_argument(
+        "--intake-tls",
+        action="store_true",
+        help="with --intake-tcp: TLS (device URI proxyprints://; the intake has tls_cert)",
+    )
     printer_add.set_defaults(handler=cmd_printer_add)
     from .cli_admin import register as register_admin
     from .cli_officernd import register as register_officernd

@@ -49,9 +49,11 @@ def validate_target(target: str) -> str:
     return target
 
 
-def device_uri(intake_socket: str, intake_tcp: str = "") -> str:
-    """The CUPS device URI of a proxy queue: the intake socket, or TCP."""
-    return f"proxyprint://{intake_tcp}" if intake_tcp else f"proxyprint:{intake_socket}"
+def device_uri(intake_socket: str, intake_tcp: str = "", *, tls: bool = False) -> str:
+    """The CUPS device URI of a proxy queue: the intake socket, or TCP (TLS: proxyprints)."""
+    if intake_tcp:
+        return f"proxyprint{'s' if tls else ''}://{intake_tcp}"
+    return f"proxyprint:{intake_socket}"
 
 
 async def add_printer(

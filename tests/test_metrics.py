@@ -43,6 +43,7 @@ from proxy.pipeline.outbox_worker import outbox_tick
 from proxy.pipeline.papercut import ADJUST_KIND
 from proxy.pipeline.tracker import track_tick
 from proxy.targets.base import IppJobState, JobState, PrintRequest, SubmittedJob
+from proxy.targets.capabilities import Capabilities
 from proxy.targets.errors import TargetRequestError
 from tests import factories as f
 
@@ -73,6 +74,11 @@ class FakeTarget:
         if req.job_uuid is not None:
             self.by_uuid[req.job_uuid] = job_id
         return SubmittedJob(job_id)
+
+    async def capabilities(self, *, refresh: bool = False) -> Capabilities:
+        if self.down:
+            raise TargetRequestError("connection refused", retryable=True, target=self.uri)
+        return Capabilities(formats=frozenset({"application/pdf"}), max_copies=999)
 
     async def find(self, req: PrintRequest) -> SubmittedJob | None:
         self.requests_made += 1

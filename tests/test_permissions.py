@@ -69,6 +69,7 @@ from proxy.pipeline.delegation import KEYS as DELEGATION_KEYS
 from proxy.pipeline.delegation import parse_cups_options
 from proxy.pipeline.intake import META_HEADER
 from proxy.tokens import hash_token
+from proxy.web.setup import is_web_route
 from tests import factories as f
 from tests.served import Served, served
 
@@ -381,6 +382,8 @@ def router_endpoints(app: web.Application) -> set[tuple[str, str]]:
     for route in app.router.routes():
         resource = route.resource
         assert resource is not None
+        if is_web_route(route):  # the web app's pages: tests/test_web.py
+            continue
         if route.method == "HEAD":
             heads.add(resource.canonical)
         else:

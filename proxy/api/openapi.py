@@ -21,6 +21,7 @@ from aiohttp import web
 
 from billing.enums import AccountType, LedgerKind, PrinterMode, PrintStatus, Role, StatusReason
 from proxy.logs import REQUEST_ID_HEADER
+from proxy.pages.kinds import METHODS as COUNT_METHODS
 from proxy.pipeline.delegation import MAX_COPIES, MAX_ENTRIES, MAX_VALUE_CHARS
 
 from .auth import STAFF
@@ -110,6 +111,15 @@ SCHEMAS: dict[str, JSON] = {
         " pending_external: waiting for PaperCut's outcome.",
     },
     "Mode": {"type": "string", "enum": [m.value for m in PrinterMode]},
+    "CountMethod": {
+        "type": "string",
+        "enum": list(COUNT_METHODS),
+        "description": "pdf-page-tree: the PDF's page tree; dsc: PostScript DSC page "
+        "comments; ghostscript: as Ghostscript rendered it; raster-headers: PWG/CUPS/Apple "
+        "raster page headers; pclxl-operators: PCL XL EndPage operators; estimate: a guess "
+        "(text lines, PCL form feeds, an image, a document Ghostscript could not read); "
+        "empty: an empty file.",
+    },
     "StatusReason": {
         "type": ["string", "null"],
         "description": "Why the job has its status: one of the examples, `"
@@ -156,7 +166,31 @@ SCHEMAS: dict[str, JSON] = {
             "delegate": {"type": "string", "description": "Who printed."},
             "title": STRING,
             "pages": {"type": "integer", "minimum": 0},
+            "pages_estimated": {
+                "type": "boolean",
+                "description": "The page count is a guess (see count_method).",
+            },
+            "count_method": {
+                "anyOf": [ref("CountMethod"), {"type": "null"}],
+                "description": "How the pages were counted (null: before this was kept).",
+            },
+            "color_pages": {
+                "anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}],
+                "description": "Pages that carry colour, as Ghostscript measured them "
+                "(null: not measured; a colour job is then colour on every page).",
+            },
             "copies": {"type": "integer", "minimum": 1},
+            "document_copies": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "Copies the document itself asks for (PostScript NumCopies); "
+                "charged on top of copies.",
+            },
+            "printer_impressions": {
+                "type": ["integer", "null"],
+                "description": "job-impressions-completed as the printer reported it, all "
+                "copies (null: not reported); charged when [charging] trust = printer.",
+            },
             "cost": nullable(ref("Amount")),
             "currency": STRING,
             "ticket_number": NULLABLE_STRING,

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import charging, credit
-from billing.cost import JobSpec, compute
 from billing.enums import PrinterMode, StatusReason
 from billing.models import AccountTransaction, Printer, PrintIn, PrintOut
 from billing.money import Currency
@@ -34,18 +33,16 @@ async def at_intake(
     print_in: PrintIn,
     weights: Sequence[tuple[int, int]],
     currency: Currency,
+    *,
+    pages: int,
+    copies: int,
 ) -> credit.Verdict | None:
-    """The verdict for a direct job about to be recorded; None when not checked."""
+    """The verdict for a direct job about to be recorded (``pages`` per copy and
+    ``copies`` as its print-out will have them); None when not checked."""
     if printer.papercut or printer.printer_mode is not PrinterMode.DIRECT or not weights:
         return None
-    spec = JobSpec(
-        pages=print_in.pages,
-        copies=max(1, sum(w for _, w in weights)),
-        color=print_in.color,
-        duplex=print_in.duplex,
-        media=print_in.media,
-    )
-    estimate = compute(charging.rules_of(printer), spec, currency).total
+    planned = PrintOut(pages=pages, copies=copies)  # transient: never added to the session
+    estimate = charging.printer_cost(printer, print_in, planned, currency).total
     return await credit.check(session, weights, estimate, currency)
 
 

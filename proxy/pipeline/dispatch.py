@@ -36,6 +36,7 @@ from ..targets.base import PrintRequest, Target
 from ..targets.errors import TargetError, TargetRequestError
 from . import lifecycle
 from .papercut import document_name
+from .prepare import NotPrintable, prepared
 from .wake import TRACKER
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
     started = time.monotonic()
     heartbeat = asyncio.create_task(_keep_claim(app, print_out.id))
     sending = False
+    notice: str | None = None  # options the printer could not honour, shown on the print-out
     try:
         target: Target = app[TARGETS].get(print_out.target)
         request = print_request(print_out, print_in)
@@ -166,8 +168,13 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
         if submitted is not None:
             log.info("print-out %s: found job %s at the target", print_out.id, submitted.job_id)
         else:
-            sending = True
-            submitted = await target.submit(request)
+            async with prepared(app, target, print_out, print_in, request) as (ready, chosen):
+                sending = True
+                notice = "; ".join(chosen.dropped)[:1000] or None
+                submitted = await target.submit(ready)
+    except NotPrintable as exc:
+        await _not_printable(app, print_out, exc)
+        return
     except TargetError as exc:
         metrics.dispatched(app, started, "retry" if getattr(exc, "retryable", True) else "rejected")
         await _failed(app, print_out, exc, created_nothing=sending and _answered(exc))
@@ -188,7 +195,7 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
                 claimed_by=None,
                 claim_until=None,
                 next_action_at=None,
-                status_message=None,
+                status_message=notice,
             )
             .execution_options(synchronize_session=False)
         )
@@ -218,6 +225,26 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
             log.warning("print-out %s: cancel at the target failed: %s", print_out.id, exc)
         return
     app[WAKE].wake(TRACKER)  # let the tracker look soon
+
+
+async def _not_printable(app: web.Application, print_out: PrintOut, exc: NotPrintable) -> None:
+    """Held with the reason, for an admin to redirect or cancel: never lost, never charged."""
+    log.warning("print-out %s: held %s: %s", print_out.id, exc.reason, exc.message)
+    async with app[SESSIONS]() as session, session.begin():
+        fresh = await session.get(PrintOut, print_out.id)
+        if fresh is None or fresh.status != PrintStatus.PENDING:
+            return
+        fresh.dispatch_uuid = None  # nothing was sent
+        fresh.claimed_by = fresh.claim_until = None
+        fresh.next_action_at = None
+        await status.transition(
+            session,
+            fresh,
+            PrintStatus.HELD,
+            actor="dispatch",
+            reason=exc.reason,
+            message=exc.message,
+        )
 
 
 def _answered(exc: TargetError) -> bool:

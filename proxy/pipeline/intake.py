@@ -17,7 +17,6 @@ import asyncio
 import base64
 import binascii
 import dataclasses
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -29,22 +28,23 @@ from aiohttp.http_exceptions import HttpProcessingError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from billing.charging import color_priced
 from billing.enums import PrinterMode, PrintStatus
 from billing.models import Printer, PrintIn, PrintOut
 
-from ..exceptions import BadRequest, ProxyPrintError, Unauthorized
+from ..exceptions import BadRequest, ProxyPrintError
 from ..keys import INTAKE, IntakeResources
-from ..pages import count_pages
+from ..pages import PageCount, count_pages, limits, refine
 from ..spool import CHUNK, Incomplete, SpooledFile
 from . import intake_status
 from .delegation import DelegationError, parse_cups_options
 from .jobs import IntakeJob, latest_print_out, record_job, record_reprint
+from .options import job_options
 from .wake import DISPATCH
 
 log = logging.getLogger(__name__)
 
 META_HEADER = "X-Proxyprint-Meta"
-SECRET_HEADER = "X-Proxyprint-Secret"
 MAX_META = 1024 * 1024
 MAX_FIELD = 10_000
 MAX_NAME = 255  # user, printer, content type, host: IPP name(MAX), the columns' size
@@ -180,13 +180,17 @@ async def _drain(request: web.Request) -> None:
 
 
 def _check_secret(request: web.Request) -> None:
-    secret: str = request.app[INTAKE].config.intake.secret
+    """Over TCP every request is signed (``intake_auth``); the Unix socket is root's (0600)."""
     transport = request.transport
     peer = transport.get_extra_info("peername") if transport else None
-    if isinstance(peer, tuple):  # TCP: the shared secret is required
-        given = request.headers.get(SECRET_HEADER, "")
-        if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
-            raise Unauthorized("bad or missing intake secret")
+    if isinstance(peer, tuple):
+        request.app[INTAKE].auth.check(
+            address=str(peer[0]),
+            method=request.method,
+            path_qs=request.raw_path,
+            headers=request.headers,
+            meta=request.headers.get(META_HEADER, ""),
+        )
 
 
 # The job, its printer, and the print-in it reprints (None: a new job).
@@ -283,7 +287,7 @@ async def _record(
         media = options.get(key)
         if media is not None and (len(media) > MAX_MEDIA or not media.isprintable()):
             del options[key]
-    pages = await asyncio.to_thread(count_pages, Path(spooled.path), job.content_type)
+    pages = await _count(Path(spooled.path), job.content_type, printer, options)
     try:
         async with request.app[INTAKE].sessions() as session, session.begin():
             print_out = await record_job(
@@ -310,6 +314,22 @@ async def _record(
     if pending:  # held jobs and tickets wait for a release
         request.app[INTAKE].waker.wake(DISPATCH)
     return _answer(201, answer)
+
+
+async def _count(
+    path: Path, content_type: str | None, printer: Printer, options: dict[str, str]
+) -> PageCount:
+    """The cheap count, then Ghostscript where it knows better (``pages.refine``).
+
+    Colour per page is measured only when it changes the cost: the printer
+    prices colour apart and the job did not ask for monochrome. Both run in a
+    worker thread; Ghostscript is a subprocess bounded by ``limits.GS_TIMEOUT``.
+    """
+    pages = await asyncio.to_thread(count_pages, path, content_type)
+    color_matters = color_priced(printer) and not job_options(options).mono
+    return await asyncio.to_thread(
+        refine, path, pages, color_matters=color_matters, timeout=limits.GS_TIMEOUT
+    )
 
 
 async def _reprint(

@@ -20,6 +20,7 @@ from ..pages import PageCount
 from ..spool import SpooledFile
 from . import credit_gate
 from .delegation import DelegationError, DelegationRequest, delegation_from_json, parse_delegation
+from .options import job_options
 from .resolve import Share, resolve
 
 REASON_DELEGATION_INVALID = StatusReason.DELEGATION_INVALID  # tests import this name
@@ -115,6 +116,7 @@ async def record_job(
     and a message; nothing is lost and nothing prints or is charged.
     """
     title, title_problem = clean_title(job.title)
+    asked = job_options(options, job.copies)
     delegate_user = await session.scalar(select(User).where(User.name == job.user))
     print_in = PrintIn(
         job_uuid=job.job_uuid,
@@ -132,9 +134,12 @@ async def record_job(
         size=spooled.size,
         pages=pages.pages,
         pages_estimated=pages.estimated,
-        color=bool(pages.color),
-        duplex=bool(pages.duplex) or options.get("sides", "").startswith("two-sided"),
-        media=options.get("media") or options.get("pagesize"),  # option names are lower-cased
+        count_method=pages.method,
+        color_pages=pages.color_pages,
+        document_copies=pages.document_copies,
+        color=bool(pages.color) and not asked.mono,
+        duplex=bool(pages.duplex) or asked.duplex,
+        media=asked.media or options.get("media") or options.get("pagesize"),
     )
     session.add(print_in)
     await session.flush()
@@ -158,7 +163,15 @@ async def record_job(
     verdict = None
     if problem is None:  # a direct job that would pass a credit limit waits for a deposit
         weights = [(s.account_id, s.weight) for s in shares]
-        verdict = await credit_gate.at_intake(session, printer, print_in, weights, currency)
+        verdict = await credit_gate.at_intake(
+            session,
+            printer,
+            print_in,
+            weights,
+            currency,
+            pages=asked.impressions(pages.pages),
+            copies=asked.copies * max(1, sum(w for _, w in weights)),
+        )
         if verdict is not None and verdict.shortfall is not None:
             problem = verdict.shortfall.message(currency)
             reason = StatusReason.INSUFFICIENT_BALANCE
@@ -187,8 +200,8 @@ async def record_job(
         delegate=job.user,
         delegate_user_id=print_in.delegate_user_id,
         title=title,
-        pages=pages.pages,
-        copies=max(1, sum(s.weight for s in shares)),
+        pages=asked.impressions(pages.pages),  # per copy, as asked; dispatch sets what prints
+        copies=asked.copies * max(1, sum(s.weight for s in shares)),  # the copies rule
         currency=currency.code,
         hold_until=hold_until,
         next_action_at=now if status == PrintStatus.PENDING else hold_until,
@@ -220,8 +233,25 @@ async def record_job(
         to_status=status.label,
         reason=print_out.status_reason,
         message=problem,
-        data={"print_in": print_in.id, "cups_job_id": job.job_id, "pages": pages.pages},
+        data={
+            "print_in": print_in.id,
+            "cups_job_id": job.job_id,
+            "pages": pages.pages,
+            "count_method": pages.method,
+            "color_pages": pages.color_pages,
+            "document_copies": pages.document_copies,
+        },
     )
+    if pages.note is not None:  # Ghostscript could not do better: say so
+        events.record(
+            session,
+            subject_type="print_out",
+            subject_id=print_out.id,
+            actor="intake",
+            reason="pages-estimated" if pages.estimated else "pages-not-analysed",
+            message=pages.note[:1000],
+            data={"pages": pages.pages, "count_method": pages.method},
+        )
     return print_out
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol, runtime_checkable
 
+from .capabilities import Capabilities
 from .ipp_codec import AttributeInput
 
 
@@ -128,6 +129,10 @@ class Target(Protocol):
 
     async def submit(self, req: PrintRequest) -> SubmittedJob:
         """Send the document (streamed from ``req.path``); returns the target's job."""
+        ...
+
+    async def capabilities(self, *, refresh: bool = False) -> Capabilities:
+        """What the target prints (formats, options), cached; ``refresh`` asks again."""
         ...
 
     async def find(self, req: PrintRequest) -> SubmittedJob | None:

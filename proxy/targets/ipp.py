@@ -48,6 +48,7 @@ import os
 import pwd
 import re
 import ssl
+import time
 from collections.abc import AsyncIterator, Collection, Iterable
 from typing import BinaryIO, Literal
 
@@ -56,11 +57,14 @@ from yarl import URL
 
 from . import ipp_codec as codec
 from .base import IppJobState, JobState, PrintRequest, SubmittedJob, job_marker
+from .capabilities import REQUESTED as CAPABILITY_ATTRIBUTES
+from .capabilities import Capabilities
 from .errors import TargetRequestError, http_status_retryable, ipp_status_retryable
 from .ipp_codec import Attribute, GroupTag, Operation, StatusCode
 
 CHUNK = 256 * 1024
 BUSY_RETRY_AFTER = 2.0  # seconds: a busy printer is usually printing one other job
+CAPABILITIES_TTL = 300.0  # seconds; a printer's set-up rarely changes
 MAX_RESPONSE = 16 * 1024 * 1024  # Get-Jobs of a long history is far below this
 REQUESTED_JOB_ATTRIBUTES = (
     "job-id",
@@ -129,6 +133,7 @@ class IppTarget:
         self.keeps_job_uuid = poll_strategy == "job-ids"
         self._request_ids = itertools.count(1)
         self._session: aiohttp.ClientSession | None = None
+        self._capabilities: tuple[float, Capabilities] | None = None
 
     @classmethod
     def for_printer(cls, uri: str, *, timeout: float, verify_tls: bool = False) -> IppTarget:
@@ -216,6 +221,29 @@ class IppTarget:
             raise self._error("Print-Job succeeded but the response has no job-id", False)
         job_uri = group.first("job-uri") if group is not None else None
         return SubmittedJob(job_id, job_uri if isinstance(job_uri, str) else None)
+
+    async def capabilities(self, *, refresh: bool = False) -> Capabilities:
+        """Get-Printer-Attributes, cached for ``CAPABILITIES_TTL`` (``refresh``
+        after the printer rejected a job: its set-up may have changed)."""
+        now = time.monotonic()
+        cached = self._capabilities
+        if cached is not None and not refresh and now - cached[0] < CAPABILITIES_TTL:
+            return cached[1]
+        message = self._request(
+            Operation.GET_PRINTER_ATTRIBUTES,
+            [
+                Attribute.name_("requesting-user-name", _local_user()),
+                Attribute.keyword("requested-attributes", *CAPABILITY_ATTRIBUTES),
+            ],
+        )
+        response = await self._post(message.encode(), what="Get-Printer-Attributes")
+        self._raise_for_status(response, "Get-Printer-Attributes")
+        group = response.group(GroupTag.PRINTER)
+        if group is None:
+            raise self._error("Get-Printer-Attributes: no printer attributes in the answer", True)
+        found = Capabilities.from_group(group)
+        self._capabilities = (now, found)
+        return found
 
     async def find(self, req: PrintRequest) -> SubmittedJob | None:
         if req.job_uuid is None:

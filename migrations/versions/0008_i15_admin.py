@@ -1,7 +1,7 @@
 """Administration: token expiry, credit limits, disable and soft delete
 
 Revision ID: i15_admin
-Revises: i13_reprint
+Revises: i16_web
 Create Date: 2026-12-03 09:10:00.000000
 
 ``api_tokens.expires_at``: a token past it answers 401 (``revoked_at`` was
@@ -24,7 +24,7 @@ from alembic import op
 import billing.db
 
 revision: str = "i15_admin"
-down_revision: str | None = "i13_reprint"
+down_revision: str | None = "i16_web"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
