@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +21,7 @@ from .db import utcnow
 from .enums import LedgerKind, PrinterMode, PrintStatus
 from .exceptions import Conflict, InvalidInput
 from .models import AccountTransaction, Printer, PrintIn, PrintOut
-from .money import Currency
+from .money import Currency, parse_amount
 
 
 def rules_of(printer: Printer) -> CostRules:
@@ -29,6 +30,29 @@ def rules_of(printer: Printer) -> CostRules:
         color=printer.cost_color,
         duplex_discount=printer.duplex_discount,
         media=dict(printer.media_costs or {}),
+    )
+
+
+def rules_json(printer: Printer) -> dict[str, Any]:
+    """The printer's prices now, as a print-out keeps them (decimal strings)."""
+    return {
+        "mono": str(printer.cost_mono),
+        "color": str(printer.cost_color),
+        "duplex_discount": str(printer.duplex_discount),
+        "media": dict(printer.media_costs or {}),
+    }
+
+
+def rules_for(printer: Printer, print_out: PrintOut) -> CostRules:
+    """The prices a print-out is charged at: those of its arrival, else the printer's."""
+    kept = print_out.cost_rules
+    if not kept:
+        return rules_of(printer)
+    return CostRules(
+        mono=parse_amount(kept["mono"], field="cost_rules.mono"),
+        color=parse_amount(kept["color"], field="cost_rules.color"),
+        duplex_discount=parse_amount(kept["duplex_discount"], field="cost_rules.duplex_discount"),
+        media=kept.get("media") or {},
     )
 
 
@@ -90,8 +114,10 @@ def printer_cost(
     currency: Currency,
     impressions: int | None = None,
 ) -> CostBreakdown:
-    """The cost of a print-out under its proxy printer's cost rules."""
-    return compute(rules_of(printer), job_spec(print_in, print_out, impressions), currency)
+    """The cost of a print-out under the cost rules it arrived under (``rules_for``)."""
+    return compute(
+        rules_for(printer, print_out), job_spec(print_in, print_out, impressions), currency
+    )
 
 
 CostDetail = list[dict[str, object]]

@@ -63,6 +63,8 @@ class StatusReason(StrEnum):
     FORMAT_UNSUPPORTED = "format-unsupported"  # no conversion to what the printer takes
     CONVERSION_FAILED = "conversion-failed"  # the converter failed or ran out of time
     AWAITING_TAP = "awaiting-tap"  # a direct printer with --require-tap: its owner taps
+    # a restricted account would go below its credit limit (a deposit, then release)
+    INSUFFICIENT_BALANCE = "insufficient-balance"
     # released
     WEB_RELEASE = "web-release"
     NFC_TAP = "nfc-tap"

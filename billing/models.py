@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -68,6 +69,8 @@ class User(Base):
     # None = no local sign-in) and the API role the user's web sessions carry.
     password_hash: Mapped[str | None] = mapped_column(String(255))
     web_role: Mapped[str] = mapped_column(String(32), default="user", server_default="user")
+    # Soft delete: the row and its history stay; the name stops working.
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     groups: Mapped[list[Group]] = relationship(
         secondary=group_members, back_populates="members", lazy="raise"
@@ -81,6 +84,8 @@ class Group(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = _created()
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     members: Mapped[list[User]] = relationship(
         secondary=group_members, back_populates="groups", lazy="raise"
@@ -109,6 +114,9 @@ class Account(Base):
     group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id"), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = _created()
+    # How far below zero the balance may go (10.00: down to -10.00); None: unlimited.
+    credit_limit: Mapped[Decimal | None] = mapped_column(Money)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     @property
     def account_type(self) -> AccountType:
@@ -143,6 +151,7 @@ class Printer(Base):
     tap_window_secs: Mapped[int] = mapped_column(Integer, default=60, server_default="60")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = _created()
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     @property
     def printer_mode(self) -> PrinterMode:
@@ -222,6 +231,8 @@ class PrintOut(Base):
     printer_impressions: Mapped[int | None] = mapped_column(Integer)
     cost: Mapped[Decimal | None] = mapped_column(Money)
     cost_detail: Mapped[list[Any] | None] = mapped_column(JSON)
+    # The printer's prices when the job arrived (charging.rules_json); None: its current ones.
+    cost_rules: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     currency: Mapped[str] = mapped_column(String(3))
     ticket_number: Mapped[str | None] = mapped_column(String(32), unique=True)
     ticket_cost: Mapped[Decimal | None] = mapped_column(Money)
@@ -278,6 +289,9 @@ class AccountTransaction(Base):
     status: Mapped[int] = mapped_column(Integer, default=int(PrintStatus.PENDING))
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[dt.datetime] = _created()
+    # The estimated share held against a restricted account's credit limit while
+    # the print-out is on its way (billing.credit); None: nothing reserved.
+    reserved: Mapped[Decimal | None] = mapped_column(Money)
 
     print_out: Mapped[PrintOut] = relationship(back_populates="transactions", lazy="raise")
     account: Mapped[Account] = relationship(lazy="raise")
@@ -348,6 +362,7 @@ class Reader(Base):
     card_format: Mapped[str] = mapped_column(String(8), default="hex")
     byte_order: Mapped[str] = mapped_column(String(8), default="msb")
     created_at: Mapped[dt.datetime] = _created()
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     printers: Mapped[list[Printer]] = relationship(secondary=reader_printers, lazy="raise")
 
@@ -370,6 +385,7 @@ class ApiToken(Base):
     label: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = _created()
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class Delegation(Base):

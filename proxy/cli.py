@@ -84,9 +84,18 @@ async def cmd_account_add(config: Config, args: argparse.Namespace) -> int:
 
 async def cmd_token_create(config: Config, args: argparse.Namespace) -> int:
     from . import tokens
+    from .cli_admin import cli_actor
 
+    expires_at = tokens.parse_expiry(args.expires) if args.expires else None
     async with session_scope(config) as session:
-        secret = await tokens.create_api_token(session, args.role, user=args.user, label=args.label)
+        secret = await tokens.create_api_token(
+            session,
+            args.role,
+            user=args.user,
+            label=args.label,
+            expires_at=expires_at,
+            actor=cli_actor(),
+        )
     print(secret)
     return 0
 
@@ -295,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     token_create.add_argument("--role", required=True)
     token_create.add_argument("--user")
     token_create.add_argument("--label")
+    token_create.add_argument(
+        "--expires", help="a date (2027-01-01), date-time, or duration (30m, 12h, 90d, 2w)"
+    )
     token_create.set_defaults(handler=cmd_token_create)
 
     demo = sub.add_parser("demo", help="run the whole pipeline privately and show a job go through")
@@ -372,9 +384,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --intake-tcp: TLS (device URI proxyprints://; the intake has tls_cert)",
     )
     printer_add.set_defaults(handler=cmd_printer_add)
+    from .cli_admin import register as register_admin
     from .cli_jobs import register as register_jobs
     from .cli_officernd import register as register_officernd
 
+    register_admin(
+        {
+            "user": user,
+            "group": group,
+            "account": account,
+            "token": token,
+            "printer": printer,
+            "card": card,
+            "reader": reader,
+        }
+    )
     register_officernd(sub, papercut)
     register_jobs(sub)
     return parser

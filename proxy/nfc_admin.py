@@ -199,11 +199,170 @@ async def rotate_reader_token(
     return secret
 
 
+async def get_reader(session: AsyncSession, reader_id: str) -> Reader:
+    reader = await session.scalar(select(Reader).where(Reader.reader_id == reader_id))
+    if reader is None:
+        raise NotFound(f"unknown reader {str(reader_id)[:64]!r}")
+    return reader
+
+
+@dataclass(frozen=True)
+class ReaderInfo:
+    reader_id: str
+    printers: list[str]
+    card_format: str
+    byte_order: str
+    enabled: bool
+
+
+async def list_readers(session: AsyncSession, reader_id: str | None = None) -> list[ReaderInfo]:
+    """Readers with their printers (never their tokens), by reader id."""
+    stmt = select(Reader).order_by(Reader.reader_id)
+    if reader_id is not None:
+        stmt = stmt.where(Reader.reader_id == reader_id)
+    readers = list((await session.scalars(stmt)).all())
+    names: dict[int, list[str]] = {r.id: [] for r in readers}
+    if readers:
+        rows = await session.execute(
+            select(reader_printers.c.reader_id, Printer.name)
+            .join(Printer, Printer.id == reader_printers.c.printer_id)
+            .where(reader_printers.c.reader_id.in_(list(names)))
+            .order_by(Printer.name)
+        )
+        for rid, name in rows:
+            names[rid].append(name)
+    return [
+        ReaderInfo(r.reader_id, names[r.id], r.card_format, r.byte_order, r.enabled)
+        for r in readers
+    ]
+
+
+async def edit_reader(
+    session: AsyncSession,
+    reader_id: str,
+    *,
+    printers: Sequence[str] | None = None,
+    card_format: str | None = None,
+    byte_order: str | None = None,
+    actor: str = "admin",
+) -> Reader:
+    """Re-map a reader's printers and/or change how it reads cards; one event."""
+    reader = await get_reader(session, reader_id)
+    changes: dict[str, list[object]] = {}
+    if card_format is not None:
+        fmt = parse_card_format(card_format).value
+        if fmt != reader.card_format:
+            changes["card_format"] = [reader.card_format, fmt]
+            reader.card_format = fmt
+    if byte_order is not None:
+        order = parse_byte_order(byte_order).value
+        if order != reader.byte_order:
+            changes["byte_order"] = [reader.byte_order, order]
+            reader.byte_order = order
+    if printers is not None:
+        (before,) = await list_readers(session, reader_id)
+        found = await _hold_printers(session, printers)
+        if [p.name for p in found] != before.printers:
+            await session.execute(
+                reader_printers.delete().where(reader_printers.c.reader_id == reader.id)
+            )
+            for printer in found:
+                await session.execute(
+                    reader_printers.insert().values(reader_id=reader.id, printer_id=printer.id)
+                )
+            changes["printers"] = [before.printers, sorted(p.name for p in found)]
+    await session.flush()
+    if changes:
+        events.record(
+            session,
+            subject_type="reader",
+            subject_id=reader_id,
+            actor=actor,
+            reason="updated",
+            data=changes,
+        )
+    return reader
+
+
+async def set_reader_enabled(
+    session: AsyncSession, reader_id: str, enabled: bool, *, actor: str = "admin"
+) -> Reader:
+    """A disabled reader's token answers 401 (HTTP and TCP) until it is enabled again."""
+    reader = await get_reader(session, reader_id)
+    if reader.enabled != enabled:
+        reader.enabled = enabled
+        await session.flush()
+        events.record(
+            session,
+            subject_type="reader",
+            subject_id=reader_id,
+            actor=actor,
+            reason="enabled" if enabled else "disabled",
+        )
+    return reader
+
+
+async def delete_reader(session: AsyncSession, reader_id: str, *, actor: str = "admin") -> None:
+    """Remove a reader (its taps stay as events under its reader id)."""
+    reader = await get_reader(session, reader_id)
+    await session.delete(reader)
+    await session.flush()
+    events.record(
+        session, subject_type="reader", subject_id=reader_id, actor=actor, reason="deleted"
+    )
+
+
+@dataclass(frozen=True)
+class CardInfo:
+    id: int
+    number: str
+    user: str
+
+
+async def list_cards(session: AsyncSession, user_name: str | None = None) -> list[CardInfo]:
+    stmt = select(Card.id, Card.number, User.name).join(User, User.id == Card.user_id)
+    if user_name is not None:
+        stmt = stmt.where(User.name == user_name)
+    rows = await session.execute(stmt.order_by(User.name, Card.id))
+    return [CardInfo(i, n, u) for i, n, u in rows]
+
+
+async def delete_card(
+    session: AsyncSession,
+    raw: str,
+    *,
+    card_format: CardFormat | str = CardFormat.HEX,
+    byte_order: ByteOrder | str = ByteOrder.MSB,
+    actor: str = "admin",
+) -> CardInfo:
+    """Unregister a card (by any form of its number); its events stay."""
+    number = normalize_card(raw, card_format=card_format, byte_order=byte_order)
+    card = await card_by_number(session, number)
+    if card is None:
+        raise NotFound(f"unknown card {number}")
+    owner = await session.scalar(select(User.name).where(User.id == card.user_id))
+    info = CardInfo(card.id, card.number, owner or "?")
+    await session.delete(card)
+    await session.flush()
+    events.record(
+        session,
+        subject_type="card",
+        subject_id=info.id,
+        actor=actor,
+        reason="deleted",
+        data={"user": info.user, "card": number},
+    )
+    return info
+
+
 async def reader_by_token(session: AsyncSession, token: str) -> Reader | None:
-    """The reader whose token this is, or None (malformed or unknown token)."""
+    """The reader whose token this is, or None (malformed or unknown token, or the
+    reader is disabled)."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > MAX_TOKEN_CHARS:
         return None
-    return await session.scalar(select(Reader).where(Reader.token_hash == hash_token(token)))
+    return await session.scalar(
+        select(Reader).where(Reader.token_hash == hash_token(token), Reader.enabled.is_(True))
+    )
 
 
 async def authenticate_reader(session: AsyncSession, reader_id: str, token: str) -> Reader:

@@ -299,7 +299,7 @@ class ReaderListener:
 
         async def work(session: AsyncSession) -> TapOutcome | None:
             reader = await session.get(Reader, reader_pk)
-            if reader is None or reader.token_hash != token_hash:
+            if reader is None or reader.token_hash != token_hash or not reader.enabled:
                 return None
             return await tap_card(session, reader, text)
 

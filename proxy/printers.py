@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -11,11 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import events
 from billing.cost import CostRules
+from billing.db import utcnow
+from billing.directory import apply_changes, record_change
 from billing.enums import PrinterMode
 from billing.exceptions import InvalidInput
 from billing.models import Printer
 
-from .exceptions import BadRequest, Conflict
+from .exceptions import BadRequest, Conflict, NotFound
 
 # CUPS printer names: up to 127 printable characters, no space, "/", "\\", "#", quotes.
 _NAME_RE = re.compile(r"[A-Za-z0-9_.\-@+]{1,127}")
@@ -109,4 +113,127 @@ async def add_printer(
         reason="created",
         data={"target": target, "mode": parsed_mode.value, "require_tap": require_tap},
     )
+    return printer
+
+
+# --- administration: list, show, edit, disable, delete ------------------------------
+
+_PRICE_RE = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?", re.ASCII)
+EDITABLE = frozenset(
+    {"target", "mode", "cost_mono", "cost_color", "duplex_discount", "media_costs",
+     "papercut", "hold_expiry_mins"}
+)  # fmt: skip
+
+
+async def get_printer(session: AsyncSession, name: str, *, deleted: bool = False) -> Printer:
+    printer = await session.scalar(select(Printer).where(Printer.name == name))
+    if printer is None or (printer.deleted_at is not None and not deleted):
+        raise NotFound(f"unknown printer {str(name)[:127]!r}")
+    return printer
+
+
+async def list_printers(session: AsyncSession, *, deleted: bool = False) -> list[Printer]:
+    stmt = select(Printer).order_by(Printer.name)
+    if not deleted:
+        stmt = stmt.where(Printer.deleted_at.is_(None))
+    return list((await session.scalars(stmt)).all())
+
+
+def _validated(printer: Printer, wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """``wanted`` checked and converted to column values (prices as Decimal)."""
+    unknown = set(wanted) - EDITABLE
+    if unknown:
+        raise BadRequest(f"printer fields {sorted(unknown)} cannot be edited")
+    out: dict[str, Any] = {}
+    if "target" in wanted:
+        if not isinstance(wanted["target"], str) or len(wanted["target"]) > 1023:
+            raise BadRequest("target must be a string of at most 1023 characters")
+        out["target"] = validate_target(wanted["target"])
+    if "mode" in wanted:
+        try:
+            out["mode"] = PrinterMode(wanted["mode"]).value
+        except ValueError:
+            raise BadRequest(f"mode {wanted['mode']!r}: use direct, hold or ticket") from None
+    if "papercut" in wanted:
+        if not isinstance(wanted["papercut"], bool):
+            raise BadRequest("papercut must be true or false")
+        out["papercut"] = wanted["papercut"]
+    if "hold_expiry_mins" in wanted:
+        mins = wanted["hold_expiry_mins"]
+        if isinstance(mins, bool) or not isinstance(mins, int) or not 1 <= mins <= 60 * 24 * 30:
+            raise BadRequest("hold_expiry_mins must be an integer, 1 minute .. 30 days")
+        out["hold_expiry_mins"] = mins
+    prices = {k: wanted[k] for k in ("cost_mono", "cost_color", "duplex_discount") if k in wanted}
+    for key, value in prices.items():
+        if not isinstance(value, str | Decimal):
+            raise BadRequest(f'{key} must be a decimal string such as "0.10"')
+    media = wanted.get("media_costs", printer.media_costs or {})
+    try:
+        rules = CostRules(
+            mono=prices.get("cost_mono", printer.cost_mono),
+            color=prices.get("cost_color", printer.cost_color),
+            duplex_discount=prices.get("duplex_discount", printer.duplex_discount),
+            media=media,
+        )
+    except (InvalidInput, TypeError, AttributeError) as exc:
+        raise BadRequest(str(exc)) from exc
+    for key, value in (
+        ("cost_mono", rules.mono),
+        ("cost_color", rules.color),
+        ("duplex_discount", rules.duplex_discount),
+    ):
+        if key in prices:
+            out[key] = value
+    if "media_costs" in wanted:
+        out["media_costs"] = dict(wanted["media_costs"])
+    return out
+
+
+async def edit_printer(
+    session: AsyncSession, name: str, wanted: Mapping[str, Any], *, actor: str = "admin"
+) -> dict[str, tuple[Any, Any]]:
+    """Change a printer's settings; returns field -> (old, new) and records one event.
+
+    Applies to jobs received afterwards: a print-out keeps the mode, target,
+    PaperCut flag, hold expiry and prices it was received under (intake copies
+    them onto it). The CUPS queue stays as it is (its device URI does not change).
+    """
+    printer = await get_printer(session, name)
+    changed = apply_changes(printer, _validated(printer, wanted))
+    if changed:
+        record_change(
+            session, "printer", printer.name, actor=actor, reason="updated", changes=changed
+        )
+    await session.flush()
+    return changed
+
+
+async def set_printer_enabled(
+    session: AsyncSession, name: str, enabled: bool, *, actor: str = "admin"
+) -> Printer:
+    """A disabled printer's jobs wait in CUPS (the intake answers 503: the backend retries)."""
+    printer = await get_printer(session, name)
+    if printer.enabled != enabled:
+        printer.enabled = enabled
+        record_change(
+            session,
+            "printer",
+            printer.name,
+            actor=actor,
+            reason="enabled" if enabled else "disabled",
+            changes={"enabled": (not enabled, enabled)},
+        )
+        await session.flush()
+    return printer
+
+
+async def delete_printer(session: AsyncSession, name: str, *, actor: str = "admin") -> Printer:
+    """Soft delete: the record and its history stay; the intake refuses its jobs (404).
+
+    The CUPS queue is the caller's to remove (``lpadmin -x``).
+    """
+    printer = await get_printer(session, name)
+    printer.deleted_at, printer.enabled = utcnow(), False
+    record_change(session, "printer", printer.name, actor=actor, reason="deleted")
+    await session.flush()
     return printer

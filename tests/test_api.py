@@ -462,9 +462,11 @@ async def test_a_user_sees_only_its_own(
     async with sessionmaker() as s, s.begin():
         mine = [await f.print_out(s, direct, "alice", charged_to=[(a["alice"], 1)])
                 for _ in range(3)]  # fmt: skip
-        # bob printed and alice pays: still bob's print-out, not alice's.
+        # bob printed and alice pays: not in her list of what she printed
+        # (``role=payer`` lists it, tests/test_payer_view.py), but hers to see.
         theirs = await f.print_out(s, direct, "bob", charged_to=[(a["alice"], 1)])
-        for po in [*mine, theirs]:
+        private = await f.print_out(s, direct, "bob", charged_to=[(a["bob"], 1)])
+        for po in [*mine, theirs, private]:
             await f.charge(s, po, "0.10")
         await f.topup(s, a["bob"], "5.00", "topup:bob")
     alice = world.tokens["alice"]
@@ -479,8 +481,9 @@ async def test_a_user_sees_only_its_own(
         client, "GET", "/api/v1/printouts", alice, params={"cursor": page["next_cursor"]}
     )
     assert [i["id"] for i in page["items"] + rest["items"]] == own
-    # Someone else's print-out does not exist for alice; her own does.
-    await call(client, "GET", f"/api/v1/printouts/{theirs.id}", alice, expect=404)
+    # Someone else's print-out does not exist for alice; her own and what she pays for do.
+    await call(client, "GET", f"/api/v1/printouts/{private.id}", alice, expect=404)
+    await call(client, "GET", f"/api/v1/printouts/{theirs.id}", alice)
     await call(client, "GET", f"/api/v1/printouts/{mine[0].id}", alice)
     # Accounts: only her personal one, whatever the filter.
     body = await call(client, "GET", "/api/v1/accounts", alice)

@@ -963,6 +963,11 @@ POST_ENDPOINTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         (*DELEGATION_KEYS, "printer", "delegate", "valid_minutes"),
     ),
     "/api/v1/cards": (("admin",), ("user", "card", "format", "byte_order")),
+    "/api/v1/accounts/{id}/adjustments": (
+        ("editor", "admin"),
+        ("amount", "reason", "idempotency_key"),
+    ),
+    "/api/v1/readers/{reader_id}/rotate": (("reader",), ()),  # refused (403): tokens stay
     "/api/v1/readers/{reader_id}/tap": (("reader:lobby", "reader:desk"), ("card",)),
 }
 
@@ -991,6 +996,8 @@ def _field_values() -> dict[str, st.SearchStrategy[Any]]:
     found["printer"] = st.sampled_from(["pp-direct", "pp-hold", "pp-ticket"]) | text_value
     found["user"] = found["delegate"] = st.sampled_from(["alice", "bob", "carol"]) | text_value
     found["valid_minutes"] = st.integers(1, 10_080) | number_field
+    found["amount"] = st.sampled_from(["1.00", "-0.50", "0", "0.001", "abc", "1e3"]) | number_field
+    found["reason"] = found["idempotency_key"] = st.sampled_from(["cash", "k1"]) | text_value
     found["card"] = card_text
     found["format"] = found["byte_order"] = (
         st.sampled_from(["hex", "dec", "HEX", "msb", "lsb", "", "oct"]) | text_value
@@ -1023,6 +1030,9 @@ PLAUSIBLE_BODY = {
     "delegators": "carol",
     "user": "alice",
     "card": "c3b2a104",
+    "amount": "1.00",
+    "reason": "cash",
+    "idempotency_key": "k1",
 }
 
 
@@ -1229,13 +1239,22 @@ async def test_card_numbers(svc: Service, db_url: str) -> None:
 
 # --- GET lists: query strings -------------------------------------------------------------
 
-HISTORY_FILTERS = ("user", "printer", "status", "since", "until", "account")
+HISTORY_FILTERS = ("user", "printer", "status", "since", "until", "account", "payer", "role")
 LISTS: dict[str, tuple[str, ...]] = {
     "/api/v1/printouts": (*HISTORY_FILTERS, "limit", "cursor"),
     "/api/v1/printouts.csv": HISTORY_FILTERS,
     "/api/v1/printouts/{id}": (),
     "/api/v1/accounts": ("type", "limit", "cursor"),
     "/api/v1/accounts/{id}/transactions": ("limit", "cursor"),
+    "/api/v1/accounts/{id}": (),
+    "/api/v1/events": ("actor", "subject", "limit", "cursor"),
+    "/api/v1/tokens": (),
+    "/api/v1/users": (),
+    "/api/v1/users/{name}": (),
+    "/api/v1/printers": (),
+    "/api/v1/groups": (),
+    "/api/v1/cards": ("user",),
+    "/api/v1/readers": (),
     "/api/v1/jobs/held": ("user", "printer", "limit", "cursor"),
     "/api/v1/tickets": ("user", "printer", "limit", "cursor"),
     "/healthz": (),
@@ -1276,9 +1295,15 @@ def _param_values() -> dict[str, st.SearchStrategy[str]]:
         "limit": ["1", "50", "500", "501", "0", "-1", "+5", "%205", "5_0", "1e2", "%D9%A5"],
         "cursor": ["cG86MTo1", "aGVsZDox", "YWNjdDox", "bGVkOjE", "aGVsZDo5OTk5OTk5OTk5OTk"],
         "type": ["user", "group", "shared", "USER", "x"],
-        "account": ["1", "2", "12", "0", "-1", "9" * 20, "01", "1.0"],
-    }
-    names = {"user", "printer", "status", "since", "until", "limit", "cursor", "type", "account"}
+        "account": ["1", "2", "12", "0", "-1", "9" * 20, "01", "1.0", "alice", "user:bob",
+                    "shared:Events/Gala", "group:"],
+        "payer": ["me", "alice", "bob", "nobody"],
+        "role": ["delegate", "payer", "any", "PAYER", ""],
+        "actor": ["alice", "intake", "api:admin:token-1"],
+        "subject": ["user", "user:alice", "print_out:1", "reader:lobby", ":"],
+    }  # fmt: skip
+    names = {"user", "printer", "status", "since", "until", "limit", "cursor", "type", "account",
+             "payer", "role", "actor", "subject"}  # fmt: skip
     default = ["alice", "bob", "pp-hold", "pp-ticket", "nobody"]
     odd = st.one_of(
         wild_text.map(quote_path),
@@ -1317,7 +1342,7 @@ async def test_list_queries(svc: Service, db_url: str) -> None:
     @fuzz_settings("list_queries", db_url)
     @given(route=st.sampled_from(sorted(LISTS)), data=st.data(), who=who)
     def check(route: str, data: st.DataObject, who: str) -> None:
-        path = route.replace("{id}", data.draw(ids))
+        path = route.replace("{id}", data.draw(ids)).replace("{name}", "alice")
         query = data.draw(query_string(LISTS[route]))
         before = svc.before()
         status, answer = svc.run(

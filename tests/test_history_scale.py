@@ -179,7 +179,12 @@ async def test_account_filter(client: Client, world: World, account_plan: str) -
     # A user token: its own print-outs only, whatever account it names.
     assert await ids(client, world.tokens["alice"], account=gala) == pid(world, "p3")
     assert await ids(client, world.tokens["bob"], account=alice) == pid(world, "p2")
-    for bad in ("abc", "0", "-1", "1.5", "9" * 30, " 1"):
+    # By name and type:name (SPEC: ?account=NAME); an unknown name matches nothing.
+    assert await ids(client, admin, account="shared:Events/Gala") == await ids(
+        client, admin, account=gala
+    )
+    assert await ids(client, admin, account="nosuch") == []
+    for bad in ("0", "9" * 30, " 1", "a b"):
         body = await get_json(client, "/api/v1/printouts", admin, expect=400, account=bad)
         assert body["error"]["code"] == "invalid-parameter"
         assert "account" in body["error"]["message"]
@@ -327,6 +332,7 @@ async def test_csv_export_content_and_escaping(
         "count_method": "",
         "color_pages": "",
         "document_copies": "1",
+        "reversed": "",
     }
     assert {shares[0][3], shares[1][3]} == {"0.12", "0.13"}
     assert p2["transactions"] == "alice:user:1:0.30;Events/Gala:shared:2:0.60"
@@ -358,7 +364,7 @@ async def test_csv_export_auth(client: Client, world: World) -> None:
     assert {r[7] for r in mine.rows[1:]} == {"alice"}
     await get_json(client, path, world.tokens["alice"], expect=403, user="bob")
     # Parameters are checked before the first byte: errors are still JSON.
-    for params in ({"status": "bogus"}, {"limit": "5"}, {"cursor": "x"}, {"account": "x"},
+    for params in ({"status": "bogus"}, {"limit": "5"}, {"cursor": "x"}, {"account": "0"},
                    {"since": "2024-05-02", "until": "2024-05-01"}):  # fmt: skip
         body = await get_json(client, path, world.tokens["admin"], expect=400, **params)
         assert body["error"]["code"] == "invalid-parameter", params

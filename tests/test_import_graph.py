@@ -21,7 +21,14 @@ PACKAGES = ("cups_backend", "proxy", "billing")
 # Function-level imports kept on purpose: each CLI command loads only what it
 # runs, and the PaperCut user source (one process per lookup) starts fast.
 LAZY_OK = frozenset(
-    {"proxy.cli", "proxy.cli_jobs", "proxy.cli_officernd", "proxy.usersource", "proxy.web.cli"}
+    {
+        "proxy.cli",
+        "proxy.cli_admin",
+        "proxy.cli_jobs",
+        "proxy.cli_officernd",
+        "proxy.usersource",
+        "proxy.web.cli",
+    }
 )
 DEVKIT = "proxy.devkit"
 # The only product modules that may use the dev kit: the demo runs the simulators.

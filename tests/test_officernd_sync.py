@@ -597,3 +597,50 @@ async def test_initial_sync_with_our_user_source_as_the_directory(
     pc.applied.clear()
     again = await kit.sync()
     assert again.errors == 0 and kit.writes() == {}
+
+
+async def test_a_member_the_sync_deactivates_loses_tokens_and_cards(
+    kit: Kit, aiohttp_client: Any, db_url: str, tmp_path: Path
+) -> None:
+    """OfficeRnD sync deactivates a leaving member (``active = False``): her API
+    token answers 401 and her card 404 at the reader, as for ``user disable``."""
+    from billing import status as billing_status
+    from billing.enums import PrinterMode, PrintStatus
+    from billing.models import PrintOut
+    from proxy import nfc_admin
+    from proxy.app import create_app
+    from tests import factories as f
+
+    members = kit.ornd_sim.seed_members(10, 2, 2, seed=3)
+    await kit.sync()
+    leaver = _active(members)[0]
+    name = str(leaver.email).lower()
+    async with kit.sessions() as s, s.begin():
+        printer = await f.printer(s, "pp-hold", mode=PrinterMode.HOLD)
+        po = await f.print_out(s, printer, name)
+        assert await billing_status.transition(s, po, PrintStatus.HELD, actor="intake")
+        await nfc_admin.add_card(s, name, "04:0a:0b:0c")
+        reader = await nfc_admin.add_reader(s, "lobby", ["pp-hold"])
+        token = await f.token(s, "user", user=name)
+        held_id = po.id
+    config = build_config({"database": {"url": db_url}, "spool": {"dir": str(tmp_path / "sp")}})
+    client = await aiohttp_client(create_app(config, workers=False, intake=False))
+    auth = {"Authorization": f"Bearer {token}"}
+    async with client.get("/api/v1/printouts", headers=auth) as resp:
+        assert resp.status == 200
+    kit.ornd_sim.set_member_status(leaver.id, "former")
+    assert (await kit.sync()).errors == 0
+    async with kit.sessions() as s:
+        assert await s.scalar(select(User.active).where(User.name == name)) is False
+    async with client.get("/api/v1/printouts", headers=auth) as resp:
+        assert resp.status == 401
+    async with client.post(
+        "/api/v1/readers/lobby/tap",
+        json={"card": "04:0a:0b:0c"},
+        headers={"Authorization": f"Bearer {reader}"},
+    ) as resp:
+        assert resp.status == 404
+    async with kit.sessions() as s:
+        assert await s.scalar(select(PrintOut.status).where(PrintOut.id == held_id)) == int(
+            PrintStatus.HELD
+        )

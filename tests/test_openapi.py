@@ -258,7 +258,7 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
     await c("GET", one, admin, 404, path=f"{po}/999999")
     csv = await c("GET", f"{po}.csv", admin, 200, params={"account": str(ids["alice"])})
     assert csv.startswith("id,created_at,") and csv.count("\r\n") == 6  # header + 5
-    await c("GET", f"{po}.csv", admin, 400, params={"account": "x"})
+    await c("GET", f"{po}.csv", admin, 400, params={"account": "0"})
     reverse = f"{po}/{{id}}/reverse"
     first = await c("POST", reverse, editor, 200, path=f"{po}/{ids['charged']}/reverse")
     assert first["reversed"] > 0
@@ -337,6 +337,27 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
     )
     assert {e["kind"] for e in entries["items"]} == {"charge", "reversal"}
     await c("GET", ledger, admin, 404, path="/api/v1/accounts/999999/transactions")
+    one_account = "/api/v1/accounts/{id}"
+    alice_path = f"/api/v1/accounts/{ids['alice']}"
+    await c("GET", one_account, user, 200, path=alice_path)
+    await c("GET", one_account, admin, 404, path="/api/v1/accounts/999999")
+    limited = await c("PATCH", one_account, editor, 200, path=alice_path,
+                      json={"credit_limit": "10.00"})  # fmt: skip
+    assert limited["credit_limit"] == "10.00"
+    await c("PATCH", one_account, editor, 400, path=alice_path, json={"credit_limit": "-1"})
+    await c("PATCH", one_account, user, 403, path=alice_path, json={"credit_limit": None})
+    gala = next(a for a in accounts["items"] if a["name"] == "Events")
+    gone = await c("DELETE", one_account, admin, 200, path=f"/api/v1/accounts/{gala['id']}")
+    assert gone["deleted_at"] is not None and gone["active"] is False
+    await c("DELETE", one_account, admin, 400, path=alice_path)
+    adjust = "/api/v1/accounts/{id}/adjustments"
+    deposit = {"amount": "5.00", "reason": "cash", "idempotency_key": "k1"}
+    await c("POST", adjust, editor, 201, path=f"{alice_path}/adjustments", json=deposit)
+    again = await c("POST", adjust, editor, 200, path=f"{alice_path}/adjustments", json=deposit)
+    assert again["created"] is False
+    await c("POST", adjust, editor, 409, path=f"{alice_path}/adjustments",
+            json={**deposit, "amount": "6.00"})  # fmt: skip
+    await c("POST", adjust, editor, 400, path=f"{alice_path}/adjustments", json={"amount": "1"})
 
     # delegations
     dl = "/api/v1/delegations"
@@ -355,6 +376,59 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
         "POST", dl, admin, 404, json={"printer": "pp-none", "delegate": "x", "delegators": "bob"}
     )
     await c("POST", dl, t["reader"], 403, json={})
+
+    # administration
+    users = await c("GET", "/api/v1/users", admin, 200)
+    assert {u["name"] for u in users["items"]} == {"alice", "bob"}
+    await c("GET", "/api/v1/users", user, 403)
+    one_user = "/api/v1/users/{name}"
+    await c("GET", one_user, admin, 200, path="/api/v1/users/alice")
+    await c("GET", one_user, admin, 404, path="/api/v1/users/nobody")
+    patched = await c("PATCH", one_user, admin, 200, path="/api/v1/users/bob",
+                      json={"email": "bob@example.org", "active": False})  # fmt: skip
+    assert patched["active"] is False and patched["email"] == "bob@example.org"
+    await c("PATCH", one_user, admin, 400, path="/api/v1/users/bob", json={"name": "x"})
+    await c("DELETE", one_user, admin, 200, path="/api/v1/users/bob")
+    await c("DELETE", one_user, admin, 404, path="/api/v1/users/bob")
+    printers_page = await c("GET", "/api/v1/printers", admin, 200)
+    assert {p["name"] for p in printers_page["items"]} >= {"pp-direct", "pp-hold"}
+    one_printer = "/api/v1/printers/{name}"
+    changed = await c("PATCH", one_printer, admin, 200, path="/api/v1/printers/pp-direct",
+                      json={"cost_mono": "0.20", "hold_expiry_mins": 15})  # fmt: skip
+    assert changed["cost_mono"] == "0.20" and changed["hold_expiry_mins"] == 15
+    await c("PATCH", one_printer, admin, 400, path="/api/v1/printers/pp-direct",
+            json={"mode": "fast"})  # fmt: skip
+    await c("PATCH", one_printer, admin, 404, path="/api/v1/printers/pp-none", json={})
+    tokens_page = await c("GET", "/api/v1/tokens", admin, 200)
+    editor_id = next(x["id"] for x in tokens_page["items"] if x["role"] == "accounts-editor")
+    revoked = await c("DELETE", "/api/v1/tokens/{id}", admin, 200,
+                      path=f"/api/v1/tokens/{editor_id}")  # fmt: skip
+    assert revoked["state"] == "revoked"
+    await c("DELETE", "/api/v1/tokens/{id}", admin, 404, path="/api/v1/tokens/999999")
+    audit = await c("GET", "/api/v1/events", admin, 200, params={"subject": "printer:pp-direct"})
+    assert [e["reason"] for e in audit["items"]] == ["updated"]
+    assert audit["items"][0]["data"]["cost_mono"][1] == "0.20"
+    await c("GET", "/api/v1/events", admin, 200, params={"limit": "1"})
+    await c("GET", "/api/v1/events", editor, 401)  # revoked above
+    await c("GET", "/api/v1/events", user, 403)
+
+    groups = await c("GET", "/api/v1/groups", admin, 200)
+    assert [g["name"] for g in groups["items"]] == ["sales"]
+    grp = "/api/v1/groups/{name}"
+    added = await c("PATCH", grp, admin, 200, path="/api/v1/groups/sales",
+                    json={"add_members": ["alice"]})  # fmt: skip
+    assert added["members"] == ["alice"]
+    await c("PATCH", grp, admin, 404, path="/api/v1/groups/sales",
+            json={"add_members": ["nobody"]})  # fmt: skip
+    await c("PATCH", grp, admin, 400, path="/api/v1/groups/sales", json={"add_members": "x"})
+    listed_cards = await c("GET", "/api/v1/cards", admin, 200, params={"user": "alice"})
+    assert [x["card"] for x in listed_cards["items"]] == ["04a1b2c3"]
+    readers = await c("GET", "/api/v1/readers", admin, 200)
+    assert {r["reader_id"] for r in readers["items"]} == {"r1", "r2"}
+    rot = "/api/v1/readers/{reader_id}/rotate"
+    rotated = await c("POST", rot, admin, 200, path="/api/v1/readers/r2/rotate")
+    assert rotated["token"].startswith("pp_")
+    await c("POST", rot, admin, 404, path="/api/v1/readers/nope/rotate")
 
     # By the server's own count (the route it matched, not the template named
     # above): it answered exactly what was checked, and every operation answered
@@ -377,7 +451,8 @@ async def test_x_roles_is_what_the_handlers_enforce(client: Client, sessionmaker
                 continue
             # A resource that does not exist: a permitted role gets past the
             # role check and no further (404, 400 or a list), changing nothing.
-            path = template.replace("{id}", "999999")
+            path = template.replace("{id}", "999999").replace("{name}", "nobody")
+            path = path.replace("{reader_id}", "nobody")
             for role, token in world.tokens.items():
                 kwargs: dict[str, Any] = {"json": {}} if method == "post" else {}
                 async with client.request(

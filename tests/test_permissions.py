@@ -95,6 +95,10 @@ GET    /api/v1/printouts/{id}              200  200  200  403  200  404  401  40
 POST   /api/v1/printouts/{id}/reverse      200  200  403  403  403  403  401  401  401  401  401
 GET    /api/v1/accounts                    200  200  200  403  200  200  401  401  401  401  401
 GET    /api/v1/accounts/{id}/transactions  200  200  200  403  200  404  401  401  401  401  401
+GET    /api/v1/accounts/{id}               200  200  200  403  200  404  401  401  401  401  401
+PATCH  /api/v1/accounts/{id}               200  200  403  403  403  403  401  401  401  401  401
+DELETE /api/v1/accounts/{id}               200  403  403  403  403  403  401  401  401  401  401
+POST   /api/v1/accounts/{id}/adjustments   201  201  403  403  403  403  401  401  401  401  401
 GET    /api/v1/jobs/held                   200  403  200  403  200  403  401  401  401  401  401
 POST   /api/v1/jobs/{id}/release           200  403  403  403  200  404  401  401  401  401  401
 POST   /api/v1/jobs/{id}/cancel            200  403  403  403  200  404  401  401  401  401  401
@@ -105,6 +109,20 @@ POST   /api/v1/tickets/{id}/cancel         200  403  200  403  200  404  401  40
 POST   /api/v1/delegations                 201  403  403  403  201  403  401  401  401  401  401
 POST   /api/v1/cards                       201  403  403  403  403  403  401  401  401  401  401
 POST   /api/v1/readers/{reader_id}/tap     401  401  401  401  401  403  200  401  401  401  401
+GET    /api/v1/events                      200  403  403  403  403  403  401  401  401  401  401
+GET    /api/v1/tokens                      200  403  403  403  403  403  401  401  401  401  401
+DELETE /api/v1/tokens/{id}                 200  403  403  403  403  403  401  401  401  401  401
+GET    /api/v1/users                       200  403  403  403  403  403  401  401  401  401  401
+GET    /api/v1/users/{name}                200  403  403  403  403  403  401  401  401  401  401
+PATCH  /api/v1/users/{name}                200  403  403  403  403  403  401  401  401  401  401
+DELETE /api/v1/users/{name}                200  403  403  403  403  403  401  401  401  401  401
+GET    /api/v1/printers                    200  403  403  403  403  403  401  401  401  401  401
+PATCH  /api/v1/printers/{name}             200  403  403  403  403  403  401  401  401  401  401
+GET    /api/v1/groups                      200  403  403  403  403  403  401  401  401  401  401
+PATCH  /api/v1/groups/{name}               200  403  403  403  403  403  401  401  401  401  401
+GET    /api/v1/cards                       200  403  403  403  403  403  401  401  401  401  401
+GET    /api/v1/readers                     200  403  403  403  403  403  401  401  401  401  401
+POST   /api/v1/readers/{reader_id}/rotate  200  403  403  403  403  403  401  401  401  401  401
 """
 
 
@@ -264,8 +282,17 @@ async def prepare(world: World, method: str, route: str, column: str) -> Call:
         return Call(route.replace("{id}", str(world.printouts[owner])))
     if route == "/api/v1/printouts/{id}/reverse":
         return Call(route.replace("{id}", str(world.charged)))
-    if route == "/api/v1/accounts/{id}/transactions":
-        return Call(route.replace("{id}", str(world.accounts[owner])))
+    if route in ("/api/v1/accounts/{id}/transactions", "/api/v1/accounts/{id}"):
+        if method == "DELETE":
+            async with world.sessions() as s, s.begin():
+                account = await f.shared(s, f"Gone{secrets.token_hex(3)}")
+            return Call(route.replace("{id}", str(account.id)))
+        body = {"credit_limit": "5.00"} if method == "PATCH" else None
+        return Call(route.replace("{id}", str(world.accounts[owner])), body=body)
+    if route == "/api/v1/accounts/{id}/adjustments":
+        key = secrets.token_hex(6)
+        body = {"amount": "1.00", "reason": "deposit", "idempotency_key": key}
+        return Call(route.replace("{id}", str(world.accounts[owner])), body=body)
     if route in ("/api/v1/jobs/{id}/release", "/api/v1/jobs/{id}/cancel"):
         return Call(route.replace("{id}", str(await world.fresh_job(owner, PrinterMode.HOLD))))
     if route == "/api/v1/jobs/{id}/redirect":
@@ -283,6 +310,31 @@ async def prepare(world: World, method: str, route: str, column: str) -> Call:
     if route == "/api/v1/readers/{reader_id}/tap":
         reader = "far" if column == "other" else "lobby"
         return Call(route.replace("{reader_id}", reader), body={"card": world.carol_card})
+    if route == "/api/v1/tokens/{id}":
+        async with world.sessions() as s, s.begin():
+            await f.token(s, "admin")
+            fresh = await s.scalar(select(ApiToken.id).order_by(ApiToken.id.desc()).limit(1))
+        return Call(route.replace("{id}", str(fresh)))
+    if route == "/api/v1/users/{name}":
+        if method == "DELETE":
+            name = f"gone{secrets.token_hex(3)}"
+            async with world.sessions() as s, s.begin():
+                await f.user(s, name)
+            return Call(route.replace("{name}", name))
+        body = {"email": "carol@example.org"} if method == "PATCH" else None
+        return Call(route.replace("{name}", "carol"), body=body)
+    if route == "/api/v1/groups/{name}":
+        async with world.sessions() as s, s.begin():
+            name = f"g{secrets.token_hex(3)}"
+            await f.group(s, name)
+        return Call(route.replace("{name}", name), body={"add_members": ["carol"]})
+    if route == "/api/v1/readers/{reader_id}/rotate":
+        reader = f"r{secrets.token_hex(3)}"
+        async with world.sessions() as s, s.begin():
+            await nfc_admin.add_reader(s, reader, ["pp-hold"])
+        return Call(route.replace("{reader_id}", reader))
+    if route == "/api/v1/printers/{name}":
+        return Call(route.replace("{name}", "pp-direct"), body={"cost_mono": "0.10"})
     assert "{" not in route, f"no resource for {route} in prepare()"
     return Call(route)
 
@@ -501,21 +553,31 @@ TRAVERSALS = (
 )
 # Every endpoint's string inputs: query parameters and body fields.
 STRING_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # First: the audit view shows what earlier requests stored (their values as
+    # data, which is no reflection of a path the service made).
+    ("GET", "/api/v1/events"): (("actor", "subject", "limit", "cursor"), ()),
     ("GET", "/healthz"): ((), ()),
     ("GET", "/metrics"): ((), ()),
     ("GET", "/api/v1/openapi.json"): ((), ()),
     ("GET", "/api/v1/printouts"): (
-        ("user", "printer", "status", "since", "until", "account", "limit", "cursor"),
+        (
+            *("user", "printer", "status", "since", "until", "account", "payer", "role"),
+            *("limit", "cursor"),
+        ),
         (),
     ),
     ("GET", "/api/v1/printouts.csv"): (
-        ("user", "printer", "status", "since", "until", "account"),
+        ("user", "printer", "status", "since", "until", "account", "payer", "role"),
         (),
     ),
     ("GET", "/api/v1/printouts/{id}"): ((), ()),
     ("POST", "/api/v1/printouts/{id}/reverse"): ((), ()),
     ("GET", "/api/v1/accounts"): (("type", "limit", "cursor"), ()),
     ("GET", "/api/v1/accounts/{id}/transactions"): (("limit", "cursor"), ()),
+    ("GET", "/api/v1/accounts/{id}"): ((), ()),
+    ("PATCH", "/api/v1/accounts/{id}"): ((), ("credit_limit",)),
+    ("DELETE", "/api/v1/accounts/{id}"): ((), ()),
+    ("POST", "/api/v1/accounts/{id}/adjustments"): ((), ("amount", "reason", "idempotency_key")),
     ("GET", "/api/v1/jobs/held"): (("user", "printer", "limit", "cursor"), ()),
     ("POST", "/api/v1/jobs/{id}/release"): ((), ()),
     ("POST", "/api/v1/jobs/{id}/cancel"): ((), ()),
@@ -526,10 +588,31 @@ STRING_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = 
     ("POST", "/api/v1/delegations"): ((), ("printer", "delegate", *DELEGATION_KEYS)),
     ("POST", "/api/v1/cards"): ((), ("user", "card", "format", "byte_order")),
     ("POST", "/api/v1/readers/{reader_id}/tap"): ((), ("card",)),
+    ("GET", "/api/v1/tokens"): ((), ()),
+    ("DELETE", "/api/v1/tokens/{id}"): ((), ()),
+    ("GET", "/api/v1/users"): ((), ()),
+    ("GET", "/api/v1/users/{name}"): ((), ()),
+    ("PATCH", "/api/v1/users/{name}"): ((), ("email", "full_name")),
+    ("DELETE", "/api/v1/users/{name}"): ((), ()),
+    ("GET", "/api/v1/printers"): ((), ()),
+    ("PATCH", "/api/v1/printers/{name}"): ((), ("target", "cost_mono")),
+    ("GET", "/api/v1/groups"): ((), ()),
+    ("PATCH", "/api/v1/groups/{name}"): ((), ()),
+    ("GET", "/api/v1/cards"): (("user",), ()),
+    ("GET", "/api/v1/readers"): ((), ()),
+    ("POST", "/api/v1/readers/{reader_id}/rotate"): ((), ()),
 }
 # Plausible values for the fields not under test, so that each request gets as far
 # as the field under test can take it.
-PLAUSIBLE = {"printer": "pp-hold", "delegators": "carol", "user": "alice", "card": "0a0b0c0d"}
+PLAUSIBLE = {
+    "printer": "pp-hold",
+    "delegators": "carol",
+    "user": "alice",
+    "card": "0a0b0c0d",
+    "amount": "1.00",
+    "reason": "deposit",
+    "idempotency_key": "traversal",
+}
 
 
 def _encodings(value: str) -> list[str]:
@@ -564,7 +647,8 @@ async def test_no_answer_reflects_a_file_path(client: Client, world: World, tmp_
         token = lobby if route.endswith("/tap") else admin
         for value in TRAVERSALS:
             # The value in each path parameter, each query parameter, each body field.
-            paths = [route.replace("{id}", "1").replace("{reader_id}", "lobby")]
+            some_id = "999999" if route == "/api/v1/tokens/{id}" else "1"  # not admin's own
+            paths = [route.replace("{id}", some_id).replace("{reader_id}", "lobby")]
             if "{" in route:
                 quoted = value.replace("/", "%2F").replace("\\", "%5C")
                 paths.append(re.sub(r"\{[a-z_]+\}", quoted, route))

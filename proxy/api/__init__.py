@@ -11,7 +11,18 @@ from aiohttp import web
 from proxy.logs import install_request_ids
 from proxy.metrics import http_metrics_middleware
 
-from . import accounts, delegations, health, jobs, metrics, nfc, openapi, printouts, tickets
+from . import (
+    accounts,
+    admin,
+    delegations,
+    health,
+    jobs,
+    metrics,
+    nfc,
+    openapi,
+    printouts,
+    tickets,
+)
 from .errors import error_middleware
 
 PREFIX = "/api/v1"
@@ -32,4 +43,5 @@ def setup_api(app: web.Application) -> None:
     app.router.add_routes(jobs.routes(PREFIX))
     app.router.add_routes(tickets.routes(PREFIX))
     app.router.add_routes(delegations.routes(PREFIX))
+    app.router.add_routes(admin.routes(PREFIX))
     nfc.setup_nfc_routes(app, PREFIX)

@@ -63,15 +63,23 @@ def _bearer(request: web.Request) -> str:
 
 
 async def authenticate(request: web.Request) -> Principal:
-    """The request's principal: 401 for a missing, malformed, unknown or revoked token."""
+    """The request's principal: 401 for a missing, malformed, unknown, revoked or
+    expired token, and for a token whose user is disabled or deleted."""
     token = _bearer(request)
     async with request.app[READ_SESSIONS]() as session, session.begin():
         found = await lookup_api_token(session, token)
         if found is None:
-            raise Unauthorized("invalid or revoked token")
+            raise Unauthorized("invalid, revoked or expired token")
         user_name = None
         if found.user_id is not None:
-            user_name = await session.scalar(select(User.name).where(User.id == found.user_id))
+            # A disabled or deleted user's tokens stop working at once.
+            user_name = await session.scalar(
+                select(User.name).where(
+                    User.id == found.user_id, User.active.is_(True), User.deleted_at.is_(None)
+                )
+            )
+            if user_name is None:
+                raise Unauthorized("the token's user is disabled or deleted")
     if found.role == Role.USER.value and user_name is None:
         raise Unauthorized("token of role 'user' is not bound to an existing user")
     return Principal(

@@ -18,6 +18,12 @@ the ``csv`` module's; what this module adds is the spreadsheet side:
   times and labels this service writes itself are never altered.
 - Transactions share one cell as ``account:type:weight:amount`` joined by
   ``;``; ``\\``, ``:`` and ``;`` inside an account name are escaped with ``\\``.
+- Reversals: a reversed print-out's row says in ``reversed`` how much was
+  given back, and a second row follows it (status ``reversal``, the time of
+  the reversal) whose cost and transaction amounts are the compensating
+  entries, negative. So the amounts of an account summed over the CSV are
+  what the ledger charged it net: for an account without deposits or other
+  adjustments, minus its balance.
 """
 
 from __future__ import annotations
@@ -30,11 +36,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing.enums import PrintStatus
-from billing.models import Account, AccountTransaction, Printer, PrintOut
+from billing.enums import LedgerKind, PrintStatus
+from billing.models import Account, AccountTransaction, LedgerEntry, Printer, PrintOut
 from billing.money import Currency
 
 from . import queries, serialize
@@ -42,8 +48,9 @@ from . import queries, serialize
 COLUMNS = (
     "id", "created_at", "ended_at", "status", "status_reason", "mode", "printer", "delegate",
     "title", "pages", "copies", "cost", "currency", "transactions",
-    "pages_estimated", "count_method", "color_pages", "document_copies",
+    "pages_estimated", "count_method", "color_pages", "document_copies", "reversed",
 )  # fmt: skip
+REVERSAL_STATUS = "reversal"
 FORMULA_STARTS = frozenset("=+-@")
 CONTENT_TYPE = "text/csv"
 CHARSET = "utf-8"
@@ -78,10 +85,23 @@ class Share:
 
 
 @dataclass(frozen=True, slots=True)
+class Reversal:
+    """What was given back of a print-out: per account, the compensating amount."""
+
+    at: Any  # the last reversal entry's time
+    shares: list[Share]  # amounts as charged: negative
+
+    @property
+    def total(self) -> Decimal:
+        return sum((s.amount for s in self.shares), Decimal(0))
+
+
+@dataclass(frozen=True, slots=True)
 class ExportRow:
     print_out: Any  # a Row of ROW_COLUMNS
     shares: list[Share]
     counted: queries.Counted = queries.NOT_COUNTED
+    reversal: Reversal | None = None
 
 
 ROW_COLUMNS = (
@@ -122,6 +142,37 @@ async def _shares(session: AsyncSession, ids: list[int]) -> dict[int, list[Share
     return by_print_out
 
 
+async def _reversals(session: AsyncSession, ids: list[int]) -> dict[int, Reversal]:
+    """The reversal ledger entries of these print-outs, summed per account."""
+    found: dict[int, tuple[Any, list[Share]]] = {}
+    if ids:
+        rows = await session.execute(
+            select(
+                LedgerEntry.print_out_id,
+                Account.path,
+                Account.type,
+                func.coalesce(func.max(AccountTransaction.weight), 0),
+                func.sum(LedgerEntry.amount),
+                func.max(LedgerEntry.created_at),
+            )
+            .join(Account, Account.id == LedgerEntry.account_id)
+            .outerjoin(AccountTransaction, AccountTransaction.id == LedgerEntry.transaction_id)
+            .where(
+                LedgerEntry.print_out_id.in_(ids),
+                LedgerEntry.kind == LedgerKind.REVERSAL.value,
+            )
+            .group_by(LedgerEntry.print_out_id, Account.id, Account.path, Account.type)
+            .order_by(LedgerEntry.print_out_id, Account.id)
+        )
+        for print_out_id, path, type_, weight, amount, at in rows:
+            assert print_out_id is not None  # filtered on it
+            key = print_out_id
+            last, shares = found.setdefault(key, (at, []))
+            shares.append(Share(path, type_, int(weight), -Decimal(amount)))
+            found[key] = (max(last, at), shares)
+    return {po: Reversal(at, shares) for po, (at, shares) in found.items()}
+
+
 async def batches(
     sessions: async_sessionmaker[AsyncSession], flt: queries.PrintOutFilter, *, batch: int
 ) -> AsyncGenerator[list[ExportRow], None]:
@@ -145,11 +196,18 @@ async def batches(
             found = list(await session.execute(stmt))
             more = len(found) > batch
             found = found[:batch]
-            shares = await _shares(session, [row.id for row in found])
+            ids = [row.id for row in found]
+            shares = await _shares(session, ids)
+            reversals = await _reversals(session, ids)
             counted = await queries.counted_of(session, [row.print_in_id for row in found])
         if found:
             yield [
-                ExportRow(row, shares[row.id], counted.get(row.print_in_id, queries.NOT_COUNTED))
+                ExportRow(
+                    row,
+                    shares[row.id],
+                    counted.get(row.print_in_id, queries.NOT_COUNTED),
+                    reversals.get(row.id),
+                )
                 for row in found
             ]
         if not more:
@@ -185,7 +243,42 @@ def row_cells(row: ExportRow, currency: Currency) -> list[str]:
         row.counted.count_method or "",
         "" if row.counted.color_pages is None else str(row.counted.color_pages),
         str(row.counted.document_copies),
+        "" if row.reversal is None else serialize.money(-row.reversal.total, currency) or "",
     ]
+
+
+def reversal_cells(row: ExportRow, currency: Currency) -> list[str]:
+    """The row after a reversed print-out's: the compensating amounts, negative."""
+    po, rev = row.print_out, row.reversal
+    assert rev is not None
+    return [
+        str(po.id),
+        serialize.iso(rev.at) or "",
+        "",
+        REVERSAL_STATUS,
+        "",
+        text_cell(po.mode),
+        text_cell(po.printer),
+        text_cell(po.delegate),
+        text_cell(po.title),
+        str(po.pages),
+        str(po.copies),
+        serialize.money(rev.total, currency) or "",
+        text_cell(po.currency),
+        text_cell(transactions_cell(rev.shares, currency)),
+        "",  # how it was counted: on the print-out's own row
+        "",
+        "",
+        "",
+        "",
+    ]
+
+
+def lines_of(row: ExportRow, currency: Currency) -> list[list[str]]:
+    out = [row_cells(row, currency)]
+    if row.reversal is not None:
+        out.append(reversal_cells(row, currency))
+    return out
 
 
 def encode(lines: Iterable[Sequence[str]]) -> bytes:
@@ -201,4 +294,4 @@ def header() -> bytes:
 
 
 def rows(batch: Iterable[ExportRow], currency: Currency) -> bytes:
-    return encode(row_cells(row, currency) for row in batch)
+    return encode(line for row in batch for line in lines_of(row, currency))

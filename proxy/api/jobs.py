@@ -120,7 +120,11 @@ async def release_job(request: web.Request) -> web.Response:
                 "job tickets are released by a ticket operator (POST /tickets/{id}/release)"
             )
         done = await held.release(
-            session, po, actor=principal.describe(), reason=StatusReason.WEB_RELEASE
+            session,
+            po,
+            actor=principal.describe(),
+            reason=StatusReason.WEB_RELEASE,
+            currency=request.app[CONFIG].money,
         )
         if not done:
             raise Conflict(f"job {po.id} is {PrintStatus(po.status).label}, not held")

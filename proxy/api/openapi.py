@@ -266,9 +266,185 @@ SCHEMAS: dict[str, JSON] = {
             "currency": STRING,
             "pages": {"type": "integer", "description": "Page counter (reversals subtract)."},
             "active": {"type": "boolean"},
+            "credit_limit": {
+                "anyOf": [ref("Amount"), {"type": "null"}],
+                "description": "How far below zero the balance may go (10.00: down to"
+                " -10.00); null: unlimited. A job that would pass it is held"
+                " `insufficient-balance` (direct) or refused at release (hold, ticket).",
+            },
+            "deleted_at": NULLABLE_TIME,
         }
     ),
     "AccountPage": page_of("Account"),
+    "AuditEvent": obj(
+        {
+            "id": ID,
+            "at": ref("Time"),
+            "actor": STRING,
+            "subject_type": STRING,
+            "subject_id": STRING,
+            "from": NULLABLE_STRING,
+            "to": NULLABLE_STRING,
+            "reason": NULLABLE_STRING,
+            "message": NULLABLE_STRING,
+            "data": {"type": ["object", "null"], "description": "For edits: field -> [old, new]."},
+        }
+    ),
+    "AuditEventPage": page_of("AuditEvent"),
+    "Token": obj(
+        {
+            "id": ID,
+            "role": {"type": "string", "enum": ROLE_NAMES},
+            "user": NULLABLE_STRING,
+            "label": NULLABLE_STRING,
+            "state": {"type": "string", "enum": ["active", "expired", "revoked"]},
+            "created_at": ref("Time"),
+            "expires_at": NULLABLE_TIME,
+            "revoked_at": NULLABLE_TIME,
+        },
+        description="An API token as listed: never its secret (only a hash is stored).",
+    ),
+    "TokenPage": page_of("Token"),
+    "User": obj(
+        {
+            "id": ID,
+            "name": STRING,
+            "email": NULLABLE_STRING,
+            "full_name": NULLABLE_STRING,
+            "external_id": NULLABLE_STRING,
+            "active": {"type": "boolean"},
+            "groups": {"type": "array", "items": STRING},
+            "created_at": ref("Time"),
+            "deleted_at": NULLABLE_TIME,
+        }
+    ),
+    "UserPage": page_of("User"),
+    "UserPatch": obj(
+        {
+            "email": {"type": ["string", "null"], "maxLength": 320},
+            "full_name": {"type": ["string", "null"], "maxLength": 255},
+            "active": {
+                "type": "boolean",
+                "description": "false: her tokens answer 401 and her cards 404 at once.",
+            },
+        },
+        optional=("email", "full_name", "active"),
+    ),
+    "Printer": obj(
+        {
+            "id": ID,
+            "name": STRING,
+            "mode": ref("Mode"),
+            "target": STRING,
+            "cost_mono": ref("Amount"),
+            "cost_color": ref("Amount"),
+            "duplex_discount": ref("Amount"),
+            "media_costs": {"type": "object"},
+            "papercut": {"type": "boolean"},
+            "hold_expiry_mins": {"type": "integer", "minimum": 1},
+            "enabled": {"type": "boolean"},
+            "deleted_at": NULLABLE_TIME,
+        }
+    ),
+    "PrinterPage": page_of("Printer"),
+    "PrinterPatch": obj(
+        {
+            "target": {"type": "string", "pattern": "^(ipps?|cups)://", "maxLength": 1023},
+            "mode": ref("Mode"),
+            "cost_mono": {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,6})?$"},
+            "cost_color": {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,6})?$"},
+            "duplex_discount": {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,6})?$"},
+            "papercut": {"type": "boolean"},
+            "hold_expiry_mins": {"type": "integer", "minimum": 1, "maximum": 43200},
+            "enabled": {"type": "boolean", "description": "false: new jobs wait in CUPS."},
+        },
+        optional=(
+            "target",
+            "mode",
+            "cost_mono",
+            "cost_color",
+            "duplex_discount",
+            "media_costs",
+            "papercut",
+            "hold_expiry_mins",
+            "enabled",
+        ),
+    ),
+    "Group": obj(
+        {
+            "id": ID,
+            "name": STRING,
+            "external_id": NULLABLE_STRING,
+            "active": {"type": "boolean"},
+            "members": {"type": "array", "items": STRING},
+            "deleted_at": NULLABLE_TIME,
+        }
+    ),
+    "GroupPage": page_of("Group"),
+    "GroupPatch": obj(
+        {
+            "add_members": {"type": "array", "items": STRING, "maxItems": 1000},
+            "remove_members": {"type": "array", "items": STRING, "maxItems": 1000},
+            "active": {"type": "boolean"},
+        },
+        optional=("add_members", "remove_members", "active"),
+    ),
+    "CardPage": page_of("CardListed"),
+    "CardListed": obj({"id": ID, "card": STRING, "user": STRING}),
+    "Reader": obj(
+        {
+            "reader_id": STRING,
+            "printers": {"type": "array", "items": STRING},
+            "card_format": {"type": "string", "enum": ["hex", "dec"]},
+            "byte_order": {"type": "string", "enum": ["msb", "lsb"]},
+            "enabled": {"type": "boolean"},
+        }
+    ),
+    "ReaderPage": page_of("Reader"),
+    "ReaderToken": obj(
+        {
+            "reader_id": STRING,
+            "token": {"type": "string", "description": "Shown once; only its hash is kept."},
+        }
+    ),
+    "AccountPatch": obj(
+        {
+            "credit_limit": {
+                "anyOf": [
+                    {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,6})?$"},
+                    {"type": "null"},
+                ],
+                "description": "A non-negative decimal string, or null for unlimited.",
+            },
+            "active": {"type": "boolean"},
+        },
+        optional=("credit_limit", "active"),
+    ),
+    "AdjustmentRequest": obj(
+        {
+            "amount": {
+                "type": "string",
+                "pattern": r"^-?[0-9]{1,12}(\.[0-9]{1,2})?$",
+                "not": {"pattern": r"^-?0+(\.0+)?$"},
+                "description": "Signed: positive is a deposit, negative a debit; not zero.",
+            },
+            "reason": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": r"\S"},
+            "idempotency_key": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 150,
+                "pattern": r"\S",
+                "description": "The same key again is the same adjustment (200, no new entry).",
+            },
+        }
+    ),
+    "Adjustment": obj(
+        {
+            "entry": ref("LedgerEntry"),
+            "created": {"type": "boolean", "description": "False: a replay of the same key."},
+            "account": ref("Account"),
+        }
+    ),
     "LedgerEntry": obj(
         {
             "id": ID,
@@ -554,7 +730,24 @@ HISTORY_FILTERS = [
         " `Z` or `%2B01:00`, not `+01:00`.",
     ),
     query("until", {"type": "string", "maxLength": 64}, "Like since, exclusive."),
-    query("account", ID, "Only print-outs with a transaction on this account (its id)."),
+    query(
+        "account",
+        {"type": "string", "minLength": 1, "maxLength": 600},
+        "Only print-outs with a transaction on this account: its id, `type:name`"
+        " (`shared:Events/Gala`) or its name (ambiguous across types: 400).",
+    ),
+    query(
+        "payer",
+        {"type": "string", "minLength": 1, "maxLength": 255},
+        "`me` (a token bound to a user) or a user name (staff): the print-outs charged to"
+        " that user's personal account, whoever printed them (`role=payer`).",
+    ),
+    query(
+        "role",
+        {"type": "string", "enum": ["delegate", "payer", "any"]},
+        "How `user` (a `user` token: herself) is involved: `delegate` (default: she"
+        " printed it), `payer` (charged to her account), `any` (either).",
+    ),
 ]
 
 
@@ -840,6 +1033,15 @@ def _nfc_paths(prefix: str) -> dict[str, JSON]:
             )
         },
         f"{prefix}/cards": {
+            "get": operation(
+                "listCards",
+                "Registered cards and their owners",
+                (Role.ADMIN,),
+                {200: ok("CardPage"), **_errors_get()},
+                description="Numbers in their stored form (lower-case hex, MSB first).",
+                parameters=[query("user", STRING, "Only this user's cards.")],
+                tag="nfc",
+            ),
             "post": operation(
                 "registerCard",
                 "Register an NFC card for a user (a user may have several)",
@@ -848,7 +1050,7 @@ def _nfc_paths(prefix: str) -> dict[str, JSON]:
                 description="404: unknown user. 409: the card is already registered.",
                 request_body=body("CardRequest"),
                 tag="nfc",
-            )
+            ),
         },
     }
 
@@ -916,6 +1118,55 @@ def _account_paths(prefix: str) -> dict[str, JSON]:
                 tag="accounts",
             )
         },
+        f"{prefix}/accounts/{{id}}": {
+            "get": operation(
+                "getAccount",
+                "One account with its balance, page counter and credit limit",
+                READERS,
+                {200: ok("Account"), **_errors_get(), 404: error(404)},
+                description="A `user` token sees only its personal account.",
+                parameters=[path_id("account")],
+                tag="accounts",
+            ),
+            "patch": operation(
+                "patchAccount",
+                "Set an account's credit limit, or disable/enable it",
+                (Role.ACCOUNTS_EDITOR,),
+                {200: ok("Account"), **_errors_post(), 404: error(404)},
+                description="Changes apply to jobs checked afterwards; an event records"
+                " who changed what.",
+                parameters=[path_id("account")],
+                request_body=body("AccountPatch"),
+                tag="accounts",
+            ),
+            "delete": operation(
+                "deleteAccount",
+                "Soft-delete a shared account (its ledger and history stay)",
+                (Role.ADMIN,),
+                {200: ok("Account"), **_errors_get(), 404: error(404)},
+                description="Personal and group accounts go with their user or group (400).",
+                parameters=[path_id("account")],
+                tag="accounts",
+            ),
+        },
+        f"{prefix}/accounts/{{id}}/adjustments": {
+            "post": operation(
+                "adjustAccount",
+                "A deposit or a debit through the ledger",
+                (Role.ACCOUNTS_EDITOR,),
+                {
+                    200: ok("Adjustment", "Already posted under this key"),
+                    201: ok("Adjustment", "Posted"),
+                    **_errors_post(),
+                    404: error(404),
+                    409: error(409, "The key was used for another amount or account."),
+                },
+                description="One ledger entry per `idempotency_key`; the reason is its comment.",
+                parameters=[path_id("account")],
+                request_body=body("AdjustmentRequest"),
+                tag="accounts",
+            )
+        },
         f"{prefix}/accounts/{{id}}/transactions": {
             "get": operation(
                 "accountLedger",
@@ -950,6 +1201,140 @@ def _delegation_paths(prefix: str) -> dict[str, JSON]:
     }
 
 
+def path_name(what: str) -> JSON:
+    return {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        "description": f"The {what}'s name.",
+    }
+
+
+ADMIN = (Role.ADMIN,)
+
+
+def _admin_paths(prefix: str) -> dict[str, JSON]:
+    """Administration (admin): the audit view, tokens, users, printers."""
+    get_errors = {**_errors_get(), 404: error(404)}
+    patch_errors = {**_errors_post(), 404: error(404)}
+    return {
+        f"{prefix}/events": {
+            "get": operation(
+                "listEvents",
+                "The audit view: every event, newest first",
+                ADMIN,
+                {200: ok("AuditEventPage"), **_errors_get()},
+                description="Every change (status, administration, money) is an event with"
+                " its actor.",
+                parameters=[
+                    query("actor", STRING, "Only events by this actor (`api:admin:token-1`,"
+                          " `cli:root`, a user name)."),
+                    query("subject", STRING, "`TYPE` or `TYPE:ID`: `user:alice`,"
+                          " `printer:pp-hold`, `print_out:12`, `account:3`, `token:2`."),
+                    LIMIT,
+                    {**CURSOR, "description": "The `next_cursor` of the previous page."},
+                ],
+                tag="administration",
+            )
+        },
+        f"{prefix}/users": {
+            "get": operation(
+                "listUsers", "Users (deleted ones too, marked)", ADMIN,
+                {200: ok("UserPage"), **_errors_get()},
+                description="Every user with her groups.", tag="administration",
+            )
+        },
+        f"{prefix}/users/{{name}}": {
+            "get": operation(
+                "getUser", "One user", ADMIN, {200: ok("User"), **get_errors},
+                description="Deleted users too.", parameters=[path_name("user")],
+                tag="administration",
+            ),
+            "patch": operation(
+                "patchUser", "Edit, disable or enable a user", ADMIN,
+                {200: ok("User"), **patch_errors},
+                description="A disabled user's tokens answer 401 and her cards 404 at once.",
+                parameters=[path_name("user")], request_body=body("UserPatch"),
+                tag="administration",
+            ),
+            "delete": operation(
+                "deleteUser", "Soft-delete a user (history and ledger kept)", ADMIN,
+                {200: ok("User"), **get_errors},
+                description="Her tokens and cards stop working; her name stays taken.",
+                parameters=[path_name("user")], tag="administration",
+            ),
+        },
+        f"{prefix}/printers": {
+            "get": operation(
+                "listPrinters", "Proxy printers and their settings", ADMIN,
+                {200: ok("PrinterPage"), **_errors_get()},
+                description="Deleted ones too, marked.", tag="administration",
+            )
+        },
+        f"{prefix}/printers/{{name}}": {
+            "patch": operation(
+                "patchPrinter", "Change a printer's prices, mode, target, hold expiry", ADMIN,
+                {200: ok("Printer"), **patch_errors},
+                description="Applies to jobs received afterwards (a print-out keeps the"
+                " settings it arrived under); an event records who changed what.",
+                parameters=[path_name("printer")], request_body=body("PrinterPatch"),
+                tag="administration",
+            )
+        },
+        f"{prefix}/groups": {
+            "get": operation(
+                "listGroups", "Groups and their members", ADMIN,
+                {200: ok("GroupPage"), **_errors_get()},
+                description="Deleted ones too, marked.", tag="administration",
+            )
+        },
+        f"{prefix}/groups/{{name}}": {
+            "patch": operation(
+                "patchGroup", "Add or remove members; disable or enable a group", ADMIN,
+                {200: ok("Group"), **patch_errors},
+                description="A disabled group's account cannot be charged for new jobs.",
+                parameters=[path_name("group")], request_body=body("GroupPatch"),
+                tag="administration",
+            )
+        },
+        f"{prefix}/readers": {
+            "get": operation(
+                "listReaders", "NFC readers and their printers (never their tokens)", ADMIN,
+                {200: ok("ReaderPage"), **_errors_get()},
+                description="Disabled readers' tokens answer 401.", tag="nfc",
+            )
+        },
+        f"{prefix}/readers/{{reader_id}}/rotate": {
+            "post": operation(
+                "rotateReader", "A new token for a reader; the old one stops working", ADMIN,
+                {200: ok("ReaderToken"), **_errors_post(), 404: error(404)},
+                description="HTTP and TCP readers alike.",
+                parameters=[{"name": "reader_id", "in": "path", "required": True,
+                             "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+                             "description": "The reader's id."}],
+                request_body=body("EmptyBody", required=False),
+                tag="nfc",
+            )
+        },
+        f"{prefix}/tokens": {
+            "get": operation(
+                "listTokens", "API tokens, never their secrets", ADMIN,
+                {200: ok("TokenPage"), **_errors_get()},
+                description="Active, expired and revoked.", tag="administration",
+            )
+        },
+        f"{prefix}/tokens/{{id}}": {
+            "delete": operation(
+                "revokeToken", "Revoke a token: 401 from its next request on", ADMIN,
+                {200: ok("Token"), **get_errors},
+                description="Revoking twice is a no-op.", parameters=[path_id("token")],
+                tag="administration",
+            )
+        },
+    }  # fmt: skip
+
+
 def _paths(prefix: str) -> dict[str, JSON]:
     """Every path, in the order the document lists them; one builder per resource."""
     return {
@@ -960,6 +1345,7 @@ def _paths(prefix: str) -> dict[str, JSON]:
         **_ticket_paths(prefix),
         **_account_paths(prefix),
         **_delegation_paths(prefix),
+        **_admin_paths(prefix),
     }
 
 
@@ -1028,6 +1414,7 @@ def document(prefix: str = "/api/v1") -> JSON:
                 "accounts",
                 "delegations",
                 "nfc",
+                "administration",
                 "service",
             )
         ],

@@ -15,9 +15,10 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import charging
-from billing.enums import Role
-from billing.models import Event, PrintOut
+from billing import charging, directory
+from billing.enums import AccountType, Role
+from billing.exceptions import InvalidInput
+from billing.models import Account, Event, PrintOut, User
 from billing.money import Currency
 from proxy.exceptions import Forbidden, NotFound
 from proxy.keys import CONFIG, READ_SESSIONS, SESSIONS
@@ -28,7 +29,9 @@ from .errors import InvalidParameter, json_body, reject_unknown
 
 log = logging.getLogger(__name__)
 
-FILTER_PARAMS = frozenset({"user", "printer", "status", "since", "until", "account"})
+FILTER_PARAMS = frozenset(
+    {"user", "printer", "status", "since", "until", "account", "payer", "role"}
+)
 LIST_PARAMS = FILTER_PARAMS | {"limit", "cursor"}
 # Rows per query of a CSV export: memory stays at one batch whatever the size.
 EXPORT_BATCH = 1_000
@@ -50,18 +53,96 @@ def _json(
     )
 
 
-def _filter(principal: Principal, params: dict[str, str]) -> queries.PrintOutFilter:
+ROLES = ("delegate", "payer", "any")
+MAX_NAME = 255
+MAX_ACCOUNT_REF = 600
+
+
+async def _personal_account(session: AsyncSession, user_name: str) -> int | None:
+    return await session.scalar(
+        select(Account.id)
+        .join(User, User.id == Account.user_id)
+        .where(User.name == user_name, Account.type == AccountType.USER.value)
+    )
+
+
+async def _account_param(session: AsyncSession, value: str) -> int | None:
+    """``?account=``: an id, ``type:name`` or a name; None: no such account (no rows)."""
+    if queries.parse_id(value) is not None:
+        return queries.parse_id(value)
+    if value.isdigit():
+        raise InvalidParameter(f"account: {value[:40]!r} is not an account id")
+    if value != value.strip() or any(ch.isspace() for ch in value):
+        raise InvalidParameter(f"account: {value[:40]!r}: an id, type:name or a name")
+    try:
+        found = await directory.find_accounts(session, value)
+    except InvalidInput as exc:
+        raise InvalidParameter(f"account: {exc}") from None
+    if len(found) > 1:
+        kinds = ", ".join(f"{a.type}:{a.path}" for a in found)
+        raise InvalidParameter(f"account: {value[:80]!r} is ambiguous; name one of: {kinds}")
+    return found[0].id if found else None
+
+
+_NO_ROWS = 0  # an account id no row has: an unknown account name matches nothing
+
+
+async def _filter(
+    request: web.Request, principal: Principal, params: dict[str, str]
+) -> queries.PrintOutFilter:
+    """The history filter of the query string.
+
+    ``role`` says how ``user`` (a user token: herself) is involved:
+    ``delegate`` (default: she printed it), ``payer`` (it is charged to her
+    personal account) or ``any`` (either). ``payer=me`` (or a user name, for
+    staff) is ``role=payer`` for that user. ``account`` takes an id,
+    ``type:name`` or a name.
+    """
     delegate = params.get("user")
+    payer = params.get("payer")
+    role = params.get("role")
+    if payer is not None and len(payer) > MAX_NAME:
+        raise InvalidParameter(f"payer: at most {MAX_NAME} characters")
+    if len(params.get("account", "")) > MAX_ACCOUNT_REF:
+        raise InvalidParameter(f"account: at most {MAX_ACCOUNT_REF} characters")
+    if role is not None and role not in ROLES:
+        raise InvalidParameter(f"role: one of {', '.join(ROLES)}, got {role[:40]!r}")
+    if payer is not None:
+        if payer == "me":
+            if principal.user_name is None:
+                raise InvalidParameter("payer=me needs a token bound to a user")
+            payer = principal.user_name
+        if role not in (None, "payer") or (delegate is not None and delegate != payer):
+            raise InvalidParameter("payer: names the user of role=payer; give one of them")
+        delegate, role = payer, "payer"
     if principal.own_data_only:
         if delegate is not None and delegate != principal.user_name:
             raise Forbidden("a user token may only list its own print-outs")
         delegate = principal.user_name
-    account = params.get("account")
+    elif role is not None and delegate is None:
+        raise InvalidParameter("role: needs user (or payer) to say whose role")
     account_id = None
-    if account is not None:
-        account_id = queries.parse_id(account)
-        if account_id is None:
-            raise InvalidParameter(f"account: expected an account id, got {account[:40]!r}")
+    person_account = None
+    async with request.app[READ_SESSIONS]() as session, session.begin():
+        account = params.get("account")
+        if account is not None:
+            found = await _account_param(session, account)
+            account_id = _NO_ROWS if found is None else found
+        if role in ("payer", "any") and delegate is not None:
+            person_account = await _personal_account(session, delegate)
+            if person_account is None:
+                person_account = _NO_ROWS
+    either = False
+    if role == "payer":
+        if account_id is not None and account_id != person_account:
+            account_id = _NO_ROWS  # her account and another: nothing is both
+        else:
+            account_id = person_account
+        delegate = None
+    elif role == "any":
+        if account_id is not None:
+            raise InvalidParameter("account: cannot be combined with role=any")
+        account_id, either = person_account, True
     flt = queries.PrintOutFilter(
         delegate=delegate,
         printer=params.get("printer"),
@@ -69,6 +150,7 @@ def _filter(principal: Principal, params: dict[str, str]) -> queries.PrintOutFil
         since=queries.parse_time("since", params.get("since")),
         until=queries.parse_time("until", params.get("until")),
         account_id=account_id,
+        either=either,
     )
     if flt.since is not None and flt.until is not None and flt.since > flt.until:
         raise InvalidParameter("since: must not be later than until")
@@ -78,7 +160,7 @@ def _filter(principal: Principal, params: dict[str, str]) -> queries.PrintOutFil
 async def list_printouts(request: web.Request) -> web.Response:
     principal = await require(request, *READERS)
     params = queries.query_params(request.query, LIST_PARAMS)
-    flt = _filter(principal, params)
+    flt = await _filter(request, principal, params)
     limit = queries.parse_limit(params.get("limit"))
     cursor = params.get("cursor")
     after = queries.print_out_position(cursor) if cursor is not None else None
@@ -97,7 +179,7 @@ async def export_printouts(request: web.Request) -> web.StreamResponse:
     broken transfer rather than a CSV that merely looks short.
     """
     principal = await require(request, *READERS)
-    flt = _filter(principal, queries.query_params(request.query, FILTER_PARAMS))
+    flt = await _filter(request, principal, queries.query_params(request.query, FILTER_PARAMS))
     currency = request.app[CONFIG].money
     response = web.StreamResponse(
         headers={
@@ -136,11 +218,19 @@ async def _visible(
     """The print-out with its events, or 404 if missing or not the caller's to see."""
     print_out_id = queries.parse_id(raw_id)
     found = None if print_out_id is None else await queries.print_out_detail(session, print_out_id)
-    if found is None or (
-        principal.own_data_only and found[0].print_out.delegate != principal.user_name
-    ):
+    if found is None or (principal.own_data_only and not _hers(found[0], principal)):
         raise NotFound(f"print-out {raw_id[:40]!r} not found")
     return found
+
+
+def _hers(row: queries.PrintOutRow, principal: Principal) -> bool:
+    """A user token sees what she printed and what is charged to her account."""
+    if row.print_out.delegate == principal.user_name:
+        return True
+    return any(
+        a.type == AccountType.USER.value and a.user_id == principal.user_id
+        for _, a in row.transactions
+    )
 
 
 async def get_printout(request: web.Request) -> web.Response:

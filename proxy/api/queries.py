@@ -45,6 +45,7 @@ from sqlalchemy import (
     Subquery,
     exists,
     func,
+    or_,
     select,
     tuple_,
 )
@@ -223,6 +224,9 @@ class PrintOutFilter:
     until: dt.datetime | None = None  # exclusive
     account_id: int | None = None  # print-outs with a transaction on this account
     printer_id: int | None = None  # ``printer`` resolved (by ``prepare``)
+    # Both ``delegate`` and ``account_id`` set: print-outs matching either (the
+    # payer's view ``role=any``: what she printed or is charged for), not both.
+    either: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,9 +315,13 @@ async def prepare(
             return None
         flt = dataclasses.replace(flt, printer_id=printer_id)
     plan = AccountPlan.WALK
-    if flt.account_id is not None:
+    if flt.account_id is not None and not _either(flt):
         plan = await account_plan(session, flt.account_id)
     return flt, plan
+
+
+def _either(flt: PrintOutFilter) -> bool:
+    return flt.either and flt.account_id is not None and flt.delegate is not None
 
 
 async def account_plan(session: AsyncSession, account_id: int) -> AccountPlan:
@@ -407,7 +415,7 @@ def print_out_columns_select(
 
 
 def _from_account(flt: PrintOutFilter, plan: AccountPlan) -> bool:
-    return flt.account_id is not None and plan is AccountPlan.FROM_ACCOUNT
+    return flt.account_id is not None and plan is AccountPlan.FROM_ACCOUNT and not _either(flt)
 
 
 def _fenced(stmt: Select[*_Ts]) -> Subquery:
@@ -432,7 +440,18 @@ def _filtered(
     # rather walk ix_print_outs_delegate_created (all of a user's rows) than
     # the account's few.
     col: Callable[[Any], ColumnElement[Any]] = _Unindexed if from_account else _as_is
-    if flt.account_id is not None:
+    if _either(flt):
+        # Walked in created order like the other filters, keeping the rows either way.
+        stmt = stmt.where(
+            or_(
+                PrintOut.delegate == flt.delegate,
+                exists().where(
+                    AccountTransaction.print_out_id == PrintOut.id,
+                    AccountTransaction.account_id == flt.account_id,
+                ),
+            )
+        )
+    elif flt.account_id is not None:
         if from_account:
             # The account's transactions (at most SMALL_ACCOUNT), then a sort;
             # (print_out_id, account_id) is unique, so no duplicates.
@@ -448,7 +467,7 @@ def _filtered(
                     AccountTransaction.account_id == flt.account_id,
                 )
             )
-    if flt.delegate is not None:
+    if flt.delegate is not None and not _either(flt):
         stmt = stmt.where(col(PrintOut.delegate) == flt.delegate)
     if flt.printer_id is not None:
         stmt = stmt.where(col(PrintOut.printer_id) == flt.printer_id)

@@ -116,6 +116,8 @@ def account(acc: Account, *, balance: Decimal, pages: int, currency: Currency) -
         "currency": currency.code,
         "pages": pages,
         "active": acc.active,
+        "credit_limit": money(acc.credit_limit, currency),
+        "deleted_at": iso(acc.deleted_at),
     }
 
 

@@ -82,6 +82,7 @@ async def release_ticket(request: web.Request) -> web.Response:
             actor=principal.describe(),
             reason=StatusReason.TICKET_RELEASED,
             printer=printer,
+            currency=request.app[CONFIG].money,
         )
         if not done:
             raise Conflict(f"ticket {po.ticket_number} is {PrintStatus(po.status).label}")

@@ -255,9 +255,12 @@ async def _precheck(request: web.Request) -> _Checked:
         printer = await session.scalar(select(Printer).where(Printer.name == job.printer))
         known = await _known(session, job)
         latest = None if known is None else await latest_print_out(session, known)
-    if printer is None:
+    if printer is None or printer.deleted_at is not None:
         message = f"proxyprint does not know printer {job.printer!r}"
         return _answer(404, {"error": {"code": "unknown-printer", "message": message}})
+    if not printer.enabled:  # 5xx: the backend retries, the job waits in CUPS
+        message = f"printer {job.printer!r} is disabled; the job waits in CUPS"
+        return _answer(503, {"error": {"code": "printer-disabled", "message": message}})
     ended = latest is not None and PrintStatus(latest.status).is_final
     if known is not None and (job.job_uuid is None or not ended):
         return _duplicate(request, known, latest)

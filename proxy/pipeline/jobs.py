@@ -28,6 +28,7 @@ from billing.money import Currency, parse_amount
 
 from ..pages import PageCount
 from ..spool import SpooledFile
+from . import credit_gate
 from .delegation import DelegationError, DelegationRequest, delegation_from_json, parse_delegation
 from .options import job_options
 from .resolve import Share, resolve
@@ -174,6 +175,21 @@ async def record_job(
         reason = StatusReason.TITLE_INVALID
     else:
         reason = StatusReason.DELEGATION_INVALID
+    verdict = None
+    if problem is None:  # a direct job that would pass a credit limit waits for a deposit
+        weights = [(s.account_id, s.weight) for s in shares]
+        verdict = await credit_gate.at_intake(
+            session,
+            printer,
+            print_in,
+            weights,
+            currency,
+            pages=asked.impressions(pages.pages),
+            copies=asked.copies * max(1, sum(w for _, w in weights)),
+        )
+        if verdict is not None and verdict.shortfall is not None:
+            problem = verdict.shortfall.message(currency)
+            reason = StatusReason.INSUFFICIENT_BALANCE
 
     mode = printer.printer_mode
     status = PrintStatus.PENDING
@@ -210,6 +226,7 @@ async def record_job(
         currency=currency.code,
         hold_until=hold_until,
         next_action_at=now if status == PrintStatus.PENDING else hold_until,
+        cost_rules=charging.rules_json(printer),
     )
     session.add(print_out)
     await session.flush()
@@ -226,8 +243,9 @@ async def record_job(
         print_out.ticket_number = f"T-{print_out.id:06d}"
         print_out.ticket_cost = breakdown.total
         print_out.cost_detail = charging.breakdown_json(breakdown, currency)
-    for share in shares:
-        session.add(shadow(print_out, share.account_id, share.weight, status))
+    shadows = [shadow(print_out, s.account_id, s.weight, status) for s in shares]
+    session.add_all(shadows)
+    credit_gate.reserve(shadows, verdict)
     events.record(
         session,
         subject_type="print_out",
@@ -352,6 +370,7 @@ async def next_print_out(
         hold_until=hold_until,
         next_action_at=hold_until if held else now,
         reprint_of=previous.id,
+        cost_rules=charging.rules_json(printer),  # the prices of the printer it goes to
         ticket_cost=previous.ticket_cost if mode is PrinterMode.TICKET else None,
         cost_detail=previous.cost_detail if mode is PrinterMode.TICKET else None,
     )

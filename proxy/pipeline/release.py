@@ -19,9 +19,10 @@ from billing import events, status
 from billing.db import utcnow
 from billing.enums import PrinterMode, PrintStatus, StatusReason
 from billing.models import Card, Printer, PrintOut, Reader, User, reader_printers
+from billing.money import Currency
 
 from ..exceptions import Conflict, NotFound
-from . import lifecycle
+from . import credit_gate, lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +51,19 @@ async def release(
     actor: str,
     reason: StatusReason,
     printer: Printer | None = None,
+    currency: Currency | None = None,
 ) -> bool:
     """HELD → PENDING (dispatch picks it up); False if it was not held any more.
 
     ``printer`` sends a job ticket to another proxy printer's target instead.
+    A job that would take a restricted account below its credit limit is not
+    released: InsufficientBalance (a Conflict) says balance, cost and limit.
     """
     if not releasable(po):
         if po.status == PrintStatus.HELD:
             raise Conflict(f"print-out {po.id} is held because: {po.status_message}")
         return False
+    await credit_gate.at_release(session, po, currency or Currency(po.currency))
     if printer is not None and printer.id != po.printer_id:
         po.target, po.papercut = printer.target, printer.papercut
         events.record(
@@ -112,8 +117,11 @@ async def held_for_user_on(
 
 
 async def card_owner(session: AsyncSession, number: str) -> User | None:
+    """The card's owner, if active: a disabled or deleted user's card is unknown."""
     return await session.scalar(
-        select(User).join(Card, Card.user_id == User.id).where(Card.number == number)
+        select(User)
+        .join(Card, Card.user_id == User.id)
+        .where(Card.number == number, User.active.is_(True), User.deleted_at.is_(None))
     )
 
 
@@ -144,10 +152,25 @@ async def tap(session: AsyncSession, reader: Reader, card_number: str) -> list[R
         ).all()
     )
     released: list[Released] = []
+    refused: list[int] = []
     for po in await held_for_user_on(session, owner.name, list(printers)):
-        if await release(
-            session, po, actor=f"reader:{reader.reader_id}", reason=StatusReason.NFC_TAP
-        ):
+        try:
+            async with session.begin_nested():
+                done = await release(
+                    session, po, actor=f"reader:{reader.reader_id}", reason=StatusReason.NFC_TAP
+                )
+        except credit_gate.InsufficientBalance as exc:
+            refused.append(po.id)
+            events.record(
+                session,
+                subject_type="print_out",
+                subject_id=po.id,
+                actor=f"reader:{reader.reader_id}",
+                reason="release-refused",
+                message=str(exc),
+            )
+            continue
+        if done:
             released.append(Released(po, printers[po.printer_id]))
     events.record(
         session,
@@ -155,6 +178,10 @@ async def tap(session: AsyncSession, reader: Reader, card_number: str) -> list[R
         subject_id=reader.reader_id,
         actor=owner.name,
         reason="tap",
-        data={"card": card_number, "released": [r.print_out.id for r in released]},
+        data={
+            "card": card_number,
+            "released": [r.print_out.id for r in released],
+            **({"refused": refused} if refused else {}),
+        },
     )
     return released

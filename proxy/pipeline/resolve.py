@@ -45,7 +45,7 @@ async def _group_accounts(
     rows = await session.execute(
         select(Group.name, Group.id, Account.id)
         .join(Account, Account.group_id == Group.id)
-        .where(Group.name.in_(names))
+        .where(Group.name.in_(names), Account.active.is_(True))
     )
     return {name: (group_id, account_id) for name, group_id, account_id in rows}
 

@@ -88,7 +88,9 @@ async def ticket_cancel(request: web.Request) -> web.Response:
 async def documents(request: web.Request) -> web.Response:
     principal = signed_in(request, *LOG_ROLES)
     params = queries.query_params(request.query, LOG_PARAMS)
-    flt = printout_filter(principal, {k: v for k, v in params.items() if k != "cursor"})
+    flt = await printout_filter(
+        request, principal, {k: v for k, v in params.items() if k != "cursor"}
+    )
     cursor = params.get("cursor")
     after = queries.print_out_position(cursor) if cursor else None
     async with request.app[READ_SESSIONS]() as session, session.begin():
@@ -108,7 +110,7 @@ async def documents_csv(request: web.Request) -> web.StreamResponse:
     """The filtered log as CSV: the API's export (``GET /printouts.csv``), keyset batches."""
     principal = signed_in(request, *LOG_ROLES)
     params = queries.query_params(request.query, LOG_PARAMS - {"cursor"})
-    flt = printout_filter(principal, params)
+    flt = await printout_filter(request, principal, params)
     response = web.StreamResponse(
         headers={**SECURITY_HEADERS, "Content-Disposition": 'attachment; filename="documents.csv"'}
     )
