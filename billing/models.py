@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -44,6 +45,23 @@ group_members = Table(
     Index("ix_group_members_user_id", "user_id"),
 )
 
+# Access lists of group and shared accounts (SPEC §3 "Rights to charge"): who
+# may charge an account whose ``access_restricted`` is set; users by name, or
+# every member of a group.
+account_access_users = Table(
+    "account_access_users",
+    Base.metadata,
+    Column("account_id", ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+)
+
+account_access_groups = Table(
+    "account_access_groups",
+    Base.metadata,
+    Column("account_id", ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_id", ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+)
+
 reader_printers = Table(
     "reader_printers",
     Base.metadata,
@@ -62,6 +80,8 @@ class User(Base):
     # OfficeRnD member id when the user is synced from there.
     external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The ``delegate`` right: may charge others than herself (also from a group).
+    can_delegate: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[dt.datetime] = _created()
 
     groups: Mapped[list[Group]] = relationship(
@@ -75,6 +95,8 @@ class Group(Base):
     id: Mapped[int] = _id()
     name: Mapped[str] = mapped_column(String(255), unique=True)
     external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # Every member has the ``delegate`` right.
+    can_delegate: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[dt.datetime] = _created()
 
     members: Mapped[list[User]] = relationship(
@@ -103,6 +125,9 @@ class Account(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), unique=True)
     group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id"), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Group and shared accounts: False = open (anyone with the delegate right may
+    # charge it); True = only those on its access list (account_access_*).
+    access_restricted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[dt.datetime] = _created()
 
     @property

@@ -56,11 +56,14 @@ async def cmd_db_upgrade(config: Config, args: argparse.Namespace) -> int:
 async def cmd_user_add(config: Config, args: argparse.Namespace) -> int:
     from billing import accounts
 
+    from .cli_rights import apply_user_rights
+
     async with session_scope(config) as session:
         user = await accounts.create_user(
             session, args.name, email=args.email, full_name=args.full_name, groups=args.group
         )
         print(f"user {user.name} created")
+        await apply_user_rights(session, user.name, args)
     return 0
 
 
@@ -330,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     printer_add.add_argument("--intake-tcp", help="HOST:PORT for a CUPS server on another host")
     printer_add.set_defaults(handler=cmd_printer_add)
     from .cli_officernd import register as register_officernd
+    from .cli_rights import register as register_rights
+
+    register_rights(user, user_add, group, account)
 
     register_officernd(sub, papercut)
     return parser

@@ -29,8 +29,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from billing.enums import PrinterMode, PrintStatus
-from billing.models import Printer, PrintIn, PrintOut
+from billing.enums import PrinterMode, PrintStatus, StatusReason
+from billing.models import Printer, PrintIn, PrintOut, User
 
 from ..exceptions import BadRequest, ProxyPrintError, Unauthorized
 from ..keys import INTAKE, IntakeResources
@@ -208,12 +208,21 @@ async def _precheck(request: web.Request) -> _Checked:
     async with request.app[INTAKE].sessions() as session:
         printer = await session.scalar(select(Printer).where(Printer.name == job.printer))
         known = None
+        active: bool | None = None
         if job.job_uuid is not None:
             known = await session.scalar(select(PrintIn.id).where(PrintIn.job_uuid == job.job_uuid))
         latest = None if known is None else await latest_print_out(session, known)
+        refuse = request.app[INTAKE].config.delegation.unknown_user == "refuse"
+        if refuse and known is None:
+            active = await session.scalar(select(User.active).where(User.name == job.user))
     if printer is None:
         message = f"proxyprint does not know printer {job.printer!r}"
         return _answer(404, {"error": {"code": "unknown-printer", "message": message}})
+    if refuse and known is None and not active:
+        # [delegation] unknown_user = "refuse": CUPS fails this job alone (a 4xx).
+        message = f"{job.user[:40]!a} is not a known, active proxyprint user"
+        code = StatusReason.USER_UNKNOWN.value
+        return _answer(422, {"error": {"code": code, "message": message}})
     if known is not None and (latest is None or not PrintStatus(latest.status).is_final):
         return _duplicate(request, known, latest)
     return job, printer, known
@@ -292,6 +301,7 @@ async def _record(
                 pages=pages,
                 currency=config.money,
                 options_problem=options_problem,
+                delegation=config.delegation,
             )
             answer = _summary(request, print_out)
             pending = print_out.status == int(PrintStatus.PENDING)
