@@ -335,7 +335,7 @@ async def seed(sessions: Sessions) -> World:
         await f.group(s, "staff")
         for name in ("alice", "bob", "carol"):
             groups = ["staff"] if name == "carol" else []
-            accounts[name] = (await f.user(s, name, groups=groups)).id
+            accounts[name] = (await f.user(s, name, groups=groups, delegate=True)).id
         accounts["sales"] = (await f.group(s, "sales")).id
         accounts["ProjectX"] = (await f.shared(s, "ProjectX")).id
         accounts["Events/Gala"] = (await f.shared(s, "Events/Gala")).id
