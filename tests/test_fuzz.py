@@ -942,6 +942,7 @@ POST_ENDPOINTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "/api/v1/printouts/{id}/reverse": (("editor", "admin"), ()),
     "/api/v1/jobs/{id}/release": (("alice", "admin"), ()),
     "/api/v1/jobs/{id}/cancel": (("alice", "admin"), ()),
+    "/api/v1/jobs/{id}/recheck": (("alice", "admin"), ()),
     "/api/v1/tickets/{id}/release": (("operator", "admin"), ("printer",)),
     "/api/v1/tickets/{id}/cancel": (("operator", "alice"), ()),
     "/api/v1/delegations": (

@@ -290,7 +290,7 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
     await c("POST", cancel, user, 404, path="/api/v1/jobs/abc/cancel")
     recheck, put = "/api/v1/jobs/{id}/recheck", "/api/v1/jobs/{id}/delegation"
     fixed = await c("POST", recheck, user, 200, path=f"/api/v1/jobs/{ids['held_recheck']}/recheck")
-    assert fixed["job"]["status_reason"] == "hold"  # held for release now, as its mode says
+    assert fixed["fixed"] and fixed["job"]["status_reason"] == "hold"  # waits for release
     await c("POST", recheck, admin, 409, path=f"/api/v1/jobs/{ids['held_recheck']}/recheck")
     put_path = f"/api/v1/jobs/{ids['held_put']}/delegation"
     await c("PUT", put, admin, 400, path=put_path, json={"delegators": "nobody"})

@@ -437,20 +437,23 @@ async def test_recheck_after_the_user_is_added_proceeds_per_mode(
     assert held["reason"] == "user-unknown", held
     po_id = held["print_out"]
     recheck = f"/api/v1/jobs/{po_id}/recheck"
-    # Still unknown: 409 with the reason as the code; the job stays held.
-    answer = await svc.api("POST", recheck, admin, 409)
-    assert answer["error"]["code"] == "user-unknown"
+    # Still unknown: not fixed; the job stays held.
+    answer = await svc.api("POST", recheck, admin, 200)
+    assert not answer["fixed"] and answer["job"]["status_reason"] == "user-unknown"
     await svc.api("POST", f"/api/v1/jobs/{po_id}/release", admin, 409)  # not releasable
     # Added without the right: the recheck finds what is missing now.
     async with svc.sessions() as s, s.begin():
         await f.user(s, "newbie", groups=["team"])
-    answer = await svc.api("POST", recheck, admin, 409)
-    assert answer["error"]["code"] == "delegation-forbidden"
-    assert "newbie lacks the delegate right" in answer["error"]["message"]
-    assert (await svc.print_out(po_id)).status_reason == "delegation-forbidden"
+    answer = await svc.api("POST", recheck, admin, 200)
+    assert not answer["fixed"] and answer["job"]["status_reason"] == "delegation-forbidden"
+    assert "newbie lacks the delegate right" in answer["job"]["status_message"]
+    assert (await svc.print_out(po_id)).status_reason == "delegation-forbidden"  # stored
+    assert len(await _events(svc, po_id, "delegation-forbidden")) == 1  # the re-check's
     async with svc.sessions() as s, s.begin():
         await rights.set_user_delegate(s, "newbie", True, actor="test")
     fixed = await svc.api("POST", recheck, admin, 200)
+    assert fixed["fixed"]
+    await svc.api("POST", recheck, admin, 409)  # not held for its delegation any more
     assert await svc.shares(po_id) == {"newbie": 1, "mate": 1}
     assert fixed["job"]["copies"] == 2
     assert len(await _events(svc, po_id, "rechecked")) >= 1

@@ -139,7 +139,11 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 
 async def recheck_job(request: web.Request) -> web.Response:
-    """Re-resolve a job held for its delegation; 409 (code = the reason) while it still fails."""
+    """Re-resolve a job held for its delegation; ``fixed`` says whether it now proceeds.
+
+    Not fixed: the job stays held with the reason and message found now (stored,
+    with an event). 409 when the job is not held for its delegation.
+    """
     principal = await require(request, *OWNERS)
     reject_unknown(await json_body(request, optional=True), set())
     config = request.app[CONFIG]
@@ -153,11 +157,11 @@ async def recheck_job(request: web.Request) -> web.Response:
             currency=config.money,
         )
         printer = await session.scalar(select(Printer.name).where(Printer.id == po.printer_id))
-    if not fixed:  # the new reason and message are stored (and an event) before answering
-        raise fixing.StillHeld(po.status_reason or "conflict", po.status_message or "")
     if po.status == int(PrintStatus.PENDING):
         request.app[WAKE].wake(DISPATCH)
-    return web.json_response({"rechecked": True, "job": held_json(po, printer or "")})
+    return web.json_response(
+        {"rechecked": True, "fixed": fixed, "job": held_json(po, printer or "")}
+    )
 
 
 _DELEGATION_KEYS = {kind.value for kind in DelegationKind}

@@ -264,7 +264,17 @@ SCHEMAS: dict[str, JSON] = {
     ),
     "JobReleased": obj({"released": {"const": True}, "job": ref("HeldJob")}),
     "JobCanceled": obj({"canceled": {"const": True}, "job": ref("HeldJob")}),
-    "JobRechecked": obj({"rechecked": {"const": True}, "job": ref("HeldJob")}),
+    "JobRechecked": obj(
+        {
+            "rechecked": {"const": True},
+            "fixed": {
+                "type": "boolean",
+                "description": "True: the job proceeds as its mode says. False: still held,"
+                " the job's status_reason and status_message say what is missing now.",
+            },
+            "job": ref("HeldJob"),
+        }
+    ),
     "DelegationReplaced": obj(
         {
             "replaced": {"const": True},
@@ -764,24 +774,20 @@ def _job_paths(prefix: str) -> dict[str, JSON]:
                 {
                     200: ok(
                         "JobRechecked",
-                        "Fixed: direct jobs go to the printer, hold jobs"
-                        " wait for release, tickets for an operator.",
+                        "Re-checked. `fixed`: direct jobs go to the printer, hold jobs wait"
+                        " for release, tickets for an operator. Not fixed: the job stays held"
+                        " with the reason (`delegation-invalid`, `user-unknown`,"
+                        " `delegation-forbidden`) and a message naming what is missing now.",
                     ),
                     **_errors_post(),
                     404: error(404),
-                    409: error(
-                        409,
-                        "Not held for its delegation, or still not possible: the error code is"
-                        " the job's new reason (`delegation-invalid`, `user-unknown`,"
-                        " `delegation-forbidden`), the message names what is missing; the job"
-                        " stays held with them (an event records the re-check).",
-                    ),
+                    409: error(409, "The job is not held for its delegation."),
                 },
                 description=f"{OWN} For a job held `delegation-invalid`, `user-unknown` or"
                 " `delegation-forbidden`, after the missing user, group or account was added"
                 " or the right granted. The job's own delegation (its options, or the"
                 " registered delegation it consumed) is resolved again with the rights of"
-                " today. An event records it.",
+                " today. An event records each re-check, fixed or not.",
                 parameters=[path_id("job")],
                 request_body=body("EmptyBody", required=False),
                 tag="jobs",

@@ -40,14 +40,6 @@ from .release import FIXABLE_DELEGATION
 from .resolve import Share, resolve
 
 
-class StillHeld(Conflict):
-    """The re-check found the delegation still not possible; ``code`` is the reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.code = reason
-
-
 def _check_held(po: PrintOut, *, fixable_only: bool) -> None:
     if po.status != PrintStatus.HELD or po.target_job_id is not None:
         raise Conflict(f"job {po.id} is {PrintStatus(po.status).label}, not held")
