@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES := cups-daemon cups-client cups-ipp-utils libcups2-dev qpdf ghostscript avahi-daemon dbus
+DEB_PACKAGES := cups-daemon cups-client cups-ipp-utils cups-filters libcups2-dev qpdf ghostscript avahi-daemon dbus openssl chromium chromium-driver
 PYTEST_ARGS ?=
 
 .PHONY: install deb venv test lint bench demo run clean

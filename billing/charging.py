@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import events, ledger, prorata
-from .cost import CostBreakdown, CostRules, JobSpec, compute
+from .cost import CostBreakdown, CostRules, JobSpec, MediaPrice, compute
 from .db import utcnow
 from .enums import LedgerKind, PrinterMode, PrintStatus
-from .exceptions import Conflict
+from .exceptions import Conflict, InvalidInput
 from .models import AccountTransaction, Printer, PrintIn, PrintOut
 from .money import Currency
 
@@ -32,21 +32,66 @@ def rules_of(printer: Printer) -> CostRules:
     )
 
 
-def job_spec(print_in: PrintIn, print_out: PrintOut) -> JobSpec:
+def color_priced(printer: Printer) -> bool:
+    """Does a colour page cost other than a mono one on this printer (any media)?
+
+    Only then is colour measured per page at the intake (so only then can a
+    PDF, PostScript or JPEG page be charged as colour). A colour price of 0
+    beside a mono price above 0 is a colour price never set (``printer add``
+    defaults it to 0), not free colour: such a price does not count.
+    """
+    try:
+        rules = rules_of(printer)
+    except InvalidInput:  # the cost rules will say so when the job is charged
+        return True
+    prices = [MediaPrice(rules.mono, rules.color), *rules.media.values()]
+    return any(p.mono != p.color and not (p.color == 0 < p.mono) for p in prices)
+
+
+def job_spec(print_in: PrintIn, print_out: PrintOut, impressions: int | None = None) -> JobSpec:
+    """What a print-out printed, for the cost rules.
+
+    Copies: the print-out's copies times the copies the document sets itself
+    (``print_in.document_copies``: PostScript ``NumCopies``/``#copies``, PJL
+    ``COPIES``: the printer prints each copy the document asks for, so each is
+    charged). Colour pages: as measured at the intake (None: not measured,
+    every page of a colour job is colour), at most the pages printed.
+    ``impressions``: the printer's own count of all copies' impressions,
+    charged instead of ours when it is trusted (``[charging] trust``); the
+    colour ones among them are our colour pages times the copies, at most all.
+    """
+    copies = print_out.copies * max(1, print_in.document_copies or 1)
+    color_pages = print_in.color_pages
+    if impressions is not None:
+        return JobSpec(
+            pages=impressions,
+            copies=1,
+            color=print_in.color,
+            duplex=print_in.duplex,
+            media=print_in.media,
+            color_pages=None if color_pages is None else min(impressions, color_pages * copies),
+        )
+    if color_pages is not None:
+        color_pages = min(color_pages, print_out.pages)
     return JobSpec(
         pages=print_out.pages,
-        copies=print_out.copies,
+        copies=copies,
         color=print_in.color,
         duplex=print_in.duplex,
         media=print_in.media,
+        color_pages=color_pages,
     )
 
 
 def printer_cost(
-    printer: Printer, print_in: PrintIn, print_out: PrintOut, currency: Currency
+    printer: Printer,
+    print_in: PrintIn,
+    print_out: PrintOut,
+    currency: Currency,
+    impressions: int | None = None,
 ) -> CostBreakdown:
     """The cost of a print-out under its proxy printer's cost rules."""
-    return compute(rules_of(printer), job_spec(print_in, print_out), currency)
+    return compute(rules_of(printer), job_spec(print_in, print_out, impressions), currency)
 
 
 CostDetail = list[dict[str, object]]
@@ -58,12 +103,14 @@ async def cost_for(
     currency: Currency,
     *,
     logged: Decimal | None = None,
+    impressions: int | None = None,
 ) -> tuple[Decimal, CostDetail]:
     """The one cost of a completed print-out, with the detail stored beside it.
 
     A job ticket costs its ticket cost (fixed when it arrived); otherwise the
     cost the target logged (``logged``: PaperCut's ``usage_cost``), else the
-    proxy printer's cost rules.
+    proxy printer's cost rules over our count, or over the printer's
+    ``impressions`` when the caller trusts them.
     """
     if print_out.mode == PrinterMode.TICKET.value and print_out.ticket_cost is not None:
         return print_out.ticket_cost, _one_line("job ticket cost", print_out.ticket_cost, currency)
@@ -73,7 +120,7 @@ async def cost_for(
     print_in = await session.get(PrintIn, print_out.print_in_id)
     if printer is None or print_in is None:
         raise Conflict(f"print-out {print_out.id} has lost its printer or print-in")
-    breakdown = printer_cost(printer, print_in, print_out, currency)
+    breakdown = printer_cost(printer, print_in, print_out, currency, impressions)
     return breakdown.total, breakdown_json(breakdown, currency)
 
 

@@ -64,6 +64,7 @@ class StatusReason(StrEnum):
     TITLE_INVALID = "title-invalid"
     FORMAT_UNSUPPORTED = "format-unsupported"  # no conversion to what the printer takes
     CONVERSION_FAILED = "conversion-failed"  # the converter failed or ran out of time
+    AWAITING_TAP = "awaiting-tap"  # a direct printer with --require-tap: its owner taps
     # released
     WEB_RELEASE = "web-release"
     NFC_TAP = "nfc-tap"
@@ -74,6 +75,7 @@ class StatusReason(StrEnum):
     # ended
     PRINTED = "printed"  # PaperCut logged it printed
     EXPIRED = "expired"  # a hold never released (here or in PaperCut)
+    NOT_AUTHENTICATED = "not-authenticated"  # nobody tapped within the tap window
     CANCELED_WHILE_HELD = "canceled-while-held"
     TICKET_CANCELED = "ticket-canceled"
     CANCELED_IN_CUPS = "canceled-in-cups"
@@ -81,6 +83,8 @@ class StatusReason(StrEnum):
     TARGET_REJECTED = "target-rejected"
     LOST_AT_TARGET = "lost-at-target"  # the printer no longer knows the job
     CANCELED_BY_USER = "canceled-by-user"
+    # moved to another proxy printer (POST /jobs/{id}/redirect)
+    REDIRECTED = "redirected"
     # events of a CUPS restart of an ended job
     REPRINT = "reprint"
     REPRINTED = "reprinted"

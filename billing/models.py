@@ -83,6 +83,10 @@ class User(Base):
     # The ``delegate`` right: may charge others than herself (also from a group).
     can_delegate: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[dt.datetime] = _created()
+    # The web app (proxy/web/): a local password (scrypt, see proxy/web/passwords.py;
+    # None = no local sign-in) and the API role the user's web sessions carry.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    web_role: Mapped[str] = mapped_column(String(32), default="user", server_default="user")
 
     groups: Mapped[list[Group]] = relationship(
         secondary=group_members, back_populates="members", lazy="raise"
@@ -157,6 +161,10 @@ class Printer(Base):
     ticket_extras: Mapped[list[Any]] = mapped_column(JSON, default=list)
     papercut: Mapped[bool] = mapped_column(Boolean, default=False)
     hold_expiry_mins: Mapped[int] = mapped_column(Integer, default=60)
+    # Authenticated direct print: a job waits for its owner's tap at one of the
+    # printer's readers for tap_window_secs, then is canceled ``not-authenticated``.
+    require_tap: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    tap_window_secs: Mapped[int] = mapped_column(Integer, default=60, server_default="60")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = _created()
 
@@ -172,6 +180,9 @@ class PrintIn(Base):
 
     id: Mapped[int] = _id()
     job_uuid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # A job without a job-uuid (a non-CUPS sender): sha256 of (sender, printer, job id,
+    # time-at-creation), so the same request twice is recorded once (intake.origin_key).
+    origin_key: Mapped[str | None] = mapped_column(String(64), unique=True)
     cups_job_id: Mapped[int | None] = mapped_column(Integer)
     printer_id: Mapped[int] = mapped_column(ForeignKey("printers.id"))
     delegate: Mapped[str] = mapped_column(String(255))
@@ -186,6 +197,13 @@ class PrintIn(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     pages: Mapped[int] = mapped_column(Integer)
     pages_estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # How ``pages`` was counted (proxy.pages.METHODS); None: recorded before it was kept.
+    count_method: Mapped[str | None] = mapped_column(String(32))
+    # Pages that carry colour, when measured (Ghostscript); None: not measured.
+    color_pages: Mapped[int | None] = mapped_column(Integer)
+    # Copies the document itself sets (PostScript NumCopies / #copies): charged
+    # on top of the print-out's copies (charging.job_spec).
+    document_copies: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     color: Mapped[bool] = mapped_column(Boolean, default=False)
     duplex: Mapped[bool] = mapped_column(Boolean, default=False)
     media: Mapped[str | None] = mapped_column(String(127))
@@ -224,6 +242,8 @@ class PrintOut(Base):
     title: Mapped[str] = mapped_column(String(1023))
     pages: Mapped[int] = mapped_column(Integer)
     copies: Mapped[int] = mapped_column(Integer)
+    # job-impressions-completed as the printer reported it (None: not reported)
+    printer_impressions: Mapped[int | None] = mapped_column(Integer)
     cost: Mapped[Decimal | None] = mapped_column(Money)
     cost_detail: Mapped[list[Any] | None] = mapped_column(JSON)
     currency: Mapped[str] = mapped_column(String(3))
@@ -428,3 +448,23 @@ class ScheduledRun(Base):
     started_at: Mapped[dt.datetime] = _created()
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class WebSession(Base):
+    """A signed-in web session: the cookie holds the secret, this row its SHA-256.
+
+    Server-side so that it can be revoked (sign-out, a disabled user) and is
+    shared by every instance on the database.
+    """
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = _id()
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(128))
+    address: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = _created()
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

@@ -23,8 +23,17 @@ The device URI comes from ``DEVICE_URI`` (``argv[0]`` is the script path):
 
 * ``proxyprint:/run/proxyprint/intake.sock`` (also ``proxyprint:///path``):
   a Unix socket; the service may identify the caller with ``SO_PEERCRED``.
-* ``proxyprint://HOST:PORT`` (or ``[v6addr]:PORT``): TCP with a shared secret
-  sent as ``X-Proxyprint-Secret``.  The secret comes from the environment
+* ``proxyprint://HOST:PORT`` (or ``[v6addr]:PORT``): TCP, every request
+  signed with a shared secret (HMAC-SHA256 over the method, path, metadata,
+  a time and a nonce: ``X-Proxyprint-Time``/``-Nonce``/``-Signature``, the
+  protocol in ``proxy.pipeline.intake_auth`` and the README), never sent
+  itself; ``proxyprints://HOST:PORT``: the same over TLS, the intake's
+  certificate verified against ``PROXYPRINT_INTAKE_CA`` (default
+  ``/etc/proxyprint/intake-ca.pem``) and its host name; a client certificate
+  (PEM with its key) from ``PROXYPRINT_INTAKE_CLIENT_CERT`` when the intake
+  wants one.  A certificate that does not verify is a RETRY: nothing is sent.
+  Only these paths import ``hashlib``, ``hmac``, ``time`` (and ``socket``,
+  ``ssl`` for TLS).  The secret (at least 32 bytes) comes from the environment
   variable ``PROXYPRINT_INTAKE_SECRET`` (cups-files.conf ``SetEnv``, or
   tests; note that cupsd at LogLevel debug logs the backend's environment),
   else from the root-only file ``/etc/proxyprint/intake.secret`` (another
@@ -112,6 +121,11 @@ BLOCK_SIZE = 1024 * 1024
 SECRET_ENV = "PROXYPRINT_INTAKE_SECRET"
 SECRET_FILE_ENV = "PROXYPRINT_INTAKE_SECRET_FILE"
 DEFAULT_SECRET_FILE = "/etc/proxyprint/intake.secret"
+CA_ENV = "PROXYPRINT_INTAKE_CA"
+DEFAULT_CA_FILE = "/etc/proxyprint/intake-ca.pem"
+CLIENT_CERT_ENV = "PROXYPRINT_INTAKE_CLIENT_CERT"  # PEM: certificate and key (optional)
+MIN_SECRET_BYTES = 32
+SIGNING = "proxyprint-v1"  # proxy.pipeline.intake_auth: the same message, byte for byte
 CONNECT_TIMEOUT = 15.0
 CONTINUE_TIMEOUT = 5.0
 # Inactivity limit while sending: the service reads as fast as it spools.
@@ -161,12 +175,17 @@ class ConfigProblem(Exception):
 class Target:
     """Where the intake listens: a Unix socket path, or a TCP host and port."""
 
-    __slots__ = ("host", "port", "unix_path")
+    __slots__ = ("cafile", "client_cert", "host", "port", "tls", "unix_path")
 
-    def __init__(self, unix_path: str | None, host: str = "localhost", port: int = 0) -> None:
+    def __init__(
+        self, unix_path: str | None, host: str = "localhost", port: int = 0, tls: bool = False
+    ) -> None:
         self.unix_path = unix_path
         self.host = host
         self.port = port
+        self.tls = tls
+        self.cafile = DEFAULT_CA_FILE  # TLS: the CA that signed the intake's certificate
+        self.client_cert = ""  # TLS: our certificate and key, when the intake wants one
 
     def __str__(self) -> str:
         return self.unix_path if self.unix_path is not None else f"{self.host}:{self.port}"
@@ -470,22 +489,25 @@ def _json_hex4(text: str, i: int) -> int:
 
 
 def parse_device_uri(uri: str) -> Target:
-    """``proxyprint:/path.sock``, ``proxyprint:///path.sock``, ``proxyprint://HOST:PORT``."""
+    """``proxyprint:/path.sock``, ``proxyprint:///path.sock``, ``proxyprint://HOST:PORT``,
+    ``proxyprints://HOST:PORT`` (TLS)."""
     scheme, sep, rest = uri.partition(":")
-    if not sep or scheme != "proxyprint":
+    if not sep or scheme not in ("proxyprint", "proxyprints"):
         raise ConfigProblem(f"device URI {uri!r} is not a proxyprint: URI")
     rest = rest.partition("?")[0].partition("#")[0]
     if rest.startswith("//"):
         authority, _, path = rest[2:].partition("/")
         if authority:
-            return _tcp_target(authority, uri)
+            return _tcp_target(authority, uri, tls=scheme == "proxyprints")
         rest = "/" + path
+    if scheme == "proxyprints":
+        raise ConfigProblem(f"device URI {uri!r}: proxyprints:// needs HOST:PORT")
     if not rest.startswith("/") or rest == "/":
         raise ConfigProblem(f"device URI {uri!r} needs an absolute socket path")
     return Target(unix_path=rest)
 
 
-def _tcp_target(authority: str, uri: str) -> Target:
+def _tcp_target(authority: str, uri: str, *, tls: bool) -> Target:
     host_port = authority.rpartition("@")[2]
     if host_port.startswith("["):
         host, _, port_text = host_port[1:].partition("]")
@@ -494,7 +516,7 @@ def _tcp_target(authority: str, uri: str) -> Target:
         host, _, port_text = host_port.rpartition(":")
     if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ConfigProblem(f"device URI {uri!r} needs HOST:PORT")
-    return Target(unix_path=None, host=host, port=int(port_text))
+    return Target(unix_path=None, host=host, port=int(port_text), tls=tls)
 
 
 def read_secret(env: "Env") -> str:
@@ -514,10 +536,37 @@ def read_secret(env: "Env") -> str:
 
 
 def checked_secret(secret: str) -> str:
-    """A secret must fit in an HTTP header: printable ASCII, no spaces."""
+    """The HMAC key: printable ASCII without spaces, at least 32 bytes."""
     if not (secret.isascii() and secret.isprintable()) or " " in secret:
         raise ConfigProblem("the intake secret must be printable ASCII without spaces")
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigProblem(
+            f"the intake secret is {len(secret)} bytes; it needs at least {MIN_SECRET_BYTES}"
+        )
     return secret
+
+
+def signature_lines(secret: str, method: str, path_qs: str, meta: str) -> list[str]:
+    """The headers that authenticate one request (README: the intake protocol).
+
+    Imported here, not at the top: only TCP intakes sign, and the Unix
+    socket path keeps its start-up cost.
+    """
+    import hashlib
+    import hmac
+    import time
+
+    timestamp = str(int(time.time()))
+    nonce = binascii.hexlify(posix.urandom(16)).decode("ascii")
+    signed = "\n".join((SIGNING, method, path_qs, timestamp, nonce, meta))
+    digest = hmac.new(
+        secret.encode(), signed.encode("utf-8", "surrogateescape"), hashlib.sha256
+    ).hexdigest()
+    return [
+        f"X-Proxyprint-Time: {timestamp}",
+        f"X-Proxyprint-Nonce: {nonce}",
+        f"X-Proxyprint-Signature: v1={digest}",
+    ]
 
 
 # --- HTTP exchange ------------------------------------------------------------
@@ -528,6 +577,8 @@ def connect(target: Target) -> _socket.socket:
     try:
         if target.unix_path is None:
             sock = _connect_tcp(target.host, target.port)
+            if target.tls:
+                sock = _tls(sock, target)
         else:
             sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             sock.settimeout(CONNECT_TIMEOUT)
@@ -540,6 +591,31 @@ def connect(target: Target) -> _socket.socket:
         raise IntakeUnreachable(f"Cannot connect to the intake at {target}: {exc}") from exc
     sock.settimeout(SEND_TIMEOUT)
     return sock
+
+
+def _tls(sock: _socket.socket, target: Target) -> _socket.socket:
+    """TLS to the intake, its certificate verified against our CA file and its name.
+
+    A certificate that does not verify is an OSError like a refused
+    connection: the job is kept and retried (RETRY), nothing is sent.
+    """
+    import socket
+    import ssl
+
+    cafile = target.cafile
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+        if target.client_cert:
+            context.load_cert_chain(target.client_cert)
+    except (OSError, ssl.SSLError) as exc:
+        sock.close()
+        raise ConfigProblem(f"cannot load the TLS files ({cafile}): {exc}") from exc
+    plain = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    try:
+        return context.wrap_socket(plain, server_hostname=target.host)
+    except BaseException:
+        plain.close()
+        raise
 
 
 def _connect_tcp(host: str, port: int) -> _socket.socket:
@@ -572,7 +648,7 @@ def request_head(target: Target, meta: str, secret: str | None) -> bytes:
         f"X-Proxyprint-Meta: {meta}",
     ]
     if secret is not None:
-        lines.append(f"X-Proxyprint-Secret: {secret}")
+        lines += signature_lines(secret, "POST", INTAKE_PATH, meta)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
 
@@ -653,6 +729,11 @@ class Exchange:
             self._receive()
         except BlockingIOError:
             return False
+        except OSError as exc:
+            ssl = sys.modules.get("ssl")  # loaded when the connection is TLS
+            if ssl is not None and isinstance(exc, ssl.SSLWantReadError):
+                return False
+            raise
         finally:
             self.sock.settimeout(timeout)
         return True
@@ -874,7 +955,7 @@ def small_request(
         "Connection: close",
     ]
     if secret is not None:
-        lines.append(f"X-Proxyprint-Secret: {secret}")
+        lines += signature_lines(secret, method, path, "")
     sock = connect(target)
     conv = Exchange(sock)
     try:
@@ -1000,6 +1081,8 @@ def run(argv: list[str], env: "Env") -> int:
         return BackendStatus.FAILED
     try:
         target = parse_device_uri(env.get("DEVICE_URI", ""))
+        target.cafile = env.get(CA_ENV) or DEFAULT_CA_FILE
+        target.client_cert = env.get(CLIENT_CERT_ENV, "")
         secret = checked_secret(read_secret(env)) if target.unix_path is None else None
         meta = job_meta(job, env)
         answer = deliver(job, target, secret, encode_meta(meta))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from billing.models import PrintIn
 
 from .api import setup_api
 from .config import Config
+from .exceptions import ConfigError
 from .keys import (
     CONFIG,
     ENGINE,
@@ -25,6 +27,7 @@ from .keys import (
     READER_LISTENER,
     SESSIONS,
     SPOOL,
+    TAP_AUTH,
     TARGETS,
     WAKE,
     IntakeResources,
@@ -33,11 +36,13 @@ from .listen import GuardedRunner
 from .metrics import instrument_intake, setup_metrics
 from .nfc_listener import ReaderListener, parse_hostport
 from .pipeline.intake import MAX_META, create_intake_app
+from .pipeline.intake_auth import IntakeAuth
 from .pipeline.leader import Instance
 from .pipeline.pool import TargetPool
 from .pipeline.wake import Waker
 from .pipeline.workers import setup_workers
 from .spool import Spool
+from .web.setup import setup_web
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,22 @@ def _parse_hostport(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def server_tls(cert: str, key: str, client_ca: str = "") -> ssl.SSLContext | None:
+    """A listener's TLS from PEM files (None without a certificate: plain TCP)."""
+    if not cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+        if client_ca:
+            context.load_verify_locations(client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"TLS: cannot load {cert} / {key}: {exc}") from exc
+    return context
+
+
 async def _intake(app: web.Application) -> AsyncIterator[None]:
     """Serve the intake on its Unix socket (and TCP with a secret, if configured)."""
     config = app[CONFIG].intake
@@ -107,7 +128,14 @@ async def _intake(app: web.Application) -> AsyncIterator[None]:
         sites.append(web.UnixSite(runner, str(path)))
     if config.tcp:
         host, port = _parse_hostport(config.tcp)
-        sites.append(web.TCPSite(runner, host, port))
+        sites.append(
+            web.TCPSite(
+                runner,
+                host,
+                port,
+                ssl_context=server_tls(config.tls_cert, config.tls_key, config.tls_client_ca),
+            )
+        )
     for site in sites:
         await site.start()
     if config.socket:
@@ -125,7 +153,17 @@ async def serve_readers(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     host, port = parse_hostport(listen)
-    listener = ReaderListener(app[SESSIONS], app[WAKE], host, port)
+    nfc = app[CONFIG].nfc
+    limits = app[CONFIG].limits
+    listener = ReaderListener(
+        app[SESSIONS],
+        app[WAKE],
+        host,
+        port,
+        auth_timeout=limits.head_timeout_secs,  # the same guard as the HTTP listeners
+        max_connections=limits.max_connections,
+        tls=server_tls(nfc.tls_cert, nfc.tls_key),
+    )
     await listener.start()
     app[READER_LISTENER] = listener
     try:
@@ -141,6 +179,7 @@ def create_app(config: Config, *, workers: bool = True, intake: bool = True) -> 
     app[SPOOL] = Spool(Path(config.spool.dir))
     app[WAKE] = Waker()
     app[INSTANCE] = Instance()
+    app[TAP_AUTH] = IntakeAuth("", config.intake.max_skew_secs)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_spool)
     app.cleanup_ctx.append(_targets)
@@ -150,6 +189,7 @@ def create_app(config: Config, *, workers: bool = True, intake: bool = True) -> 
         app.cleanup_ctx.append(serve_readers)
     setup_metrics(app, workers=workers)
     setup_api(app)
+    setup_web(app)
     if workers:
         setup_workers(app)
     return app

@@ -105,7 +105,7 @@ async def cmd_cups_install_backend(config: Config, args: argparse.Namespace) -> 
 async def cmd_printer_add(config: Config, args: argparse.Namespace) -> int:
     from . import cupsadmin, printers
 
-    uri = printers.device_uri(config.intake.socket, args.intake_tcp or "")
+    uri = printers.device_uri(config.intake.socket, args.intake_tcp or "", tls=args.intake_tls)
     async with session_scope(config) as session:
         printer = await printers.add_printer(
             session,
@@ -117,6 +117,8 @@ async def cmd_printer_add(config: Config, args: argparse.Namespace) -> int:
             duplex_discount=args.duplex_discount,
             papercut=args.papercut,
             hold_expiry_mins=args.hold_expiry_mins,
+            require_tap=args.require_tap,
+            tap_window_secs=args.tap_window_secs,
         )
         # The queue last: if CUPS refuses, the record is rolled back with it.
         await asyncio.to_thread(
@@ -189,6 +191,18 @@ async def cmd_reader_add(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _papercut_queues(config: Config) -> set[str]:
+    """The CUPS queues proxyprint's PaperCut-managed printers send to (``cups://QUEUE``):
+    PaperCut names its printers after them, and they must charge the clearing account."""
+    from sqlalchemy import select
+
+    from billing.models import Printer
+
+    async with session_scope(config) as session:
+        targets = await session.scalars(select(Printer.target).where(Printer.papercut.is_(True)))
+        return {t.removeprefix("cups://").strip("/") for t in targets if t.startswith("cups://")}
+
+
 async def cmd_papercut(config: Config, args: argparse.Namespace) -> int:
     """``papercut check|fix``: exit 0 when nothing is left to do, 1 otherwise."""
     from billing.money import parse_amount
@@ -200,9 +214,13 @@ async def cmd_papercut(config: Config, args: argparse.Namespace) -> int:
     default_cost = (
         parse_amount(args.default_cost, field="--default-cost") if args.default_cost else None
     )
+    clearing = config.papercut.clearing_account or None
+    managed = set(args.queue) if args.queue else await _papercut_queues(config)
     async with PaperCutClient(config.papercut.url, config.papercut.token) as client:
         if args.action == "check":
-            problems = await checks.check(client, default_cost=default_cost)
+            problems = await checks.check(
+                client, default_cost=default_cost, clearing_account=clearing, managed=managed
+            )
             for problem in problems:
                 fix_note = "fixable by 'papercut fix'" if problem.fixable else "needs a person"
                 print(f"PROBLEM {problem} ({fix_note})")
@@ -211,7 +229,9 @@ async def cmd_papercut(config: Config, args: argparse.Namespace) -> int:
                         print(f"    - {step}")
             print(f"{len(problems)} problem(s)")
             return 1 if problems else 0
-        report = await checks.fix(client, default_cost=default_cost)
+        report = await checks.fix(
+            client, default_cost=default_cost, clearing_account=clearing, managed=managed
+        )
     for problem in report.fixed:
         print(f"FIXED {problem}")
     for problem, error in report.failed:
@@ -257,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     user_add.add_argument("--full-name")
     user_add.add_argument("--group", action="append", default=[], help="repeatable")
     user_add.set_defaults(handler=cmd_user_add)
+    from .web.cli import register as register_web
+
+    register_web(user)
 
     group = sub.add_parser("group", help="groups").add_subparsers(dest="action", required=True)
     group_add = group.add_parser("add", help="a group and its group account")
@@ -304,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     for action, text in (("check", "report misconfigured printers"), ("fix", "fix what can be")):
         cmd = papercut.add_parser(action, help=text)
         cmd.add_argument("--default-cost", help="page cost to set on printers without one")
+        cmd.add_argument(
+            "--queue",
+            action="append",
+            default=[],
+            help="a PaperCut printer proxyprint sends to (default: every --papercut"
+            " printer's cups:// target in the database); it must charge the clearing account",
+        )
         cmd.set_defaults(handler=cmd_papercut)
 
     serve = sub.add_parser("serve", help="run the service (API, intake, workers)")
@@ -330,14 +360,29 @@ def build_parser() -> argparse.ArgumentParser:
     printer_add.add_argument("--duplex-discount", default="0")
     printer_add.add_argument("--papercut", action="store_true")
     printer_add.add_argument("--hold-expiry-mins", type=int, default=60)
+    printer_add.add_argument(
+        "--require-tap",
+        action="store_true",
+        help="direct mode: print a job only when its owner taps a card at a reader",
+    )
+    printer_add.add_argument(
+        "--tap-window-secs", type=int, default=60, help="how long a job waits for the tap"
+    )
     printer_add.add_argument("--intake-tcp", help="HOST:PORT for a CUPS server on another host")
+    printer_add.add_argument(
+        "--intake-tls",
+        action="store_true",
+        help="with --intake-tcp: TLS (device URI proxyprints://; the intake has tls_cert)",
+    )
     printer_add.set_defaults(handler=cmd_printer_add)
+    from .cli_jobs import register as register_jobs
     from .cli_officernd import register as register_officernd
     from .cli_rights import register as register_rights
 
     register_rights(user, user_add, group, account)
 
     register_officernd(sub, papercut)
+    register_jobs(sub)
     return parser
 
 

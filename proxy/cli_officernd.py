@@ -196,6 +196,7 @@ async def cmd_fees(config: Config, args: argparse.Namespace) -> int:
             day=_day(config, args),
             currency=config.money,
             plan_name=config.officernd.fees_plan,
+            office=config.officernd.office,
             manage=config.officernd.manage_fees,
             concurrency=args.concurrency,
             wait=args.wait,

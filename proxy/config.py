@@ -37,6 +37,9 @@ class DatabaseConfig:
 class SpoolConfig:
     dir: str = "/var/spool/proxyprint"
     max_job_bytes: int = 4 * 1024**3
+    # A job its printer rejected keeps its document this long, so that it can be
+    # redirected to another printer (POST /jobs/{id}/redirect); 0: removed at once.
+    keep_rejected_hours: float = 24.0
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,14 @@ class HttpConfig:
 class IntakeConfig:
     socket: str = "/run/proxyprint/intake.sock"
     tcp: str = ""
+    # The TCP intake's HMAC key (at least 32 bytes); see proxy.pipeline.intake_auth.
     secret: str = ""
+    # A signed request whose time is further than this from ours is refused.
+    max_skew_secs: float = 300.0
+    # TLS on the TCP intake (PEM files); with tls_client_ca, clients need a certificate.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
     # Direct jobs: the backend stays with the CUPS job until its print-out ends.
     follow: bool = True
 
@@ -117,6 +127,9 @@ class PaperCutConfig:
     token: str = ""
     db_url: str = ""
     account: str = ""
+    # The shared account proxyprint's PaperCut-managed queues charge (SPEC §8: no
+    # double charge); created by `papercut fix`, verified by `papercut check`.
+    clearing_account: str = "proxyprint-clearing"
     missing_after_mins: int = 60
     timeout_secs: float = 10.0
 
@@ -140,6 +153,8 @@ class OfficeRnDConfig:
     fees_at: str = "07:30"
     timezone: str = "UTC"
     fees_plan: str = "PaperCut Fees"
+    # The fees' OfficeRnD office (location) id; "" = each member's own office.
+    office: str = ""
     # Balance allowance added to each synced user's PaperCut balance.
     allowance_amount: str = "0"
     allowance_period: str = "monthly"  # daily | weekly | monthly
@@ -148,6 +163,9 @@ class OfficeRnDConfig:
 @dataclass(frozen=True)
 class NfcConfig:
     tcp_listen: str = ""
+    # TLS on the reader listener (PEM files): the connection, tokens and taps encrypted.
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -172,6 +190,25 @@ class LogConfig:
     level: str = "INFO"  # DEBUG | INFO | WARNING | ERROR | CRITICAL
 
 
+@dataclass(frozen=True)
+class WebConfig:
+    """The web app at ``/`` (proxy/web/): sign-in, sessions, throttling."""
+
+    # "local" = passwords set by `proxyprint user passwd` (scrypt).
+    auth: tuple[str, ...] = ("local",)
+    session_hours: float = 12.0  # a session ends this long after sign-in
+    idle_mins: float = 120.0  # ... or after this long without a request
+    # The session cookie's Secure flag: "auto" = when the request came over TLS
+    # (or a proxy in front said so with X-Forwarded-Proto: https), "always", "never".
+    cookie_secure: str = "auto"
+    # Failed sign-ins allowed per user name and per client address in the window.
+    login_attempts: int = 5
+    login_window_secs: float = 300.0
+    poll_secs: float = 3.0  # how often the pages' script asks for job status
+
+
+WEB_AUTH = ("local",)
+COOKIE_SECURE = ("auto", "always", "never")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -194,6 +231,7 @@ class Config:
     instance: InstanceConfig = field(default_factory=InstanceConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
     @property
     def money(self) -> Currency:
@@ -203,6 +241,23 @@ class Config:
         """A copy with some keys of one section changed (tests, demo)."""
         current = getattr(self, section)
         return dataclasses.replace(self, **{section: dataclasses.replace(current, **values)})
+
+
+MIN_SECRET_BYTES = 32  # an HMAC-SHA256 key: as long as the digest
+
+
+def _check_intake(intake: IntakeConfig) -> None:
+    if intake.tcp and len(intake.secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"intake.secret: the TCP intake needs a secret of at least {MIN_SECRET_BYTES} bytes "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    if intake.max_skew_secs <= 0:
+        raise ConfigError("intake.max_skew_secs: must be positive")
+    if bool(intake.tls_cert) != bool(intake.tls_key):
+        raise ConfigError("intake.tls_cert and intake.tls_key: give both or neither")
+    if intake.tls_client_ca and not intake.tls_cert:
+        raise ConfigError("intake.tls_client_ca needs intake.tls_cert and intake.tls_key")
 
 
 def _sections() -> dict[str, type[Any]]:
@@ -297,8 +352,12 @@ def build_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     limits = config.limits
     if limits.max_connections < 1 or limits.head_timeout_secs <= 0 or limits.body_timeout_secs <= 0:
         raise ConfigError("limits: max_connections and the timeouts must be positive")
+    _check_web(config.web)
     if config.tracker.interval_secs <= 0:
         raise ConfigError("tracker.interval_secs: must be positive")
+    _check_intake(config.intake)
+    if bool(config.nfc.tls_cert) != bool(config.nfc.tls_key):
+        raise ConfigError("nfc.tls_cert and nfc.tls_key: give both or neither")
     if config.dispatch.convert_timeout_secs <= 0:
         raise ConfigError("dispatch.convert_timeout_secs: must be positive")
     if config.charging.trust not in ("printer", "document"):
@@ -325,6 +384,18 @@ def build_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
     except InvalidInput as exc:
         raise ConfigError(str(exc)) from exc
     return config
+
+
+def _check_web(web: WebConfig) -> None:
+    unknown = [a for a in web.auth if a not in WEB_AUTH]
+    if unknown or not web.auth:
+        raise ConfigError(f"web.auth: use {', '.join(WEB_AUTH)}, not {list(web.auth)!r}")
+    if web.cookie_secure not in COOKIE_SECURE:
+        raise ConfigError(f"web.cookie_secure: use one of {', '.join(COOKIE_SECURE)}")
+    if min(web.session_hours, web.idle_mins, web.login_window_secs, web.poll_secs) <= 0:
+        raise ConfigError("web: session_hours, idle_mins, login_window_secs, poll_secs > 0")
+    if web.login_attempts < 1:
+        raise ConfigError("web.login_attempts: must be at least 1")
 
 
 # Keys whose value is a secret: a file holding one must not be readable by others.

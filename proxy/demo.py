@@ -144,7 +144,15 @@ async def _ticket(stack: ServiceStack, printer: IppEvePrinter, root: Path) -> No
 
 
 async def _papercut(stack: ServiceStack, sim: PaperCutSimulator, root: Path) -> None:
-    sim.add_printer("papercut", "pc-release", cost_mono=Decimal("0.15"), hold_release=True)
+    # The queue charges proxyprint's clearing account (what `papercut fix` sets up).
+    sim.add_shared_account("proxyprint-clearing")
+    sim.add_printer(
+        "papercut",
+        "pc-release",
+        cost_mono=Decimal("0.15"),
+        hold_release=True,
+        charge_account="proxyprint-clearing",
+    )
     for user in ("alice", "bob", "carol"):
         sim.add_user(user, balance=Decimal("10.00"))
     await asyncio.to_thread(
@@ -168,12 +176,16 @@ async def _papercut(stack: ServiceStack, sim: PaperCutSimulator, root: Path) -> 
     say("  the job is released at the printer in PaperCut")
     po = await stack.wait_print_out("pp-papercut", job, timeout=60)
     for _ in range(200):
-        if len(sim.adjustments(comment_contains=f"print-out {po.id}:")) >= 2:
+        if len(sim.adjustments(comment_contains=f"print-out {po.id}:")) >= 3:
             break
         await asyncio.sleep(0.05)
     say(f"  print-out {po.id}: {PrintStatus(po.status).label}, PaperCut's cost {po.cost:.2f} EUR")
     for adj in sim.adjustments(comment_contains=f"print-out {po.id}:"):
         say(f"  PaperCut adjustment {adj.account_name}: {adj.amount:.2f} ({adj.comment})")
+    say(
+        f"  PaperCut balances: carol {sim.balance('carol'):.2f} (not charged),"
+        f" clearing {sim.shared_balance('proxyprint-clearing'):.2f}"
+    )
 
 
 async def _show(stack: ServiceStack) -> None:

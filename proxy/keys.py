@@ -8,9 +8,10 @@ values' types, so nothing that needs a key depends on the factory.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
+import jinja2
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -20,10 +21,12 @@ from billing.papercut.client import PaperCutClient
 
 from .config import Config
 from .metrics_registry import Metrics
+from .pipeline.intake_auth import IntakeAuth
 from .pipeline.leader import Instance
 from .pipeline.pool import TargetPool
 from .pipeline.wake import Waker
 from .spool import Spool
+from .web.throttle import LoginThrottle
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -50,6 +53,12 @@ class IntakeResources:
     spool: Spool
     waker: Waker
     targets: TargetPool  # a CUPS cancel reaches the printer (intake_status)
+    # Nonces and failed attempts of the TCP intake: one per intake, from the config.
+    auth: IntakeAuth = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        intake = self.config.intake
+        object.__setattr__(self, "auth", IntakeAuth(intake.secret, intake.max_skew_secs))
 
 
 # The service (proxy/app.py)
@@ -65,6 +74,12 @@ WAKE = web.AppKey("wake", Waker)
 METRICS = web.AppKey("metrics", Metrics)
 INTAKE_RUNNER = web.AppKey("intake_runner", web.AppRunner)
 READER_LISTENER = web.AppKey("reader_listener", ReaderServer)
+# Nonces and failed attempts of signed HTTP taps (the reader key signs; see api/nfc.py).
+TAP_AUTH = web.AppKey("tap_auth", IntakeAuth)
+
+# The web app (proxy/web/)
+WEB_TEMPLATES = web.AppKey("web_templates", jinja2.Environment)
+WEB_THROTTLE = web.AppKey("web_throttle", LoginThrottle)
 
 # The intake sub-app (proxy/pipeline/intake.py)
 INTAKE = web.AppKey("intake", IntakeResources)

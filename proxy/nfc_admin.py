@@ -118,11 +118,14 @@ async def _hold_printers(session: AsyncSession, names: Sequence[str]) -> list[Pr
     missing = [n for n in wanted if n not in found]
     if missing:
         raise NotFound(f"unknown printer(s): {', '.join(repr(n) for n in missing)}")
-    not_hold = [n for n in wanted if found[n].mode != PrinterMode.HOLD.value]
+    not_hold = [
+        n for n in wanted if found[n].mode != PrinterMode.HOLD.value and not found[n].require_tap
+    ]
     if not_hold:
         raise BadRequest(
             f"printer(s) {', '.join(repr(n) for n in not_hold)} are not in hold mode;"
-            " a reader releases held jobs of hold-mode printers only"
+            " a reader releases held jobs of hold-mode printers (and of direct printers"
+            " with --require-tap) only"
         )
     return [found[n] for n in wanted]
 

@@ -2,8 +2,11 @@
 
 The protocol is line based, ASCII, one answer line per request line::
 
-    reader → READER_ID TOKEN            first line: authenticate
+    reader → AUTH2 READER_ID            first line: authenticate (challenge-response)
+    proxy  ← CHALLENGE NONCE            32 hex digits, new for every connection
+    reader → PROOF HEX                  HMAC-SHA256(key, message), see below
     proxy  ← OK hello READER_ID         or ``ERR auth`` and the connection closes
+    (or, over TLS or from loopback only: reader → READER_ID TOKEN, the token itself)
     reader → 04:A1:B2:C3                one card number per line (the reader's format)
     proxy  ← OK released 2 [17,18]      ids of the print-outs released (maybe ``0 []``)
            | ERR unknown-card           nothing released
@@ -12,6 +15,15 @@ The protocol is line based, ASCII, one answer line per request line::
            | ERR busy / ERR timeout     too many connections / no first line in time
     reader → PING                       keep-alive
     proxy  ← OK pong
+
+The message is ``"proxyprint-reader-v2\n" READER_ID "\n" NONCE``; the
+key is the SHA-256 of the reader's token, in lower-case hex (what the
+service stores, so the token itself never crosses the network and a
+recorded login cannot be replayed: the nonce differs). A copy of the
+database is enough to act as a reader: rotate every reader's token after one
+leaked. The plain ``READER_ID TOKEN`` login is refused (``ERR auth``) from
+any address but loopback unless the listener has TLS (``[nfc] tls_cert`` /
+``tls_key``), which also protects the taps that follow.
 
 Lines end in LF (CR LF accepted). A line longer than ``MAX_LINE`` bytes is
 answered ``ERR malformed: line longer than 256 bytes`` and the rest of it is
@@ -29,8 +41,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import ipaddress
 import logging
+import secrets
+import ssl
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.models import Reader
@@ -51,6 +69,27 @@ MAX_CONNECTIONS = 1000
 WRITE_TIMEOUT = 30.0  # a reader that stops reading its answers is dropped
 
 ERR_AUTH = "ERR auth"
+PROOF_CONTEXT = "proxyprint-reader-v2"
+
+
+def reader_key(token: str) -> str:
+    """The HMAC key of a reader: SHA-256 of its token in hex (``Reader.token_hash``)."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def proof(key: str, reader_id: str, nonce: str) -> str:
+    """What a reader answers to ``CHALLENGE nonce`` (readers compute the same)."""
+    signed = f"{PROOF_CONTEXT}\n{reader_id}\n{nonce}".encode("utf-8", "surrogateescape")
+    return hmac.new(key.encode("ascii"), signed, hashlib.sha256).hexdigest()
+
+
+def _loopback(peer: object) -> bool:
+    if not isinstance(peer, tuple) or not peer:
+        return False
+    try:
+        return ipaddress.ip_address(str(peer[0])).is_loopback
+    except ValueError:
+        return False
 
 
 class LineTooLong(Exception):
@@ -112,6 +151,7 @@ class ReaderListener:
         auth_timeout: float = AUTH_TIMEOUT,
         max_line: int = MAX_LINE,
         max_connections: int = MAX_CONNECTIONS,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.sessions = sessions
         self.waker = waker
@@ -119,6 +159,7 @@ class ReaderListener:
         self.auth_timeout = auth_timeout
         self.max_line = max_line
         self.max_connections = max_connections
+        self.tls = tls
         self.open_connections = 0
         self.authenticated_connections = 0
         self.taps = 0
@@ -127,7 +168,7 @@ class ReaderListener:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._connection, self.host, self.port, limit=self.max_line + 2
+            self._connection, self.host, self.port, limit=self.max_line + 2, ssl=self.tls
         )
         # Port 0 asks the OS for a free port: report the real one.
         self.port = self._server.sockets[0].getsockname()[1]
@@ -185,22 +226,44 @@ class ReaderListener:
             return None
         parts = line.decode("ascii", "replace").split()
         reader: Reader | None = None
-        if len(parts) == 2:
-            try:
+        try:
+            if len(parts) == 2 and parts[0] == "AUTH2":
+                reader = await self._challenge(stream, writer, parts[1])
+            elif len(parts) == 2 and (self.tls is not None or _loopback(peer)):
                 async with self.sessions() as session, session.begin():
                     reader = await authenticate_reader(session, parts[0], parts[1])
-            except ProxyPrintError:  # Unauthorized, Forbidden
-                reader = None
-            except Exception:  # the database is down...: say so, log it whole
-                log.exception("reader connection %s: authentication failed", peer)
-                await self._send(writer, "ERR internal")
-                return None
+        except ProxyPrintError:  # Unauthorized, Forbidden
+            reader = None
+        except (TimeoutError, LineTooLong):
+            reader = None
+        except Exception:  # the database is down...: say so, log it whole
+            log.exception("reader connection %s: authentication failed", peer)
+            await self._send(writer, "ERR internal")
+            return None
         if reader is None:
             log.warning("reader connection %s: authentication failed", peer)
             await self._send(writer, ERR_AUTH)
             return None
         await self._send(writer, f"OK hello {reader.reader_id}")
         return reader.id, reader.reader_id, reader.token_hash
+
+    async def _challenge(
+        self, stream: asyncio.StreamReader, writer: asyncio.StreamWriter, reader_id: str
+    ) -> Reader | None:
+        """``AUTH2``: a fresh nonce out, the reader's HMAC of it in."""
+        nonce = secrets.token_hex(16)
+        await self._send(writer, f"CHALLENGE {nonce}")
+        async with asyncio.timeout(self.auth_timeout):
+            line = await _read_line(stream, self.max_line)
+        words = (line or b"").decode("ascii", "replace").split()
+        if len(words) != 2 or words[0] != "PROOF":
+            return None
+        async with self.sessions() as session, session.begin():
+            reader = await session.scalar(select(Reader).where(Reader.reader_id == reader_id))
+        if reader is None:
+            return None
+        expected = proof(reader.token_hash, reader.reader_id, nonce)
+        return reader if hmac.compare_digest(words[1].lower(), expected) else None
 
     async def _serve(
         self, stream: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object

@@ -24,6 +24,7 @@ TARGET_SCHEMES = ("ipp", "ipps", "cups")
 # the policy) and FAILED when a followed print-out was aborted: this policy
 # then aborts that job alone, where stop-printer would stop the queue.
 PROXY_QUEUE_ERROR_POLICY = "abort-job"
+MAX_TAP_WINDOW_SECS = 3600
 
 
 def validate_printer_name(name: str) -> str:
@@ -45,9 +46,11 @@ def validate_target(target: str) -> str:
     return target
 
 
-def device_uri(intake_socket: str, intake_tcp: str = "") -> str:
-    """The CUPS device URI of a proxy queue: the intake socket, or TCP."""
-    return f"proxyprint://{intake_tcp}" if intake_tcp else f"proxyprint:{intake_socket}"
+def device_uri(intake_socket: str, intake_tcp: str = "", *, tls: bool = False) -> str:
+    """The CUPS device URI of a proxy queue: the intake socket, or TCP (TLS: proxyprints)."""
+    if intake_tcp:
+        return f"proxyprint{'s' if tls else ''}://{intake_tcp}"
+    return f"proxyprint:{intake_socket}"
 
 
 async def add_printer(
@@ -61,6 +64,8 @@ async def add_printer(
     duplex_discount: str | Decimal = "0",
     papercut: bool = False,
     hold_expiry_mins: int = 60,
+    require_tap: bool = False,
+    tap_window_secs: int = 60,
     actor: str = "admin",
 ) -> Printer:
     """Create the service's record of a proxy printer (the caller makes the queue)."""
@@ -72,6 +77,10 @@ async def add_printer(
         raise BadRequest(f"mode {mode!r}: use direct, hold or ticket") from None
     if not 1 <= hold_expiry_mins <= 60 * 24 * 30:
         raise BadRequest("hold expiry must be 1 minute .. 30 days")
+    if require_tap and parsed_mode is not PrinterMode.DIRECT:
+        raise BadRequest("--require-tap is for direct printers (hold printers always wait for one)")
+    if not 1 <= tap_window_secs <= MAX_TAP_WINDOW_SECS:
+        raise BadRequest(f"the tap window must be 1 .. {MAX_TAP_WINDOW_SECS} seconds")
     try:
         rules = CostRules(mono=cost_mono, color=cost_color, duplex_discount=duplex_discount)  # type: ignore[arg-type]
     except InvalidInput as exc:
@@ -87,6 +96,8 @@ async def add_printer(
         duplex_discount=rules.duplex_discount,
         papercut=papercut,
         hold_expiry_mins=hold_expiry_mins,
+        require_tap=require_tap,
+        tap_window_secs=tap_window_secs,
     )
     session.add(printer)
     await session.flush()
@@ -96,6 +107,6 @@ async def add_printer(
         subject_id=printer.id,
         actor=actor,
         reason="created",
-        data={"target": target, "mode": parsed_mode.value},
+        data={"target": target, "mode": parsed_mode.value, "require_tap": require_tap},
     )
     return printer

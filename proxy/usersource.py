@@ -20,10 +20,14 @@ A user line is tab-separated: ``username, full name, email, department,
 office, card number``. Our users are the synced members (local users with
 an OfficeRnD ``external_id``, active); the department is the member's
 company as the PaperCut group is named (``officernd-state/groups``), the
-card the member's first registered NFC card. Groups are the mirrored groups
-(``external_id`` set) under their PaperCut names. User and group names are
-matched without case, as PaperCut does. An unknown user or group is an error
-(exit 1); a usage error exits 2.
+card the member's first registered NFC card. Groups are every group the
+OfficeRnD sync uses, under their PaperCut names: the mirrored groups
+(``external_id`` set), every company group and ``[Individual Member]`` in the
+sync's group map (written before the sync asks PaperCut to add a group, so a
+group is offered before it has members), and ``UNLINKED_MEMBERS_TO_OFFICERND``
+(PaperCut users with no OfficeRnD member: PaperCut's own, so listed here
+without members). User and group names are matched without case, as PaperCut
+does. An unknown user or group is an error (exit 1); a usage error exits 2.
 
 Fast on purpose (PaperCut may run it at every sign-in): no SQLAlchemy and no
 ORM, just the database driver (``sqlite3`` or ``asyncpg``), one query per
@@ -59,6 +63,7 @@ USAGE = (
     " | group-member-names GROUP | group-members GROUP | is-user-in-group GROUP USER"
 )
 INDIVIDUALS_ID = "officernd:individuals"  # billing.officernd.mirror.INDIVIDUALS_ID
+UNLINKED_GROUP = "UNLINKED_MEMBERS_TO_OFFICERND"  # billing.officernd.filter.UNLINKED_GROUP
 _CONTROL = re.compile(r"[\t\r\n\x00-\x1f\x7f]+")
 _CONTROL_BUT_TAB = re.compile(r"[\r\n\x00-\x08\x0b-\x1f\x7f]")
 
@@ -131,7 +136,7 @@ class _Db:
 
 @dataclass(frozen=True, slots=True)
 class _Group:
-    id: int
+    id: int | None  # None: a group without local members (yet)
     name: str  # as PaperCut knows it
 
 
@@ -160,10 +165,13 @@ class _Directory:
     async def groups(self) -> list[_Group]:
         names = await self.group_names()
         rows = await self.db.rows(_GROUPS)
-        return sorted(
-            (_Group(int(gid), names.get(str(ext), str(name))) for gid, name, ext in rows),
-            key=lambda g: g.name.casefold(),
-        )
+        found = {
+            g.name.casefold(): g
+            for g in (_Group(int(gid), names.get(str(ext), str(name))) for gid, name, ext in rows)
+        }
+        for name in [*names.values(), UNLINKED_GROUP]:
+            found.setdefault(name.casefold(), _Group(None, name))
+        return sorted(found.values(), key=lambda g: g.name.casefold())
 
     async def group(self, wanted: str) -> _Group:
         key = wanted.strip().casefold()
@@ -208,6 +216,8 @@ class _Directory:
         return found[0][1]
 
     async def members(self, group: _Group) -> list[tuple[str, str]]:
+        if group.id is None:
+            return []
         return await self.lines(
             " AND u.id IN (SELECT user_id FROM group_members WHERE group_id = ?)", group.id
         )

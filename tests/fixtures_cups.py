@@ -27,6 +27,9 @@ from proxy.devkit.cupsd import PrivateCupsd
 from proxy.devkit.documents import make_pdf
 from proxy.devkit.ippeve import IppEvePrinter
 from proxy.exceptions import ProxyPrintError
+from proxy.pipeline.intake_auth import IntakeAuth
+
+TCP_SECRET = "s3cret-" * 6  # 42 bytes: the intake wants at least 32
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -75,7 +78,7 @@ class IntakeBehaviour:
     status: int = 201
     answer: dict[str, Any] | None = None
     answer_before_body: bool = False  # answer at "Expect: 100-continue"
-    secret: str | None = None  # required X-Proxyprint-Secret (401 otherwise)
+    secret: str | None = None  # requests must be signed with it (401 otherwise)
     read_delay: float = 0.0  # seconds per chunk: a slow service
     close_without_answer: bool = False
     raw_answer: bytes | None = None
@@ -89,6 +92,7 @@ class FakeIntake:
 
     def __init__(self, *, unix_path: Path | None = None) -> None:
         self.behaviour = IntakeBehaviour()
+        self.auth: IntakeAuth | None = None
         self.requests: list[IntakeRequest] = []
         self.changed = threading.Condition()
         self.unix_path = unix_path
@@ -174,9 +178,7 @@ def _serve(intake: FakeIntake, rfile: IO[bytes], wfile: IO[bytes]) -> None:
         intake.requests.append(request)
         intake.changed.notify_all()
     behaviour = intake.behaviour
-    refused = (
-        behaviour.secret is not None and headers.get("x-proxyprint-secret") != behaviour.secret
-    )
+    refused = behaviour.secret is not None and not _signed(intake, request, behaviour.secret)
     try:
         if refused or behaviour.answer_before_body:
             _answer(intake, request, wfile, 401 if refused else behaviour.status)
@@ -195,6 +197,24 @@ def _serve(intake: FakeIntake, rfile: IO[bytes], wfile: IO[bytes]) -> None:
         pass
     finally:
         intake.notify()
+
+
+def _signed(intake: FakeIntake, request: IntakeRequest, secret: str) -> bool:
+    """Checked as the service checks it (proxy.pipeline.intake_auth), nonces included."""
+    if intake.auth is None or intake.auth.secret != secret:
+        intake.auth = IntakeAuth(secret, max_skew=300.0)
+    titled = {k.title(): v for k, v in request.headers.items()}
+    try:
+        intake.auth.check(
+            address="127.0.0.1",
+            method=request.method,
+            path_qs=request.path,
+            headers=titled,
+            meta=request.headers.get("x-proxyprint-meta", ""),
+        )
+    except ProxyPrintError:
+        return False
+    return True
 
 
 def _read_chunked(
@@ -269,9 +289,9 @@ def fake_intake(short_tmp: Path) -> Iterator[FakeIntake]:
 
 @pytest.fixture
 def fake_intake_tcp() -> Iterator[FakeIntake]:
-    """A fake intake on 127.0.0.1 that wants the secret ``s3cret``."""
+    """A fake intake on 127.0.0.1 whose requests must be signed with ``TCP_SECRET``."""
     intake = FakeIntake().start()
-    intake.behaviour.secret = "s3cret"
+    intake.behaviour.secret = TCP_SECRET
     yield intake
     intake.stop()
 

@@ -47,7 +47,7 @@ class ServeProcess:
 
     async def start(self) -> None:
         self.proc = self._spawn()
-        for _ in range(400):
+        for _ in range(1200):  # 60 s: a loaded machine starts Python slowly
             if self.socket.exists():
                 return
             assert self.proc.poll() is None, self.log.read_text()[-3000:]

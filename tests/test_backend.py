@@ -20,7 +20,7 @@ import tests.hypothesis_profiles  # noqa: F401  (before any @given: picks the pr
 from cups_backend import proxyprint
 from cups_backend.proxyprint import BackendStatus
 from proxy import cupsadmin
-from tests.fixtures_cups import FakeIntake, IntakeRequest, free_tcp_port
+from tests.fixtures_cups import TCP_SECRET, FakeIntake, IntakeRequest, free_tcp_port
 
 REPO = Path(__file__).resolve().parent.parent
 DISCOVERY = 'network proxyprint "Unknown" "proxyprint delegated print"\n'
@@ -421,7 +421,9 @@ def test_missing_socket_means_retry(short_tmp: Path) -> None:
 
 def test_refused_tcp_connection_means_retry() -> None:
     uri = f"proxyprint://127.0.0.1:{free_tcp_port()}"
-    result = run_backend(job_args(), backend_env(uri, PROXYPRINT_INTAKE_SECRET="x"), stdin=b"x")
+    result = run_backend(
+        job_args(), backend_env(uri, PROXYPRINT_INTAKE_SECRET=TCP_SECRET), stdin=b"x"
+    )
     assert result.returncode == BackendStatus.RETRY
     assert "Connection refused" in result.stderr
 
@@ -532,26 +534,27 @@ def test_answer_in_the_middle_of_the_body_stops_the_upload(
 
 
 def test_tcp_with_secret_from_the_environment(fake_intake_tcp: FakeIntake) -> None:
-    env = backend_env(fake_intake_tcp.device_uri, PROXYPRINT_INTAKE_SECRET="s3cret")
+    env = backend_env(fake_intake_tcp.device_uri, PROXYPRINT_INTAKE_SECRET=TCP_SECRET)
     result = run_backend(job_args(), env, stdin=b"%PDF-1.4\n")
 
     assert result.returncode == 0, result.stderr
     request = only_request(fake_intake_tcp)
-    assert request.headers["x-proxyprint-secret"] == "s3cret"
+    assert "x-proxyprint-secret" not in request.headers  # never the secret itself
+    assert request.headers["x-proxyprint-signature"].startswith("v1=")
     assert request.headers["host"] == f"127.0.0.1:{fake_intake_tcp.port}"
     assert bytes(request.body) == b"%PDF-1.4\n"
 
 
 def test_tcp_with_secret_from_a_file(fake_intake_tcp: FakeIntake, short_tmp: Path) -> None:
     secret_file = short_tmp / "intake.secret"
-    secret_file.write_text("s3cret\n")
+    secret_file.write_text(TCP_SECRET + "\n")
     env = backend_env(fake_intake_tcp.device_uri, PROXYPRINT_INTAKE_SECRET_FILE=str(secret_file))
     result = run_backend(job_args(), env, stdin=b"x")
     assert result.returncode == 0, result.stderr
 
 
 def test_tcp_with_a_wrong_secret_stops_the_queue(fake_intake_tcp: FakeIntake) -> None:
-    env = backend_env(fake_intake_tcp.device_uri, PROXYPRINT_INTAKE_SECRET="guess")
+    env = backend_env(fake_intake_tcp.device_uri, PROXYPRINT_INTAKE_SECRET="guess" * 8)
     result = run_backend(job_args(), env, stdin=b"x" * 100_000)
     assert result.returncode == BackendStatus.STOP
     assert "refused the shared secret" in result.stderr
@@ -570,10 +573,20 @@ def test_tcp_without_any_secret_stops_before_connecting(
 
 
 def test_tcp_secret_that_does_not_fit_a_header_stops(fake_intake_tcp: FakeIntake) -> None:
-    env = backend_env(fake_intake_tcp.device_uri, PROXYPRINT_INTAKE_SECRET="s3\ncret")
+    env = backend_env(fake_intake_tcp.device_uri, PROXYPRINT_INTAKE_SECRET="s3\ncret" * 8)
     result = run_backend(job_args(), env, stdin=b"x")
     assert result.returncode == BackendStatus.STOP
     assert "printable ASCII" in result.stderr
+    assert fake_intake_tcp.requests == []
+
+
+def test_tcp_secret_shorter_than_32_bytes_stops_before_connecting(
+    fake_intake_tcp: FakeIntake,
+) -> None:
+    env = backend_env(fake_intake_tcp.device_uri, PROXYPRINT_INTAKE_SECRET="s3cret")
+    result = run_backend(job_args(), env, stdin=b"x")
+    assert result.returncode == BackendStatus.STOP
+    assert "at least 32" in result.stderr
     assert fake_intake_tcp.requests == []
 
 
@@ -587,7 +600,7 @@ def test_sigterm_aborts_the_upload_incomplete(
     intake = fake_intake if transport == "unix" else fake_intake_tcp
     intake.behaviour.read_delay = 0.002  # a slow service: the backend blocks in send
     big = sparse_file(short_tmp, 512 << 20)
-    env = backend_env(intake.device_uri, PROXYPRINT_INTAKE_SECRET="s3cret")
+    env = backend_env(intake.device_uri, PROXYPRINT_INTAKE_SECRET=TCP_SECRET)
     proc = subprocess.Popen(
         backend_cmd(job_args(file=big)), env=env, cwd=REPO, stderr=subprocess.PIPE
     )

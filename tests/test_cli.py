@@ -65,18 +65,33 @@ async def test_papercut_check_and_fix(env: dict[str, str], tmp_path: Path) -> No
         sim.add_printer("srv", "good", cost_mono=Decimal("0.10"))
         sim.add_printer("srv", "free", cost_mono=0)
         sim.add_printer("srv", "authed", cost_mono=Decimal("0.10"), unauthenticated=False)
+        # The queue proxyprint sends PaperCut jobs to, charging the printing user: double.
+        sim.add_printer("srv", "pc-managed", cost_mono=Decimal("0.10"))
         env = dict(env, PROXYPRINT_PAPERCUT_URL=sim.url, PROXYPRINT_PAPERCUT_TOKEN="t0k")
+        queue = ("--queue", "pc-managed")
 
-        check = await asyncio.to_thread(run, env, "papercut", "check")
+        check = await asyncio.to_thread(run, env, "papercut", "check", *queue)
         assert check.returncode == 1
         assert "srv\\free" in check.stdout and "srv\\authed" in check.stdout
         assert "srv\\good" not in check.stdout
         assert "Unauthenticated printer" in check.stdout  # the UI steps for a person
+        assert "proxyprint-clearing: the clearing shared account does not exist" in check.stdout
+        assert "srv\\pc-managed: charges the printing user's personal account" in check.stdout
+        assert "double charge" in check.stdout
 
-        fixed = await asyncio.to_thread(run, env, "papercut", "fix", "--default-cost", "0.05")
+        fixed = await asyncio.to_thread(
+            run, env, "papercut", "fix", "--default-cost", "0.05", *queue
+        )
         assert "FIXED srv\\free" in fixed.stdout
+        assert "FIXED proxyprint-clearing" in fixed.stdout
+        assert "FIXED srv\\pc-managed" in fixed.stdout
         assert "NEEDS A PERSON srv\\authed" in fixed.stdout and fixed.returncode == 1
+        assert sim.is_shared_account_exists("proxyprint-clearing")
+        assert sim.get_printer_property("srv", "pc-managed", "charge-to-shared-account") == (
+            "proxyprint-clearing"
+        )
 
-        again = await asyncio.to_thread(run, env, "papercut", "check")
+        again = await asyncio.to_thread(run, env, "papercut", "check", *queue)
         assert "srv\\free" not in again.stdout  # fixed for good
+        assert "pc-managed" not in again.stdout and "clearing" not in again.stdout
         assert "srv\\authed" in again.stdout  # still needs a person

@@ -16,7 +16,7 @@ from proxy.devkit.cupsd import TERMINAL_STATES, PrivateCupsd
 from proxy.devkit.ippeve import IppEvePrinter
 from proxy.exceptions import CupsError, ProxyPrintError
 from proxy.targets.base import IppJobState
-from tests.fixtures_cups import FakeIntake, unavailable, unique
+from tests.fixtures_cups import TCP_SECRET, FakeIntake, unavailable, unique
 
 pytestmark = pytest.mark.cups
 
@@ -153,7 +153,7 @@ def test_proxy_queue_delivers_job_and_options(
 def test_tcp_proxy_queue_with_the_secret_from_setenv(
     fake_intake_tcp: FakeIntake, sample_pdf: Path
 ) -> None:
-    cupsd = PrivateCupsd(env={"PROXYPRINT_INTAKE_SECRET": "s3cret"})
+    cupsd = PrivateCupsd(env={"PROXYPRINT_INTAKE_SECRET": TCP_SECRET})
     try:
         cupsd.start()
     except (ProxyPrintError, OSError) as exc:
@@ -165,7 +165,7 @@ def test_tcp_proxy_queue_with_the_secret_from_setenv(
         assert cupsd.wait_job(job, TERMINAL_STATES) == IppJobState.COMPLETED
         log = cupsd.error_log
     (request,) = fake_intake_tcp.requests
-    assert request.headers["x-proxyprint-secret"] == "s3cret"
+    assert request.headers["x-proxyprint-signature"].startswith("v1=")  # checked by the fake
     assert bytes(request.body) == data
     assert request.meta is not None and request.meta["title"] == "over tcp"
     assert "Job accepted as print-in 1" in log

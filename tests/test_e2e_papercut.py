@@ -26,6 +26,7 @@ from proxy.pipeline.papercut import monitor_tick
 pytestmark = pytest.mark.cups
 S = PrintStatus
 SERVER = "papercut"
+CLEARING = "proxyprint-clearing"  # [papercut] clearing_account's default
 
 
 def _unique(prefix: str) -> str:
@@ -40,6 +41,7 @@ async def sim(short_tmp: Path, private_cupsd: PrivateCupsd) -> AsyncIterator[Pap
         for user in ("alice", "bob", "carol"):
             simulator.add_user(user, balance=Decimal("10.00"))
         simulator.add_shared_account("ProjectX")
+        simulator.add_shared_account(CLEARING)
         yield simulator
 
 
@@ -56,11 +58,19 @@ async def stack(
 
 
 async def _papercut_queue(
-    stack: ServiceStack, sim: PaperCutSimulator, *, hold: bool, cost: str = "0.15"
+    stack: ServiceStack,
+    sim: PaperCutSimulator,
+    *,
+    hold: bool,
+    cost: str = "0.15",
+    charge: str | None = CLEARING,
 ) -> str:
-    """A CUPS queue managed by (simulated) PaperCut; returns its name."""
+    """A CUPS queue managed by (simulated) PaperCut, charging ``charge`` (None: the
+    printing user's personal account); returns its name."""
     queue = _unique("pc-hold" if hold else "pc-direct")
-    sim.add_printer(SERVER, queue, cost_mono=Decimal(cost), hold_release=hold)
+    sim.add_printer(
+        SERVER, queue, cost_mono=Decimal(cost), hold_release=hold, charge_account=charge
+    )
     await asyncio.to_thread(stack.cupsd.add_queue, queue, sim.device_uri(queue, server=SERVER))
     return queue
 
@@ -121,14 +131,16 @@ async def test_delegated_print_to_papercut_hold_queue_completes_and_charges(
     assert detail["cost"] == "1.50"
     amounts = {t["account"]["name"]: t["amount"] for t in detail["transactions"]}
     assert amounts == {"alice": "0.30", "bob": "0.60", "sales": "0.30", "ProjectX": "0.30"}
-    adjustments = await _wait_adjustments(sim, f"print-out {po.id}:", 4)
+    adjustments = await _wait_adjustments(sim, f"print-out {po.id}:", 5)
     await asyncio.sleep(0.5)  # nothing more arrives
     adjustments = sim.adjustments(comment_contains=f"print-out {po.id}:")
     assert sorted(Decimal(a.amount) for a in adjustments) == [
-        Decimal(x) for x in ("-0.60", "-0.30", "-0.30", "-0.30")
+        Decimal(x) for x in ("-0.60", "-0.30", "-0.30", "-0.30", "1.50")
     ]
     assert sim.balance("alice") == Decimal("9.70")
     assert sim.balance("bob") == Decimal("9.40")
+    assert sim.balance("carol") == Decimal("10.00")  # PaperCut charged the clearing account
+    assert sim.shared_balance(CLEARING) == 0  # ... and proxyprint credited it back
     assert sim.shared_balance("ProjectX") == Decimal("-0.30")
     assert sim.shared_balance("sales") == Decimal("-0.30")
 
@@ -211,8 +223,15 @@ async def test_job_ticket_to_papercut_is_charged_the_ticket_cost(
     detail = await _api(stack, f"/api/v1/printouts/{po.id}")
     assert detail["cost"] == "1.20"  # the ticket cost 3 x 2 x 0.20, not PaperCut's 5.94
     assert [t["amount"] for t in detail["transactions"]] == ["0.60", "0.60"]
-    adjustments = await _wait_adjustments(sim, f"print-out {po.id}:", 2)
-    assert [Decimal(a.amount) for a in adjustments] == [Decimal("-0.60"), Decimal("-0.60")]
+    adjustments = await _wait_adjustments(sim, f"print-out {po.id}:", 3)
+    # PaperCut charged the clearing account its own 5.94: credited back in full.
+    assert sorted(Decimal(a.amount) for a in adjustments) == [
+        Decimal("-0.60"),
+        Decimal("-0.60"),
+        Decimal("5.94"),
+    ]
+    assert sim.shared_balance(CLEARING) == 0
+    assert sim.balance("carol") == Decimal("10.00")
 
 
 async def test_monitor_reads_the_print_log_once_per_tick_for_many_jobs(
@@ -259,3 +278,102 @@ async def test_monitor_reads_the_print_log_once_per_tick_for_many_jobs(
     await monitor_tick(stack.app)
     assert printlog.QUERIES["fetch"] - before == 1
     assert stack.app[PRINTLOG] is not None
+
+
+async def test_no_double_charge_check_fix_then_delegated_print(
+    stack: ServiceStack, sim: PaperCutSimulator, short_tmp: Path
+) -> None:
+    """The queue first charges the printing user (PaperCut's default): ``papercut check``
+    reports the double charge, ``fix`` points it at the clearing account; then carol
+    prints for alice:1 bob:1 (a 1-page document, one copy each: 2 pages at 0.15) and
+    only alice and bob pay."""
+    from billing.papercut import checks
+    from billing.papercut.client import PaperCutClient
+
+    queue = await _papercut_queue(stack, sim, hold=False, charge=None)
+    async with PaperCutClient(sim.url, "secret-token") as client:
+        problems = await checks.check(client, clearing_account=CLEARING, managed={queue})
+        [double] = [p for p in problems if p.kind is checks.ProblemKind.DOUBLE_CHARGE]
+        assert double.name == f"{SERVER}\\{queue}" and double.fixable
+        assert "personal account" in double.message and "double charge" in double.message
+        report = await checks.fix(client, clearing_account=CLEARING, managed={queue})
+        assert double in report.fixed and report.clean
+        assert await checks.check(client, clearing_account=CLEARING, managed={queue}) == []
+
+    proxy = _unique("pp-pc")
+    await stack.add_printer(proxy, target=f"cups://{queue}", mode="direct", papercut=True)
+    before = {u: sim.balance(u) for u in ("alice", "bob", "carol")}
+    clearing_before = sim.shared_balance(CLEARING)
+    total_before = sim.total_balance()
+    job = await stack.lp(
+        proxy,
+        make_pdf(short_tmp / "one.pdf", 1),
+        user="carol",
+        title="two-pages.pdf",
+        options={"delegators": "alice:1,bob:1"},
+    )
+    po = await stack.wait_print_out(proxy, job)
+    assert po.status == S.COMPLETED
+    [row] = sim.usage_rows(po.document_name)
+    assert row.printed and row.total_pages == 2 and row.usage_cost == Decimal("0.30")
+    assert row.charged_to == CLEARING
+    await _wait_adjustments(sim, f"print-out {po.id}:", 3)
+    await asyncio.sleep(0.5)  # nothing more arrives
+    assert len(sim.adjustments(comment_contains=f"print-out {po.id}:")) == 3
+    assert sim.balance("carol") == before["carol"]
+    assert sim.balance("alice") == before["alice"] - Decimal("0.15")
+    assert sim.balance("bob") == before["bob"] - Decimal("0.15")
+    assert sim.shared_balance(CLEARING) == clearing_before
+    assert sim.total_balance() - total_before == Decimal("-0.30")
+
+
+async def test_a_long_hold_is_not_flagged_missing_while_papercut_holds_it(
+    private_cupsd: PrivateCupsd, short_tmp: Path, sim: PaperCutSimulator
+) -> None:
+    """With ``missing_after_mins`` 0 a job PaperCut has not logged is flagged at once; a
+    job PaperCut holds (its row says so) is waited on, however long the hold."""
+    from billing.enums import StatusReason
+
+    extra = {
+        "papercut": {
+            "url": sim.url,
+            "token": "secret-token",
+            "db_url": sim.db_url,
+            "missing_after_mins": 0,
+        }
+    }
+    async with ServiceStack(private_cupsd, short_tmp / "svc-hold", extra=extra) as stack:
+        await stack.add_users("alice", "carol")
+        held_queue = await _papercut_queue(stack, sim, hold=True)
+        silent_queue = await _papercut_queue(stack, sim, hold=False)
+        # The silent queue is paused: its job waits in CUPS, PaperCut never logs it.
+        await asyncio.to_thread(
+            subprocess.run, ["cupsdisable", silent_queue], env=stack.cupsd.env(), check=True
+        )
+        for proxy, queue in (("pp-held", held_queue), ("pp-silent", silent_queue)):
+            await stack.add_printer(proxy, target=f"cups://{queue}", papercut=True)
+        pdf = make_pdf(short_tmp / "h.pdf", 1)
+        held_job = await stack.lp("pp-held", pdf, user="carol", options={"delegators": "alice"})
+        silent_job = await stack.lp("pp-silent", pdf, user="carol")
+        held = await stack.wait_print_out("pp-held", held_job, {S.PENDING_EXTERNAL})
+        await stack.wait_print_out("pp-silent", silent_job, {S.PENDING_EXTERNAL})
+        for _ in range(200):
+            if [r for r in sim.held_jobs() if r.document_name == held.document_name]:
+                break
+            await asyncio.sleep(0.05)
+        assert stack.app is not None
+        # The positive sign that the monitor ran with the rule: the unlogged job is flagged.
+        for _ in range(200):
+            await monitor_tick(stack.app)
+            silent = await stack.print_out_for("pp-silent", silent_job)
+            if silent is not None and silent.status_reason == StatusReason.NOT_IN_PRINT_LOG:
+                break
+            await asyncio.sleep(0.05)
+        assert silent is not None and silent.status_reason == StatusReason.NOT_IN_PRINT_LOG
+        still = await stack.print_out_for("pp-held", held_job)
+        assert still is not None and still.status == S.PENDING_EXTERNAL
+        assert still.status_reason != StatusReason.NOT_IN_PRINT_LOG
+        # The hold ends when PaperCut releases it.
+        assert held.document_name and sim.release(held.document_name)
+        done = await stack.wait_print_out("pp-held", held_job)
+        assert done.status == S.COMPLETED

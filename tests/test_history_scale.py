@@ -322,6 +322,11 @@ async def test_csv_export_content_and_escaping(
         "cost": "0.25",
         "currency": "EUR",
         "transactions": f"alice:user:1:{shares[0][3]};-Odd\\;Name:shared:1:{shares[1][3]}",
+        # How the document was counted: the factory's print-in records no method.
+        "pages_estimated": "false",
+        "count_method": "",
+        "color_pages": "",
+        "document_copies": "1",
     }
     assert {shares[0][3], shares[1][3]} == {"0.12", "0.13"}
     assert p2["transactions"] == "alice:user:1:0.30;Events/Gala:shared:2:0.60"

@@ -20,7 +20,16 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("cups_backend", "proxy", "billing")
 # Function-level imports kept on purpose: each CLI command loads only what it
 # runs, and the PaperCut user source (one process per lookup) starts fast.
-LAZY_OK = frozenset({"proxy.cli", "proxy.cli_officernd", "proxy.cli_rights", "proxy.usersource"})
+LAZY_OK = frozenset(
+    {
+        "proxy.cli",
+        "proxy.cli_jobs",
+        "proxy.cli_officernd",
+        "proxy.cli_rights",
+        "proxy.usersource",
+        "proxy.web.cli",
+    }
+)
 DEVKIT = "proxy.devkit"
 # The only product modules that may use the dev kit: the demo runs the simulators.
 DEVKIT_USERS = frozenset({"proxy.demo"})

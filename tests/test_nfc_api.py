@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import json
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,8 @@ from proxy import nfc_admin, printers
 from proxy.api.nfc import setup_nfc_routes
 from proxy.app import create_app
 from proxy.config import build_config
+from proxy.nfc_listener import reader_key
+from proxy.pipeline import intake_auth
 from proxy.pipeline.jobs import REASON_DELEGATION_INVALID
 from tests import factories as f
 
@@ -292,3 +298,44 @@ async def test_register_cards(client: Client, world: World, sessionmaker: Sessio
     # Bob's new card now releases bob's job at the lobby (an LSB reader).
     released = await tap(client, world, "33:22:11:04")
     assert [r["title"] for r in released["released"]] == ["bob.pdf"]
+
+
+# --- taps signed with the reader key (issue #17) ----------------------------------------
+
+
+def signed_headers(key: str, path: str, body: bytes, *, at: int | None = None) -> dict[str, str]:
+    timestamp = str(int(time.time()) if at is None else at)
+    nonce = uuid.uuid4().hex
+    signed = intake_auth.message("POST", path, timestamp, nonce, hashlib.sha256(body).hexdigest())
+    return {
+        "Content-Type": "application/json",
+        intake_auth.TIME_HEADER: timestamp,
+        intake_auth.NONCE_HEADER: nonce,
+        intake_auth.SIGNATURE_HEADER: intake_auth.sign(key, signed),
+    }
+
+
+async def test_a_tap_signed_with_the_reader_key(
+    client: Client, world: World, sessionmaker: Sessions
+) -> None:
+    path = "/api/v1/readers/lobby/tap"
+    body = json.dumps({"card": ALICE_LSB}).encode()
+    headers = signed_headers(reader_key(world.readers["lobby"]), path, body)
+    resp = await client.post(path, data=body, headers=headers)
+    assert resp.status == 200, await resp.text()
+    released = (await resp.json())["released"]
+    assert released and await statuses(sessionmaker, [r["id"] for r in released]) == [
+        PrintStatus.PENDING
+    ] * len(released)
+    again = await client.post(path, data=body, headers=headers)  # a replay
+    assert again.status == 401 and "replayed" in (await again.json())["error"]["message"]
+    other = json.dumps({"card": "33:22:99:04"}).encode()
+    forged = await client.post(path, data=other, headers=signed_headers(
+        reader_key(world.readers["lobby"]), path, body))  # fmt: skip
+    assert forged.status == 401  # the body is not the one signed
+    stale = signed_headers(
+        reader_key(world.readers["lobby"]), path, body, at=int(time.time()) - 900
+    )
+    assert (await client.post(path, data=body, headers=stale)).status == 401
+    wrong = signed_headers(reader_key(world.readers["far"]), path, body)
+    assert (await client.post(path, data=body, headers=wrong)).status == 401

@@ -29,6 +29,7 @@ from billing.officernd.exceptions import (
     OfficeRnDUnavailable,
 )
 from billing.officernd.models import Fee, Member
+from proxy.devkit.officernd.simdata import MAIN_OFFICE_ID
 from proxy.devkit.officernd.simulator import FaultKind, OfficeRnDSimulator
 from tests.fixtures_cups import free_tcp_port
 
@@ -57,7 +58,12 @@ def make_client(sim: OfficeRnDSimulator, **options: Any) -> OfficeRnDClient:
 
 def member_fee(member: Member, price: str = "7.00", marker: str = "pp:1") -> Fee:
     return Fee(
-        name="Printing", price=Decimal(price), date=DAY, member_id=member.id, description=marker
+        name="Printing",
+        price=Decimal(price),
+        date=DAY,
+        member_id=member.id,
+        description=marker,
+        office_id=MAIN_OFFICE_ID,
     )
 
 
@@ -380,6 +386,7 @@ async def test_create_fee_with_an_object_answer(sim: OfficeRnDSimulator) -> None
             member_id=member.id,
             company_id=acme.id,
             plan_id=plan.id,
+            office_id=MAIN_OFFICE_ID,
             is_personal=False,
             description="proxyprint:fee:2024-05-01:ada",
         )
@@ -397,6 +404,7 @@ async def test_create_fee_with_an_object_answer(sim: OfficeRnDSimulator) -> None
         "plan": plan.id,
         "isPersonal": False,
         "description": "proxyprint:fee:2024-05-01:ada",
+        "office": MAIN_OFFICE_ID,
     }
     assert plan.name == "PaperCut Fees"
     assert [p.id for p in sim.plans] == [plan.id]
@@ -414,7 +422,13 @@ async def test_create_fee_for_a_company(sim: OfficeRnDSimulator) -> None:
     acme = sim.add_company("Acme")
     async with make_client(sim) as client:
         await client.create_fee(
-            Fee(name="Printing", price=Decimal(3), date=DAY, company_id=acme.id)
+            Fee(
+                name="Printing",
+                price=Decimal(3),
+                date=DAY,
+                company_id=acme.id,
+                office_id=MAIN_OFFICE_ID,
+            )
         )
     (fee,) = sim.fees_received()
     assert fee["team"] == acme.id
@@ -502,9 +516,23 @@ async def test_decimal_prices_are_exact_end_to_end(sim: OfficeRnDSimulator) -> N
     async with make_client(sim) as client:
         await client.create_fee(member_fee(member, price=str(price)))
         await client.create_fee(
-            Fee(name="x", price=Decimal("12.345678901"), date=DAY, member_id=member.id)
+            Fee(
+                name="x",
+                price=Decimal("12.345678901"),
+                date=DAY,
+                member_id=member.id,
+                office_id=MAIN_OFFICE_ID,
+            )
         )
-        await client.create_fee(Fee(name="y", price=Decimal("0.30"), date=DAY, member_id=member.id))
+        await client.create_fee(
+            Fee(
+                name="y",
+                price=Decimal("0.30"),
+                date=DAY,
+                member_id=member.id,
+                office_id=MAIN_OFFICE_ID,
+            )
+        )
         fees = await client.fees(member=member.id)
     prices = [f["price"] for f in fees]
     assert sorted(str(p) for p in prices) == ["0.3", "0.30", "12.345678901"]

@@ -39,6 +39,7 @@ from billing.officernd.writes import RECREATE_KIND
 from billing.papercut import printlog
 from billing.papercut.client import PaperCutClient
 from proxy.config import build_config
+from proxy.devkit.officernd.simdata import MAIN_OFFICE_ID
 from proxy.devkit.officernd.simulator import FaultKind, OfficeRnDSimulator
 from proxy.devkit.papercut.simulator import FaultMode, PaperCutSimulator
 from proxy.keys import (
@@ -195,6 +196,25 @@ async def test_negative_balances_become_fees_and_papercut_is_zeroed(kit: Kit) ->
     async with kit.sessions() as session:
         event = await session.scalar(select(Event).where(Event.subject_type == "officernd-fees"))
     assert event is not None and event.subject_id == "2024-06-03"
+
+
+async def test_fees_name_the_office_the_api_requires(kit: Kit) -> None:
+    """OfficeRnD's fee API requires ``office``: the member's own, or ``[officernd] office``."""
+    branch = kit.ornd_sim.add_office("Branch")
+    kit.ornd_sim.add_member(
+        "Cent", email="cent@example.com", member_id=kit.members["cent"], office_id=branch
+    )
+    summary = await kit.fees()
+    assert summary.done == 2 and not summary.errors
+    assert [f["office"] for f in _fees_for(kit, "minus7")] == [MAIN_OFFICE_ID]
+    assert [f["office"] for f in _fees_for(kit, "cent")] == [branch]
+    # A configured office is used for every fee (the members list is then not read).
+    kit.papercut_sim.adjust_user_account_balance(kit.users["minus7"], Decimal("-1"), "printing")
+    members_read = kit.ornd_sim.requests["GET /members"]
+    tomorrow = await kit.fees(DAY + timedelta(days=1), office=branch)
+    assert tomorrow.done == 1
+    assert [f["office"] for f in _fees_for(kit, "minus7")] == [MAIN_OFFICE_ID, branch]
+    assert kit.ornd_sim.requests["GET /members"] == members_read
 
 
 async def test_a_second_run_the_same_day_does_nothing(kit: Kit) -> None:

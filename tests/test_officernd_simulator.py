@@ -18,6 +18,7 @@ import pytest
 
 from billing.officernd.client import CURSOR_HEADER, OfficeRnDClient, loads_json
 from billing.officernd.models import MemberStatus
+from proxy.devkit.officernd.simdata import MAIN_OFFICE_ID
 from proxy.devkit.officernd.simulator import FaultKind, OfficeRnDSimulator
 from tests.fixtures_cups import free_tcp_port
 
@@ -214,7 +215,7 @@ async def test_json_shapes_and_cursor_paging(
     status, first, headers = await call(http, "GET", url(sim, "members"), bearer)
     assert status == 200
     assert len(first) == 50  # the default $limit
-    assert set(first[0]) == {"_id", "name", "email", "status", "team", "plans"}
+    assert set(first[0]) == {"_id", "name", "email", "status", "team", "plans", "office"}
     seen = list(first)
     cursor = headers[CURSOR_HEADER]
     while cursor:
@@ -252,7 +253,13 @@ async def test_filters(sim: OfficeRnDSimulator, http: aiohttp.ClientSession) -> 
 async def test_post_fees_validates(sim: OfficeRnDSimulator, http: aiohttp.ClientSession) -> None:
     member = sim.add_member("Ada")
     bearer = await token(http, sim)
-    good: dict[str, Any] = {"name": "Printing", "price": 1, "date": DAY, "member": member.id}
+    good: dict[str, Any] = {
+        "name": "Printing",
+        "price": 1,
+        "date": DAY,
+        "member": member.id,
+        "office": MAIN_OFFICE_ID,
+    }
     bad_bodies = [
         {**good, "name": ""},
         {**good, "price": "1.00"},
@@ -265,6 +272,10 @@ async def test_post_fees_validates(sim: OfficeRnDSimulator, http: aiohttp.Client
         {**good, "plan": "0" * 24},
         {**good, "isPersonal": "yes"},
         {**good, "description": 5},
+        # OfficeRnD's fee API requires the office (location).
+        {key: v for key, v in good.items() if key != "office"},
+        {**good, "office": ""},
+        {**good, "office": "0" * 24},
     ]
     for body in bad_bodies:
         status, answer, _ = await call(http, "POST", url(sim, "fees"), bearer, json=body)
@@ -287,7 +298,13 @@ async def test_fee_answer_as_list(sim: OfficeRnDSimulator, http: aiohttp.ClientS
     member = sim.add_member("Ada")
     sim.fee_answer_as_list = True
     bearer = await token(http, sim)
-    body = {"name": "Printing", "price": 1, "date": DAY, "member": member.id}
+    body = {
+        "name": "Printing",
+        "price": 1,
+        "date": DAY,
+        "member": member.id,
+        "office": MAIN_OFFICE_ID,
+    }
     status, answer, _ = await call(http, "POST", url(sim, "fees"), bearer, json=body)
     assert status == 200
     assert isinstance(answer, list)
@@ -340,7 +357,13 @@ async def test_scripted_faults_match_their_path(
     sim.inject(FaultKind.APPLY_THEN_500, "POST /fees")
     bearer = await token(http, sim)  # the token endpoint is not "any request"
     assert (await call(http, "GET", url(sim, "fees"), bearer))[0] == 200
-    body = {"name": "Printing", "price": 1, "date": DAY, "member": member.id}
+    body = {
+        "name": "Printing",
+        "price": 1,
+        "date": DAY,
+        "member": member.id,
+        "office": MAIN_OFFICE_ID,
+    }
     status, _, _ = await call(http, "POST", url(sim, "fees"), bearer, json=body)
     assert status == 500
     assert len(sim.fees_received()) == 1  # applied all the same
@@ -378,7 +401,13 @@ async def test_http_controls(sim: OfficeRnDSimulator, http: aiohttp.ClientSessio
     assert (await call(http, "POST", f"{sim.base_url}/sim/faults", None, json=faults))[0] == 200
     assert sim.rate_429 == 0.5
     sim.clear_faults()
-    body = {"name": "Printing", "price": 1, "date": DAY, "member": member.id}
+    body = {
+        "name": "Printing",
+        "price": 1,
+        "date": DAY,
+        "member": member.id,
+        "office": MAIN_OFFICE_ID,
+    }
     await call(http, "POST", url(sim, "fees"), bearer, json=body)
     _, fees, _ = await call(http, "GET", f"{sim.base_url}/sim/fees", None)
     assert [f["member"] for f in fees] == [member.id]

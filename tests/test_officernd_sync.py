@@ -7,6 +7,10 @@ loop; the database is each of the fixtures' backends (SQLite, PostgreSQL).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -41,6 +45,7 @@ from billing.officernd.sync import run_sync
 from billing.officernd.writes import RECREATE_KIND, Recreator
 from billing.papercut import printlog
 from billing.papercut.client import PaperCutClient, is_write
+from billing.papercut.exceptions import PaperCutSetupError
 from proxy.config import build_config
 from proxy.devkit.officernd.simulator import OfficeRnDSimulator
 from proxy.devkit.papercut.simulator import FaultMode, PaperCutSimulator
@@ -519,3 +524,76 @@ async def test_cli_sync_fees_and_topup(
     assert await cmd_topup(config, day) == 0
     assert "top-ups 2024-W23: +2.00" in capsys.readouterr().out
     assert kit.papercut_sim.balance(user) == Decimal("2.00")
+
+
+# --- groups the way PaperCut allows: through its user directory source -----------------------
+
+
+async def test_initial_sync_fails_clearly_when_the_directory_lacks_the_groups(kit: Kit) -> None:
+    """PaperCut adds only a group its directory source offers: a directory without
+    ours fails the run, naming the set-up, before any user is created or assigned."""
+    members = kit.ornd_sim.seed_members(20, 3, 3, seed=5)
+    pc = kit.papercut_sim
+    pc.set_directory(groups=["Staff"])  # e.g. an LDAP source that knows nothing of ours
+    pc.task_seconds = 0.05
+
+    with pytest.raises(PaperCutSetupError) as caught:
+        await kit.sync()
+
+    message = str(caught.value)
+    assert "user directory source does not offer" in message
+    assert INDIVIDUAL_GROUP in message
+    assert "proxyprint papercut user-source" in message and "Custom Program" in message
+    assert pc.applied["api.performUserAndGroupSync"] == 1  # it asked PaperCut to sync first
+    assert pc.list_user_accounts(0, 100) == []  # nobody created
+    assert pc.list_user_groups(0, 100) == []
+    assert pc.applied["api.addNewInternalUser"] == 0 and pc.applied["api.addUserToGroup"] == 0
+    assert _active(members)  # there were members to sync
+
+
+async def test_initial_sync_with_our_user_source_as_the_directory(
+    kit: Kit, db_url: str, tmp_path: Path
+) -> None:
+    """PaperCut's directory source is `proxyprint papercut user-source`: the sync writes
+    its groups, PaperCut's user/group sync reads them from the program, the groups are
+    added in the background and every user lands in its group, the unlinked one too."""
+    members = kit.ornd_sim.seed_members(30, 4, 4, seed=9)
+    pc = kit.papercut_sim
+    pc.add_user("stranger", Decimal("1"))  # not an OfficeRnD member: unlinked
+    (tmp_path / "empty.toml").write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYPRINT_")}
+    env.update(PROXYPRINT_CONFIG=str(tmp_path / "empty.toml"), PROXYPRINT_DATABASE_URL=db_url)
+    pc.set_directory(
+        program=[sys.executable, "-m", "proxy.cli", "papercut", "user-source"], env=env
+    )
+    pc.task_seconds = 0.1
+
+    summary = await kit.sync()
+
+    assert summary.initial and summary.second_flow
+    assert summary.errors == 0, summary.error_details
+    assert pc.directory_syncs == 1 and pc.applied["api.getTaskStatus"] >= 2
+    companies = {c.id: c.name for c in kit.ornd_sim.companies}
+    active = _active(members)
+    expected = {_group_of(m, companies) for m in active} | {UNLINKED_GROUP}
+    assert set(pc.list_user_groups(0, 1000)) == expected
+    assert summary.groups_created == len(expected)
+    for m in active:
+        assert pc.get_user_groups(str(m.email).lower()) == [_group_of(m, companies)]
+    assert pc.get_user_groups("stranger") == [UNLINKED_GROUP]
+    # The program lists every group the sync uses, UNLINKED_MEMBERS_TO_OFFICERND included.
+    done = await asyncio.to_thread(
+        lambda: subprocess.run(
+            [sys.executable, "-m", "proxy.cli", "papercut", "user-source", "-", "all-groups"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    )
+    listed = done.stdout.splitlines()
+    assert set(listed) == expected
+    # A regular sync with nothing new asks PaperCut for nothing.
+    pc.applied.clear()
+    again = await kit.sync()
+    assert again.errors == 0 and kit.writes() == {}

@@ -137,3 +137,44 @@ async def test_an_unreachable_server_fails_the_check(sim: PaperCutSimulator) -> 
     async with PaperCutClient(sim.url, TOKEN, attempts=3, backoff=0.001) as pc:
         with pytest.raises(PaperCutUnavailable):
             await check(pc)
+
+
+async def test_double_charge_is_reported_for_proxyprint_queues_and_fixed(
+    client: PaperCutClient, sim: PaperCutSimulator
+) -> None:
+    """A queue proxyprint sends to that charges the printing user's personal account
+    would charge every job twice (PaperCut, then proxyprint's delegators)."""
+    sim.add_shared_account("Other")
+    sim.add_printer("srv", "pp-target", cost_mono=Decimal("0.10"))
+    sim.add_printer("srv", "pp-other", cost_mono=Decimal("0.10"), charge_account="Other")
+    managed = {"PP-TARGET", "pp-other"}  # PaperCut printer names are case-insensitive
+    problems = await check(client, clearing_account="clearing", managed=managed)
+    charge = {(p.name, p.kind) for p in problems if p.name in {"clearing"} or "pp-" in p.name}
+    assert charge == {
+        ("clearing", ProblemKind.NO_CLEARING_ACCOUNT),
+        ("srv\\pp-target", ProblemKind.DOUBLE_CHARGE),
+        ("srv\\pp-other", ProblemKind.DOUBLE_CHARGE),
+    }
+    target = next(p for p in problems if p.name == "srv\\pp-target")
+    assert "personal account" in target.message and "double charge" in target.message
+    assert target.fixable
+    # Printers proxyprint does not send to keep charging their users.
+    assert not any(p.kind is ProblemKind.DOUBLE_CHARGE and p.name == "srv\\good" for p in problems)
+
+    report = await fix(client, clearing_account="clearing", managed=managed)
+    assert kinds(report.fixed) >= charge
+    assert sim.is_shared_account_exists("clearing")
+    assert sim.get_printer_property("srv", "pp-target", "charge-to-shared-account") == "clearing"
+    again = await check(client, clearing_account="clearing", managed=managed)
+    assert not [p for p in again if p.name == "clearing" or "pp-" in p.name]
+    assert (await fix(client, clearing_account="clearing", managed=managed)).fixed == []
+
+
+async def test_without_proxyprint_queues_the_clearing_account_is_not_required(
+    client: PaperCutClient,
+) -> None:
+    problems = await check(client, clearing_account="clearing", managed=set())
+    assert not [p for p in problems if p.kind is ProblemKind.NO_CLEARING_ACCOUNT]
+    assert not [p for p in problems if p.kind is ProblemKind.DOUBLE_CHARGE]
+    every = await check(client, clearing_account="clearing")  # managed None: every printer
+    assert ("srv\\good", ProblemKind.DOUBLE_CHARGE) in kinds(every)

@@ -1,6 +1,8 @@
 """Exactly once under faults: 200 PaperCut jobs, 20 % of PaperCut calls failing or
 timing out (some applied before the timeout), and the service killed with SIGKILL
-three times. Every adjustment must be applied exactly once and no job lost."""
+three times. Every adjustment must be applied exactly once and no job lost; the queue
+charges the clearing account, as PaperCut does, and every PaperCut account ends exact
+to the cent (no double charge)."""
 
 from __future__ import annotations
 
@@ -39,7 +41,13 @@ async def test_papercut_adjustments_exactly_once_through_faults_and_kills(
     async with PaperCutSimulator(sim_db, token="tok", hang_seconds=3.0) as sim:
         for user in ("alice", "bob", "carol"):
             sim.add_user(user)
-        sim.add_printer("papercut", "pc-fault", cost_mono=Decimal("0.07"))
+        sim.add_shared_account("proxyprint-clearing")
+        sim.add_printer(
+            "papercut",
+            "pc-fault",
+            cost_mono=Decimal("0.07"),
+            charge_account="proxyprint-clearing",
+        )
         await asyncio.to_thread(
             private_cupsd.add_queue, "pc-fault", sim.device_uri("pc-fault", server="papercut")
         )
@@ -138,11 +146,21 @@ async def test_papercut_adjustments_exactly_once_through_faults_and_kills(
         assert local_total == Decimal("0.07") * 4 * JOBS
         assert {i.status for i in items} == {int(OutboxStatus.DONE)}
         markers = {str(i.payload["marker"]) for i in items}
-        assert len(items) == 3 * JOBS  # one adjustment per delegator account per job
+        # One adjustment per delegator account per job, and the clearing account's credit.
+        assert len(items) == 4 * JOBS
 
         adjustments = [a for a in sim.adjustments() if "proxyprint print-out" in a.comment]
         per_marker = Counter(m for a in adjustments for m in markers if m in a.comment)
         assert set(per_marker) == markers
         assert set(per_marker.values()) == {1}, [m for m, n in per_marker.items() if n != 1][:5]
         applied = sum((Decimal(a.amount) for a in adjustments), Decimal(0))
-        assert applied == -local_total  # PaperCut and the ledger agree to the cent
+        assert applied == 0  # the clearing credits net the delegators' debits
+
+        # Every PaperCut account exact to the cent: PaperCut charged the clearing
+        # account 0.28 a job, proxyprint credited it back and charged 1:2:1.
+        assert sim.balance("carol") == 0
+        assert sim.shared_balance("proxyprint-clearing") == 0
+        assert sim.balance("alice") == Decimal("-0.07") * JOBS
+        assert sim.balance("bob") == Decimal("-0.14") * JOBS
+        assert sim.shared_balance("ProjectX") == Decimal("-0.07") * JOBS
+        assert sim.total_balance() == -local_total  # PaperCut and the ledger agree

@@ -15,7 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from billing.db import make_engine
 from billing.papercut import printlog
-from billing.papercut.printlog import CHUNK, Outcome, PrintLogRow, outcome
+from billing.papercut.printlog import (
+    CHUNK,
+    DENIED_REASONS,
+    OUTCOME_TABLE,
+    Outcome,
+    PrintLogRow,
+    outcome,
+)
 from proxy.devkit.papercut.simdb import SimDatabase
 
 SERVER = "localhost"
@@ -77,12 +84,38 @@ def row(**overrides: Any) -> PrintLogRow:
         ({"denied_reason": "TIMEOUT", "cancelled": True}, Outcome.EXPIRED),
         ({"denied_reason": "INSUFFICIENT_BALANCE"}, Outcome.DENIED),
         ({"denied_reason": "PRINTER_DISABLED", "cancelled": True}, Outcome.DENIED),
+        # denied reasons by substring (DENIED_REASONS)
+        ({"denied_reason": "HOLD_RELEASE_TIMEOUT"}, Outcome.EXPIRED),
+        ({"denied_reason": "USER_CANCELLED"}, Outcome.CANCELED),
+        ({"denied_reason": "CANCELED"}, Outcome.CANCELED),
+        ({"denied_reason": "DOCUMENT_TOO_LARGE"}, Outcome.DENIED),
+        ({"denied_reason": "document_too_large"}, Outcome.DENIED),
+        ({"denied_reason": "FILTER_RULE", "cancelled": True}, Outcome.DENIED),
+        ({"printed": True, "denied_reason": "TIMEOUT"}, Outcome.PRINTED),
     ],
 )
 def test_outcome_mapping(overrides: dict[str, Any], expected: Outcome) -> None:
     assert outcome(row(**overrides)) is expected
     assert row(**overrides).outcome is expected
     assert expected.is_final == (expected is not Outcome.PENDING)
+
+
+def test_every_row_of_the_outcome_tables_is_what_outcome_does() -> None:
+    """The tables are the documentation and the test data: each row, in order."""
+    for needle, expected, source in DENIED_REASONS:
+        assert source in {"PC", "SP", "PP"}
+        reason = needle or "SOME_FILTER"
+        assert outcome(row(denied_reason=reason)) is expected, needle
+        assert outcome(row(denied_reason=f"X_{reason}_Y", cancelled=True)) is expected, needle
+    conditions = {
+        "printed='Y' (refunded or not)": {"printed": True, "refunded": True, "cancelled": True},
+        "denied_reason not empty": {"denied_reason": "FILTER_RULE", "cancelled": True},
+        "cancelled='Y'": {"cancelled": True},
+        "otherwise": {},
+    }
+    assert [c for c, _, _ in OUTCOME_TABLE] == list(conditions)
+    for condition, expected, _source in OUTCOME_TABLE:
+        assert outcome(row(**conditions[condition])) is expected, condition
 
 
 async def test_one_query_for_a_thousand_pending_jobs(sim: SimDatabase, engine: AsyncEngine) -> None:

@@ -79,7 +79,9 @@ def test_backend_logs_a_job_under_its_title(
     assert row.usage_cost == Decimal("0.60")
     assert row.printed and not row.cancelled and not row.held
     assert row.job_type == "PRINT"
-    assert sim_db.balance("carol") == 0  # printing charges nobody: proxyprint does
+    # PaperCut charges a printed job to its charged account: here the printing user's.
+    assert row.charged_to == "carol"
+    assert sim_db.balance("carol") == Decimal("-0.60")
 
 
 @pytest.mark.cups
@@ -97,8 +99,10 @@ def test_hold_release_queue_holds_until_released(
     held = {row.document_name: row for row in sim_db.held_jobs()}
     assert set(titles) <= set(held)
     assert not held[titles[0]].printed and not held[titles[0]].cancelled
+    assert sim_db.balance("dave") == 0  # a held job is charged when released
     assert sim_db.release(titles[0]) is True
     assert sim_db.cancel(titles[1]) is True
+    assert sim_db.balance("dave") == Decimal("-0.20")  # the cancelled one costs nothing
     [released] = sim_db.usage_rows(titles[0])
     [cancelled] = sim_db.usage_rows(titles[1])
     assert released.printed and released.usage_cost == Decimal("0.20")
@@ -255,11 +259,37 @@ def test_controls_act_on_held_jobs_only(db: SimDatabase) -> None:
     for control in (db.release, db.cancel, db.expire):
         assert control(names[0]) is False
     assert db.deny(names[1], "X") is False
+    assert db.balance("amy") == Decimal("-0.20")  # only the released job was charged
     assert db.refund(names[0]) is True and db.refund(names[0]) is False
     assert db.usage_rows(names[0])[0].refunded
     with pytest.raises(SimNotFound):
         db.release("no such document")
-    assert db.balance("amy") == 0
+    assert db.balance("amy") == 0  # the refund gave it back
+    [refund] = db.adjustments(comment_contains=names[0])
+    assert (refund.transaction_type, refund.amount) == ("PRINT_REFUND", Decimal("0.20"))
+
+
+def test_a_printer_charging_a_shared_account_charges_it_not_the_user(db: SimDatabase) -> None:
+    db.add_shared_account("Clearing")
+    db.add_printer("srv", "shared", cost_mono=Decimal("0.15"), charge_account="Clearing")
+    db.add_printer("srv", "personal", cost_mono=Decimal("0.15"))
+    db.record_job("a.pdf", user="amy", printer="shared", server="srv", pages=2)
+    db.record_job("b.pdf", user="amy", printer="personal", server="srv", pages=1)
+    assert db.shared_balance("Clearing") == Decimal("-0.30")
+    assert db.balance("amy") == Decimal("-0.15")
+    assert db.usage_rows("a.pdf")[0].charged_to == "Clearing"
+    assert db.usage_rows("b.pdf")[0].charged_to == "amy"
+    assert db.total_balance() == Decimal("-0.45")
+    # The printer setting, as a printer property: "" is the personal account.
+    assert db.get_printer_property("srv", "shared", "charge-to-shared-account") == "Clearing"
+    assert db.get_printer_property("srv", "personal", "charge-to-shared-account") == ""
+    db.set_printer_charge_account("srv", "personal", "Clearing")
+    db.record_job("c.pdf", user="amy", printer="personal", server="srv")
+    assert db.shared_balance("Clearing") == Decimal("-0.45")
+    with pytest.raises(SimFault, match="Shared account does not exist"):
+        db.set_printer_charge_account("srv", "personal", "nosuch")
+    db.set_printer_charge_account("srv", "personal", None)
+    assert db.get_printer_property("srv", "personal", "charge-to-shared-account") == ""
 
 
 def test_seeding_helpers(db: SimDatabase) -> None:

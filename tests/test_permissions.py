@@ -24,10 +24,10 @@ Every mutating cell gets resources of its own (a fresh held job, ticket, card
 number), so the cells do not depend on each other's order. Every error is
 checked for the API's error shape and a code matching the status; a 401 carries
 the ``WWW-Authenticate: Bearer`` challenge; a 2xx answer to alice's token
-never mentions bob. SQLite runs the whole matrix (now 18 endpoints x 11 callers =
-198 cells; the malformed and bad columns send 7 and 6 headers: 396
+never mentions bob. SQLite runs the whole matrix (now 19 endpoints x 11 callers =
+209 cells; the malformed and bad columns send 7 and 6 headers: 418
 requests, plus HEAD for the 9 GET rows); PostgreSQL the columns in
-``PG_COLUMNS`` (108 cells).
+``PG_COLUMNS`` (114 cells).
 
 The other tests: API and reader tokens are stored only as their SHA-256; spool
 files are 0600 in 0700 directories and no route serves files; no answer
@@ -69,6 +69,7 @@ from proxy.pipeline.delegation import KEYS as DELEGATION_KEYS
 from proxy.pipeline.delegation import parse_cups_options
 from proxy.pipeline.intake import META_HEADER
 from proxy.tokens import hash_token
+from proxy.web.setup import is_web_route
 from tests import factories as f
 from tests.served import Served, served
 
@@ -99,6 +100,7 @@ POST   /api/v1/jobs/{id}/release           200  403  403  403  200  404  401  40
 POST   /api/v1/jobs/{id}/cancel            200  403  403  403  200  404  401  401  401  401  401
 POST   /api/v1/jobs/{id}/recheck           200  403  403  403  200  404  401  401  401  401  401
 PUT    /api/v1/jobs/{id}/delegation        200  403  403  403  403  403  401  401  401  401  401
+POST   /api/v1/jobs/{id}/redirect          200  403  403  403  200  404  401  401  401  401  401
 GET    /api/v1/tickets                     200  403  200  403  403  403  401  401  401  401  401
 POST   /api/v1/tickets/{id}/release        200  403  200  403  403  403  401  401  401  401  401
 POST   /api/v1/tickets/{id}/cancel         200  403  200  403  200  404  401  401  401  401  401
@@ -279,6 +281,9 @@ async def prepare(world: World, method: str, route: str, column: str) -> Call:
         job = await world.fresh_job(owner, PrinterMode.HOLD, reason="user-unknown")
         body = {"delegators": "carol"} if route.endswith("/delegation") else None
         return Call(route.replace("{id}", str(job)), body=body)
+    if route == "/api/v1/jobs/{id}/redirect":
+        job = await world.fresh_job(owner, PrinterMode.HOLD)
+        return Call(route.replace("{id}", str(job)), body={"printer": "pp-hold-far"})
     if route in ("/api/v1/tickets/{id}/release", "/api/v1/tickets/{id}/cancel"):
         return Call(route.replace("{id}", str(await world.fresh_job(owner, PrinterMode.TICKET))))
     if route == "/api/v1/delegations":
@@ -342,6 +347,8 @@ def router_endpoints(app: web.Application) -> set[tuple[str, str]]:
     for route in app.router.routes():
         resource = route.resource
         assert resource is not None
+        if is_web_route(route):  # the web app's pages: tests/test_web.py
+            continue
         if route.method == "HEAD":
             heads.add(resource.canonical)
         else:
@@ -527,6 +534,7 @@ STRING_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = 
     ("POST", "/api/v1/jobs/{id}/cancel"): ((), ()),
     ("POST", "/api/v1/jobs/{id}/recheck"): ((), ()),
     ("PUT", "/api/v1/jobs/{id}/delegation"): ((), DELEGATION_KEYS),
+    ("POST", "/api/v1/jobs/{id}/redirect"): ((), ("printer",)),
     ("GET", "/api/v1/tickets"): (("user", "printer", "limit", "cursor"), ()),
     ("POST", "/api/v1/tickets/{id}/release"): ((), ("printer",)),
     ("POST", "/api/v1/tickets/{id}/cancel"): ((), ()),

@@ -22,7 +22,12 @@ from proxy.config import build_config
 from proxy.usersource import answer, run
 
 GROUP_MAP = {
-    "groups": {"c-acme": "Acme Labs", "officernd:individuals": "[Individual Member]"},
+    # Gala Corp: a company group the sync is about to add (no local group yet).
+    "groups": {
+        "c-acme": "Acme Labs",
+        "officernd:individuals": "[Individual Member]",
+        "c-gala": "Gala Corp",
+    },
     "former": [],
 }
 
@@ -64,7 +69,13 @@ CASES: list[tuple[list[str], str, str, int, str]] = [
     (["-", "is-valid"], "", "Y\n", 0, ""),
     (["is-valid"], "", "Y\n", 0, ""),
     (["-", "all-users"], "", ADA + BOB, 0, ""),
-    (["-", "all-groups"], "", "[Individual Member]\nAcme Labs\n", 0, ""),
+    (
+        ["-", "all-groups"],
+        "",
+        "[Individual Member]\nAcme Labs\nGala Corp\nUNLINKED_MEMBERS_TO_OFFICERND\n",
+        0,
+        "",
+    ),
     (["-", "get-user-details"], "ada@example.com\n", ADA, 0, ""),
     (["-", "get-user-details"], "ADA@Example.com\n", ADA, 0, ""),
     (["-", "get-user-details"], "nobody\n", "", 1, "unknown user: nobody"),
@@ -76,6 +87,9 @@ CASES: list[tuple[list[str], str, str, int, str]] = [
     (["-", "group-member-names", "Acme_Labs"], "", "ada@example.com\n", 0, ""),  # local name
     (["-", "group-members", "[Individual Member]"], "", BOB, 0, ""),
     (["-", "group-members", "No Such"], "", "", 1, "unknown group: No Such"),
+    (["-", "group-member-names", "Gala Corp"], "", "", 0, ""),
+    (["-", "group-member-names", "unlinked_members_to_officernd"], "", "", 0, ""),
+    (["-", "is-user-in-group", "Gala Corp", "ada@example.com"], "", "N\n", 0, ""),
     (["-", "group-member-names", "staff"], "", "", 1, "unknown group"),
     (["-", "is-user-in-group", "Acme Labs", "ada@example.com"], "", "Y\n", 0, ""),
     (["-", "is-user-in-group", "Acme Labs", "bob@example.com"], "", "N\n", 0, ""),

@@ -173,6 +173,7 @@ def member_from_json(data: object) -> Member:
         status=str(rec.get("status") or ""),
         company_id=_ref(rec.get("team")),
         plan_ids=plan_ids,
+        office_id=_ref(rec.get("office")),
     )
 
 
@@ -217,6 +218,8 @@ def fee_to_json(fee: Fee) -> dict[str, object]:
         body["team"] = fee.company_id
     if fee.plan_id is not None:
         body["plan"] = fee.plan_id
+    if fee.office_id is not None:
+        body["office"] = fee.office_id  # required by the API: the server says so when missing
     body["isPersonal"] = fee.is_personal
     body["description"] = fee.description
     for key, value in fee.extra.items():

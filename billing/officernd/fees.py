@@ -126,6 +126,7 @@ def _fee(payload: dict[str, Any]) -> Fee:
         quantity=1,
         is_personal=True,
         description=str(payload["description"]),
+        office_id=str(payload["office"]) if payload.get("office") else None,
     )
 
 
@@ -269,6 +270,7 @@ async def run_fees(
     day: date,
     currency: Currency,
     plan_name: str = "PaperCut Fees",
+    office: str = "",
     manage: bool = True,
     concurrency: int = DEFAULT_CONCURRENCY,
     wait: float = 60.0,
@@ -277,6 +279,8 @@ async def run_fees(
 ) -> FeesSummary:
     """Bill the day's negative balances (see the module doc); an event row records it.
 
+    ``office`` is the fees' ``office`` (the API requires one; "": each member's
+    own office, read from the members list when there is a fee to create).
     ``day`` is the site's date (``[officernd] timezone``). ``applied`` (PaperCut's
     transaction log) is required unless fees are not managed. Commits its own
     transactions: the intents before any remote call, then each batch.
@@ -325,6 +329,12 @@ async def run_fees(
             )
         )
     summary.negative = len(intents)
+    if intents:
+        offices: dict[str, str | None] = {}
+        if not office:
+            offices = {m.id: m.office_id for m in await officernd.members()}
+        for _, payload in intents:
+            payload["office"] = office or offices.get(str(payload["member_id"])) or ""
     async with sessions() as session, session.begin():
         added = await outbox.enqueue_many(session, FEE_KIND, intents)
     summary.enqueued, summary.already = len(added), len(intents) - len(added)

@@ -31,6 +31,7 @@ class Member:
     status: str  # a MemberStatus value (kept as text: OfficeRnD may add statuses)
     company_id: str | None  # None: an individual member
     plan_ids: tuple[str, ...] = ()
+    office_id: str | None = None  # the member's location (``office``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,4 +53,5 @@ class Fee:
     quantity: int = 1
     is_personal: bool = True
     description: str = ""
+    office_id: str | None = None  # ``office``: the API requires it
     extra: dict[str, str] = field(default_factory=dict)

@@ -28,6 +28,17 @@ no longer wanted (former members, excluded companies, deleted members)
 deleted. PaperCut users we do not know are left alone (the initial sync put
 them in the unlinked group). Groups are created when needed, never deleted.
 
+Groups the way PaperCut allows (``addNewGroup`` only adds a group its user
+directory source offers, in the background): before adding any, the run
+writes its group map (every company group and ``[Individual Member]``), which
+proxyprint's user-source program lists together with
+``UNLINKED_MEMBERS_TO_OFFICERND``; it then asks PaperCut to run its user/group
+sync (``performUserAndGroupSync``), waits on ``getTaskStatus``, adds the
+groups, waits again and checks each exists. A group PaperCut would not add
+fails the run with ``PaperCutSetupError`` naming the set-up (PaperCut's
+directory source must be the user-source program) before any user is
+created or assigned.
+
 PaperCut calls run concurrently, at most ``concurrency`` at once, writes
 retried where safe (``billing.officernd.writes``). Every synced member is
 mirrored as a local user in a local group per company
@@ -77,8 +88,16 @@ from billing.officernd.models import Company, Member, Plan
 from billing.officernd.plan import SyncPlan, Update, link_members, managed_groups, plan_actions
 from billing.officernd.writes import DEFAULT_CONCURRENCY, RECREATE_KIND, RECREATE_RETRY
 from billing.papercut.client import PaperCutClient
+from billing.papercut.exceptions import PaperCutFault, PaperCutSetupError
 
-__all__ = ["run_sync"]
+__all__ = ["DIRECTORY_SETUP", "TASK_TIMEOUT", "run_sync"]
+
+TASK_TIMEOUT = 300.0  # seconds PaperCut may take for its user/group sync or a new group
+DIRECTORY_SETUP = (
+    "set PaperCut's user/group sync source to proxyprint's user-source program"
+    " (Options > User/Group Sync > Custom Program: 'proxyprint papercut user-source';"
+    " README, PaperCut set-up), then sync again"
+)
 
 log = logging.getLogger(__name__)
 
@@ -204,17 +223,72 @@ async def _done_recreations(sessions: async_sessionmaker[AsyncSession], token: s
         }
 
 
+def _group_state(mirror: Mirror, want: _Wanted) -> tuple[dict[str, str], set[str]]:
+    """The group map (PaperCut group name by external id) and the former groups."""
+    all_groups = {**mirror.groups, **want.company_groups}
+    all_groups[INDIVIDUALS_ID] = INDIVIDUAL_GROUP
+    former = (mirror.former_groups | set(mirror.groups.values())) - set(all_groups.values())
+    return all_groups, former
+
+
+async def _save_groups(session: AsyncSession, mirror: Mirror, want: _Wanted) -> None:
+    all_groups, former = _group_state(mirror, want)
+    if all_groups != mirror.groups or former != mirror.former_groups:
+        await save_state(
+            session,
+            GROUPS_JOB,
+            GROUPS_PERIOD,
+            {"groups": all_groups, "former": sorted(former)},
+            "done",
+        )
+
+
+async def _add_groups(
+    run: SyncRun, papercut: PaperCutClient, mirror: Mirror, want: _Wanted, groups: list[str]
+) -> None:
+    """The new groups, the way PaperCut allows: offered by the directory source first."""
+    async with run.sessions() as session, session.begin():
+        await _save_groups(session, mirror, want)  # the user-source program lists them now
+    await run.pc.write(papercut.perform_user_and_group_sync)
+    await papercut.wait_for_task(timeout=TASK_TIMEOUT)
+    refused: dict[str, str] = {}
+
+    async def add(group: str) -> None:
+        try:
+            await run.pc.write(papercut.add_new_group, group)
+        except PaperCutFault as exc:
+            refused[group] = exc.fault_string
+        finally:
+            run.tick()
+
+    await asyncio.gather(*(add(g) for g in groups))
+    status = await papercut.wait_for_task(timeout=TASK_TIMEOUT)
+    for group in groups:
+        if group not in refused and not await run.pc.read(papercut.is_group_exists, group):
+            refused[group] = f"not added ({status.message})"
+    run.summary.groups_created += len(groups) - len(refused)
+    if refused:
+        details = "; ".join(f"{g}: {why}" for g, why in sorted(refused.items()))
+        raise PaperCutSetupError(
+            f"PaperCut's user directory source does not offer the group(s)"
+            f" {', '.join(sorted(refused))}, so PaperCut cannot add them: {DIRECTORY_SETUP}."
+            f" ({details})"
+        )
+
+
 async def _carry_out(
-    run: SyncRun, papercut: PaperCutClient, plan: SyncPlan, token: str | None
+    run: SyncRun,
+    papercut: PaperCutClient,
+    plan: SyncPlan,
+    token: str | None,
+    *,
+    mirror: Mirror,
+    want: _Wanted,
 ) -> None:
     """The planned actions: groups first, then users concurrently."""
     summary = run.summary
-
-    async def new_group(group: str) -> None:
-        await run.pc.write(papercut.add_new_group, group)
-        summary.groups_created += 1
-
-    await asyncio.gather(*(run.guarded(f"group {g}", None, new_group(g)) for g in plan.new_groups))
+    if plan.new_groups:
+        await _add_groups(run, papercut, mirror, want, plan.new_groups)
 
     async def do_create(want: DesiredUser) -> None:
         if await run.guarded(f"create {want.username}", want.member_id, run.create(want)):
@@ -263,9 +337,6 @@ async def _record(run: SyncRun, mirror: Mirror, want: _Wanted, token: str | None
     needed_ext = {
         (INDIVIDUALS_ID if w.company_id is None else w.company_id): w.group for w in in_papercut
     }
-    all_groups = {**mirror.groups, **want.company_groups}
-    all_groups[INDIVIDUALS_ID] = INDIVIDUAL_GROUP
-    former = (mirror.former_groups | set(mirror.groups.values())) - set(all_groups.values())
     async with run.sessions() as session, session.begin():
         mirrored = await apply_mirror(session, in_papercut, leaving, needed_ext)
         summary.mirror_created = mirrored.created
@@ -273,14 +344,7 @@ async def _record(run: SyncRun, mirror: Mirror, want: _Wanted, token: str | None
         summary.mirror_deactivated = mirrored.deactivated
         for error in mirrored.errors:
             summary.error(error)
-        if all_groups != mirror.groups or former != mirror.former_groups:
-            await save_state(
-                session,
-                GROUPS_JOB,
-                GROUPS_PERIOD,
-                {"groups": all_groups, "former": sorted(former)},
-                "done",
-            )
+        await _save_groups(session, mirror, want)
         if summary.initial:
             state = "done" if summary.errors == 0 else "started"
             await save_state(
@@ -359,7 +423,7 @@ async def run_sync(
     )
     summary.skipped += plan.skipped
     run.total = plan.total
-    await _carry_out(run, papercut, plan, token)
+    await _carry_out(run, papercut, plan, token, mirror=mirror, want=want)
     await _record(run, mirror, want, token)
     log.info("%s", summary.line())
     return summary

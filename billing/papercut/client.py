@@ -36,11 +36,13 @@ Contracts:
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import re
 import xmlrpc.client
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Final
 from xml.parsers.expat import ExpatError
@@ -49,7 +51,7 @@ import aiohttp
 
 from billing.exceptions import InvalidAmount, InvalidInput
 from billing.httpclient import HttpClient, RetryPolicy, transport_detail
-from billing.papercut.exceptions import PaperCutFault, PaperCutUnavailable
+from billing.papercut.exceptions import PaperCutFault, PaperCutTaskTimeout, PaperCutUnavailable
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
@@ -58,6 +60,7 @@ __all__ = [
     "PAGE_SIZE",
     "READ_METHODS",
     "PaperCutClient",
+    "TaskStatus",
     "is_write",
     "shared_account_name",
     "split_printer",
@@ -99,6 +102,7 @@ READ_METHODS: Final = frozenset(
         "api.getPrinterProperty",
         "api.getPrinterProperties",
         "api.getPrinterCostSimple",
+        "api.getTaskStatus",
     }
 )
 
@@ -187,6 +191,14 @@ def _to_double(amount: object, field: str) -> float:
     if not math.isfinite(double) or Decimal(repr(double)) != value:
         raise InvalidAmount(f"{field}: {value} cannot be sent as a double without changing it")
     return double
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStatus:
+    """``api.getTaskStatus``: whether the background task completed, and its message."""
+
+    completed: bool
+    message: str
 
 
 class PaperCutClient(HttpClient):
@@ -406,8 +418,48 @@ class PaperCutClient(HttpClient):
         return await self._bool("api.isGroupExists", _text(group, "group"))
 
     async def add_new_group(self, group: str) -> None:
-        """Add a group. On a real server it must exist in the user directory."""
+        """Add a group. It must exist in the user directory source; it is added in the
+        background (``wait_for_task``)."""
         await self.call("api.addNewGroup", _text(group, "group"))
+
+    # --- user directory sync and background tasks ----------------------------
+
+    async def perform_user_and_group_sync(self) -> None:
+        """Start PaperCut's user and group sync with its directory source (background)."""
+        await self.call("api.performUserAndGroupSync")
+
+    async def perform_group_sync(self) -> None:
+        """Start PaperCut's group membership sync (background)."""
+        await self.call("api.performGroupSync")
+
+    async def get_task_status(self) -> TaskStatus:
+        """The status of PaperCut's current (or last) background task."""
+        value = await self.call("api.getTaskStatus")
+        if not isinstance(value, Mapping) or not isinstance(value.get("completed"), bool):
+            raise PaperCutUnavailable(
+                "api.getTaskStatus", f"unexpected answer {value!r}", retryable=False
+            )
+        return TaskStatus(bool(value["completed"]), str(value.get("message", "")))
+
+    async def wait_for_task(
+        self, *, timeout: float = 300.0, interval: float = 0.05, max_interval: float = 1.0
+    ) -> TaskStatus:
+        """Poll ``getTaskStatus`` until the task completed (``PaperCutTaskTimeout`` after
+        ``timeout`` seconds); the pause doubles from ``interval`` up to ``max_interval``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pause = interval
+        while True:
+            status = await self.get_task_status()
+            if status.completed:
+                return status
+            if loop.time() + pause > deadline:
+                raise PaperCutTaskTimeout(
+                    f"PaperCut's background task did not complete in {timeout:g} s:"
+                    f" {status.message}"
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, max_interval)
 
     async def list_user_groups(self, offset: int = 0, limit: int = PAGE_SIZE) -> list[str]:
         """All groups (not one user's: that is ``get_user_groups``)."""

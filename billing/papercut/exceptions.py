@@ -46,3 +46,12 @@ class PaperCutUnavailable(PaperCutError):
         self.reason = reason
         self.attempts = attempts
         self.retryable = retryable
+
+
+class PaperCutSetupError(PaperCutError):
+    """PaperCut is not set up the way proxyprint needs (e.g. its user directory source
+    does not offer a group the sync must create). An admin must act; not retried."""
+
+
+class PaperCutTaskTimeout(PaperCutError):
+    """A background task (``getTaskStatus``) did not complete in time."""

@@ -35,6 +35,8 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "CHUNK",
+    "DENIED_REASONS",
+    "OUTCOME_TABLE",
     "QUERIES",
     "TIMEOUT_REASON",
     "Outcome",
@@ -46,8 +48,6 @@ __all__ = [
 
 CHUNK = 1000
 TIMEOUT_REASON = "TIMEOUT"
-# Denied reasons that mean "a person cancelled it" rather than "refused".
-_CANCEL_REASONS = frozenset({"CANCELLED", "CANCELED"})
 
 QUERIES: Counter[str] = Counter()
 
@@ -184,28 +184,65 @@ class PrintLogRow:
         return outcome(self)
 
 
-def outcome(row: PrintLogRow) -> Outcome:
-    """The end state a row records.
+# --- the one table of outcomes ------------------------------------------------------------
+#
+# How a tbl_printer_usage_log row ends a job, first match wins. Sources, per row:
+# [PC] PaperCut's print-log columns (printed/cancelled/refunded 'Y'/'N',
+#      denied_reason a code) as its example report SQL reads them;
+# [SP] SavaPage's PaperCut integration, the only other public reader of the log,
+#      as issue #14 reports it: every non-printed row is final, and denied
+#      reasons are matched by substring (TIMEOUT = expired, DOCUMENT_TOO_LARGE...);
+# [PP] proxyprint's own rule where neither settles it.
+#
+# denied_reason, upper-cased, matched by substring, first match wins:
+DENIED_REASONS: tuple[tuple[str, Outcome, str], ...] = (
+    # [SP] a hold/release job not released before the hold timeout (e.g. "TIMEOUT",
+    # "HOLD_RELEASE_TIMEOUT"): PaperCut deletes it.
+    ("TIMEOUT", Outcome.EXPIRED, "SP"),
+    # [PP] a person cancelled it ("CANCELLED", "CANCELED", "USER_CANCELLED"...).
+    ("CANCEL", Outcome.CANCELED, "PP"),
+    # [SP] refused: the document is larger than the printer's or the filter's limit.
+    ("DOCUMENT_TOO_LARGE", Outcome.DENIED, "SP"),
+    # [PC] refused by a filter or restriction (balance, printer disabled, rules...):
+    # any other non-empty reason.
+    ("", Outcome.DENIED, "PC"),
+)
 
-    ====================================================  ==========
-    printed='Y' (refunded or not: the row's usage_cost)   PRINTED
-    denied_reason 'TIMEOUT'                               EXPIRED
-    another denied_reason (not CANCELLED)                 DENIED
-    cancelled='Y', or denied_reason 'CANCELLED'           CANCELED
-    none of these (held, or still being processed)        PENDING
-    ====================================================  ==========
+OUTCOME_TABLE: tuple[tuple[str, Outcome, str], ...] = (
+    # (condition, outcome, source); ``outcome`` implements exactly these rows, in order.
+    # [PC] printed: completed, cost = usage_cost. A refunded row stays printed: the refund
+    # went back to the charged account in PaperCut; proxyprint reverses by an admin only.
+    ("printed='Y' (refunded or not)", Outcome.PRINTED, "PC"),
+    # [SP] a denied reason decides by DENIED_REASONS (cancelled or not).
+    ("denied_reason not empty", Outcome.DENIED, "SP"),
+    # [PC] cancelled by a person in PaperCut (or at a release station).
+    ("cancelled='Y'", Outcome.CANCELED, "PC"),
+    # [PP] none of these: held in a hold/release queue or not yet processed. Waited on
+    # until PaperCut decides (the hold timeout then writes TIMEOUT).
+    ("otherwise", Outcome.PENDING, "PP"),
+)
+
+
+def denied_outcome(reason: str) -> Outcome:
+    """The outcome a non-empty ``denied_reason`` records (``DENIED_REASONS``)."""
+    code = reason.strip().upper()
+    for needle, result, _source in DENIED_REASONS:
+        if needle in code:
+            return result
+    return Outcome.DENIED  # pragma: no cover - the table ends with a catch-all
+
+
+def outcome(row: PrintLogRow) -> Outcome:
+    """The end state a row records: ``OUTCOME_TABLE``, then ``DENIED_REASONS``.
 
     EXPIRED, DENIED and CANCELED all end a print-out as ``canceled``; they
     differ in the reason it records.
     """
     if row.printed:
         return Outcome.PRINTED
-    reason = row.denied_reason
-    if reason == TIMEOUT_REASON:
-        return Outcome.EXPIRED
-    if reason and reason not in _CANCEL_REASONS:
-        return Outcome.DENIED
-    if row.cancelled or reason:
+    if row.denied_reason:
+        return denied_outcome(row.denied_reason)
+    if row.cancelled:
         return Outcome.CANCELED
     return Outcome.PENDING
 

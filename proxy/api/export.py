@@ -3,7 +3,9 @@
 ``batches`` reads the filtered history ``batch`` rows at a time, each batch a
 keyset page (``queries.print_out_columns_select``: the list's statement and
 plans) in its own short transaction, as plain rows (no ORM objects: an export
-reads many), with the batch's transactions in one more query. The rest are
+reads many), with the batch's transactions in one more query and how its
+print-ins were counted (``pages_estimated``, ``count_method``, ``color_pages``,
+``document_copies``: the last columns) in another. The rest are
 pure functions, like ``serialize``. Quoting (commas, quotes, line breaks) is
 the ``csv`` module's; what this module adds is the spreadsheet side:
 
@@ -40,6 +42,7 @@ from . import queries, serialize
 COLUMNS = (
     "id", "created_at", "ended_at", "status", "status_reason", "mode", "printer", "delegate",
     "title", "pages", "copies", "cost", "currency", "transactions",
+    "pages_estimated", "count_method", "color_pages", "document_copies",
 )  # fmt: skip
 FORMULA_STARTS = frozenset("=+-@")
 CONTENT_TYPE = "text/csv"
@@ -78,6 +81,7 @@ class Share:
 class ExportRow:
     print_out: Any  # a Row of ROW_COLUMNS
     shares: list[Share]
+    counted: queries.Counted = queries.NOT_COUNTED
 
 
 ROW_COLUMNS = (
@@ -94,6 +98,7 @@ ROW_COLUMNS = (
     PrintOut.copies,
     PrintOut.cost,
     PrintOut.currency,
+    PrintOut.print_in_id,
 )
 
 
@@ -141,8 +146,12 @@ async def batches(
             more = len(found) > batch
             found = found[:batch]
             shares = await _shares(session, [row.id for row in found])
+            counted = await queries.counted_of(session, [row.print_in_id for row in found])
         if found:
-            yield [ExportRow(row, shares[row.id]) for row in found]
+            yield [
+                ExportRow(row, shares[row.id], counted.get(row.print_in_id, queries.NOT_COUNTED))
+                for row in found
+            ]
         if not more:
             return
         after = (found[-1].created_at, found[-1].id)
@@ -172,6 +181,10 @@ def row_cells(row: ExportRow, currency: Currency) -> list[str]:
         serialize.money(po.cost, currency) or "",
         text_cell(po.currency),
         text_cell(transactions_cell(row.shares, currency)),
+        "true" if row.counted.pages_estimated else "false",
+        row.counted.count_method or "",
+        "" if row.counted.color_pages is None else str(row.counted.color_pages),
+        str(row.counted.document_copies),
     ]
 
 

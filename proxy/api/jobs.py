@@ -1,7 +1,10 @@
-"""Held jobs (hold mode and held-for-a-reason): list, web release, cancel.
+"""Jobs: held ones (hold mode and held-for-a-reason) listed and released; any job
+not yet ended canceled (``control.cancel``) or redirected to another proxy printer
+(``redirect.redirect``).
 
 The ``user`` role sees and acts on its own jobs only (it is the delegate);
-another user's job is a 404. Job tickets have their own resource (tickets.py).
+another user's job is a 404, as everywhere in the API (a 403 would tell her
+that the id exists). Job tickets have their own resource (tickets.py).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from billing.enums import PrinterMode, PrintStatus, Role, StatusReason
 from billing.models import Printer, PrintOut
 from proxy.exceptions import Conflict, Forbidden, NotFound
 from proxy.keys import CONFIG, READ_SESSIONS, SESSIONS, WAKE
-from proxy.pipeline import lifecycle
+from proxy.pipeline import control, redirect
 from proxy.pipeline import recheck as fixing
 from proxy.pipeline import release as held
 from proxy.pipeline.delegation import DelegationKind, delegation_from_json
@@ -22,7 +25,7 @@ from proxy.pipeline.wake import DISPATCH
 
 from . import queries, serialize
 from .auth import Principal, require
-from .errors import json_body, reject_unknown
+from .errors import InvalidParameter, json_body, reject_unknown
 
 LIST_PARAMS = frozenset({"user", "printer", "limit", "cursor"})
 OWNERS = (Role.ADMIN, Role.USER)
@@ -129,13 +132,51 @@ async def release_job(request: web.Request) -> web.Response:
 
 
 async def cancel_job(request: web.Request) -> web.Response:
+    """Cancel a job in any state that has not ended (``control.cancel``): a held or
+    pending one at once, a dispatched one at its target first; nothing is charged."""
     principal = await require(request, *OWNERS)
     reject_unknown(await json_body(request, optional=True), set())
-    async with lifecycle.ending(request.app) as ends:
-        po = await own_print_out(ends.session, principal, request.match_info["id"])
-        await held.cancel_held(ends, po, actor=principal.describe())
-        printer = await ends.session.scalar(select(Printer.name).where(Printer.id == po.printer_id))
-    return web.json_response({"canceled": True, "job": held_json(po, printer or "")})
+    async with request.app[READ_SESSIONS]() as session:
+        po = await own_print_out(session, principal, request.match_info["id"])
+        printer = await session.scalar(select(Printer.name).where(Printer.id == po.printer_id))
+    control.check_not_final(po)
+    held_now = po.status == PrintStatus.HELD
+    done = await control.cancel(
+        request.app,
+        po.id,
+        actor=principal.describe(),
+        reason=StatusReason.CANCELED_WHILE_HELD if held_now else StatusReason.CANCELED_BY_USER,
+    )
+    return web.json_response({"canceled": True, "job": held_json(done, printer or "")})
+
+
+async def redirect_job(request: web.Request) -> web.Response:
+    """Send a pending, held or not-printed aborted job to another proxy printer."""
+    principal = await require(request, *OWNERS)
+    body = await json_body(request)
+    reject_unknown(body, {"printer"})
+    name = body.get("printer")
+    if not isinstance(name, str) or not name:
+        raise InvalidParameter("printer: must be a proxy printer name")
+    async with request.app[SESSIONS]() as session, session.begin():
+        po = await own_print_out(session, principal, request.match_info["id"])
+        printer = await redirect.find_printer(session, name)
+        done = await redirect.redirect(
+            session,
+            po,
+            printer,
+            actor=principal.describe(),
+            currency=request.app[CONFIG].money,
+        )
+    if done.print_out.status == PrintStatus.PENDING:
+        request.app[WAKE].wake(DISPATCH)
+    return web.json_response(
+        {
+            "redirected": True,
+            "new_print_out": done.new_print_out,
+            "job": held_json(done.print_out, done.printer),
+        }
+    )
 
 
 async def recheck_job(request: web.Request) -> web.Response:
@@ -192,6 +233,7 @@ def routes(prefix: str) -> list[web.RouteDef]:
         web.get(f"{prefix}/jobs/held", list_held),
         web.post(f"{prefix}/jobs/{{id}}/release", release_job),
         web.post(f"{prefix}/jobs/{{id}}/cancel", cancel_job),
+        web.post(f"{prefix}/jobs/{{id}}/redirect", redirect_job),
         web.post(f"{prefix}/jobs/{{id}}/recheck", recheck_job),
         web.put(f"{prefix}/jobs/{{id}}/delegation", put_delegation),
     ]

@@ -11,14 +11,17 @@ before the error is answered.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.enums import Role
+from billing.models import Reader
 from proxy.exceptions import BadRequest, NotFound
-from proxy.keys import SESSIONS, WAKE
+from proxy.keys import SESSIONS, TAP_AUTH, WAKE
 from proxy.nfc import CardError
 from proxy.nfc_admin import (
     TapOutcome,
@@ -26,6 +29,7 @@ from proxy.nfc_admin import (
     authenticate_reader,
     tap_card,
 )
+from proxy.pipeline.intake_auth import SIGNATURE_HEADER
 from proxy.pipeline.release import Released
 from proxy.pipeline.wake import DISPATCH
 
@@ -80,13 +84,36 @@ async def register_card(request: web.Request) -> web.Response:
     return web.json_response({"id": card.id, "user": user, "card": card.number}, status=201)
 
 
+async def _signed_reader(request: web.Request, session: AsyncSession, reader_id: str) -> Reader:
+    """A tap signed with the reader key (SHA-256 of its token, never sent): the
+    intake's protocol (``proxy.pipeline.intake_auth``) with META = SHA-256 of the body."""
+    reader = await session.scalar(select(Reader).where(Reader.reader_id == reader_id))
+    peer = request.remote or "?"
+    body_hash = hashlib.sha256(await request.read()).hexdigest()
+    request.app[TAP_AUTH].check(
+        address=peer,
+        method=request.method,
+        path_qs=request.raw_path,
+        headers=request.headers,
+        meta=body_hash,
+        secret=reader.token_hash if reader is not None else "",
+    )
+    assert reader is not None  # an unknown reader has no key: refused above
+    return reader
+
+
 async def reader_tap(request: web.Request) -> web.Response:
-    token = _bearer(request)  # 401 before anything else is looked at
+    """``Authorization: Bearer <reader token>`` (over HTTPS), or signed with the reader key."""
+    signed = SIGNATURE_HEADER in request.headers
+    token = "" if signed else _bearer(request)  # 401 before anything else is looked at
     reader_id = request.match_info["reader_id"]
     await request.read()  # buffered now: no client wait while a connection is held
 
     async def work(session: AsyncSession) -> TapOutcome:
-        reader = await authenticate_reader(session, reader_id, token)
+        if signed:
+            reader = await _signed_reader(request, session, reader_id)
+        else:
+            reader = await authenticate_reader(session, reader_id, token)
         body = await json_body(request)
         reject_unknown(body, {"card"})
         return await tap_card(session, reader, _required(body, "card"))

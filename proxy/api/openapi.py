@@ -21,6 +21,7 @@ from aiohttp import web
 
 from billing.enums import AccountType, LedgerKind, PrinterMode, PrintStatus, Role, StatusReason
 from proxy.logs import REQUEST_ID_HEADER
+from proxy.pages.kinds import METHODS as COUNT_METHODS
 from proxy.pipeline.delegation import MAX_COPIES, MAX_ENTRIES, MAX_VALUE_CHARS
 
 from .auth import STAFF
@@ -110,6 +111,15 @@ SCHEMAS: dict[str, JSON] = {
         " pending_external: waiting for PaperCut's outcome.",
     },
     "Mode": {"type": "string", "enum": [m.value for m in PrinterMode]},
+    "CountMethod": {
+        "type": "string",
+        "enum": list(COUNT_METHODS),
+        "description": "pdf-page-tree: the PDF's page tree; dsc: PostScript DSC page "
+        "comments; ghostscript: as Ghostscript rendered it; raster-headers: PWG/CUPS/Apple "
+        "raster page headers; pclxl-operators: PCL XL EndPage operators; estimate: a guess "
+        "(text lines, PCL form feeds, an image, a document Ghostscript could not read); "
+        "empty: an empty file.",
+    },
     "StatusReason": {
         "type": ["string", "null"],
         "description": "Why the job has its status: one of the examples, `"
@@ -156,7 +166,31 @@ SCHEMAS: dict[str, JSON] = {
             "delegate": {"type": "string", "description": "Who printed."},
             "title": STRING,
             "pages": {"type": "integer", "minimum": 0},
+            "pages_estimated": {
+                "type": "boolean",
+                "description": "The page count is a guess (see count_method).",
+            },
+            "count_method": {
+                "anyOf": [ref("CountMethod"), {"type": "null"}],
+                "description": "How the pages were counted (null: before this was kept).",
+            },
+            "color_pages": {
+                "anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}],
+                "description": "Pages that carry colour, as Ghostscript measured them "
+                "(null: not measured; a colour job is then colour on every page).",
+            },
             "copies": {"type": "integer", "minimum": 1},
+            "document_copies": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "Copies the document itself asks for (PostScript NumCopies); "
+                "charged on top of copies.",
+            },
+            "printer_impressions": {
+                "type": ["integer", "null"],
+                "description": "job-impressions-completed as the printer reported it, all "
+                "copies (null: not reported); charged when [charging] trust = printer.",
+            },
             "cost": nullable(ref("Amount")),
             "currency": STRING,
             "ticket_number": NULLABLE_STRING,
@@ -271,6 +305,18 @@ SCHEMAS: dict[str, JSON] = {
                 "type": "boolean",
                 "description": "True: the job proceeds as its mode says. False: still held,"
                 " the job's status_reason and status_message say what is missing now.",
+            },
+            "job": ref("HeldJob"),
+        }
+    ),
+    "JobRedirected": obj(
+        {
+            "redirected": {"const": True},
+            "new_print_out": {
+                "type": "boolean",
+                "description": "True: the job had ended aborted, a new print-out of it (its"
+                " `reprint_of` names the aborted one) went to the printer; false: the same"
+                " print-out moved.",
             },
             "job": ref("HeldJob"),
         }
@@ -456,6 +502,15 @@ SCHEMAS: dict[str, JSON] = {
             }
         },
         optional=("printer",),
+    ),
+    "RedirectRequest": obj(
+        {
+            "printer": {
+                "type": "string",
+                "minLength": 1,
+                "description": "The proxy printer to send the job to.",
+            }
+        }
     ),
 }
 
@@ -727,7 +782,7 @@ def _print_out_paths(prefix: str) -> dict[str, JSON]:
 
 
 def _job_paths(prefix: str) -> dict[str, JSON]:
-    """Held jobs: list, web release, cancel."""
+    """Jobs: held ones listed and released; any job canceled or redirected."""
     return {
         f"{prefix}/jobs/held": {
             "get": operation(
@@ -757,10 +812,20 @@ def _job_paths(prefix: str) -> dict[str, JSON]:
         f"{prefix}/jobs/{{id}}/cancel": {
             "post": operation(
                 "cancelJob",
-                "Cancel a held job (its spool file is removed; the events stay)",
+                "Cancel a job that has not ended (at its printer too); nothing is charged",
                 (Role.ADMIN, Role.USER),
-                {200: ok("JobCanceled"), **_errors_post(), 404: error(404), 409: error(409)},
-                description=f"{OWN} 409 when the job is not held.",
+                {
+                    200: ok("JobCanceled"),
+                    **_errors_post(),
+                    404: error(404),
+                    409: error(409),
+                    502: error(502, "The printer cannot be reached: nothing changed."),
+                },
+                description=f"{OWN} A held or pending job ends `canceled` at once; a"
+                " dispatched one is canceled at its target first (Cancel-Job). Its spool file"
+                " is removed; the events stay. 409: it has ended already, or the printer"
+                " finished it before the cancel reached it (`already-ended`: the tracker"
+                " records how). 502: the printer cannot be reached (nothing changed).",
                 parameters=[path_id("job")],
                 request_body=body("EmptyBody", required=False),
                 tag="jobs",
@@ -811,6 +876,24 @@ def _job_paths(prefix: str) -> dict[str, JSON]:
                 " event records the admin and the delegation.",
                 parameters=[path_id("job")],
                 request_body=body("JobDelegation"),
+                tag="jobs",
+            )
+        },
+        f"{prefix}/jobs/{{id}}/redirect": {
+            "post": operation(
+                "redirectJob",
+                "Send a pending, held or not-printed aborted job to another proxy printer",
+                (Role.ADMIN, Role.USER),
+                {200: ok("JobRedirected"), **_errors_post(), 404: error(404), 409: error(409)},
+                description=f"{OWN} A pending (not yet sent) or held job moves, as the same"
+                " print-out, to the printer's target; that printer's mode applies (direct:"
+                " sent at once; hold: held for a tap there) and its cost rules charge it."
+                " One event, reason `redirected`. An aborted job that never printed gets a"
+                " new print-out while its document is still kept. 404: no such job or"
+                " printer; 409: dispatched, being sent right now, ended, a job ticket (see"
+                " /tickets), to a ticket printer, or held for an invalid delegation.",
+                parameters=[path_id("job")],
+                request_body=body("RedirectRequest"),
                 tag="jobs",
             )
         },

@@ -43,6 +43,10 @@ def _json(
         transactions=row.transactions,
         currency=currency,
         events=events,
+        pages_estimated=row.counted.pages_estimated,
+        count_method=row.counted.count_method,
+        color_pages=row.counted.color_pages,
+        document_copies=row.counted.document_copies,
     )
 
 

@@ -54,7 +54,15 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from billing.enums import AccountType, PrintStatus
-from billing.models import Account, AccountTransaction, Event, LedgerEntry, Printer, PrintOut
+from billing.models import (
+    Account,
+    AccountTransaction,
+    Event,
+    LedgerEntry,
+    Printer,
+    PrintIn,
+    PrintOut,
+)
 
 from .errors import InvalidParameter
 
@@ -218,12 +226,46 @@ class PrintOutFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class Counted:
+    """How a print-out's document was counted (from its print-in)."""
+
+    pages_estimated: bool = False
+    count_method: str | None = None
+    color_pages: int | None = None
+    document_copies: int = 1
+
+
+NOT_COUNTED = Counted()
+"""A print-out whose print-in is gone (cannot happen: the foreign key), as counted."""
+
+
+@dataclass(frozen=True, slots=True)
 class PrintOutRow:
     """A print-out with what its JSON needs, loaded in batches."""
 
     print_out: PrintOut
     printer: str
     transactions: list[tuple[AccountTransaction, Account]]
+    counted: Counted = NOT_COUNTED
+
+
+async def counted_of(session: AsyncSession, print_in_ids: Sequence[int]) -> dict[int, Counted]:
+    """How each print-in was counted: one query for all of them."""
+    if not print_in_ids:
+        return {}
+    rows = await session.execute(
+        select(
+            PrintIn.id,
+            PrintIn.pages_estimated,
+            PrintIn.count_method,
+            PrintIn.color_pages,
+            PrintIn.document_copies,
+        ).where(PrintIn.id.in_(sorted(set(print_in_ids))))
+    )
+    return {
+        id_: Counted(bool(estimated), method, color_pages, copies or 1)
+        for id_, estimated, method, color_pages, copies in rows
+    }
 
 
 Position = tuple[dt.datetime, int]
@@ -435,7 +477,8 @@ def _filtered(
 
 
 async def _rows(session: AsyncSession, found: Sequence[tuple[PrintOut, str]]) -> list[PrintOutRow]:
-    """Attach transactions and their accounts: one query for all of ``found``."""
+    """Attach transactions and their accounts, and how each was counted: one query
+    each for all of ``found``."""
     by_print_out: dict[int, list[tuple[AccountTransaction, Account]]] = {
         po.id: [] for po, _ in found
     }
@@ -448,7 +491,11 @@ async def _rows(session: AsyncSession, found: Sequence[tuple[PrintOut, str]]) ->
         )
         for txn, account in result:
             by_print_out[txn.print_out_id].append((txn, account))
-    return [PrintOutRow(po, name, by_print_out[po.id]) for po, name in found]
+    counted = await counted_of(session, [po.print_in_id for po, _ in found])
+    return [
+        PrintOutRow(po, name, by_print_out[po.id], counted.get(po.print_in_id, NOT_COUNTED))
+        for po, name in found
+    ]
 
 
 async def _page(

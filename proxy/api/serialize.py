@@ -66,8 +66,16 @@ def print_out(
     transactions: Sequence[tuple[AccountTransaction, Account]],
     currency: Currency,
     events: Sequence[Event] | None = None,
+    pages_estimated: bool = False,
+    count_method: str | None = None,
+    color_pages: int | None = None,
+    document_copies: int = 1,
 ) -> JSON:
-    """A print-out; ``events`` only in the detail view (None leaves the key out)."""
+    """A print-out; ``events`` only in the detail view (None leaves the key out).
+
+    ``pages_estimated``, ``count_method``, ``color_pages``, ``document_copies``:
+    how its document was counted (its print-in).
+    """
     out: JSON = {
         "id": po.id,
         "status": PrintStatus(po.status).label,
@@ -79,7 +87,12 @@ def print_out(
         "delegate": po.delegate,
         "title": po.title,
         "pages": po.pages,
+        "pages_estimated": pages_estimated,
+        "count_method": count_method,
+        "color_pages": color_pages,
         "copies": po.copies,
+        "document_copies": document_copies,
+        "printer_impressions": po.printer_impressions,
         "cost": money(po.cost, currency),
         "currency": po.currency,
         "ticket_number": po.ticket_number,

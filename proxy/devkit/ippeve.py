@@ -112,6 +112,11 @@ if take_abort():
     record("aborted")
     print("ERROR: simulated printer fault (proxyprint devkit abort_next)", file=sys.stderr)
     sys.exit(1)
+try:  # report_impressions(N): what the printer says it printed, as ATTR: lines tell it
+    with open(os.path.join(here, "impressions"), encoding="ascii") as fh:
+        print(f"ATTR: job-impressions-completed={int(fh.read().strip())}", file=sys.stderr)
+except (OSError, ValueError):
+    pass
 record("completed")
 """
 
@@ -377,6 +382,13 @@ class IppEvePrinter(ManagedProcess):
     def abort_next(self, count: int = 1) -> None:
         """The next ``count`` jobs fail: their command exits 1, the job is aborted."""
         self._knob("abort").write_text(str(count))
+
+    def report_impressions(self, count: int | None) -> None:
+        """Every job from now on reports ``count`` job-impressions-completed (None: stop)."""
+        if count is None:
+            (self.root / "impressions").unlink(missing_ok=True)
+        else:
+            self._knob("impressions").write_text(str(count))
 
     # --- IPP -------------------------------------------------------------
 

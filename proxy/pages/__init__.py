@@ -7,7 +7,8 @@ a 1 GiB PostScript or raster file is counted with flat memory.
 
 The format is detected from the file's first bytes; CUPS's CONTENT_TYPE is
 only a hint (it is often ``application/octet-stream``, and can be wrong).
-A leading PJL job header (``ESC%-12345X@PJL …``) is skipped.
+A leading PJL job header (``ESC%-12345X@PJL …``) is skipped; the copies it
+sets (``@PJL SET COPIES=N``/``QTY=N``) are the document's copies.
 
 - PDF: pikepdf ``len(pdf.pages)``, which walks the page tree (a false
   ``/Count`` is ignored). Exact, unless qpdf had to repair the file or could
@@ -24,6 +25,15 @@ A leading PJL job header (``ESC%-12345X@PJL …``) is skipped.
 - Images (JPEG, PNG, GIF, TIFF) and anything else: 1 page, estimated; an
   empty file: 0 pages.
 
+``PageCount.method`` says which of these counted (``kinds.METHODS``).
+
+:func:`refine` (blocking too) then asks Ghostscript (``ghostscript``) where the
+cheap count cannot know: PostScript without DSC comments (pages as rendered),
+PostScript that sets its own copies (``NumCopies``/``#copies``: Windows drivers
+write DSC comments *and* ``setpagedevice`` copies), and PDF, PostScript and
+JPEG when colour is priced apart (colour pages). Bounded in time; when
+Ghostscript fails, the cheap count stays, with ``note`` saying why.
+
 Only :class:`OSError` (the file cannot be opened or read) escapes; a broken,
 truncated or encrypted document gives an estimate instead.
 
@@ -34,19 +44,28 @@ the tunables the counters read at run time.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from . import limits
-from .detect import detect_type
+from . import ghostscript, limits
+from .detect import UEL, detect_type
 from .kinds import (
     CUPS_RASTER,
+    DSC,
+    EMPTY,
+    ESTIMATE,
+    GHOSTSCRIPT,
+    METHODS,
     PCL,
     PCLXL,
+    PCLXL_OPERATORS,
     PDF,
+    PDF_PAGE_TREE,
     POSTSCRIPT,
     PWG_RASTER,
+    RASTER_HEADERS,
     TEXT,
     TEXT_COLUMNS,
     TEXT_LINES_PER_PAGE,
@@ -58,6 +77,7 @@ from .limits import CHUNK, MAX_OPS, SNIFF_BYTES
 from .pcl5 import count_pcl
 from .pclxl import count_pclxl
 from .pdf import count_pdf
+from .pjl import pjl_copies
 from .postscript import count_postscript
 from .raster import count_cups_raster, count_urf
 from .reader import Reader
@@ -74,11 +94,68 @@ def count_pages(path: Path, content_type: str | None) -> PageCount:
         kind, offset = detect_type(head, content_type)
         f.seek(0)
         if kind == PDF:
-            return count_pdf(path, f)
-        counter = _COUNTERS.get(kind)
-        if counter is None:
-            return PageCount(1, True, kind)
-        return counter(Reader(f, size), head, offset)
+            count = count_pdf(path, f)
+        elif (counter := _COUNTERS.get(kind)) is not None:
+            count = counter(Reader(f, size), head, offset)
+        else:
+            count = PageCount(1, True, kind)
+    copies = pjl_copies(head) if head.startswith((UEL, b"@PJL")) else 1
+    return count if copies == 1 else dataclasses.replace(count, document_copies=copies)
+
+
+def needs_ghostscript(path: Path, count: PageCount, *, color_matters: bool) -> bool:
+    """Does :func:`refine` have something to find out about this document?
+
+    PostScript: when its pages are estimated (no DSC), when colour matters, or
+    when it spells ``NumCopies``/``#copies`` (a streamed scan). PDF and JPEG:
+    when colour matters.
+    """
+    if count.pages == 0 or count.detected_type not in ghostscript.FORMATS:
+        return False
+    if color_matters:
+        return True
+    return count.detected_type == POSTSCRIPT and (
+        count.estimated or ghostscript.mentions_copies(path)
+    )
+
+
+def refine(
+    path: Path,
+    count: PageCount,
+    *,
+    color_matters: bool,
+    timeout: float = ghostscript.DEFAULT_TIMEOUT,
+) -> PageCount:
+    """``count`` completed by Ghostscript where :func:`needs_ghostscript` says so.
+
+    PostScript: Ghostscript's pages (method ``ghostscript``), colour pages and
+    document copies. PDF: the page tree's count stays (a repaired PDF takes
+    Ghostscript's), colour pages are added. JPEG: colour pages are added (one
+    page, still estimated: CUPS's image filter may tile a large image). When
+    Ghostscript fails or times out, ``count`` stays, with ``note`` saying why.
+    Copies set both in a PJL header and in the PostScript: the larger figure
+    (drivers write one request in both places).
+    """
+    if not needs_ghostscript(path, count, color_matters=color_matters):
+        return count
+    found = ghostscript.analyse(path, count.detected_type, timeout=timeout)
+    if isinstance(found, ghostscript.Failed):
+        return dataclasses.replace(count, note=f"{found.reason}; the count is kept as it was")
+    pages, estimated, counted_by = count.pages, count.estimated, count.counted_by
+    if count.detected_type == POSTSCRIPT or (count.detected_type == PDF and count.estimated):
+        pages, estimated, counted_by = found.pages, False, GHOSTSCRIPT
+    color_pages = min(found.color_pages, pages)
+    return dataclasses.replace(
+        count,
+        pages=pages,
+        estimated=estimated,
+        counted_by=counted_by,
+        # The colour mode charged: only where colour is priced apart (measured
+        # anyway for PostScript, then shown, not charged).
+        color=color_pages > 0 if color_matters else count.color,
+        color_pages=color_pages,
+        document_copies=max(count.document_copies, found.document_copies),
+    )
 
 
 _COUNTERS: dict[str, Callable[[Reader, bytes, int], PageCount]] = {
@@ -94,12 +171,20 @@ _COUNTERS: dict[str, Callable[[Reader, bytes, int], PageCount]] = {
 __all__ = [
     "CHUNK",
     "CUPS_RASTER",
+    "DSC",
+    "EMPTY",
+    "ESTIMATE",
+    "GHOSTSCRIPT",
     "MAX_OPS",
+    "METHODS",
     "PCL",
     "PCLXL",
+    "PCLXL_OPERATORS",
     "PDF",
+    "PDF_PAGE_TREE",
     "POSTSCRIPT",
     "PWG_RASTER",
+    "RASTER_HEADERS",
     "SNIFF_BYTES",
     "TEXT",
     "TEXT_COLUMNS",
@@ -109,4 +194,7 @@ __all__ = [
     "PageCount",
     "count_pages",
     "detect_type",
+    "ghostscript",
+    "needs_ghostscript",
+    "refine",
 ]

@@ -29,6 +29,12 @@ class PageCount:
     ``estimated`` is True when the count is a guess. ``color`` and ``duplex``
     are None when the format does not say; for raster they come from the page
     headers (colour = rendered in a colour space; duplex = any page asks for it).
+    ``method`` says how the pages were counted (one of ``METHODS``): from the
+    format and ``estimated``, unless ``counted_by`` names another counter.
+    ``color_pages`` is how many pages carry colour (None: not measured);
+    ``document_copies`` the copies the document itself asks for (PostScript
+    ``NumCopies``/``#copies``, as Ghostscript found them). ``note`` says why a
+    better count was not had (Ghostscript failed or timed out), else None.
     """
 
     pages: int
@@ -36,3 +42,37 @@ class PageCount:
     detected_type: str
     color: bool | None = None
     duplex: bool | None = None
+    counted_by: str | None = None
+    color_pages: int | None = None
+    document_copies: int = 1
+    note: str | None = None
+
+    @property
+    def method(self) -> str:
+        if self.counted_by is not None:
+            return self.counted_by
+        if self.estimated:
+            return ESTIMATE
+        if self.pages == 0 and self.detected_type == UNKNOWN:
+            return EMPTY
+        return _EXACT_METHODS.get(self.detected_type, ESTIMATE)
+
+
+PDF_PAGE_TREE = "pdf-page-tree"
+DSC = "dsc"
+GHOSTSCRIPT = "ghostscript"
+RASTER_HEADERS = "raster-headers"
+PCLXL_OPERATORS = "pclxl-operators"
+ESTIMATE = "estimate"
+EMPTY = "empty"
+METHODS = (PDF_PAGE_TREE, DSC, GHOSTSCRIPT, RASTER_HEADERS, PCLXL_OPERATORS, ESTIMATE, EMPTY)
+"""Values of ``PageCount.method`` (and ``print_ins.count_method``)."""
+
+_EXACT_METHODS = {
+    PDF: PDF_PAGE_TREE,
+    POSTSCRIPT: DSC,
+    PWG_RASTER: RASTER_HEADERS,
+    CUPS_RASTER: RASTER_HEADERS,
+    URF: RASTER_HEADERS,
+    PCLXL: PCLXL_OPERATORS,
+}

@@ -8,3 +8,6 @@ MAX_OPS = 20_000_000
 """Work budget for the byte-level walks (compressed raster, PCL): past it the
 count is extrapolated from the part walked, so a hostile file cannot keep a
 worker busy for minutes."""
+GS_TIMEOUT = 60.0
+"""Seconds Ghostscript may take on one document at the intake (``ghostscript.analyse``);
+past it the process group is killed and the cheap count stays."""

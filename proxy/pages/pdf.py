@@ -6,8 +6,6 @@ import re
 from pathlib import Path
 from typing import BinaryIO
 
-import pikepdf
-
 from . import limits
 from .kinds import (
     PDF,
@@ -23,6 +21,8 @@ _PDF_DAMAGE = re.compile(r"damaged|reconstruct|recover|parse error|unexpected EO
 
 def count_pdf(path: Path, f: BinaryIO) -> PageCount:
     try:
+        import pikepdf  # here, not at the top: the idle service does without it (~5 MiB)
+
         with pikepdf.open(path, inherit_page_attributes=False) as pdf:
             pages = len(pdf.pages)
             repaired = any(_PDF_DAMAGE.search(str(w)) for w in pdf.get_warnings())

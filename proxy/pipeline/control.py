@@ -2,32 +2,45 @@
 
 One entry point for every canceller (the CUPS backend on SIGTERM, the API,
 the CLI): a job at a target is canceled there first (Cancel-Job), then the
-print-out ends ``canceled`` with nothing charged. A job the target already
+print-out ends ``canceled`` with nothing charged, through the lifecycle
+(``lifecycle.ending``), like every other ending. A job the target already
 finished is left to the tracker, which records how it really ended.
+
+``app`` is any application carrying the keys the lifecycle and this module
+read (``CONFIG``, ``SESSIONS``, ``SPOOL``, ``TARGETS``, ``WAKE``): the service,
+its intake app (``intake.create_intake_app`` sets them), or the CLI's
+``control_app``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import status
+from billing.db import make_engine, make_sessionmaker
 from billing.enums import PrintStatus, StatusReason
 from billing.models import PrintOut
 
+from ..config import Config
 from ..exceptions import Conflict, NotFound
 from ..keys import CONFIG, SESSIONS, SPOOL, TARGETS, WAKE, IntakeResources
+from ..spool import Spool
 from ..targets.errors import TargetRequestError
 from ..targets.ipp_codec import StatusCode
-from .lifecycle import detach_spool
-from .wake import TRACKER
+from . import lifecycle
+from .pool import TargetPool
+from .wake import TRACKER, Waker
 
 log = logging.getLogger(__name__)
 
 REASON_CANCELED_IN_CUPS = StatusReason.CANCELED_IN_CUPS
 REASON_CANCELED_BY_USER = StatusReason.CANCELED_BY_USER
+# A job dispatched while the cancel was on its way is canceled at its target too.
+ATTEMPTS = 3
 
 
 class AlreadyEnded(Conflict):
@@ -36,13 +49,8 @@ class AlreadyEnded(Conflict):
     code = "already-ended"
 
 
-def resources(app: web.Application) -> IntakeResources:
-    """What ``cancel`` needs, from the main app."""
-    return IntakeResources(app[CONFIG], app[SESSIONS], app[SPOOL], app[WAKE], app[TARGETS])
-
-
 async def cancel(
-    res: IntakeResources,
+    app: web.Application,
     print_out_id: int,
     *,
     actor: str,
@@ -54,50 +62,71 @@ async def cancel(
     Conflict when it has ended already, AlreadyEnded when the target finished
     it first, TargetError when the target cannot be reached (nothing changed).
     """
-    async with res.sessions() as session:
+    async with app[SESSIONS]() as session:
         po = await session.get(PrintOut, print_out_id)
     if po is None:
         raise NotFound(f"job {print_out_id} not found")
-    _check_not_final(po)
-    if po.target_job_id is not None:
-        await _cancel_at_target(res, po)
-    async with res.sessions() as session, session.begin():
-        fresh = await session.get(PrintOut, print_out_id)
-        assert fresh is not None
-        _check_not_final(fresh)
-        paths = await end_canceled(session, fresh, actor=actor, reason=reason, message=message)
-    for path in paths:
-        res.spool.remove(path)
-    return fresh
+    canceled_at: int | None = None
+    for _ in range(ATTEMPTS):
+        check_not_final(po)
+        if po.target_job_id is not None and po.target_job_id != canceled_at:
+            await _cancel_at_target(app, po)
+            canceled_at = po.target_job_id
+        async with lifecycle.ending(app) as ends:
+            fresh = await ends.session.get(PrintOut, print_out_id)
+            assert fresh is not None
+            check_not_final(fresh)
+            if fresh.target_job_id is None or fresh.target_job_id == canceled_at:
+                change = lifecycle.Change(PrintStatus.CANCELED, reason, message)
+                if not await ends.apply(fresh, change, actor=actor):
+                    raise Conflict(f"job {fresh.id} changed meanwhile; try again")
+                return fresh
+        po = fresh  # dispatched meanwhile: cancel it at the target first
+    raise Conflict(f"job {print_out_id} keeps changing; try again")
 
 
-async def end_canceled(
-    session: AsyncSession, po: PrintOut, *, actor: str, reason: str, message: str | None
-) -> list[str]:
-    """The guarded transition to ``canceled``; the spool paths to remove after commit."""
-    if not await status.transition(
-        session, po, PrintStatus.CANCELED, actor=actor, reason=reason, message=message
-    ):
-        raise Conflict(f"job {po.id} changed meanwhile; try again")
-    return await detach_spool(session, [po.print_in_id])
-
-
-def _check_not_final(po: PrintOut) -> None:
+def check_not_final(po: PrintOut) -> None:
     current = PrintStatus(po.status)
     if current.is_final:
         raise Conflict(f"job {po.id} has already ended ({current.label})")
 
 
-async def _cancel_at_target(res: IntakeResources, po: PrintOut) -> None:
+async def _cancel_at_target(app: web.Application, po: PrintOut) -> None:
     assert po.target_job_id is not None
-    target = res.targets.get(po.target)
+    target = app[TARGETS].get(po.target)
     try:
         await target.cancel(po.target_job_id)
     except TargetRequestError as exc:
         if exc.ipp_status == StatusCode.CLIENT_ERROR_NOT_POSSIBLE:
-            res.waker.wake(TRACKER)  # let it record the real end state soon
+            app[WAKE].wake(TRACKER)  # let it record the real end state soon
             raise AlreadyEnded(
                 f"job {po.id} already ended at the printer; its end state follows"
             ) from exc
         raise
     log.info("print-out %s: canceled job %s at %s", po.id, po.target_job_id, po.target)
+
+
+def carry_keys(app: web.Application, res: IntakeResources) -> None:
+    """Give ``app`` (the intake's) the service's keys that job control and the lifecycle read."""
+    app[CONFIG] = res.config
+    app[SESSIONS] = res.sessions
+    app[SPOOL] = res.spool
+    app[TARGETS] = res.targets
+    app[WAKE] = res.waker
+
+
+@asynccontextmanager
+async def control_app(config: Config) -> AsyncIterator[web.Application]:
+    """An application with just the keys job control needs, for a command line."""
+    engine = make_engine(config.database.url, echo=config.database.echo)
+    app = web.Application()
+    app[CONFIG] = config
+    app[SESSIONS] = make_sessionmaker(engine)
+    app[SPOOL] = Spool(Path(config.spool.dir))
+    app[TARGETS] = TargetPool(config)
+    app[WAKE] = Waker()  # nothing listens: the service's loops find the change on their tick
+    try:
+        yield app
+    finally:
+        await app[TARGETS].close()
+        await engine.dispose()

@@ -25,8 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pikepdf
-
 from ..exceptions import ProxyPrintError
 
 FILTER_DIR = Path(os.environ.get("PROXYPRINT_CUPS_FILTERS", "/usr/lib/cups/filter"))
@@ -194,6 +192,8 @@ async def _run_step(step: Step, src: Path, dst: Path, workdir: Path, timeout: fl
 
 def _pdf_pages(path: Path) -> int:
     try:
+        import pikepdf  # here: only a page selection needs it
+
         with pikepdf.open(path) as pdf:
             return len(pdf.pages)
     except Exception as exc:  # qpdf raises several types on a broken file

@@ -31,7 +31,7 @@ from billing.models import OutboxItem, PrintIn, PrintOut
 from billing.retry import RetryPolicy
 
 from .. import metrics
-from ..keys import INSTANCE, SESSIONS, TARGETS, WAKE
+from ..keys import CONFIG, INSTANCE, SESSIONS, TARGETS, WAKE
 from ..targets.base import PrintRequest, Target
 from ..targets.errors import TargetError, TargetRequestError
 from . import lifecycle
@@ -281,7 +281,10 @@ async def _failed(
             log.warning("print-out %s: %s (retry %s)", fresh.id, exc, fresh.attempts)
             return
         change = lifecycle.Change(
-            PrintStatus.ABORTED, StatusReason.TARGET_REJECTED, message=str(exc)[:1000]
+            PrintStatus.ABORTED,
+            StatusReason.TARGET_REJECTED,
+            message=str(exc)[:1000],
+            keep_document=app[CONFIG].spool.keep_rejected_hours > 0,  # for a redirect
         )
         await ends.apply(fresh, change, actor="dispatch")
 

@@ -17,7 +17,7 @@ import asyncio
 import base64
 import binascii
 import dataclasses
-import hmac
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -28,23 +28,25 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing.charging import color_priced
 from billing.enums import PrinterMode, PrintStatus, StatusReason
 from billing.models import Printer, PrintIn, PrintOut, User
 
-from ..exceptions import BadRequest, ProxyPrintError, Unauthorized
+from ..exceptions import BadRequest, ProxyPrintError
 from ..keys import INTAKE, IntakeResources
-from ..pages import count_pages
+from ..pages import PageCount, count_pages, limits, refine
 from ..spool import CHUNK, Incomplete, SpooledFile
-from . import intake_status
+from . import control, intake_status
 from .delegation import DelegationError, parse_cups_options
 from .jobs import IntakeJob, latest_print_out, record_job, record_reprint
+from .options import job_options
 from .wake import DISPATCH
 
 log = logging.getLogger(__name__)
 
 META_HEADER = "X-Proxyprint-Meta"
-SECRET_HEADER = "X-Proxyprint-Secret"
 MAX_META = 1024 * 1024
 MAX_FIELD = 10_000
 MAX_NAME = 255  # user, printer, content type, host: IPP name(MAX), the columns' size
@@ -138,7 +140,43 @@ def parse_meta(header: str | None) -> IntakeJob:
         options=_str(meta, "options", limit=MAX_META, utf8=False) or "",
         content_type=_str(meta, "content_type", limit=MAX_NAME),
         host=_str(meta, "host", limit=MAX_NAME),
+        time_at_creation=_int(meta, "time_at_creation", None),
     )
+
+
+def origin_key(job: IntakeJob, sender: str) -> str:
+    """The key that records a job without a job-uuid once (``print_ins.origin_key``).
+
+    sha256 of (sending host, printer, the sender's job id, its time-at-creation
+    when sent). The same request sent twice has the same key and is answered as a
+    duplicate, never printed twice; a job without a job id cannot be told from its
+    repetition and is refused (the sender fails this job alone). A sender that
+    reuses job ids must send ``time_at_creation`` (or a ``job_uuid``).
+    """
+    if job.job_id is None:
+        raise BadRequest(
+            "a job without job_uuid must carry job_id (and time_at_creation if the sender"
+            " has it): without them a repeated request cannot be told from a new job"
+        )
+    created = "" if job.time_at_creation is None else str(job.time_at_creation)
+    parts = (sender, job.printer, str(job.job_id), created)
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _sender(request: web.Request) -> str:
+    """The sending host: the TCP peer's address; ``local`` on the Unix socket."""
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "local"
+
+
+async def _known(session: AsyncSession, job: IntakeJob) -> int | None:
+    """The print-in this job was recorded as already (by job-uuid, else origin key)."""
+    if job.job_uuid is not None:
+        return await session.scalar(select(PrintIn.id).where(PrintIn.job_uuid == job.job_uuid))
+    if job.origin_key is not None:
+        return await session.scalar(select(PrintIn.id).where(PrintIn.origin_key == job.origin_key))
+    return None
 
 
 async def _body(request: web.Request) -> AsyncIterator[bytes]:
@@ -180,13 +218,17 @@ async def _drain(request: web.Request) -> None:
 
 
 def _check_secret(request: web.Request) -> None:
-    secret: str = request.app[INTAKE].config.intake.secret
+    """Over TCP every request is signed (``intake_auth``); the Unix socket is root's (0600)."""
     transport = request.transport
     peer = transport.get_extra_info("peername") if transport else None
-    if isinstance(peer, tuple):  # TCP: the shared secret is required
-        given = request.headers.get(SECRET_HEADER, "")
-        if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
-            raise Unauthorized("bad or missing intake secret")
+    if isinstance(peer, tuple):
+        request.app[INTAKE].auth.check(
+            address=str(peer[0]),
+            method=request.method,
+            path_qs=request.raw_path,
+            headers=request.headers,
+            meta=request.headers.get(META_HEADER, ""),
+        )
 
 
 # The job, its printer, and the print-in it reprints (None: a new job).
@@ -201,16 +243,18 @@ async def _precheck(request: web.Request) -> _Checked:
     Unknown printer → 404 (the backend fails this job alone); a job-uuid whose
     print-out has not ended → 200 duplicate (a retried hand-off after a lost
     answer: nothing new, the backend follows that print-out); one whose
-    print-out ended → a reprint (CUPS restarted the job).
+    print-out ended → a reprint (CUPS restarted the job). A job without a
+    job-uuid is keyed by ``origin_key`` and, known, is always a duplicate: such a
+    sender has no way to ask for a reprint, and a retry must not print again.
     """
     _check_secret(request)
     job = parse_meta(request.headers.get(META_HEADER))
+    if job.job_uuid is None:
+        job = dataclasses.replace(job, origin_key=origin_key(job, _sender(request)))
     async with request.app[INTAKE].sessions() as session:
         printer = await session.scalar(select(Printer).where(Printer.name == job.printer))
-        known = None
         active: bool | None = None
-        if job.job_uuid is not None:
-            known = await session.scalar(select(PrintIn.id).where(PrintIn.job_uuid == job.job_uuid))
+        known = await _known(session, job)
         latest = None if known is None else await latest_print_out(session, known)
         refuse = request.app[INTAKE].config.delegation.unknown_user == "refuse"
         if refuse and known is None:
@@ -223,7 +267,8 @@ async def _precheck(request: web.Request) -> _Checked:
         message = f"{job.user[:40]!a} is not a known, active proxyprint user"
         code = StatusReason.USER_UNKNOWN.value
         return _answer(422, {"error": {"code": code, "message": message}})
-    if known is not None and (latest is None or not PrintStatus(latest.status).is_final):
+    ended = latest is not None and PrintStatus(latest.status).is_final
+    if known is not None and (job.job_uuid is None or not ended):
         return _duplicate(request, known, latest)
     return job, printer, known
 
@@ -289,7 +334,7 @@ async def _record(
         media = options.get(key)
         if media is not None and (len(media) > MAX_MEDIA or not media.isprintable()):
             del options[key]
-    pages = await asyncio.to_thread(count_pages, Path(spooled.path), job.content_type)
+    pages = await _count(Path(spooled.path), job.content_type, printer, options)
     try:
         async with request.app[INTAKE].sessions() as session, session.begin():
             print_out = await record_job(
@@ -306,10 +351,11 @@ async def _record(
             answer = _summary(request, print_out)
             pending = print_out.status == int(PrintStatus.PENDING)
     except IntegrityError:
-        # The same job-uuid raced in through another connection: record it once.
+        # The same job-uuid (or origin key) raced in through another connection:
+        # record it once.
         request.app[INTAKE].spool.remove(spooled.path)
         async with request.app[INTAKE].sessions() as session:
-            known = await session.scalar(select(PrintIn.id).where(PrintIn.job_uuid == job.job_uuid))
+            known = await _known(session, job)
             latest = None if known is None else await latest_print_out(session, known)
         if known is None:
             raise
@@ -317,6 +363,22 @@ async def _record(
     if pending:  # held jobs and tickets wait for a release
         request.app[INTAKE].waker.wake(DISPATCH)
     return _answer(201, answer)
+
+
+async def _count(
+    path: Path, content_type: str | None, printer: Printer, options: dict[str, str]
+) -> PageCount:
+    """The cheap count, then Ghostscript where it knows better (``pages.refine``).
+
+    Colour per page is measured only when it changes the cost: the printer
+    prices colour apart and the job did not ask for monochrome. Both run in a
+    worker thread; Ghostscript is a subprocess bounded by ``limits.GS_TIMEOUT``.
+    """
+    pages = await asyncio.to_thread(count_pages, path, content_type)
+    color_matters = color_priced(printer) and not job_options(options).mono
+    return await asyncio.to_thread(
+        refine, path, pages, color_matters=color_matters, timeout=limits.GS_TIMEOUT
+    )
 
 
 async def _reprint(
@@ -355,6 +417,10 @@ def _follow(request: web.Request, po: PrintOut | None) -> bool:
     tickets, an invalid delegation) waits for a person, and a backend that
     waited with it would keep the whole CUPS queue busy.
     """
+    if po is not None and po.status_reason == StatusReason.AWAITING_TAP:
+        # Authenticated direct print: it prints the moment its owner taps (or is
+        # canceled within the window), so the backend stays with it.
+        return request.app[INTAKE].config.intake.follow and po.status == PrintStatus.HELD
     return (
         request.app[INTAKE].config.intake.follow
         and po is not None
@@ -413,6 +479,7 @@ def create_intake_app(resources: IntakeResources) -> web.Application:
     """The intake app, on the main app's config, database, spool and wake-ups."""
     app = web.Application(middlewares=[_errors], client_max_size=0)
     app[INTAKE] = resources
+    control.carry_keys(app, resources)  # a CUPS cancel ends the print-out through the lifecycle
     app.router.add_post("/intake/v1/jobs", receive_job, expect_handler=expect_continue)
     intake_status.add_routes(app, check_secret=_check_secret)
     return app

@@ -57,6 +57,9 @@ def describe(po: PrintOut) -> str:
             return f"Job ticket {po.ticket_number} waiting for an operator"
         if po.status_reason == StatusReason.HOLD:
             return "Held until released at a card reader"
+        if po.status_reason == StatusReason.AWAITING_TAP:
+            text = po.status_message or "tap your card at a card reader"
+            return text[:1].upper() + text[1:]
         return f"Held{why}{detail}"
     if st == PrintStatus.COMPLETED:
         return f"Printed on {po.target}"
@@ -133,7 +136,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     job_uuid, print_out = _params(request)
     po = await _find(request, job_uuid, print_out)
     done = await control.cancel(
-        request.app[INTAKE],
+        request.app,
         po.id,
         actor="cups",
         reason=control.REASON_CANCELED_IN_CUPS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -13,7 +14,16 @@ from billing import charging, events
 from billing.cost import ticket_cost
 from billing.db import utcnow
 from billing.enums import PrinterMode, PrintStatus, StatusReason
-from billing.models import AccountTransaction, Delegation, Printer, PrintIn, PrintOut, User
+from billing.models import (
+    AccountTransaction,
+    Delegation,
+    Printer,
+    PrintIn,
+    PrintOut,
+    Reader,
+    User,
+    reader_printers,
+)
 from billing.money import Currency, parse_amount
 
 from ..config import DelegationConfig
@@ -46,6 +56,10 @@ class IntakeJob:
     options: str
     content_type: str | None
     host: str | None
+    # The sender's time-at-creation (seconds), part of ``origin_key``.
+    time_at_creation: int | None = None
+    # Set by the intake for a job without a job-uuid (``intake.origin_key``).
+    origin_key: str | None = None
 
 
 def clean_title(title: str) -> tuple[str, str | None]:
@@ -146,6 +160,7 @@ async def record_job(
     delegate_user = await session.scalar(select(User).where(User.name == job.user))
     print_in = PrintIn(
         job_uuid=job.job_uuid,
+        origin_key=job.origin_key,
         cups_job_id=job.job_id,
         printer_id=printer.id,
         delegate=job.user,
@@ -160,7 +175,10 @@ async def record_job(
         size=spooled.size,
         pages=pages.pages,
         pages_estimated=pages.estimated,
-        color=bool(pages.color),
+        count_method=pages.method,
+        color_pages=pages.color_pages,
+        document_copies=pages.document_copies,
+        color=bool(pages.color) and not asked.mono,
         duplex=bool(pages.duplex) or asked.duplex,
         media=asked.media or options.get("media") or options.get("pagesize"),
     )
@@ -193,6 +211,10 @@ async def record_job(
     hold_until = None
     if status == PrintStatus.HELD and problem is None and mode is PrinterMode.HOLD:
         hold_until = now + timedelta(minutes=printer.hold_expiry_mins)
+    tap_message = None
+    if problem is None and mode is PrinterMode.DIRECT and printer.require_tap:
+        status = PrintStatus.HELD
+        hold_until, tap_message = await awaiting_tap(session, printer)
     print_out = PrintOut(
         print_in_id=print_in.id,
         printer_id=printer.id,
@@ -203,9 +225,11 @@ async def record_job(
         status_reason=(
             reason
             if problem
+            else StatusReason.AWAITING_TAP
+            if tap_message
             else (StatusReason.held_for(mode) if status == PrintStatus.HELD else None)
         ),
-        status_message=problem,
+        status_message=problem or tap_message,
         delegate=job.user,
         delegate_user_id=print_in.delegate_user_id,
         title=title,
@@ -230,9 +254,43 @@ async def record_job(
         to_status=status.label,
         reason=print_out.status_reason,
         message=problem,
-        data={"print_in": print_in.id, "cups_job_id": job.job_id, "pages": pages.pages},
+        data={
+            "print_in": print_in.id,
+            "cups_job_id": job.job_id,
+            "pages": pages.pages,
+            "count_method": pages.method,
+            "color_pages": pages.color_pages,
+            "document_copies": pages.document_copies,
+        },
     )
+    if pages.note is not None:  # Ghostscript could not do better: say so
+        events.record(
+            session,
+            subject_type="print_out",
+            subject_id=print_out.id,
+            actor="intake",
+            reason="pages-estimated" if pages.estimated else "pages-not-analysed",
+            message=pages.note[:1000],
+            data={"pages": pages.pages, "count_method": pages.method},
+        )
     return print_out
+
+
+async def awaiting_tap(session: AsyncSession, printer: Printer) -> tuple[dt.datetime, str]:
+    """A ``--require-tap`` printer's job: until when it waits for its owner's tap, and
+    what she is told (the backend's ``INFO:``, the API's status message)."""
+    readers = (
+        await session.scalars(
+            select(Reader.reader_id)
+            .join(reader_printers, reader_printers.c.reader_id == Reader.id)
+            .where(reader_printers.c.printer_id == printer.id)
+            .order_by(Reader.reader_id)
+            .limit(4)
+        )
+    ).all()
+    where = " or ".join(readers) if readers else "a card reader of this printer"
+    window = printer.tap_window_secs
+    return utcnow() + timedelta(seconds=window), f"tap your card at {where} within {window} s"
 
 
 async def latest_print_out(session: AsyncSession, print_in_id: int) -> PrintOut | None:
@@ -258,46 +316,8 @@ async def record_reprint(
     and weights, the printer's current target and mode, charged again when it ends."""
     print_in.spool_path = str(spooled.path)
     print_in.spool_removed_at = None
-    mode = printer.printer_mode
-    held = mode in (PrinterMode.HOLD, PrinterMode.TICKET)
-    now = utcnow()
-    hold_until = (
-        now + timedelta(minutes=printer.hold_expiry_mins) if mode is PrinterMode.HOLD else None
-    )
-    status = PrintStatus.HELD if held else PrintStatus.PENDING
-    print_out = PrintOut(
-        print_in_id=print_in.id,
-        printer_id=printer.id,
-        mode=mode.value,
-        target=printer.target,
-        papercut=printer.papercut,
-        status=int(status),
-        status_reason=StatusReason(mode.value) if held else None,
-        delegate=previous.delegate,
-        delegate_user_id=previous.delegate_user_id,
-        title=previous.title,
-        pages=previous.pages,
-        copies=previous.copies,
-        currency=currency.code,
-        hold_until=hold_until,
-        next_action_at=hold_until if held else now,
-        reprint_of=previous.id,
-        ticket_cost=previous.ticket_cost if mode is PrinterMode.TICKET else None,
-        cost_detail=previous.cost_detail if mode is PrinterMode.TICKET else None,
-    )
-    session.add(print_out)
-    await session.flush()
-    if mode is PrinterMode.TICKET:
-        print_out.ticket_number = f"T-{print_out.id:06d}"
-    shares = (
-        await session.execute(
-            select(AccountTransaction.account_id, AccountTransaction.weight)
-            .where(AccountTransaction.print_out_id == previous.id)
-            .order_by(AccountTransaction.id)
-        )
-    ).all()
-    for account_id, weight in shares:
-        session.add(shadow(print_out, account_id, weight, status))
+    print_out = await next_print_out(session, printer, previous, currency=currency)
+    status = PrintStatus(print_out.status)
     events.record(
         session,
         subject_type="print_out",
@@ -317,4 +337,58 @@ async def record_reprint(
         message=f"printed again as print-out {print_out.id}",
         data={"reprint": print_out.id},
     )
+    return print_out
+
+
+async def next_print_out(
+    session: AsyncSession, printer: Printer, previous: PrintOut, *, currency: Currency
+) -> PrintOut:
+    """A new print-out of ``previous``'s print-in on ``printer`` (its target, mode and
+    hold expiry), with the same payers and weights, ``reprint_of`` naming ``previous``.
+    A reprint and the redirect of an ended job make one; the caller writes the events."""
+    mode = printer.printer_mode
+    held = mode in (PrinterMode.HOLD, PrinterMode.TICKET)
+    now = utcnow()
+    hold_until = (
+        now + timedelta(minutes=printer.hold_expiry_mins) if mode is PrinterMode.HOLD else None
+    )
+    status = PrintStatus.HELD if held else PrintStatus.PENDING
+    print_out = PrintOut(
+        print_in_id=previous.print_in_id,
+        printer_id=printer.id,
+        mode=mode.value,
+        target=printer.target,
+        papercut=printer.papercut,
+        status=int(status),
+        status_reason=StatusReason(mode.value) if held else None,
+        delegate=previous.delegate,
+        delegate_user_id=previous.delegate_user_id,
+        title=previous.title,
+        pages=previous.pages,
+        copies=previous.copies,
+        currency=currency.code,
+        hold_until=hold_until,
+        next_action_at=hold_until if held else now,
+        reprint_of=previous.id,
+        ticket_cost=previous.ticket_cost if mode is PrinterMode.TICKET else None,
+        cost_detail=previous.cost_detail if mode is PrinterMode.TICKET else None,
+    )
+    if mode is PrinterMode.DIRECT and printer.require_tap:
+        print_out.status = int(status := PrintStatus.HELD)
+        print_out.status_reason = StatusReason.AWAITING_TAP
+        print_out.hold_until, print_out.status_message = await awaiting_tap(session, printer)
+        print_out.next_action_at = print_out.hold_until
+    session.add(print_out)
+    await session.flush()
+    if mode is PrinterMode.TICKET:
+        print_out.ticket_number = f"T-{print_out.id:06d}"
+    shares = (
+        await session.execute(
+            select(AccountTransaction.account_id, AccountTransaction.weight)
+            .where(AccountTransaction.print_out_id == previous.id)
+            .order_by(AccountTransaction.id)
+        )
+    ).all()
+    for account_id, weight in shares:
+        session.add(shadow(print_out, account_id, weight, status))
     return print_out

@@ -25,7 +25,7 @@ from aiohttp import web
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import charging, status
+from billing import charging, events, status
 from billing.db import utcnow
 from billing.enums import PrintStatus, StatusReason
 from billing.models import PrintIn, PrintOut
@@ -43,12 +43,18 @@ class Change:
     (a target's IPP ``job-state-reasons``). ``logged_cost`` is the cost the
     target logged (PaperCut's ``usage_cost``); None: the printer's cost rules.
     A job ticket's own cost wins over both (``charging.cost_for``).
+    ``impressions`` is what the printer says it printed (all copies); 0 is
+    "not counted" (ippeveprinter and many printers report 0 when they do not count).
+    ``keep_document``: an ended job's spool file stays (a job its printer
+    rejected may be redirected); ``Endings.drop_documents`` removes it later.
     """
 
     to: PrintStatus
     reason: StatusReason | str | None = None
     message: str | None = None
     logged_cost: Decimal | None = None
+    impressions: int | None = None  # the printer's job-impressions-completed
+    keep_document: bool = False
 
 
 class Endings:
@@ -69,14 +75,48 @@ class Endings:
             return False
         if change.to is PrintStatus.COMPLETED:
             started = time.monotonic()
+            counted = await self._printer_count(po, change.impressions, actor)
             cost, detail = await charging.cost_for(
-                self.session, po, self.currency, logged=change.logged_cost
+                self.session, po, self.currency, logged=change.logged_cost, impressions=counted
             )
             await charging.charge(self.session, po, cost, self.currency, actor=actor, detail=detail)
             metrics.charged(self.app, actor, started)
-        if change.to.is_final:
+        if change.to.is_final and not change.keep_document:
             self._ended.append(po.print_in_id)
         return True
+
+    async def _printer_count(self, po: PrintOut, reported: int | None, actor: str) -> int | None:
+        """Record the printer's count beside ours; the one to charge when trusted."""
+        if reported is None or reported <= 0:
+            return None
+        po.printer_impressions = reported
+        print_in = await self.session.get(PrintIn, po.print_in_id)
+        inner = max(1, print_in.document_copies or 1) if print_in is not None else 1
+        ours = po.pages * po.copies * inner
+        trust = self.app[CONFIG].charging.trust
+        trusted = trust == "printer"
+        if reported != ours:
+            events.record(
+                self.session,
+                subject_type="print_out",
+                subject_id=po.id,
+                actor=actor,
+                reason=StatusReason.COUNT_DIFFERS,
+                message=(
+                    f"the printer counted {reported} impressions, the document {ours}; "
+                    f"charged: {'the printer' if trusted else 'the document'}'s count"
+                ),
+                data={
+                    "printer": reported,
+                    "document": ours,
+                    "trust": "printer" if trusted else "document",
+                },
+            )
+        return reported if trusted else None
+
+    def drop_documents(self, print_in_ids: Sequence[int]) -> None:
+        """These print-ins' spool files go at the commit (documents kept after an end)."""
+        self._ended.extend(print_in_ids)
 
     async def detach(self) -> list[str]:
         """Detach the ended jobs' spool files (before the commit); the paths to remove."""

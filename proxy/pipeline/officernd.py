@@ -175,6 +175,7 @@ async def scheduler_tick(app: web.Application, now: datetime | None = None) -> l
             day=day,
             currency=config.money,
             plan_name=settings.fees_plan,
+            office=settings.office,
             manage=settings.manage_fees,
             wait=0.0,  # rows left over are the outbox worker's
             worker=f"{app[INSTANCE].name}:fees",

@@ -314,3 +314,5 @@ _READERS = {
     "collate": _collate,
     "multiple-document-handling": _handling,
 }
+OPTIONS_READ = frozenset(_READERS)
+"""Option names :func:`job_options` reads (lower-case, as ``parse_cups_options`` gives)."""

@@ -7,6 +7,14 @@ ends the print-out as PaperCut did, charges the cost pro rata (PaperCut's
 ``usage_cost``, or the ticket cost for a job ticket), and queues one PaperCut
 adjustment per transaction in the outbox, in the same database transaction.
 
+No double charge: PaperCut itself charges every job it tracks (its
+``usage_cost``, to the job's charged account). proxyprint's PaperCut-managed
+queues charge the clearing shared account (``[papercut] clearing_account``,
+set up by ``papercut fix``): per completed print-out, the clearing account is
+credited PaperCut's ``usage_cost`` and each charged transaction's account is
+debited its share, so the clearing account nets to zero and all PaperCut
+balance changes add up to minus the print-out's cost.
+
 Exactly once: each adjustment's comment carries a unique random marker
 ``[pp:<uuid>]``. The outbox commits the attempt before calling PaperCut;
 a row that may have been applied (an earlier attempt exists) is first looked
@@ -65,6 +73,29 @@ def adjustment_comment(po: PrintOut, mark: str) -> str:
     )
     title = title.replace("[", "(").replace("]", ")")[:80]
     return f"proxyprint print-out {po.id}: {title} {mark}"
+
+
+async def _credit_clearing(
+    session: AsyncSession, po: PrintOut, clearing: str, usage_cost: Decimal
+) -> None:
+    """Queue the clearing account's credit of what PaperCut charged it for ``po``."""
+    if not clearing or usage_cost == 0:
+        return
+    mark = outbox.new_marker()
+    await outbox.enqueue(
+        session,
+        kind=ADJUST_KIND,
+        key=f"papercut:po:{po.id}:clearing",
+        print_out_id=po.id,
+        payload={
+            "account_type": AccountType.SHARED.value,
+            "name": clearing,
+            "amount": str(usage_cost),
+            "comment": adjustment_comment(po, mark),
+            "marker": mark,
+            "user_account": "",
+        },
+    )
 
 
 async def _charge_to_papercut(session: AsyncSession, po: PrintOut, account_name: str) -> None:
@@ -126,6 +157,7 @@ async def _apply_chunk(
     app: web.Application, rows: dict[str, printlog.PrintLogRow], names: list[str]
 ) -> int:
     account = app[CONFIG].papercut.account
+    clearing = app[CONFIG].papercut.clearing_account
     changed = 0
     async with lifecycle.ending(app) as ends:
         pos = (
@@ -137,10 +169,14 @@ async def _apply_chunk(
             )
         ).all()
         for po in pos:
-            change = change_for(rows[po.document_name or ""])
+            row = rows[po.document_name or ""]
+            change = change_for(row)
             if not await ends.apply(po, change, actor="papercut"):
                 continue
             if change.to is PrintStatus.COMPLETED:
+                # A row already refunded: PaperCut gave the clearing account its cost back.
+                credit = Decimal(0) if row.refunded else row.usage_cost
+                await _credit_clearing(ends.session, po, clearing, credit)
                 await _charge_to_papercut(ends.session, po, account)
             changed += 1
     return changed

@@ -74,6 +74,12 @@ async def prepared(
     options = options_of(print_in, print_out.copies)
     try:
         chosen = plan(fmt, options, caps)
+        inner = max(1, print_in.document_copies or 1)
+        if chosen.converts and inner > 1:
+            # Converting drops the copies a PostScript (or PJL) document asks for
+            # itself; they are charged, so they are made by us or the printer.
+            options = dataclasses.replace(options, copies=options.copies * inner)
+            chosen = plan(fmt, options, caps)
     except Unsupported as exc:
         raise NotPrintable(StatusReason.FORMAT_UNSUPPORTED, str(exc)) from None
     await _record(app, print_out, print_in, chosen, fmt=fmt, asked=options)

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import events, status
@@ -99,14 +99,18 @@ async def cancel_held(
 async def held_for_user_on(
     session: AsyncSession, user_name: str, printer_ids: Sequence[int]
 ) -> list[PrintOut]:
-    """A user's releasable held jobs in hold mode on the given printers, oldest first."""
+    """A user's releasable held jobs in hold mode on the given printers, oldest first,
+    and the jobs of direct printers with ``--require-tap`` waiting for her tap."""
     rows = await session.scalars(
         select(PrintOut)
         .where(
             PrintOut.delegate == user_name,
             PrintOut.printer_id.in_(printer_ids),
             PrintOut.status == int(PrintStatus.HELD),
-            PrintOut.mode == PrinterMode.HOLD.value,
+            or_(
+                PrintOut.mode == PrinterMode.HOLD.value,
+                PrintOut.status_reason == StatusReason.AWAITING_TAP,
+            ),
         )
         .order_by(PrintOut.created_at, PrintOut.id)
     )

@@ -142,8 +142,10 @@ def change_for(po: PrintOut, state: JobState) -> lifecycle.Change | None:
         if new not in (PrintStatus.CANCELED, PrintStatus.ABORTED):
             return None
         return lifecycle.Change(PrintStatus.CANCELED, StatusReason.CANCELED_IN_CUPS)
-    # The target's own job-state-reasons, stored as reported; printer cost rules.
-    return lifecycle.Change(new, ",".join(state.reasons)[:64] or None)
+    # The target's own job-state-reasons, stored as reported; printer cost rules
+    # over our count or the printer's (lifecycle, [charging] trust).
+    reason = ",".join(state.reasons)[:64] or None
+    return lifecycle.Change(new, reason, impressions=state.impressions_completed)
 
 
 async def _apply_chunk(app: web.Application, moved: dict[int, JobState]) -> int:

@@ -36,6 +36,7 @@ DEFAULT_PLANS: Final = (
 )
 # The resources the API lists.
 LISTED: Final = ("members", "companies", "plans", "fees")
+MAIN_OFFICE_ID: Final = "0ff1ce000000000000000001"  # the location every seeded member is in
 
 _FIRST = (
     "Ada", "Alan", "Barbara", "Claude", "Donald", "Edsger", "Frances", "Grace", "Hedy",
@@ -106,6 +107,11 @@ class OfficeRnDRecords:
         self._fees: dict[str, dict[str, Any]] = {}
         self._fees_received: list[dict[str, Any]] = []
         self._ids: set[str] = set()
+        # Locations ("offices"): every member belongs to one, every fee names one.
+        self._offices: dict[str, dict[str, Any]] = {
+            MAIN_OFFICE_ID: {"_id": MAIN_OFFICE_ID, "name": "Main office"}
+        }
+        self._ids.add(MAIN_OFFICE_ID)
 
     # --- seeding and editing (what a person does in OfficeRnD) ----------------------------
 
@@ -185,6 +191,13 @@ class OfficeRnDRecords:
             )
         return members
 
+    def add_office(self, name: str, *, office_id: str | None = None) -> str:
+        """A location; its id."""
+        new = office_id or self._new_id(self._id_rng)
+        self._ids.add(new)
+        self._offices[new] = {"_id": new, "name": name}
+        return new
+
     def add_company(self, name: str, *, company_id: str | None = None) -> Company:
         new = company_id or self._new_id(self._id_rng)
         self._ids.add(new)
@@ -211,10 +224,13 @@ class OfficeRnDRecords:
         company_id: str | None = None,
         plan_ids: Sequence[str] = (),
         member_id: str | None = None,
+        office_id: str = MAIN_OFFICE_ID,
     ) -> Member:
         """A member (an individual one without ``company_id``); the email defaults to unique."""
         if company_id is not None and company_id not in self._companies:
             raise KeyError(f"company {company_id!r} not found")
+        if office_id not in self._offices:
+            raise KeyError(f"office {office_id!r} not found")
         new = member_id or self._new_id(self._id_rng)
         self._ids.add(new)
         self._members[new] = {
@@ -224,6 +240,7 @@ class OfficeRnDRecords:
             "status": str(status),
             "team": company_id,
             "plans": list(plan_ids),
+            "office": office_id,
         }
         return member_from_json(self._members[new])
 
@@ -364,6 +381,11 @@ class OfficeRnDRecords:
             raise BadRequest(f"team {team!r} not found")
         if plan is not None and plan not in self._plans:
             raise BadRequest(f"plan {plan!r} not found")
+        office = data.get("office")
+        if office is None or office == "":
+            raise BadRequest("office is required")  # as the fee API documents it
+        if office not in self._offices:
+            raise BadRequest(f"office {office!r} not found")
         if not isinstance(data.get("isPersonal", True), bool):
             raise BadRequest("isPersonal must be a boolean")
         if not isinstance(data.get("description", ""), str):
@@ -382,6 +404,7 @@ class OfficeRnDRecords:
             "plan": data.get("plan"),
             "isPersonal": data.get("isPersonal", True),
             "description": data.get("description", ""),
+            "office": data["office"],
         }
         for extra, value in data.items():
             record.setdefault(extra, value)

@@ -30,10 +30,17 @@ PaperCut does for a job it tracks:
   control releases, cancels, denies or expires it; a disabled printer:
   denied (``usage_allowed='N'``, ``denied_reason='PRINTER_DISABLED'``).
 
-No account is charged: proxyprint posts every charge itself (SPEC §8), so a
-simulator that also charged the printing user would count the job twice.
-The backend exits 0 once the row is written; the hold lives in the database,
-not in CUPS.
+A printed job is charged as PaperCut charges it: its ``usage_cost`` is taken
+from the account in ``charged_to_account_id`` (unconditionally), which is the
+printing user's built-in personal account unless the printer is configured
+to charge a shared account (``tbl_printer.charge_account_id``, the
+simulator's model of that printer setting). A held job is charged when it is
+released (``simdb.release``), a refund gives it back. PaperCut keeps a job's
+charge in the print log, not in ``tbl_account_transaction``: so does the
+simulator (a refund is a transaction). proxyprint's queues charge its clearing
+shared account, from which the delegators are charged (SPEC §8: no double
+charge). The backend exits 0 once the row is written; the hold lives in the
+database, not in CUPS.
 """
 
 import datetime
@@ -168,6 +175,19 @@ def ensure_user(conn: sqlite3.Connection, user_name: str, now: str) -> tuple[int
     return user_id, account_id
 
 
+def charge_account(conn: sqlite3.Connection, account_id: int, amount: Decimal) -> None:
+    """Take ``amount`` from an account's balance (a job's charge; negative: a refund)."""
+    row = conn.execute(
+        "SELECT balance FROM tbl_account WHERE account_id = ?", (account_id,)
+    ).fetchone()
+    if row is None:  # pragma: no cover - the usage log references it
+        raise sqlite3.DatabaseError("no account " + str(account_id))
+    balance = Decimal(str(row[0])) - amount
+    conn.execute(
+        "UPDATE tbl_account SET balance = ? WHERE account_id = ?", (str(balance), account_id)
+    )
+
+
 def record_usage(
     conn: sqlite3.Connection,
     *,
@@ -189,10 +209,12 @@ def record_usage(
     try:
         user_id, account_id = ensure_user(conn, user.lower(), now)
         row = conn.execute(
-            "SELECT printer_id, default_cost, color_cost, hold_release, disabled"
-            " FROM tbl_printer WHERE server_name = ? AND printer_name = ? AND deleted = 'N'",
+            "SELECT printer_id, default_cost, color_cost, hold_release, disabled,"
+            " charge_account_id FROM tbl_printer"
+            " WHERE server_name = ? AND printer_name = ? AND deleted = 'N'",
             (server, printer),
         ).fetchone()
+        charged_id = account_id
         if row is None:
             printer_id = _insert(
                 conn,
@@ -202,10 +224,13 @@ def record_usage(
             )
             default_cost, color_cost, hold, disabled = "0", "", "N", "N"
         else:
-            printer_id, default_cost, color_cost, hold, disabled = row
+            printer_id, default_cost, color_cost, hold, disabled, shared_id = row
+            if shared_id is not None:
+                charged_id = int(shared_id)
         page_cost = Decimal(color_cost if color and color_cost else default_cost or "0")
         total = pages * copies
         allowed = disabled != "Y"
+        printed = allowed and hold != "Y"
         usage_id = _insert(
             conn,
             "INSERT INTO tbl_printer_usage_log (usage_date, used_by_user_id,"
@@ -216,7 +241,7 @@ def record_usage(
             (
                 now,
                 user_id,
-                account_id,
+                charged_id,
                 account_id,
                 printer_id,
                 document_name,
@@ -226,11 +251,13 @@ def record_usage(
                 "Y" if duplex else "N",
                 str(page_cost * total),
                 "Y" if allowed else "N",
-                "Y" if allowed and hold != "Y" else "N",
+                "Y" if printed else "N",
                 "" if allowed else "PRINTER_DISABLED",
                 cups_job_id,
             ),
         )
+        if printed:
+            charge_account(conn, charged_id, page_cost * total)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -151,6 +151,9 @@ class SimControls(SimDatabase):
                 cost_color=None if color is None else self._amount(data, "cost_color"),
                 unauthenticated=bool(data.get("unauthenticated", True)),
                 hold_release=bool(data.get("hold_release", False)),
+                charge_account=(
+                    None if data.get("charge_account") is None else str(data["charge_account"])
+                ),
             )
 
         return await self._add_named(request, add)

@@ -15,8 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from proxy.devkit.papercut.simbackend import DEFAULT_SERVER, ensure_user, record_usage
-from proxy.devkit.papercut.simmethods import COST_MODELS, SimMethods
+from proxy.devkit.papercut.simbackend import (
+    DEFAULT_SERVER,
+    charge_account,
+    ensure_user,
+    record_usage,
+)
+from proxy.devkit.papercut.simmethods import CHARGE_ACCOUNT_PROPERTY, COST_MODELS, SimMethods
 from proxy.devkit.papercut.simstore import SCHEMA, SimFault, now_text, yn
 
 __all__ = [
@@ -56,6 +61,7 @@ class UsageRow:
     refunded: bool
     denied_reason: str
     job_type: str
+    charged_to: str  # the account PaperCut charges: a user name or a shared account's
 
     @property
     def held(self) -> bool:
@@ -137,7 +143,8 @@ class SimDatabase(SimMethods):
                 self._adjust(conn, account_id, Decimal(balance), "initial balance", "INITIAL")
 
     def add_group(self, name: str, members: Sequence[str] = ()) -> None:
-        self.add_new_group(name)
+        """A group, at once (as if it came from the directory source long ago)."""
+        self.insert_group(name)
         for member in members:
             self.add_user_to_group(member, name)
 
@@ -152,8 +159,18 @@ class SimDatabase(SimMethods):
         hold_release: bool = False,
         cost_model: str = "SIMPLE",
         disabled: bool = False,
+        charge_account: str | None = None,
     ) -> None:
-        """A printer; cost 0 means "no cost set". Replaces one of the same name."""
+        """A printer; cost 0 means "no cost set". Replaces one of the same name.
+
+        ``charge_account`` names the shared account the printer charges every
+        job to (None: the printing user's personal account, PaperCut's default).
+        """
+        charge_id = (
+            None
+            if charge_account is None
+            else self._shared_account(papercut_account_name(charge_account))
+        )
         with self._tx() as conn:
             conn.execute(
                 "DELETE FROM tbl_printer_attribute WHERE printer_id IN (SELECT printer_id"
@@ -167,7 +184,7 @@ class SimDatabase(SimMethods):
             conn.execute(
                 "INSERT INTO tbl_printer (server_name, printer_name, display_name, cost_model,"
                 " default_cost, color_cost, unauthenticated, hold_release, disabled,"
-                " created_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " charge_account_id, created_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     server,
                     name,
@@ -178,6 +195,7 @@ class SimDatabase(SimMethods):
                     yn(unauthenticated),
                     yn(hold_release),
                     yn(disabled),
+                    charge_id,
                     now_text(),
                 ),
             )
@@ -273,9 +291,10 @@ class SimDatabase(SimMethods):
             "SELECT l.printer_usage_log_id, l.usage_date, u.user_name, p.server_name,"
             " p.printer_name, l.document_name, l.total_pages, l.total_color_pages, l.copies,"
             " l.duplex, l.usage_cost, l.usage_allowed, l.printed, l.cancelled, l.refunded,"
-            " l.denied_reason, l.job_type FROM tbl_printer_usage_log l"
+            " l.denied_reason, l.job_type, a.account_name FROM tbl_printer_usage_log l"
             " JOIN tbl_user u ON u.user_id = l.used_by_user_id"
             " JOIN tbl_printer p ON p.printer_id = l.printer_id"
+            " JOIN tbl_account a ON a.account_id = l.charged_to_account_id"
         )
         params: tuple[str, ...] = ()
         if document_name is not None:
@@ -301,6 +320,7 @@ class SimDatabase(SimMethods):
                 refunded=r[14] == "Y",
                 denied_reason=str(r[15]),
                 job_type=str(r[16]),
+                charged_to=str(r[17]),
             )
             for r in rows
         ]
@@ -328,8 +348,26 @@ class SimDatabase(SimMethods):
         return True
 
     def release(self, document_name: str) -> bool:
-        """A held job printed: ``printed='Y'``. No account is charged (see simbackend)."""
-        return self._decide(document_name, "printed = 'Y'", ())
+        """A held job printed: ``printed='Y'``, its cost charged to its charged account."""
+        row = self._latest(document_name)
+        if not row.held:
+            return False
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE tbl_printer_usage_log SET printed = 'Y' WHERE printer_usage_log_id = ?",
+                (row.printer_usage_log_id,),
+            )
+            charge_account(conn, self._charged_account_id(row), row.usage_cost)
+        return True
+
+    def _charged_account_id(self, row: UsageRow) -> int:
+        found = self._one(
+            "SELECT charged_to_account_id FROM tbl_printer_usage_log"
+            " WHERE printer_usage_log_id = ?",
+            (row.printer_usage_log_id,),
+        )
+        assert found is not None
+        return int(str(found[0]))
 
     def cancel(self, document_name: str) -> bool:
         """A held job cancelled by a person (in PaperCut or at the release station)."""
@@ -351,7 +389,8 @@ class SimDatabase(SimMethods):
         return self._decide(document_name, "cancelled = 'Y', denied_reason = ?", (TIMEOUT_REASON,))
 
     def refund(self, document_name: str) -> bool:
-        """A printed job refunded by an admin (``refunded='Y'``)."""
+        """A printed job refunded by an admin (``refunded='Y'``): its cost goes back to
+        the account it was charged to, as a ``PRINT_REFUND`` transaction."""
         row = self._latest(document_name)
         if not row.printed or row.refunded:
             return False
@@ -360,4 +399,21 @@ class SimDatabase(SimMethods):
                 "UPDATE tbl_printer_usage_log SET refunded = 'Y' WHERE printer_usage_log_id = ?",
                 (row.printer_usage_log_id,),
             )
+            self._adjust(
+                conn,
+                self._charged_account_id(row),
+                row.usage_cost,
+                f"refund of {row.document_name}",
+                "PRINT_REFUND",
+            )
         return True
+
+    def set_printer_charge_account(self, server: str, name: str, account: str | None) -> None:
+        """What an admin sets in the UI: the shared account a printer charges (None: the
+        printing user's personal account)."""
+        self.set_printer_property(server, name, CHARGE_ACCOUNT_PROPERTY, account or "")
+
+    def total_balance(self) -> Decimal:
+        """Every account's balance added up (users' and shared)."""
+        rows = self._column("SELECT balance FROM tbl_account WHERE deleted = 'N'")
+        return sum((Decimal(r) for r in rows), Decimal(0))

@@ -13,10 +13,17 @@ from __future__ import annotations
 import sqlite3
 from decimal import Decimal
 
+from billing.papercut.checks import CHARGE_ACCOUNT_PROPERTY
 from proxy.devkit.papercut.simbackend import ensure_user
-from proxy.devkit.papercut.simstore import SimFault, SimStore, now_text, yn
+from proxy.devkit.papercut.simdirectory import SimDirectory
+from proxy.devkit.papercut.simstore import SimFault, now_text, yn
 
-__all__ = ["COST_MODELS", "CUSTOM_FIELDS", "SimMethods"]
+__all__ = ["CHARGE_ACCOUNT_PROPERTY", "COST_MODELS", "CUSTOM_FIELDS", "SimMethods"]
+
+# The shared account a printer charges every job to ("" = the printing user's
+# personal account, PaperCut's default): the simulator's model of that printer
+# setting, read and set as a printer property (billing.papercut.checks).
+# (the name is billing.papercut.checks'; one definition)
 
 COST_MODELS = frozenset(
     {"SIMPLE", "AREA", "SIZE_TABLE", "SIZE_CATEGORY", "SIZE_DETAILED", "SIZE_LENGTH"}
@@ -63,8 +70,9 @@ def _decimal(value: object, field: str) -> Decimal:
     raise SimFault(f"{field}: expected a number")
 
 
-class SimMethods(SimStore):
-    """The Web Services methods; every write is one transaction."""
+class SimMethods(SimDirectory):
+    """The Web Services methods; every write is one transaction (groups and the
+    directory sync: ``simdirectory``)."""
 
     def _print_stats(self, column: str, key: int, prop: str) -> str:
         """A ``print-stats.*`` property: the printed jobs (pages) whose ``column`` is ``key``."""
@@ -212,17 +220,6 @@ class SimMethods(SimStore):
     def is_group_exists(self, group: str) -> bool:
         return self._one("SELECT 1 FROM tbl_user_group WHERE group_name = ?", (group,)) is not None
 
-    def add_new_group(self, group: str) -> bool:
-        """Adding an existing group changes nothing."""
-        if not group:
-            raise SimFault("Invalid group name")
-        with self._tx() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO tbl_user_group (group_name, created_date) VALUES (?, ?)",
-                (group, now_text()),
-            )
-        return True
-
     def list_user_groups(self, offset: int, limit: int) -> list[str]:
         return self._column(
             "SELECT group_name FROM tbl_user_group ORDER BY group_name COLLATE NOCASE"
@@ -336,6 +333,13 @@ class SimMethods(SimStore):
         }
         if prop in simple:
             return simple[prop]
+        if prop == CHARGE_ACCOUNT_PROPERTY:
+            charged = self._one(
+                "SELECT a.account_name FROM tbl_printer p JOIN tbl_account a"
+                " ON a.account_id = p.charge_account_id WHERE p.printer_id = ?",
+                (printer_id,),
+            )
+            return "" if charged is None else str(charged[0])
         if prop in CUSTOM_FIELDS:
             attr = self._one(
                 "SELECT attrib_value FROM tbl_printer_attribute"
@@ -348,7 +352,8 @@ class SimMethods(SimStore):
         raise SimFault(f"Invalid printer property: {prop}")
 
     def set_printer_property(self, server: str, printer: str, prop: str, value: str) -> bool:
-        """Settable as documented: cost-model, custom-field-1..6, disabled."""
+        """Settable as documented: cost-model, custom-field-1..6, disabled; and the
+        simulator's ``charge-to-shared-account`` (a shared account's name, or "")."""
         printer_id = self._printer_id(server, printer)
         with self._tx() as conn:
             if prop == "cost-model":
@@ -362,6 +367,12 @@ class SimMethods(SimStore):
                 conn.execute(
                     "UPDATE tbl_printer SET disabled = ? WHERE printer_id = ?",
                     (yn(_flag(value, prop)), printer_id),
+                )
+            elif prop == CHARGE_ACCOUNT_PROPERTY:
+                charge_id = self._shared_account(value) if value else None
+                conn.execute(
+                    "UPDATE tbl_printer SET charge_account_id = ? WHERE printer_id = ?",
+                    (charge_id, printer_id),
                 )
             elif prop in CUSTOM_FIELDS:
                 conn.execute(

@@ -19,7 +19,9 @@ same code reads a real PaperCut database):
 * ``tbl_account`` (USER and SHARED accounts; a user's built-in account has
   ``personal_name`` '', ``parent_id`` links a shared sub-account),
   ``tbl_user``, ``tbl_user_group``, ``tbl_user_group_member``,
-  ``tbl_printer`` (cost, ``unauthenticated``, ``hold_release``...) and
+  ``tbl_printer`` (cost, ``unauthenticated``, ``hold_release``,
+  ``charge_account_id``: the shared account the printer charges, NULL for
+  the printing user's personal account...) and
   ``tbl_printer_attribute`` (custom fields).
 
 Amounts are exact decimal strings (TEXT) and times ISO 8601 UTC strings:
@@ -115,6 +117,7 @@ CREATE TABLE IF NOT EXISTS tbl_printer (
     unauthenticated TEXT NOT NULL DEFAULT 'N',
     hold_release TEXT NOT NULL DEFAULT 'N',
     disabled TEXT NOT NULL DEFAULT 'N',
+    charge_account_id INTEGER REFERENCES tbl_account (account_id),
     deleted TEXT NOT NULL DEFAULT 'N',
     created_date TEXT NOT NULL
 );

@@ -28,12 +28,21 @@ Controls, as methods and as HTTP endpoints (JSON; amounts as strings):
 ``add_user(name, balance, ...)``      ``POST /sim/users {"name", "balance", "full_name",
                                       "email", "card", "groups"}``
 ``add_printer(server, name, ...)``    ``POST /sim/printers {"server", "name", "cost_mono",
-                                      "cost_color", "unauthenticated", "hold_release"}``
+                                      "cost_color", "unauthenticated", "hold_release",
+                                      "charge_account"}``
 ``add_shared_account(name, ...)``     ``POST /sim/shared-accounts {"name", "balance"}``
 ``add_group(name, members)``          ``POST /sim/groups {"name", "members"}``
 ``balance(user)``                     ``GET /sim/users/{name}/balance``
 ``adjustments()``                     ``GET /sim/adjustments``
+``set_directory(groups=|program=)``   (Python only) the user directory source
+``set_printer_charge_account(...)``   (Python only) the account a printer charges
 ====================================  =========================================
+
+Charging, groups and background tasks follow PaperCut: a printed job's
+``usage_cost`` is taken from its charged account (``simbackend``);
+``addNewGroup`` needs a group the directory source offers, and it and the
+user/group syncs run as background tasks (``getTaskStatus``; ``task_seconds``
+each) (``simdirectory``).
 
 A control on a document the log does not have answers 404; one on a job that
 is no longer held answers 409 (the method returns False). The ``/sim``
@@ -48,7 +57,8 @@ call that took effect, which is what exactly-once delivery must survive.
 A hang ends when ``hang_seconds`` pass or the simulator stops.
 
 The parts: ``simstore`` (the tables), ``simmethods`` (the Web Services
-methods' data operations), ``simdb`` (``SimDatabase``: those plus the test
+methods' data operations), ``simdirectory`` (the directory source and the
+background tasks), ``simdb`` (``SimDatabase``: those plus the test
 controls), ``simcontrols`` (the controls over HTTP), ``simrpc`` (the XML-RPC
 calls and answers); this module serves them (``PaperCutSimulator``, on
 ``proxy.devkit.simserver.SimServer``), installs the backend and runs it alone.

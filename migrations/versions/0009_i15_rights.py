@@ -1,7 +1,7 @@
 """Rights to charge: the delegate right and access lists of accounts
 
 Revision ID: i15_rights
-Revises: i13_reprint
+Revises: i13ctl
 Create Date: 2026-12-03 09:30:00.000000
 
 ``users.can_delegate`` and ``groups.can_delegate``: the ``delegate`` right
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "i15_rights"
-down_revision: str | None = "i13_reprint"
+down_revision: str | None = "i13ctl"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,33 @@
+"""Mount the web app on the service (called by ``proxy.app.create_app``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proxy.keys import CONFIG, WEB_TEMPLATES, WEB_THROTTLE
+
+from . import pages_admin, pages_signin, pages_staff, pages_user
+from .middleware import web_middleware
+from .render import environment, static_routes
+from .throttle import LoginThrottle
+
+ROUTE_NAME_PREFIX = "web."
+
+
+def is_web_route(route: web.AbstractRoute) -> bool:
+    """A page of the web app (not the JSON API): the API's tests leave these out."""
+    name = route.name
+    return name is not None and name.startswith(ROUTE_NAME_PREFIX)
+
+
+def setup_web(app: web.Application) -> None:
+    """The pages' routes (named ``web.*``) and their middleware, inside the API's."""
+    config = app[CONFIG].web
+    app[WEB_TEMPLATES] = environment()
+    app[WEB_THROTTLE] = LoginThrottle(config.login_attempts, config.login_window_secs)
+    app.middlewares.append(web_middleware)
+    app.router.add_routes(pages_signin.routes())
+    app.router.add_routes(pages_user.routes())
+    app.router.add_routes(pages_staff.routes())
+    app.router.add_routes(pages_admin.routes())
+    app.router.add_routes(static_routes())

@@ -1,0 +1,375 @@
+"""The web app in a real browser: headless Chromium (Debian's ``chromium`` and
+``chromium-driver``) driven by Selenium, against the real service on a real port
+with a private cupsd and ippeveprinter (``ServiceStack``).
+
+Selenium is blocking and the service runs on this test's event loop, so every
+browser call goes through ``asyncio.to_thread``. Under CI=true a missing
+Chromium fails the run. Screenshots (phone and desktop size) go to the test
+run's temporary directory, ``.../screenshots``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+from sqlalchemy import select, update
+
+from billing import ledger
+from billing.enums import AccountType, PrintStatus
+from billing.models import Account, User
+from proxy.devkit.cupsd import PrivateCupsd
+from proxy.devkit.documents import make_pdf
+from proxy.devkit.ippeve import IppEvePrinter
+from proxy.devkit.stack import ServiceStack
+from proxy.keys import SESSIONS
+from proxy.web import passwords
+from proxy.web.sessions import COOKIE
+from tests.fixtures_cups import unavailable, unique
+
+pytestmark = pytest.mark.cups
+S = PrintStatus
+T = TypeVar("T")
+PASSWORD = "correct horse battery"
+MARKUP_NAME = "<img>mallory<b>"
+PHONE = (390, 844)
+DESKTOP = (1280, 900)
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+try:
+    from selenium import webdriver
+    from selenium.common.exceptions import NoAlertPresentException, NoSuchElementException
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.support.ui import Select
+except ImportError:  # pragma: no cover - a dev dependency
+    webdriver = None  # type: ignore[assignment]
+
+
+class Browser:
+    """One Chromium, driven from async code (each call in a thread)."""
+
+    def __init__(self, driver: WebDriver, base_url: str, shots: Path) -> None:
+        self.driver = driver
+        self.base_url = base_url
+        self.shots = shots
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+    async def get(self, path: str) -> None:
+        await self._run(self.driver.get, self.base_url + path)
+
+    async def text(self, css: str) -> str:
+        element = await self._run(self.driver.find_element, By.CSS_SELECTOR, css)
+        return str(await self._run(lambda: element.text))
+
+    async def exists(self, css: str) -> bool:
+        found = await self._run(self.driver.find_elements, By.CSS_SELECTOR, css)
+        return bool(found)
+
+    async def click(self, css: str) -> None:
+        element = await self._run(self.driver.find_element, By.CSS_SELECTOR, css)
+        await self._run(element.click)
+
+    async def fill(self, css: str, value: str) -> None:
+        element = await self._run(self.driver.find_element, By.CSS_SELECTOR, css)
+        await self._run(element.clear)
+        await self._run(element.send_keys, value)
+
+    async def choose(self, css: str, value: str) -> None:
+        element = await self._run(self.driver.find_element, By.CSS_SELECTOR, css)
+        await self._run(lambda: Select(element).select_by_value(value))
+
+    async def path(self) -> str:
+        url = str(await self._run(lambda: self.driver.current_url))
+        return url.removeprefix(self.base_url)
+
+    async def script(self, source: str) -> Any:
+        return await self._run(self.driver.execute_script, source)
+
+    async def wait_text(self, css: str, wanted: str, timeout: float = 30.0) -> str:
+        """Wait (without reloading) until the element's text contains ``wanted``."""
+        deadline = time.monotonic() + timeout
+        seen = ""
+        while time.monotonic() < deadline:
+            try:
+                seen = await self.text(css)
+            except NoSuchElementException:
+                seen = "<absent>"
+            if wanted in seen:
+                return seen
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"{css}: {seen!r}, not {wanted!r}, after {timeout} s")
+
+    async def sign_in(self, name: str, password: str = PASSWORD) -> None:
+        await self._run(self.driver.delete_all_cookies)
+        await self.get("/")
+        await self.fill("#user", name)
+        await self.fill("#password", password)
+        await self.click("#sign-in button[type=submit]")
+
+    async def cookie(self, name: str) -> dict[str, Any]:
+        found = await self._run(self.driver.get_cookie, name)
+        assert found is not None, f"no cookie {name}"
+        return dict(found)
+
+    def no_alert(self) -> bool:
+        try:
+            self.driver.switch_to.alert  # noqa: B018  (raises when there is none)
+        except NoAlertPresentException:
+            return True
+        return False
+
+    async def shoot(self, name: str) -> None:
+        """A screenshot at phone size and one at desktop size."""
+        for label, (width, height) in (("phone", PHONE), ("desktop", DESKTOP)):
+            await self._run(self.driver.set_window_size, width, height)
+            await self._run(self.driver.save_screenshot, str(self.shots / f"{name}-{label}.png"))
+        await self._run(self.driver.set_window_size, *PHONE)
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if webdriver is None:
+        unavailable("selenium is not installed (pip install -e '.[dev]')")
+    if chromium is None or chromedriver is None:
+        unavailable("chromium/chromedriver missing (Debian chromium, chromium-driver)")
+    options = Options()
+    options.binary_location = chromium
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.add_argument(f"--window-size={PHONE[0]},{PHONE[1]}")
+    drv = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+
+
+@pytest.fixture
+async def stack(private_cupsd: PrivateCupsd, short_tmp: Path) -> AsyncIterator[ServiceStack]:
+    async with ServiceStack(private_cupsd, short_tmp / "svc") as svc:
+        await svc.add_users("alice", "bob", "carol", "erin", "otto", MARKUP_NAME)
+        for name, role in (
+            ("alice", "user"),
+            ("bob", "user"),
+            ("carol", "user"),
+            ("erin", "admin"),
+            ("otto", "ticket-operator"),
+        ):
+            await set_password(svc, name, role)
+        yield svc
+
+
+@pytest.fixture
+def browser(
+    driver: WebDriver, stack: ServiceStack, tmp_path_factory: pytest.TempPathFactory
+) -> Browser:
+    shots = tmp_path_factory.getbasetemp() / "screenshots"
+    shots.mkdir(exist_ok=True)
+    driver.delete_all_cookies()
+    return Browser(driver, stack.base_url, shots)
+
+
+async def set_password(svc: ServiceStack, name: str, role: str) -> None:
+    assert svc.app is not None
+    hashed = await asyncio.to_thread(passwords.hash_password, PASSWORD)
+    async with svc.app[SESSIONS]() as s, s.begin():
+        await s.execute(
+            update(User).where(User.name == name).values(password_hash=hashed, web_role=role)
+        )
+
+
+async def balance_of(svc: ServiceStack, user: str) -> Any:
+    assert svc.app is not None
+    async with svc.app[SESSIONS]() as s:
+        account = await s.scalar(
+            select(Account)
+            .join(User, User.id == Account.user_id)
+            .where(Account.type == AccountType.USER.value, User.name == user)
+        )
+        assert account is not None
+        return await ledger.balance(s, account.id)
+
+
+async def post_without_csrf(base_url: str, path: str, secret: str) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession(base_url, cookies={COOKIE: secret}) as http,
+        http.post(path, data={"printer": ""}, allow_redirects=False) as resp,
+    ):
+        return resp.status, resp.headers.get("Location", "")
+
+
+async def test_alice_releases_her_held_job_and_an_admin_reverses_it(
+    stack: ServiceStack, browser: Browser, ippeve_printer: IppEvePrinter, short_tmp: Path
+) -> None:
+    queue = unique("pp-webhold")
+    await stack.add_printer(queue, target=ippeve_printer.uri, mode="hold", cost_mono="0.25")
+    title = unique("web-held")
+    job = await stack.lp(queue, make_pdf(short_tmp / "a.pdf", 2), user="alice", title=title)
+    po = await stack.wait_print_out(queue, job, {S.HELD})
+    xss_title = "<script>alert(1)</script>"
+    xss_job = await stack.lp(queue, make_pdf(short_tmp / "x.pdf", 1), user="alice", title=xss_title)
+    xss = await stack.wait_print_out(queue, xss_job, {S.HELD})
+
+    # alice signs in on a phone-sized window and sees her held job.
+    await browser.sign_in("alice")
+    assert await browser.path() == "/jobs"
+    assert title in await browser.text(f"#held-{po.id} .title")
+    # A title that is markup renders as text: no script ran, no dialog.
+    assert await browser.text(f"#held-{xss.id} .title") == xss_title
+    assert await asyncio.to_thread(browser.no_alert)
+    cookie = await browser.cookie(COOKIE)
+    assert cookie["httpOnly"] is True and cookie["sameSite"] == "Lax"
+    assert await browser.script("return document.cookie") == ""  # not readable by script
+    await browser.shoot("jobs")
+
+    # A POST without the CSRF token is refused, even with her live session.
+    status, _ = await post_without_csrf(stack.base_url, f"/jobs/{po.id}/release", cookie["value"])
+    assert status == 403
+    assert await browser.text(f"#held-{po.id} .status") == "held"
+
+    # She releases it and watches it complete without reloading.
+    await browser.click(f"#release-{po.id}")
+    assert (await browser.path()).startswith("/jobs?done=released")
+    await browser.script("window.ppNoReload = 'still here'")
+    await browser.wait_text(f"#job-{po.id} .status", "completed")
+    assert await browser.script("return window.ppNoReload") == "still here"
+    done = await stack.wait_print_out(queue, job)
+    assert done.status == S.COMPLETED and done.cost is not None
+    await browser.shoot("jobs-completed")
+
+    # The document page shows her share in the Transactions Summary.
+    await browser.get(f"/documents/{po.id}")
+    assert await browser.text("#doc-title") == title
+    row = await browser.text('#transactions tr[data-account="alice"]')
+    assert f"{done.cost:.2f} EUR" in row and "completed" in row
+    assert "completed" in await browser.text("#doc-status")
+    assert not await browser.exists("#reverse")  # a user has no Reverse
+    assert "web-release" in await browser.text("#events")
+    await browser.shoot("document")
+    await browser.get("/history")
+    assert title in await browser.text(f"#printout-{po.id}")
+    await browser.get("/balance")
+    assert f"-{done.cost:.2f} EUR" == await browser.text("#balance")
+    await browser.shoot("balance")
+    # Not hers to see: the admin pages.
+    await browser.get("/admin/documents")
+    assert "Not allowed" in await browser.text("h1")
+
+    # Sign-out ends the session: the old cookie opens nothing any more.
+    await browser.get("/jobs")
+    await browser.click("#sign-out")
+    assert await browser.path() == "/"
+    assert await browser.exists("#sign-in")
+    async with (
+        aiohttp.ClientSession(stack.base_url, cookies={COOKIE: cookie["value"]}) as http,
+        http.get("/jobs", allow_redirects=False) as resp,
+    ):
+        assert resp.status == 303 and resp.headers["Location"] == "/"
+
+    # An admin finds the print-out in the document log and presses Reverse.
+    before = await balance_of(stack, "alice")
+    await browser.sign_in("erin")
+    await browser.get("/admin/documents?user=alice&status=completed")
+    assert title in await browser.text(f"#doc-{po.id}")
+    await browser.shoot("admin-documents")
+    await browser.click(f"#doc-{po.id} a")
+    await browser.click("#reverse")
+    assert (await browser.path()) == f"/documents/{po.id}?reversed=1"
+    assert await browser.exists("#doc-reversed")
+    after = await balance_of(stack, "alice")
+    assert before == -done.cost and after == 0
+    await browser.get("/admin/accounts?type=user")
+    assert "0.00 EUR" in await browser.text('#accounts tr[data-account="alice"] .balance')
+    await browser.shoot("admin-accounts")
+    # alice's ledger shows the compensation.
+    await browser.sign_in("alice")
+    await browser.get("/balance")
+    assert await browser.text("#balance") == "0.00 EUR"
+    assert await browser.exists('#ledger tr[data-kind="reversal"]')
+
+
+async def test_a_disabled_users_session_ends_and_names_render_as_text(
+    stack: ServiceStack, browser: Browser
+) -> None:
+    assert stack.app is not None
+    await browser.sign_in("bob")
+    assert await browser.path() == "/jobs"
+    bob_cookie = (await browser.cookie(COOKIE))["value"]
+
+    # An admin disables bob on the Users page; his session ends at once.
+    await browser.sign_in("erin")
+    await browser.get("/admin/users")
+    async with stack.app[SESSIONS]() as s:
+        bob_id = await s.scalar(select(User.id).where(User.name == "bob"))
+    await browser.click(f"#active-{bob_id}")  # untick
+    await browser.click(f"#save-{bob_id}")
+    assert "changed-bob" in await browser.text("#done")
+    await browser.shoot("admin-users")
+    async with (
+        aiohttp.ClientSession(stack.base_url, cookies={COOKIE: bob_cookie}) as http,
+        http.get("/balance", allow_redirects=False) as resp,
+    ):
+        assert resp.status == 303 and resp.headers["Location"] == "/"
+    await browser.sign_in("bob")
+    assert "Wrong user name or password" in await browser.text("#error-message")
+
+    # A user name that is markup shows as text in the admin's lists.
+    await browser.sign_in("erin")
+    for path, css in (("/admin/accounts?type=user", "#accounts"), ("/admin/users", "#users")):
+        await browser.get(path)
+        assert MARKUP_NAME in await browser.text(css)
+        assert not await browser.exists(f"{css} img")
+    assert await asyncio.to_thread(browser.no_alert)
+
+
+async def test_an_operator_releases_one_ticket_to_another_printer_and_cancels_another(
+    stack: ServiceStack, browser: Browser, ippeve_printer: IppEvePrinter, short_tmp: Path
+) -> None:
+    tickets = unique("pp-webticket")
+    other = unique("pp-webother")
+    await stack.add_printer(tickets, target="ipp://127.0.0.1:9/ipp/print", mode="ticket")
+    await stack.add_printer(other, target=ippeve_printer.uri, mode="direct")
+    first = await stack.lp(tickets, make_pdf(short_tmp / "t1.pdf", 1), user="carol", title="t-one")
+    second = await stack.lp(tickets, make_pdf(short_tmp / "t2.pdf", 1), user="carol", title="t-two")
+    one = await stack.wait_print_out(tickets, first, {S.HELD})
+    two = await stack.wait_print_out(tickets, second, {S.HELD})
+
+    await browser.sign_in("otto")
+    assert await browser.path() == "/tickets"
+    assert "t-one" in await browser.text(f"#ticket-{one.id}")
+    await browser.shoot("tickets")
+    await browser.choose(f"#tprinter-{one.id}", other)
+    await browser.click(f"#trelease-{one.id}")
+    assert (await browser.path()).startswith("/tickets?done=released")
+    await browser.click(f"#tcancel-{two.id}")
+    assert (await browser.path()).startswith("/tickets?done=canceled")
+    assert not await browser.exists(f"#ticket-{one.id}")
+    assert not await browser.exists(f"#ticket-{two.id}")
+    printed = await stack.wait_print_out(tickets, first)
+    canceled = await stack.wait_print_out(tickets, second)
+    assert printed.status == S.COMPLETED and printed.target == ippeve_printer.uri
+    assert canceled.status == S.CANCELED
+    docs = [d for d in ippeve_printer.documents() if d.title == "t-one"]
+    assert len(docs) == 1
