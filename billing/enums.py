@@ -59,6 +59,8 @@ class StatusReason(StrEnum):
     HOLD = "hold"  # hold mode: waits for a tap or a web release
     TICKET = "ticket"  # job ticket: waits for an operator
     DELEGATION_INVALID = "delegation-invalid"
+    USER_UNKNOWN = "user-unknown"  # the delegate is no known, active user
+    DELEGATION_FORBIDDEN = "delegation-forbidden"  # the delegate may not charge whom she named
     TITLE_INVALID = "title-invalid"
     FORMAT_UNSUPPORTED = "format-unsupported"  # no conversion to what the printer takes
     CONVERSION_FAILED = "conversion-failed"  # the converter failed or ran out of time
@@ -69,6 +71,9 @@ class StatusReason(StrEnum):
     WEB_RELEASE = "web-release"
     NFC_TAP = "nfc-tap"
     TICKET_RELEASED = "ticket-released"
+    # a held job's delegation fixed (re-checked, or replaced by an admin)
+    RECHECKED = "rechecked"
+    DELEGATION_REPLACED = "delegation-replaced"
     # ended
     PRINTED = "printed"  # PaperCut logged it printed
     EXPIRED = "expired"  # a hold never released (here or in PaperCut)

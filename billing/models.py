@@ -46,6 +46,23 @@ group_members = Table(
     Index("ix_group_members_user_id", "user_id"),
 )
 
+# Access lists of group and shared accounts (SPEC §3 "Rights to charge"): who
+# may charge an account whose ``access_restricted`` is set; users by name, or
+# every member of a group.
+account_access_users = Table(
+    "account_access_users",
+    Base.metadata,
+    Column("account_id", ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+)
+
+account_access_groups = Table(
+    "account_access_groups",
+    Base.metadata,
+    Column("account_id", ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_id", ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+)
+
 reader_printers = Table(
     "reader_printers",
     Base.metadata,
@@ -64,6 +81,8 @@ class User(Base):
     # OfficeRnD member id when the user is synced from there.
     external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The ``delegate`` right: may charge others than herself (also from a group).
+    can_delegate: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[dt.datetime] = _created()
     # The web app (proxy/web/): a local password (scrypt, see proxy/web/passwords.py;
     # None = no local sign-in) and the API role the user's web sessions carry.
@@ -83,6 +102,8 @@ class Group(Base):
     id: Mapped[int] = _id()
     name: Mapped[str] = mapped_column(String(255), unique=True)
     external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # Every member has the ``delegate`` right.
+    can_delegate: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[dt.datetime] = _created()
     active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -113,6 +134,9 @@ class Account(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), unique=True)
     group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id"), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Group and shared accounts: False = open (anyone with the delegate right may
+    # charge it); True = only those on its access list (account_access_*).
+    access_restricted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[dt.datetime] = _created()
     # How far below zero the balance may go (10.00: down to -10.00); None: unlimited.
     credit_limit: Mapped[Decimal | None] = mapped_column(Money)

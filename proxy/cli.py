@@ -56,11 +56,14 @@ async def cmd_db_upgrade(config: Config, args: argparse.Namespace) -> int:
 async def cmd_user_add(config: Config, args: argparse.Namespace) -> int:
     from billing import accounts
 
+    from .cli_rights import apply_user_rights
+
     async with session_scope(config) as session:
         user = await accounts.create_user(
             session, args.name, email=args.email, full_name=args.full_name, groups=args.group
         )
         print(f"user {user.name} created")
+        await apply_user_rights(session, user.name, args)
     return 0
 
 
@@ -256,6 +259,21 @@ async def cmd_demo(config: Config, args: argparse.Namespace) -> int:
     return await run_demo()
 
 
+def _register_more(
+    sub: Any, user_add: argparse.ArgumentParser, groups: dict[str, Any]
+) -> None:
+    """The commands that live in their own modules (administration, rights, jobs, OfficeRnD)."""
+    from .cli_admin import register as register_admin
+    from .cli_jobs import register as register_jobs
+    from .cli_officernd import register as register_officernd
+    from .cli_rights import register as register_rights
+
+    register_rights(groups["user"], user_add, groups["group"], groups["account"])
+    register_admin({k: v for k, v in groups.items() if k != "papercut"})
+    register_officernd(sub, groups["papercut"])
+    register_jobs(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="proxyprint", description="Delegated print for CUPS")
     parser.add_argument(
@@ -384,11 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --intake-tcp: TLS (device URI proxyprints://; the intake has tls_cert)",
     )
     printer_add.set_defaults(handler=cmd_printer_add)
-    from .cli_admin import register as register_admin
-    from .cli_jobs import register as register_jobs
-    from .cli_officernd import register as register_officernd
-
-    register_admin(
+    _register_more(
+        sub,
+        user_add,
         {
             "user": user,
             "group": group,
@@ -397,10 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
             "printer": printer,
             "card": card,
             "reader": reader,
-        }
+            "papercut": papercut,
+        },
     )
-    register_officernd(sub, papercut)
-    register_jobs(sub)
     return parser
 
 

@@ -18,6 +18,13 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .cli_rights import (
+    add_access_flags,
+    add_delegate_flags,
+    apply_account_rights,
+    apply_group_rights,
+    apply_user_rights,
+)
 from .config import Config
 
 if TYPE_CHECKING:
@@ -168,6 +175,7 @@ def _user_edit_flags(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--full-name", help="'' clears it")
     cmd.add_argument("--add-group", action="append", default=[], metavar="GROUP")
     cmd.add_argument("--remove-group", action="append", default=[], metavar="GROUP")
+    add_delegate_flags(cmd, what="the user")
 
 
 async def cmd_user_edit(config: Config, args: argparse.Namespace) -> int:
@@ -189,6 +197,7 @@ async def cmd_user_edit(config: Config, args: argparse.Namespace) -> int:
             await directory.edit_group_members(session, group, add=[user.name], actor=actor)
         for group in args.remove_group:
             await directory.edit_group_members(session, group, remove=[user.name], actor=actor)
+        await apply_user_rights(session, user.name, args)
     print(f"user {args.name} updated")
     return 0
 
@@ -263,6 +272,7 @@ def _group_edit_flags(cmd: argparse.ArgumentParser) -> None:
     """``group edit`` flags: add one here and one line in ``cmd_group_edit``."""
     cmd.add_argument("--add-member", action="append", default=[], metavar="USER")
     cmd.add_argument("--remove-member", action="append", default=[], metavar="USER")
+    add_delegate_flags(cmd, what="every member")
 
 
 async def cmd_group_edit(config: Config, args: argparse.Namespace) -> int:
@@ -274,6 +284,7 @@ async def cmd_group_edit(config: Config, args: argparse.Namespace) -> int:
         await directory.edit_group_members(
             session, args.name, add=args.add_member, remove=args.remove_member, actor=cli_actor()
         )
+        await apply_group_rights(session, args.name, args)
     print(f"group {args.name} updated")
     return 0
 
@@ -371,6 +382,7 @@ def _account_edit_flags(cmd: argparse.ArgumentParser) -> None:
     limit = cmd.add_mutually_exclusive_group()
     limit.add_argument("--credit-limit", metavar="AMOUNT", help="10.00: down to -10.00")
     limit.add_argument("--unlimited", action="store_true", help="no credit limit")
+    add_access_flags(cmd)
 
 
 async def cmd_account_edit(config: Config, args: argparse.Namespace) -> int:
@@ -385,7 +397,10 @@ async def cmd_account_edit(config: Config, args: argparse.Namespace) -> int:
         wanted["credit_limit"] = None
     async with session_scope(config) as session:
         account = await directory.get_account(session, args.account)
-        await directory.edit_account(session, account, wanted, actor=cli_actor())
+        if wanted:
+            await directory.edit_account(session, account, wanted, actor=cli_actor())
+        ref = f"group:{account.path}" if account.type == "group" else account.path
+        await apply_account_rights(session, ref, args)
     print(f"account {account.type}:{account.path} updated")
     return 0
 

@@ -98,6 +98,30 @@ class ChargingConfig:
 
 
 @dataclass(frozen=True)
+class DelegationConfig:
+    """Rights to charge (SPEC §3)."""
+
+    # A job from a CUPS user name that is no known, active user: "hold" (held
+    # ``user-unknown`` until an admin adds the user and rechecks it), "refuse"
+    # (CUPS fails the job) or "guest:<shared account>" (charged to that account).
+    unknown_user: str = "hold"
+    # Which other users a delegate with the ``delegate`` right may charge:
+    # "any", "same-group" (users sharing a group with her) or "none".
+    users: str = "any"
+
+    @property
+    def guest_account(self) -> str | None:
+        """The shared account path that unknown users print on, if any."""
+        if self.unknown_user.startswith(GUEST_PREFIX):
+            return self.unknown_user[len(GUEST_PREFIX) :]
+        return None
+
+
+GUEST_PREFIX = "guest:"
+DELEGATION_USERS = ("any", "same-group", "none")
+
+
+@dataclass(frozen=True)
 class PaperCutConfig:
     url: str = ""
     token: str = ""
@@ -200,6 +224,7 @@ class Config:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     charging: ChargingConfig = field(default_factory=ChargingConfig)
+    delegation: DelegationConfig = field(default_factory=DelegationConfig)
     papercut: PaperCutConfig = field(default_factory=PaperCutConfig)
     officernd: OfficeRnDConfig = field(default_factory=OfficeRnDConfig)
     nfc: NfcConfig = field(default_factory=NfcConfig)
@@ -337,6 +362,13 @@ def build_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         raise ConfigError("dispatch.convert_timeout_secs: must be positive")
     if config.charging.trust not in ("printer", "document"):
         raise ConfigError('charging.trust: must be "printer" or "document"')
+    delegation = config.delegation
+    if delegation.users not in DELEGATION_USERS:
+        raise ConfigError(f"delegation.users: use one of {', '.join(DELEGATION_USERS)}")
+    if delegation.unknown_user not in ("hold", "refuse") and not delegation.guest_account:
+        raise ConfigError(
+            'delegation.unknown_user: use "hold", "refuse" or "guest:<shared account>"'
+        )
     if config.officernd.allowance_period not in {"daily", "weekly", "monthly"}:
         raise ConfigError("officernd.allowance_period: use daily, weekly or monthly")
     if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", config.officernd.fees_at):

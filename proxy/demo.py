@@ -51,9 +51,14 @@ def _table(rows: list[list[str]]) -> str:
 async def _direct_print(stack: ServiceStack, printer: IppEvePrinter, root: Path) -> None:
     await stack.add_printer("pp-direct", target=printer.uri, mode="direct", cost_mono="0.10")
     say("• proxy printer pp-direct (direct mode, 0.10 EUR per page) -> " + printer.uri)
-    await stack.add_users("alice", "bob", "carol")
+    # They charge others and ProjectX: each needs the delegate right (SPEC §3).
+    await stack.add_users("alice", "bob", "carol", delegate=True)
+    await stack.add_users("dave")
     await stack.add_shared_account("ProjectX")
-    say("• users alice, bob, carol; shared account ProjectX")
+    say(
+        "• users alice, bob, carol (with the delegate right: `proxyprint user add NAME"
+        " --delegate`), dave (without it); shared account ProjectX"
+    )
     pdf = make_pdf(root / "report.pdf", 3, title="proxyprint demo report")
     options = {"delegators": "alice,bob:2", "shared-accounts": "ProjectX"}
     say(
@@ -74,6 +79,21 @@ async def _direct_print(stack: ServiceStack, printer: IppEvePrinter, root: Path)
     say(
         f"  the printer received {docs[0].path.name}: copies={docs[0].copies}, "
         f"byte-identical={same}"
+    )
+
+
+async def _forbidden(stack: ServiceStack, root: Path) -> None:
+    """One delegation the delegate may not make: held, nothing printed or charged."""
+    say("\n$ lp -U dave -d pp-direct -o delegators=alice notes.pdf   (dave lacks the right)")
+    pdf = make_pdf(root / "notes.pdf", 1, title="notes")
+    job = await stack.lp(
+        "pp-direct", pdf, user="dave", options={"delegators": "alice"}, title="notes.pdf"
+    )
+    po = await stack.wait_print_out("pp-direct", job, {PrintStatus.HELD})
+    say(f"  print-out {po.id}: held {po.status_reason}: {po.status_message}")
+    say("  nothing printed or charged; an admin grants the right, then")
+    say(
+        f"  POST /api/v1/jobs/{po.id}/recheck, or fixes it with PUT /api/v1/jobs/{po.id}/delegation"
     )
 
 
@@ -230,6 +250,7 @@ async def run_demo() -> int:
             async with ServiceStack(cupsd, root / "service", extra={"papercut": papercut}) as stack:
                 say(f"• proxyprint service: API {stack.base_url}, intake {stack.intake_socket}")
                 await _direct_print(stack, printer, root)
+                await _forbidden(stack, root)
                 await _hold_and_tap(stack, printer, root)
                 await _ticket(stack, printer, root)
                 await _papercut(stack, sim, root)

@@ -24,9 +24,12 @@ EUR = Currency("EUR", 2)
 T0 = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
 
 
-async def user(session: AsyncSession, name: str, *, groups: Sequence[str] = ()) -> Account:
-    """A user; returns its personal account."""
-    await accounts.create_user(session, name, groups=groups)
+async def user(
+    session: AsyncSession, name: str, *, groups: Sequence[str] = (), delegate: bool = False
+) -> Account:
+    """A user; returns its personal account. ``delegate``: she has the delegate right."""
+    created = await accounts.create_user(session, name, groups=groups)
+    created.can_delegate = delegate
     account = await accounts.find_account(session, AccountType.USER, name)
     assert account is not None
     return account

@@ -169,7 +169,8 @@ async def test_two_instances_three_kills_every_job_once(
         env = instances[0].env
         await asyncio.to_thread(proxyprint_cli, env, "db", "upgrade")
         for user in USERS:
-            await asyncio.to_thread(proxyprint_cli, env, "user", "add", user)
+            # --delegate: their jobs charge others (SPEC §3 rights to charge)
+            await asyncio.to_thread(proxyprint_cli, env, "user", "add", user, "--delegate")
             await asyncio.to_thread(proxyprint_cli, env, "card", "add", user, CARDS[user])
         await asyncio.to_thread(proxyprint_cli, env, "account", "add", "ProjectX")
         targets = {

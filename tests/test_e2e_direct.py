@@ -53,7 +53,7 @@ async def _get(api: aiohttp.ClientSession, path: str) -> dict[str, object]:
 
 async def _setup(stack: ServiceStack, queue: str, target: str) -> None:
     await stack.add_printer(queue, target=target, mode="direct", cost_mono="0.10")
-    await stack.add_users("alice", "bob", "carol")
+    await stack.add_users("alice", "bob", "carol", delegate=True)  # they delegate
     await stack.add_shared_account("ProjectX")
 
 

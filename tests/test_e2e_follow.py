@@ -51,7 +51,7 @@ async def stack(private_cupsd: PrivateCupsd, short_tmp: Path) -> AsyncIterator[S
 async def _direct(stack: ServiceStack, target: str, **kw: Any) -> str:
     queue = unique("pp-follow")
     await stack.add_printer(queue, target=target, mode="direct", cost_mono="0.10", **kw)
-    await stack.add_users("alice", "bob", "carol")
+    await stack.add_users("alice", "bob", "carol", delegate=True)  # they delegate
     return queue
 
 

@@ -35,7 +35,7 @@ def _unique(prefix: str) -> str:
 @pytest.fixture
 async def stack(private_cupsd: PrivateCupsd, short_tmp: Path) -> AsyncIterator[ServiceStack]:
     async with ServiceStack(private_cupsd, short_tmp / "svc") as svc:
-        await svc.add_users("alice", "bob", "carol", "dave")
+        await svc.add_users("alice", "bob", "carol", "dave", delegate=True)  # they delegate
         await svc.add_shared_account("ProjectX")
         yield svc
 

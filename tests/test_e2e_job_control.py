@@ -40,7 +40,7 @@ ENDED = (J.COMPLETED, J.CANCELED, J.ABORTED)
 @pytest.fixture
 async def stack(private_cupsd: PrivateCupsd, short_tmp: Path) -> AsyncIterator[ServiceStack]:
     async with ServiceStack(private_cupsd, short_tmp / "svc") as svc:
-        await svc.add_users("alice", "bob", "carol")
+        await svc.add_users("alice", "bob", "carol", delegate=True)  # they delegate
         yield svc
 
 

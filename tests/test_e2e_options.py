@@ -82,7 +82,7 @@ def _write(path: Path, data: bytes) -> Path:
 @pytest.fixture
 async def stack(private_cupsd: PrivateCupsd, short_tmp: Path) -> AsyncIterator[ServiceStack]:
     async with ServiceStack(private_cupsd, short_tmp / "svc") as svc:
-        await svc.add_users("alice", "bob", "carol")
+        await svc.add_users("alice", "bob", "carol", delegate=True)  # they delegate
         yield svc
 
 

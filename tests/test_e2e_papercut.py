@@ -52,7 +52,7 @@ async def stack(
     extra = {"papercut": {"url": sim.url, "token": "secret-token", "db_url": sim.db_url}}
     async with ServiceStack(private_cupsd, short_tmp / "svc", extra=extra) as svc:
         await svc.add_group("sales")
-        await svc.add_users("alice", "bob", "carol")
+        await svc.add_users("alice", "bob", "carol", delegate=True)  # they delegate
         await svc.add_shared_account("ProjectX")
         yield svc
 

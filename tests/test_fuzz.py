@@ -336,7 +336,7 @@ async def seed(sessions: Sessions) -> World:
         await f.group(s, "staff")
         for name in ("alice", "bob", "carol"):
             groups = ["staff"] if name == "carol" else []
-            accounts[name] = (await f.user(s, name, groups=groups)).id
+            accounts[name] = (await f.user(s, name, groups=groups, delegate=True)).id
         accounts["sales"] = (await f.group(s, "sales")).id
         accounts["ProjectX"] = (await f.shared(s, "ProjectX")).id
         accounts["Events/Gala"] = (await f.shared(s, "Events/Gala")).id
@@ -956,6 +956,7 @@ POST_ENDPOINTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "/api/v1/jobs/{id}/release": (("alice", "admin"), ()),
     "/api/v1/jobs/{id}/cancel": (("alice", "admin"), ()),
     "/api/v1/jobs/{id}/redirect": (("alice", "admin"), ("printer",)),
+    "/api/v1/jobs/{id}/recheck": (("alice", "admin"), ()),
     "/api/v1/tickets/{id}/release": (("operator", "admin"), ("printer",)),
     "/api/v1/tickets/{id}/cancel": (("operator", "alice"), ()),
     "/api/v1/delegations": (

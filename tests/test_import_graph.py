@@ -26,6 +26,7 @@ LAZY_OK = frozenset(
         "proxy.cli_admin",
         "proxy.cli_jobs",
         "proxy.cli_officernd",
+        "proxy.cli_rights",
         "proxy.usersource",
         "proxy.web.cli",
     }

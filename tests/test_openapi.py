@@ -75,8 +75,8 @@ class World:
 async def seed(sessions: Sessions) -> World:
     """Enough for a 2xx from every operation, and for the usual errors."""
     async with sessions() as s, s.begin():
-        alice = await f.user(s, "alice")
-        bob = await f.user(s, "bob")
+        alice = await f.user(s, "alice", delegate=True)  # her delegations charge bob
+        bob = await f.user(s, "bob", delegate=True)  # an admin registers his delegations
         await f.group(s, "sales")
         await f.shared(s, "Events/Gala")
         direct = await f.printer(s, "pp-direct")
@@ -91,6 +91,10 @@ async def seed(sessions: Sessions) -> World:
             po = await f.print_out(s, hold, "alice", charged_to=[(alice, 1)])
             await f.finish(s, po, PrintStatus.HELD)
             po.hold_until = f.T0 + dt.timedelta(hours=1)
+            held[name] = po.id
+        for name, reason in (("recheck", "user-unknown"), ("put", "delegation-invalid")):
+            po = await f.print_out(s, hold, "alice")  # held for its delegation: no shares
+            await f.finish(s, po, PrintStatus.HELD, reason=reason)
             held[name] = po.id
         tickets = {}
         for n, name in enumerate(("release", "cancel"), 1):
@@ -274,6 +278,8 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
         ids["held_release"],
         ids["held_cancel"],
         ids["held_tap"],
+        ids["held_recheck"],
+        ids["held_put"],
         ids["held_redirect"],
     }
     await c("GET", "/api/v1/jobs/held", admin, 200, params={"printer": "pp-hold"})
@@ -284,6 +290,15 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
     await c("POST", cancel, admin, 200, path=f"/api/v1/jobs/{ids['held_cancel']}/cancel")
     await c("POST", cancel, admin, 409, path=f"/api/v1/jobs/{ids['held_cancel']}/cancel")
     await c("POST", cancel, user, 404, path="/api/v1/jobs/abc/cancel")
+    recheck, put = "/api/v1/jobs/{id}/recheck", "/api/v1/jobs/{id}/delegation"
+    fixed = await c("POST", recheck, user, 200, path=f"/api/v1/jobs/{ids['held_recheck']}/recheck")
+    assert fixed["fixed"] and fixed["job"]["status_reason"] == "hold"  # waits for release
+    await c("POST", recheck, admin, 409, path=f"/api/v1/jobs/{ids['held_recheck']}/recheck")
+    put_path = f"/api/v1/jobs/{ids['held_put']}/delegation"
+    await c("PUT", put, admin, 400, path=put_path, json={"delegators": "nobody"})
+    await c("PUT", put, user, 403, path=put_path, json={"delegators": "bob"})
+    replaced = await c("PUT", put, admin, 200, path=put_path, json={"delegators": "bob:2"})
+    assert replaced["delegation"] == {"delegators": "bob:2"} and replaced["job"]["copies"] == 2
     redirect, to_direct = "/api/v1/jobs/{id}/redirect", {"printer": "pp-direct"}
     moved = f"/api/v1/jobs/{ids['held_redirect']}/redirect"
     await c("POST", redirect, user, 400, path=moved, json={})
@@ -306,7 +321,9 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
     tap = "/api/v1/readers/{reader_id}/tap"
     r1 = "/api/v1/readers/r1/tap"
     tapped = await c("POST", tap, world.reader_token, 200, path=r1, json={"card": "04a1b2c3"})
-    assert [r["id"] for r in tapped["released"]] == [ids["held_tap"]]
+    # The rechecked and the re-delegated job wait for release too, as their mode says.
+    released = [ids["held_tap"], ids["held_recheck"], ids["held_put"]]
+    assert [r["id"] for r in tapped["released"]] == released
     await c("POST", tap, world.reader_token, 404, path=r1, json={"card": "0badcafe"})
     await c("POST", tap, world.reader_token, 400, path=r1, json={"card": "!"})
     await c("POST", tap, world.reader_token, 403, path="/api/v1/readers/r2/tap", json={"card": "x"})

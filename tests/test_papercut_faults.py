@@ -68,7 +68,8 @@ async def test_papercut_adjustments_exactly_once_through_faults_and_kills(
         (root / "none.toml").write_text("")
         await asyncio.to_thread(proxyprint_cli, env, "db", "upgrade")
         for user in ("alice", "bob", "carol"):
-            await asyncio.to_thread(proxyprint_cli, env, "user", "add", user)
+            # --delegate: their jobs charge others (SPEC §3 rights to charge)
+            await asyncio.to_thread(proxyprint_cli, env, "user", "add", user, "--delegate")
         await asyncio.to_thread(proxyprint_cli, env, "account", "add", "ProjectX")
         await asyncio.to_thread(
             proxyprint_cli,

@@ -102,6 +102,8 @@ POST   /api/v1/accounts/{id}/adjustments   201  201  403  403  403  403  401  40
 GET    /api/v1/jobs/held                   200  403  200  403  200  403  401  401  401  401  401
 POST   /api/v1/jobs/{id}/release           200  403  403  403  200  404  401  401  401  401  401
 POST   /api/v1/jobs/{id}/cancel            200  403  403  403  200  404  401  401  401  401  401
+POST   /api/v1/jobs/{id}/recheck           200  403  403  403  200  404  401  401  401  401  401
+PUT    /api/v1/jobs/{id}/delegation        200  403  403  403  403  403  401  401  401  401  401
 POST   /api/v1/jobs/{id}/redirect          200  403  403  403  200  404  401  401  401  401  401
 GET    /api/v1/tickets                     200  403  200  403  403  403  401  401  401  401  401
 POST   /api/v1/tickets/{id}/release        200  403  200  403  403  403  401  401  401  401  401
@@ -156,20 +158,26 @@ class World:
     charged: int  # alice's charged print-out (reversible, twice is a no-op)
     carol_card: str  # a card whose owner has nothing held: a tap answers 200
 
-    async def fresh_job(self, owner: str, mode: PrinterMode) -> int:
-        """A new held job (hold mode) or ticket (ticket mode) of ``owner``."""
+    async def fresh_job(self, owner: str, mode: PrinterMode, reason: str | None = None) -> int:
+        """A new held job (hold mode) or ticket (ticket mode) of ``owner``, held ``reason``."""
         name = "pp-hold" if mode is PrinterMode.HOLD else "pp-ticket"
         async with self.sessions() as s, s.begin():
             printer = await s.scalar(select(Printer).where(Printer.name == name))
             assert printer is not None
             po = await f.print_out(s, printer, owner, title=f"{owner}-{secrets.token_hex(3)}")
-            assert await billing_status.transition(s, po, PrintStatus.HELD, actor="intake")
+            assert await billing_status.transition(
+                s, po, PrintStatus.HELD, actor="intake", reason=reason
+            )
             return po.id
 
 
 async def seed(sessions: Sessions) -> World:
     async with sessions() as s, s.begin():
-        accounts = {name: (await f.user(s, name)).id for name in ("alice", "bob", "carol")}
+        # alice's delegations charge others: she has the delegate right (SPEC §3).
+        accounts = {
+            name: (await f.user(s, name, delegate=name == "alice")).id
+            for name in ("alice", "bob", "carol")
+        }
         direct = await f.printer(s, "pp-direct")
         hold = await f.printer(s, "pp-hold", mode=PrinterMode.HOLD)
         await f.printer(s, "pp-hold-far", mode=PrinterMode.HOLD)
@@ -295,6 +303,11 @@ async def prepare(world: World, method: str, route: str, column: str) -> Call:
         return Call(route.replace("{id}", str(world.accounts[owner])), body=body)
     if route in ("/api/v1/jobs/{id}/release", "/api/v1/jobs/{id}/cancel"):
         return Call(route.replace("{id}", str(await world.fresh_job(owner, PrinterMode.HOLD))))
+    if route in ("/api/v1/jobs/{id}/recheck", "/api/v1/jobs/{id}/delegation"):
+        # Held for its delegation (user-unknown, the user added since): both fix it.
+        job = await world.fresh_job(owner, PrinterMode.HOLD, reason="user-unknown")
+        body = {"delegators": "carol"} if route.endswith("/delegation") else None
+        return Call(route.replace("{id}", str(job)), body=body)
     if route == "/api/v1/jobs/{id}/redirect":
         job = await world.fresh_job(owner, PrinterMode.HOLD)
         return Call(route.replace("{id}", str(job)), body={"printer": "pp-hold-far"})
@@ -581,6 +594,8 @@ STRING_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = 
     ("GET", "/api/v1/jobs/held"): (("user", "printer", "limit", "cursor"), ()),
     ("POST", "/api/v1/jobs/{id}/release"): ((), ()),
     ("POST", "/api/v1/jobs/{id}/cancel"): ((), ()),
+    ("POST", "/api/v1/jobs/{id}/recheck"): ((), ()),
+    ("PUT", "/api/v1/jobs/{id}/delegation"): ((), DELEGATION_KEYS),
     ("POST", "/api/v1/jobs/{id}/redirect"): ((), ("printer",)),
     ("GET", "/api/v1/tickets"): (("user", "printer", "limit", "cursor"), ()),
     ("POST", "/api/v1/tickets/{id}/release"): ((), ("printer",)),

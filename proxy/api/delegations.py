@@ -16,7 +16,7 @@ from billing.db import utcnow
 from billing.enums import Role
 from billing.models import Delegation, Printer
 from proxy.exceptions import Forbidden, NotFound
-from proxy.keys import SESSIONS
+from proxy.keys import CONFIG, SESSIONS
 from proxy.pipeline.delegation import DelegationKind, delegation_from_json
 from proxy.pipeline.resolve import resolve
 
@@ -57,8 +57,9 @@ async def create_delegation(request: web.Request) -> web.Response:
         printer = await session.scalar(select(Printer).where(Printer.name == printer_name))
         if printer is None:
             raise NotFound(f"unknown printer {printer_name!r}")
-        # Unknown names are refused now, not when the job arrives.
-        await resolve(session, request_, delegate)
+        # Unknown names (400) and a delegation the delegate may not make (403,
+        # the rights of SPEC §3) are refused now, not when the job arrives.
+        await resolve(session, request_, delegate, policy=request.app[CONFIG].delegation)
         now = utcnow()
         row = Delegation(
             delegate=delegate,

@@ -18,7 +18,9 @@ from billing.models import Printer, PrintOut
 from proxy.exceptions import Conflict, Forbidden, NotFound
 from proxy.keys import CONFIG, READ_SESSIONS, SESSIONS, WAKE
 from proxy.pipeline import control, redirect
+from proxy.pipeline import recheck as fixing
 from proxy.pipeline import release as held
+from proxy.pipeline.delegation import DelegationKind, delegation_from_json
 from proxy.pipeline.wake import DISPATCH
 
 from . import queries, serialize
@@ -181,10 +183,61 @@ async def redirect_job(request: web.Request) -> web.Response:
     )
 
 
+async def recheck_job(request: web.Request) -> web.Response:
+    """Re-resolve a job held for its delegation; ``fixed`` says whether it now proceeds.
+
+    Not fixed: the job stays held with the reason and message found now (stored,
+    with an event). 409 when the job is not held for its delegation.
+    """
+    principal = await require(request, *OWNERS)
+    reject_unknown(await json_body(request, optional=True), set())
+    config = request.app[CONFIG]
+    async with request.app[SESSIONS]() as session, session.begin():
+        po = await own_print_out(session, principal, request.match_info["id"])
+        fixed = await fixing.recheck(
+            session,
+            po,
+            actor=principal.describe(),
+            policy=config.delegation,
+            currency=config.money,
+        )
+        printer = await session.scalar(select(Printer.name).where(Printer.id == po.printer_id))
+    if po.status == int(PrintStatus.PENDING):
+        request.app[WAKE].wake(DISPATCH)
+    return web.json_response(
+        {"rechecked": True, "fixed": fixed, "job": held_json(po, printer or "")}
+    )
+
+
+_DELEGATION_KEYS = {kind.value for kind in DelegationKind}
+
+
+async def put_delegation(request: web.Request) -> web.Response:
+    """An admin replaces a held job's delegation (same JSON as POST /delegations)."""
+    principal = await require(request, Role.ADMIN)
+    body = await json_body(request)
+    reject_unknown(body, _DELEGATION_KEYS)
+    new = delegation_from_json(body)
+    config = request.app[CONFIG]
+    async with request.app[SESSIONS]() as session, session.begin():
+        po = await own_print_out(session, principal, request.match_info["id"])
+        await fixing.replace_delegation(
+            session, po, new, actor=principal.describe(), currency=config.money
+        )
+        printer = await session.scalar(select(Printer.name).where(Printer.id == po.printer_id))
+    if po.status == int(PrintStatus.PENDING):
+        request.app[WAKE].wake(DISPATCH)
+    return web.json_response(
+        {"replaced": True, "delegation": new.to_options(), "job": held_json(po, printer or "")}
+    )
+
+
 def routes(prefix: str) -> list[web.RouteDef]:
     return [
         web.get(f"{prefix}/jobs/held", list_held),
         web.post(f"{prefix}/jobs/{{id}}/release", release_job),
         web.post(f"{prefix}/jobs/{{id}}/cancel", cancel_job),
         web.post(f"{prefix}/jobs/{{id}}/redirect", redirect_job),
+        web.post(f"{prefix}/jobs/{{id}}/recheck", recheck_job),
+        web.put(f"{prefix}/jobs/{{id}}/delegation", put_delegation),
     ]

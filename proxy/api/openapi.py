@@ -474,6 +474,17 @@ SCHEMAS: dict[str, JSON] = {
     ),
     "JobReleased": obj({"released": {"const": True}, "job": ref("HeldJob")}),
     "JobCanceled": obj({"canceled": {"const": True}, "job": ref("HeldJob")}),
+    "JobRechecked": obj(
+        {
+            "rechecked": {"const": True},
+            "fixed": {
+                "type": "boolean",
+                "description": "True: the job proceeds as its mode says. False: still held,"
+                " the job's status_reason and status_message say what is missing now.",
+            },
+            "job": ref("HeldJob"),
+        }
+    ),
     "JobRedirected": obj(
         {
             "redirected": {"const": True},
@@ -485,6 +496,39 @@ SCHEMAS: dict[str, JSON] = {
             },
             "job": ref("HeldJob"),
         }
+    ),
+    "DelegationReplaced": obj(
+        {
+            "replaced": {"const": True},
+            "delegation": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "The new delegation in its canonical option form.",
+            },
+            "job": ref("HeldJob"),
+        }
+    ),
+    "JobDelegation": obj(
+        {
+            "delegators": ref("Delegators"),
+            "delegator-groups": ref("Delegators"),
+            "delegator-group-members": ref("Delegators"),
+            "shared-accounts": ref("Delegators"),
+        },
+        optional=(
+            "delegators",
+            "delegator-groups",
+            "delegator-group-members",
+            "shared-accounts",
+        ),
+        anyOf=[
+            {"required": ["delegators"]},
+            {"required": ["delegator-groups"]},
+            {"required": ["delegator-group-members"]},
+            {"required": ["shared-accounts"]},
+        ],
+        description="The delegation keys of POST /delegations (no printer, delegate or"
+        " validity: the job has them).",
     ),
     "TicketReleased": obj({"released": {"const": True}, "ticket": ref("Ticket")}),
     "TicketCanceled": obj({"canceled": {"const": True}, "ticket": ref("Ticket")}),
@@ -980,6 +1024,54 @@ def _job_paths(prefix: str) -> dict[str, JSON]:
                 tag="jobs",
             )
         },
+        f"{prefix}/jobs/{{id}}/recheck": {
+            "post": operation(
+                "recheckJob",
+                "Re-check the delegation of a job held for it, then proceed as its mode says",
+                (Role.ADMIN, Role.USER),
+                {
+                    200: ok(
+                        "JobRechecked",
+                        "Re-checked. `fixed`: direct jobs go to the printer, hold jobs wait"
+                        " for release, tickets for an operator. Not fixed: the job stays held"
+                        " with the reason (`delegation-invalid`, `user-unknown`,"
+                        " `delegation-forbidden`) and a message naming what is missing now.",
+                    ),
+                    **_errors_post(),
+                    404: error(404),
+                    409: error(409, "The job is not held for its delegation."),
+                },
+                description=f"{OWN} For a job held `delegation-invalid`, `user-unknown` or"
+                " `delegation-forbidden`, after the missing user, group or account was added"
+                " or the right granted. The job's own delegation (its options, or the"
+                " registered delegation it consumed) is resolved again with the rights of"
+                " today. An event records each re-check, fixed or not.",
+                parameters=[path_id("job")],
+                request_body=body("EmptyBody", required=False),
+                tag="jobs",
+            )
+        },
+        f"{prefix}/jobs/{{id}}/delegation": {
+            "put": operation(
+                "replaceJobDelegation",
+                "Replace a held job's delegation, then proceed as its mode says",
+                (Role.ADMIN,),
+                {
+                    200: ok("DelegationReplaced"),
+                    **_errors_post(),
+                    404: error(404),
+                    409: error(409, "The job is not held (or was dispatched)."),
+                },
+                description="An admin decides who pays for a held job not yet dispatched"
+                " (held for its delegation, for release or as a ticket). Names must exist"
+                " (400 `delegation-invalid`, nothing changed); the delegate's rights are not"
+                " checked. The shadow transactions and copies follow the new delegation; an"
+                " event records the admin and the delegation.",
+                parameters=[path_id("job")],
+                request_body=body("JobDelegation"),
+                tag="jobs",
+            )
+        },
         f"{prefix}/jobs/{{id}}/redirect": {
             "post": operation(
                 "redirectJob",
@@ -1193,7 +1285,10 @@ def _delegation_paths(prefix: str) -> dict[str, JSON]:
                 description="For clients that cannot send job options (Windows, macOS,"
                 " phones): applies to the delegate's next job on the printer within"
                 " `valid_minutes`. Unknown users, groups or accounts are a 400"
-                " (`delegation-invalid`); an unknown printer is a 404.",
+                " (`delegation-invalid`); an unknown printer is a 404. The rights to charge"
+                " apply (SPEC §3): a delegation the delegate may not make is a 403 with code"
+                " `delegation-forbidden` (or `user-unknown`) and a message naming what is"
+                " missing.",
                 request_body=body("DelegationRequest"),
                 tag="delegations",
             )

@@ -117,10 +117,14 @@ class ServiceStack:
             error_policy=printers.PROXY_QUEUE_ERROR_POLICY,
         )
 
-    async def add_users(self, *names: str, groups: Iterable[str] = ()) -> None:
+    async def add_users(
+        self, *names: str, groups: Iterable[str] = (), delegate: bool = False
+    ) -> None:
+        """Users (in ``groups``); ``delegate``: with the right to charge others."""
         async with self._sessions()() as session, session.begin():
             for name in names:
-                await accounts.create_user(session, name, groups=list(groups))
+                user = await accounts.create_user(session, name, groups=list(groups))
+                user.can_delegate = delegate
 
     async def add_group(self, name: str) -> None:
         async with self._sessions()() as session, session.begin():

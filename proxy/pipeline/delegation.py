@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from billing.enums import StatusReason
-from proxy.exceptions import BadRequest
+from proxy.exceptions import BadRequest, Forbidden
 
 MAX_COPIES = 9999
 """Largest number of copies for one name (after duplicates are added up)."""
@@ -81,6 +81,31 @@ class DelegationError(BadRequest):
     @property
     def message(self) -> str:
         return str(self.args[0])
+
+
+class DelegationForbidden(Forbidden):
+    """The delegate may not charge whom she named (SPEC §3 "Rights to charge").
+
+    The job is held with ``reason``; the message names what is missing. The
+    API answers 403 with it (``POST /delegations``).
+    """
+
+    code = StatusReason.DELEGATION_FORBIDDEN.value
+    reason = StatusReason.DELEGATION_FORBIDDEN
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_safe_message(message))
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class UnknownDelegate(DelegationForbidden):
+    """The delegate (the CUPS user name) is no known, active user."""
+
+    code = StatusReason.USER_UNKNOWN.value
+    reason = StatusReason.USER_UNKNOWN
 
 
 def _safe_message(message: str) -> str:
@@ -492,9 +517,11 @@ __all__ = [
     "MAX_NAME_CHARS",
     "MAX_VALUE_CHARS",
     "DelegationError",
+    "DelegationForbidden",
     "DelegationKind",
     "DelegationRequest",
     "Entry",
+    "UnknownDelegate",
     "delegation_from_json",
     "format_cups_options",
     "parse_cups_options",

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.charging import color_priced
 from billing.enums import PrinterMode, PrintStatus, StatusReason
-from billing.models import Printer, PrintIn, PrintOut
+from billing.models import Printer, PrintIn, PrintOut, User
 
 from ..exceptions import BadRequest, ProxyPrintError
 from ..keys import INTAKE, IntakeResources
@@ -253,14 +253,23 @@ async def _precheck(request: web.Request) -> _Checked:
         job = dataclasses.replace(job, origin_key=origin_key(job, _sender(request)))
     async with request.app[INTAKE].sessions() as session:
         printer = await session.scalar(select(Printer).where(Printer.name == job.printer))
+        active: bool | None = None
         known = await _known(session, job)
         latest = None if known is None else await latest_print_out(session, known)
+        refuse = request.app[INTAKE].config.delegation.unknown_user == "refuse"
+        if refuse and known is None:
+            active = await session.scalar(select(User.active).where(User.name == job.user))
     if printer is None or printer.deleted_at is not None:
         message = f"proxyprint does not know printer {job.printer!r}"
         return _answer(404, {"error": {"code": "unknown-printer", "message": message}})
     if not printer.enabled:  # 5xx: the backend retries, the job waits in CUPS
         message = f"printer {job.printer!r} is disabled; the job waits in CUPS"
         return _answer(503, {"error": {"code": "printer-disabled", "message": message}})
+    if refuse and known is None and not active:
+        # [delegation] unknown_user = "refuse": CUPS fails this job alone (a 4xx).
+        message = f"{job.user[:40]!a} is not a known, active proxyprint user"
+        code = StatusReason.USER_UNKNOWN.value
+        return _answer(422, {"error": {"code": code, "message": message}})
     ended = latest is not None and PrintStatus(latest.status).is_final
     if known is not None and (job.job_uuid is None or not ended):
         return _duplicate(request, known, latest)
@@ -340,6 +349,7 @@ async def _record(
                 pages=pages,
                 currency=config.money,
                 options_problem=options_problem,
+                delegation=config.delegation,
             )
             answer = _summary(request, print_out)
             pending = print_out.status == int(PrintStatus.PENDING)

@@ -26,10 +26,17 @@ from billing.models import (
 )
 from billing.money import Currency, parse_amount
 
+from ..config import DelegationConfig
 from ..pages import PageCount
 from ..spool import SpooledFile
 from . import credit_gate
-from .delegation import DelegationError, DelegationRequest, delegation_from_json, parse_delegation
+from .delegation import (
+    DelegationError,
+    DelegationForbidden,
+    DelegationRequest,
+    delegation_from_json,
+    parse_delegation,
+)
 from .options import job_options
 from .resolve import Share, resolve
 
@@ -113,6 +120,23 @@ async def _registered_delegation(
     return delegation_from_json(found.options)
 
 
+def price_ticket(
+    printer: Printer, print_in: PrintIn, print_out: PrintOut, currency: Currency
+) -> None:
+    """A job ticket's cost (the printer's rules and extras), on the print-out."""
+    extras = [
+        parse_amount(x.get("amount", "0"), field="ticket extra") for x in printer.ticket_extras
+    ]
+    breakdown = ticket_cost(
+        charging.rules_of(printer),
+        charging.job_spec(print_in, print_out),
+        currency,
+        extras,
+    )
+    print_out.ticket_cost = breakdown.total
+    print_out.cost_detail = charging.breakdown_json(breakdown, currency)
+
+
 async def record_job(
     session: AsyncSession,
     printer: Printer,
@@ -123,11 +147,14 @@ async def record_job(
     pages: PageCount,
     currency: Currency,
     options_problem: str | None = None,
+    delegation: DelegationConfig | None = None,
 ) -> PrintOut:
     """Create the print-in, its print-out and the shadow transactions.
 
-    A job whose delegation or title is invalid is kept ``held`` with a reason
-    and a message; nothing is lost and nothing prints or is charged.
+    A job whose delegation or title is invalid, whose delegate is unknown
+    (``user-unknown``) or whose delegation is not allowed
+    (``delegation-forbidden``, see resolve) is kept ``held`` with a reason and
+    a message; nothing is lost and nothing prints or is charged.
     """
     title, title_problem = clean_title(job.title)
     asked = job_options(options, job.copies)
@@ -161,20 +188,21 @@ async def record_job(
 
     problem: str | None = options_problem
     shares: list[Share] = []
+    reason = StatusReason.DELEGATION_INVALID
     try:
         if problem is not None:
             raise DelegationError(problem)
         request = parse_delegation(options)
         if request is None:
             request = await _registered_delegation(session, job.user, printer, print_in)
-        shares = await resolve(session, request, job.user)
+        shares = await resolve(session, request, job.user, policy=delegation)
     except DelegationError as exc:
         problem = str(exc)
+    except DelegationForbidden as exc:
+        problem, reason = exc.message, exc.reason
     if problem is None and title_problem is not None:
         problem = title_problem
         reason = StatusReason.TITLE_INVALID
-    else:
-        reason = StatusReason.DELEGATION_INVALID
     verdict = None
     if problem is None:  # a direct job that would pass a credit limit waits for a deposit
         weights = [(s.account_id, s.weight) for s in shares]
@@ -231,18 +259,8 @@ async def record_job(
     session.add(print_out)
     await session.flush()
     if mode is PrinterMode.TICKET:
-        extras = [
-            parse_amount(x.get("amount", "0"), field="ticket extra") for x in printer.ticket_extras
-        ]
-        breakdown = ticket_cost(
-            charging.rules_of(printer),
-            charging.job_spec(print_in, print_out),
-            currency,
-            extras,
-        )
         print_out.ticket_number = f"T-{print_out.id:06d}"
-        print_out.ticket_cost = breakdown.total
-        print_out.cost_detail = charging.breakdown_json(breakdown, currency)
+        price_ticket(printer, print_in, print_out, currency)
     shadows = [shadow(print_out, s.account_id, s.weight, status) for s in shares]
     session.add_all(shadows)
     credit_gate.reserve(shadows, verdict)

@@ -26,8 +26,14 @@ from . import credit_gate, lifecycle
 
 log = logging.getLogger(__name__)
 
+# Held for their delegation: fixed by POST /jobs/{id}/recheck or PUT /jobs/{id}/delegation.
+FIXABLE_DELEGATION = (
+    StatusReason.DELEGATION_INVALID,
+    StatusReason.USER_UNKNOWN,
+    StatusReason.DELEGATION_FORBIDDEN,
+)
 # Held jobs that cannot print until an admin fixes them.
-_NOT_RELEASABLE = (StatusReason.DELEGATION_INVALID, StatusReason.TITLE_INVALID)
+_NOT_RELEASABLE = (*FIXABLE_DELEGATION, StatusReason.TITLE_INVALID)
 
 
 @dataclass(frozen=True)
