@@ -35,7 +35,7 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import events, status
+from billing import charging, events, status
 from billing.db import utcnow
 from billing.enums import PrinterMode, PrintStatus, StatusReason
 from billing.models import Printer, PrintIn, PrintOut
@@ -113,6 +113,7 @@ async def redirect(
             mode=printer.mode,
             target=printer.target,
             papercut=printer.papercut,
+            cost_rules=charging.rules_json(printer),  # charged by the printer it goes to
             dispatch_uuid=None,  # a new target: nothing there to look for
             document_name=None,
             attempts=0,
