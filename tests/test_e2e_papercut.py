@@ -343,7 +343,7 @@ async def test_a_long_hold_is_not_flagged_missing_while_papercut_holds_it(
         }
     }
     async with ServiceStack(private_cupsd, short_tmp / "svc-hold", extra=extra) as stack:
-        await stack.add_users("alice", "carol")
+        await stack.add_users("alice", "carol", delegate=True)
         held_queue = await _papercut_queue(stack, sim, hold=True)
         silent_queue = await _papercut_queue(stack, sim, hold=False)
         # The silent queue is paused: its job waits in CUPS, PaperCut never logs it.
