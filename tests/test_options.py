@@ -184,3 +184,17 @@ def test_any_options_on_any_printer_plan_or_say_why_not(
     ):
         if getattr(p.options, field) != getattr(o, field):
             assert any(name in d for d in p.dropped), (name, p.dropped)
+
+
+def test_a_cups_queue_gets_the_options_it_does_not_list() -> None:
+    """A cupsd queue (raw: almost no *-supported values) hands every option to its
+    filters and backend: nothing it leaves unlisted is dropped; what it lists decides
+    (a raw queue lists sides one-sided only: duplex is dropped and charged simplex)."""
+    queue = Capabilities(
+        formats=frozenset({PDF}), max_copies=9999, page_ranges=True, passes_options=True
+    )
+    p = planning.plan(
+        PDF, opts("sides=two-sided-long-edge media=A4 print-color-mode=monochrome"), queue
+    )
+    assert set(p.attributes) == {"media", "print-color-mode"}
+    assert p.options.mono and not p.options.duplex and "sides" in p.dropped[0]

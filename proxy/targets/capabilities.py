@@ -55,6 +55,9 @@ class Capabilities:
     finishings: frozenset[int] = frozenset()
     output_bins: frozenset[str] = frozenset()
     collate: frozenset[str] = frozenset()
+    # A cupsd queue takes any job template attribute and hands it to its filters and
+    # backend as a job option (a raw queue lists almost no *-supported values).
+    passes_options: bool = False
 
     def accepts(self, name: str, value: codec.Value) -> bool:
         """Does the printer take ``value`` for job attribute ``name``?"""
@@ -71,6 +74,8 @@ class Capabilities:
         }
         if name == "page-ranges":
             return self.page_ranges
+        if self.passes_options and not accepted.get(name):
+            return True  # the queue lists nothing for it: cupsd passes it on as an option
         return value in accepted.get(name, frozenset())
 
     @property

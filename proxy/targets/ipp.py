@@ -43,6 +43,7 @@ per-thread, and both targets share one tested code path and request counter.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import pwd
@@ -242,6 +243,8 @@ class IppTarget:
         if group is None:
             raise self._error("Get-Printer-Attributes: no printer attributes in the answer", True)
         found = Capabilities.from_group(group)
+        if self.poll_strategy == "job-ids":  # a cupsd queue (cups://)
+            found = dataclasses.replace(found, passes_options=True)
         self._capabilities = (now, found)
         return found
 
