@@ -110,6 +110,20 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+# PostgreSQL's deadlock_detected and serialization_failure: the server rolled the
+# transaction back and the same work may simply be tried again.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A transaction the database aborted only because of a concurrent one."""
+    orig = getattr(exc, "orig", None)
+    # SQLAlchemy's asyncpg adapter gives pgcode/sqlstate, or keeps asyncpg's error as the cause.
+    candidates = (orig, getattr(orig, "__cause__", None))
+    codes = {getattr(c, name, None) for c in candidates for name in ("sqlstate", "pgcode")}
+    return bool(codes & RETRYABLE_SQLSTATES)
+
+
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 

@@ -259,9 +259,7 @@ async def cmd_demo(config: Config, args: argparse.Namespace) -> int:
     return await run_demo()
 
 
-def _register_more(
-    sub: Any, user_add: argparse.ArgumentParser, groups: dict[str, Any]
-) -> None:
+def _register_more(sub: Any, user_add: argparse.ArgumentParser, groups: dict[str, Any]) -> None:
     """The commands that live in their own modules (administration, rights, jobs, OfficeRnD)."""
     from .cli_admin import register as register_admin
     from .cli_jobs import register as register_jobs

@@ -189,6 +189,9 @@ async def cmd_user_edit(config: Config, args: argparse.Namespace) -> int:
         wanted["email"] = args.email
     if args.full_name is not None:
         wanted["full_name"] = args.full_name
+    if not (wanted or args.add_group or args.remove_group or args.delegate is not None):
+        print("nothing to change (see proxyprint user edit --help)", file=sys.stderr)
+        return 2
     async with session_scope(config) as session:
         user = await directory.get_user(session, args.name)
         if wanted:
@@ -280,6 +283,9 @@ async def cmd_group_edit(config: Config, args: argparse.Namespace) -> int:
 
     from .cli import session_scope
 
+    if not (args.add_member or args.remove_member or args.delegate is not None):
+        print("nothing to change (see proxyprint group edit --help)", file=sys.stderr)
+        return 2
     async with session_scope(config) as session:
         await directory.edit_group_members(
             session, args.name, add=args.add_member, remove=args.remove_member, actor=cli_actor()
@@ -395,6 +401,9 @@ async def cmd_account_edit(config: Config, args: argparse.Namespace) -> int:
         wanted["credit_limit"] = directory.parse_credit_limit(args.credit_limit)
     if args.unlimited:
         wanted["credit_limit"] = None
+    if not (wanted or args.access is not None or args.open):
+        print("nothing to change (see proxyprint account edit --help)", file=sys.stderr)
+        return 2
     async with session_scope(config) as session:
         account = await directory.get_account(session, args.account)
         if wanted:

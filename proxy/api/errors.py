@@ -17,8 +17,10 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from sqlalchemy.exc import DBAPIError
 
 from billing import exceptions as billing
+from billing.db import is_retryable
 from proxy.exceptions import BadRequest, ProxyPrintError, RequestTimeout
 from proxy.keys import CONFIG
 
@@ -116,6 +118,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                     return _internal(request, exc)
                 return error_response(status, code, str(exc))
         raise AssertionError("unreachable: BillingError is the last entry") from exc
+    except DBAPIError as exc:
+        if not is_retryable(exc):
+            return _internal(request, exc)
+        # A deadlock or serialization victim: rolled back whole, nothing changed.
+        log.warning("%s %s: %s", request.method, request.path, exc.orig)
+        message = "the database was busy with a concurrent change; nothing changed, try again"
+        return error_response(503, "database-busy", message)
     except Exception as exc:  # a bug: log it whole, show nothing of it
         return _internal(request, exc)
 

@@ -20,8 +20,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from aiohttp import web
+from sqlalchemy.exc import DBAPIError
 
-from billing.db import make_engine, make_sessionmaker
+from billing.db import is_retryable, make_engine, make_sessionmaker
 from billing.enums import PrintStatus, StatusReason
 from billing.models import PrintOut
 
@@ -72,15 +73,25 @@ async def cancel(
         if po.target_job_id is not None and po.target_job_id != canceled_at:
             await _cancel_at_target(app, po)
             canceled_at = po.target_job_id
-        async with lifecycle.ending(app) as ends:
-            fresh = await ends.session.get(PrintOut, print_out_id)
+        try:
+            async with lifecycle.ending(app) as ends:
+                fresh = await ends.session.get(PrintOut, print_out_id)
+                assert fresh is not None
+                check_not_final(fresh)
+                if fresh.target_job_id is None or fresh.target_job_id == canceled_at:
+                    change = lifecycle.Change(PrintStatus.CANCELED, reason, message)
+                    if not await ends.apply(fresh, change, actor=actor):
+                        raise Conflict(f"job {fresh.id} changed meanwhile; try again")
+                    return fresh
+        except DBAPIError as exc:
+            if not is_retryable(exc):
+                raise
+            # PostgreSQL chose this transaction as a deadlock's victim (another one
+            # touched the same print-out's rows): rolled back, so look again.
+            log.info("cancel of job %s: %s; trying again", print_out_id, exc.orig)
+            async with app[SESSIONS]() as session:
+                fresh = await session.get(PrintOut, print_out_id)
             assert fresh is not None
-            check_not_final(fresh)
-            if fresh.target_job_id is None or fresh.target_job_id == canceled_at:
-                change = lifecycle.Change(PrintStatus.CANCELED, reason, message)
-                if not await ends.apply(fresh, change, actor=actor):
-                    raise Conflict(f"job {fresh.id} changed meanwhile; try again")
-                return fresh
         po = fresh  # dispatched meanwhile: cancel it at the target first
     raise Conflict(f"job {print_out_id} keeps changing; try again")
 
