@@ -102,6 +102,15 @@ class Browser:
         url = str(await self._run(lambda: self.driver.current_url))
         return url.removeprefix(self.base_url)
 
+    async def wait_path(self, wanted: str, timeout: float = 20.0) -> str:
+        """The path once the browser got there (a click's navigation is asynchronous)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            path = await self.path()
+            if path == wanted or time.monotonic() > deadline:
+                return path
+            await asyncio.sleep(0.05)
+
     async def script(self, source: str) -> Any:
         return await self._run(self.driver.execute_script, source)
 
@@ -234,7 +243,7 @@ async def test_alice_releases_her_held_job_and_an_admin_reverses_it(
 
     # alice signs in on a phone-sized window and sees her held job.
     await browser.sign_in("alice")
-    assert await browser.path() == "/jobs"
+    assert await browser.wait_path("/jobs") == "/jobs"
     assert title in await browser.text(f"#held-{po.id} .title")
     # A title that is markup renders as text: no script ran, no dialog.
     assert await browser.text(f"#held-{xss.id} .title") == xss_title
@@ -280,7 +289,7 @@ async def test_alice_releases_her_held_job_and_an_admin_reverses_it(
     # Sign-out ends the session: the old cookie opens nothing any more.
     await browser.get("/jobs")
     await browser.click("#sign-out")
-    assert await browser.path() == "/"
+    assert await browser.wait_path("/") == "/"
     assert await browser.exists("#sign-in")
     async with (
         aiohttp.ClientSession(stack.base_url, cookies={COOKIE: cookie["value"]}) as http,
@@ -315,7 +324,7 @@ async def test_a_disabled_users_session_ends_and_names_render_as_text(
 ) -> None:
     assert stack.app is not None
     await browser.sign_in("bob")
-    assert await browser.path() == "/jobs"
+    assert await browser.wait_path("/jobs") == "/jobs"
     bob_cookie = (await browser.cookie(COOKIE))["value"]
 
     # An admin disables bob on the Users page; his session ends at once.
@@ -357,7 +366,7 @@ async def test_an_operator_releases_one_ticket_to_another_printer_and_cancels_an
     two = await stack.wait_print_out(tickets, second, {S.HELD})
 
     await browser.sign_in("otto")
-    assert await browser.path() == "/tickets"
+    assert await browser.wait_path("/tickets") == "/tickets"
     assert "t-one" in await browser.text(f"#ticket-{one.id}")
     await browser.shoot("tickets")
     await browser.choose(f"#tprinter-{one.id}", other)
