@@ -53,7 +53,12 @@ CHROMIUM_FLAGS = (
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import NoAlertPresentException, NoSuchElementException
+    from selenium.common.exceptions import (
+        NoAlertPresentException,
+        NoSuchElementException,
+        StaleElementReferenceException,
+        WebDriverException,
+    )
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -77,8 +82,21 @@ class Browser:
     async def get(self, path: str) -> None:
         await self._run(self.driver.get, self.base_url + path)
 
+    async def find(self, css: str, timeout: float = 15.0) -> Any:
+        """The element, once the page shows it (a click's navigation is asynchronous)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = await self._run(self.driver.find_elements, By.CSS_SELECTOR, css)
+            if found or time.monotonic() > deadline:
+                return (
+                    found[0]
+                    if found
+                    else await self._run(self.driver.find_element, By.CSS_SELECTOR, css)
+                )  # raises NoSuchElementException with selenium's message
+            await asyncio.sleep(0.05)
+
     async def text(self, css: str) -> str:
-        element = await self._run(self.driver.find_element, By.CSS_SELECTOR, css)
+        element = await self.find(css)
         return str(await self._run(lambda: element.text))
 
     async def exists(self, css: str) -> bool:
@@ -86,16 +104,16 @@ class Browser:
         return bool(found)
 
     async def click(self, css: str) -> None:
-        element = await self._run(self.driver.find_element, By.CSS_SELECTOR, css)
+        element = await self.find(css)
         await self._run(element.click)
 
     async def fill(self, css: str, value: str) -> None:
-        element = await self._run(self.driver.find_element, By.CSS_SELECTOR, css)
+        element = await self.find(css)
         await self._run(element.clear)
         await self._run(element.send_keys, value)
 
     async def choose(self, css: str, value: str) -> None:
-        element = await self._run(self.driver.find_element, By.CSS_SELECTOR, css)
+        element = await self.find(css)
         await self._run(lambda: Select(element).select_by_value(value))
 
     async def path(self) -> str:
@@ -121,8 +139,8 @@ class Browser:
         while time.monotonic() < deadline:
             try:
                 seen = await self.text(css)
-            except NoSuchElementException:
-                seen = "<absent>"
+            except (NoSuchElementException, StaleElementReferenceException):
+                seen = "<absent>"  # not there yet, or the page changed under us
             if wanted in seen:
                 return seen
             await asyncio.sleep(0.2)
@@ -133,7 +151,17 @@ class Browser:
         await self.get("/")
         await self.fill("#user", name)
         await self.fill("#password", password)
+        form = await self.find("#sign-in")
         await self.click("#sign-in button[type=submit]")
+        # Done when the sign-in page has been replaced (the next page, or the form
+        # again with its error): the POST and its cookie are then complete.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                await self._run(form.is_displayed)
+            except WebDriverException:  # stale or gone: the page was replaced
+                return
+            await asyncio.sleep(0.05)
 
     async def cookie(self, name: str) -> dict[str, Any]:
         found = await self._run(self.driver.get_cookie, name)
@@ -305,7 +333,8 @@ async def test_alice_releases_her_held_job_and_an_admin_reverses_it(
     await browser.shoot("admin-documents")
     await browser.click(f"#doc-{po.id} a")
     await browser.click("#reverse")
-    assert (await browser.path()) == f"/documents/{po.id}?reversed=1"
+    wanted = f"/documents/{po.id}?reversed=1"
+    assert await browser.wait_path(wanted) == wanted
     assert await browser.exists("#doc-reversed")
     after = await balance_of(stack, "alice")
     assert before == -done.cost and after == 0
@@ -371,8 +400,10 @@ async def test_an_operator_releases_one_ticket_to_another_printer_and_cancels_an
     await browser.shoot("tickets")
     await browser.choose(f"#tprinter-{one.id}", other)
     await browser.click(f"#trelease-{one.id}")
+    assert "released" in await browser.wait_text("#done", "released")
     assert (await browser.path()).startswith("/tickets?done=released")
     await browser.click(f"#tcancel-{two.id}")
+    assert "canceled" in await browser.wait_text("#done", "canceled")
     assert (await browser.path()).startswith("/tickets?done=canceled")
     assert not await browser.exists(f"#ticket-{one.id}")
     assert not await browser.exists(f"#ticket-{two.id}")
