@@ -68,6 +68,7 @@ async def ticket_release(request: web.Request) -> web.Response:
             actor=principal.describe(),
             reason=StatusReason.TICKET_RELEASED,
             printer=printer,
+            currency=request.app[CONFIG].money,  # the site's decimals (ticket prices, limits)
         )
         if not done:
             raise Conflict(f"ticket {po.ticket_number} is {PrintStatus(po.status).label}")

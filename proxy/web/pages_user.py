@@ -18,7 +18,7 @@ from proxy.api import queries
 from proxy.api.auth import STAFF, allowed
 from proxy.api.jobs import held_page, own_print_out
 from proxy.exceptions import Conflict, Forbidden, NotFound
-from proxy.keys import READ_SESSIONS, SESSIONS, WAKE
+from proxy.keys import CONFIG, READ_SESSIONS, SESSIONS, WAKE
 from proxy.pipeline import lifecycle
 from proxy.pipeline import release as held
 from proxy.pipeline.wake import DISPATCH
@@ -132,6 +132,7 @@ async def release(request: web.Request) -> web.Response:
             actor=principal.describe(),
             reason=StatusReason.WEB_RELEASE,
             printer=printer,
+            currency=request.app[CONFIG].money,  # the site's decimals (ticket prices, limits)
         )
         if not done:
             raise Conflict(f"job {po.id} is {PrintStatus(po.status).label}, not held")
