@@ -331,5 +331,6 @@ class OfficeRnDSimulator(OfficeRnDFaults, OfficeRnDRecords):
             f"OfficeRnD simulator: api_url={self.api_url} org={self.org}",
             f"token_url={self.token_url} client_id={self.client_id}",
             f"{len(self.members)} members, {len(self.companies)} companies, "
-            f"{len(self.plans)} plans; controls: {self.base_url}/sim/...",
+            f"{len(self.plans)} plans, {len(self.memberships)} memberships;"
+            f" controls: {self.base_url}/sim/...",
         )
