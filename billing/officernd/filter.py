@@ -1,8 +1,9 @@
 """Member Management: which OfficeRnD members are synced into PaperCut, and as whom.
 
 The filter (``[officernd]`` status_field, statuses, include_companies,
-exclude_companies, plans) decides who is wanted; ``MemberFilter.wanted`` turns the wanted members
-into ``DesiredUser`` records keyed by their PaperCut user name.
+exclude_companies, plans) decides who is wanted; ``MemberFilter.wanted``
+turns the wanted members into ``DesiredUser`` records keyed by their PaperCut
+user name.
 
 Filter rules:
 

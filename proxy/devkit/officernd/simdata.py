@@ -234,7 +234,7 @@ class OfficeRnDRecords:
         total = n_members + n_individuals
         labels = _shares(total, statuses)
         rng.shuffle(labels)
-        members = []
+        members: list[str] = []
         for i in range(total):
             if i < n_members:
                 company: str | None = (
@@ -261,8 +261,9 @@ class OfficeRnDRecords:
                     calculated_status=kind,
                     membership_id=self._new_id(rng),
                 )
-            members.append(self._member_view(self._members[member.id]))
-        return members
+            members.append(member.id)
+        held = self._active_plans()
+        return [self._member_view(self._members[mid], held) for mid in members]
 
     def add_office(self, name: str, *, office_id: str | None = None) -> str:
         """A location; its id."""
@@ -304,7 +305,7 @@ class OfficeRnDRecords:
 
         ``calculated_status`` defaults to ``status``; each of ``plan_ids``
         becomes an active membership of the member. Adding a member whose id
-        exists replaces it (its memberships stay).
+        exists replaces it (its memberships stay; the answer lists only ``plan_ids``).
         """
         if company_id is not None and company_id not in self._companies:
             raise KeyError(f"company {company_id!r} not found")
@@ -324,7 +325,7 @@ class OfficeRnDRecords:
         }
         for plan_id in plan_ids:
             self.add_membership(plan_id, member_id=new)
-        return self._member_view(self._members[new])
+        return self._member_view(self._members[new], {new: list(plan_ids)})
 
     @staticmethod
     def _statuses(status: str, calculated: str | None) -> tuple[str, str]:
@@ -388,14 +389,20 @@ class OfficeRnDRecords:
         record["endDate"] = _api_date("2024-01-02")
         record["calculatedStatus"] = "expired"
 
-    def _member_view(self, record: Mapping[str, Any]) -> Member:
+    def _active_plans(self) -> dict[str, list[str]]:
+        """Member id -> the plans of its own active memberships."""
+        held: dict[str, list[str]] = {}
+        for ms in self._memberships.values():
+            if ms["member"] is not None and ms["calculatedStatus"] == "active":
+                held.setdefault(str(ms["member"]), []).append(str(ms["plan"]))
+        return held
+
+    def _member_view(
+        self, record: Mapping[str, Any], held: Mapping[str, list[str]] | None = None
+    ) -> Member:
         """The member as the sync sees it: ``plan_ids`` from its own active memberships."""
-        plans = sorted(
-            str(ms["plan"])
-            for ms in self._memberships.values()
-            if ms["member"] == record["_id"] and ms["calculatedStatus"] == "active"
-        )
-        return replace(member_from_json(record), plan_ids=tuple(plans))
+        plans = (self._active_plans() if held is None else held).get(record["_id"], [])
+        return replace(member_from_json(record), plan_ids=tuple(sorted(plans)))
 
     def _member(self, member_id: str) -> dict[str, Any]:
         try:
@@ -442,7 +449,8 @@ class OfficeRnDRecords:
     @property
     def members(self) -> list[Member]:
         """The members (``plan_ids``: the plans of their own active memberships)."""
-        return [self._member_view(r) for r in self._members.values()]
+        held = self._active_plans()
+        return [self._member_view(r, held) for r in self._members.values()]
 
     @property
     def memberships(self) -> list[dict[str, Any]]:
