@@ -374,7 +374,6 @@ def build_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         raise ConfigError(
             'delegation.unknown_user: use "hold", "refuse" or "guest:<shared account>"'
         )
-    _check_statuses(config.officernd)
     if config.officernd.allowance_period not in {"daily", "weekly", "monthly"}:
         raise ConfigError("officernd.allowance_period: use daily, weekly or monthly")
     if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", config.officernd.fees_at):
@@ -389,6 +388,7 @@ def build_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         parse_amount(config.officernd.allowance_amount, field="officernd.allowance_amount")
     except InvalidInput as exc:
         raise ConfigError(str(exc)) from exc
+    _check_statuses(config.officernd)
     return config
 
 
