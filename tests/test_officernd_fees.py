@@ -367,6 +367,7 @@ async def test_sync_and_fees_end_correct_with_faults_on_both_sides(
         wanted = {str(m.email).lower() for m in kit.ornd_sim.members if m.status == "active"}
         assert set(await kit.papercut.all_user_accounts()) == wanted
         kit.papercut_sim.set_faults(0.07, 0.03, seed=6)
+        kit.ornd_sim.inject(FaultKind.APPLY_THEN_DROP, "POST /fees")  # one answer lost too
 
         summary = await kit.fees(wait=30)
 
