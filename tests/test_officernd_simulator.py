@@ -478,7 +478,9 @@ async def test_http_controls(sim: OfficeRnDSimulator, http: aiohttp.ClientSessio
 
 
 async def test_latency_overlaps_concurrent_requests() -> None:
-    async with OfficeRnDSimulator(latency=0.05) as sim:
+    # 0.2 s each: one after the other would take 2 s; overlapped, one latency plus
+    # the machine's own time (a margin for a loaded CI machine).
+    async with OfficeRnDSimulator(latency=0.2) as sim:
         sim.seed_members(10, 2, 0)
         client = OfficeRnDClient(
             sim.api_url,
@@ -493,7 +495,7 @@ async def test_latency_overlaps_concurrent_requests() -> None:
             await asyncio.gather(*(client.members() for _ in range(10)))
             elapsed = time.monotonic() - started
     assert sim.requests["GET /members"] == 10
-    assert 0.05 <= elapsed < 0.25  # not 10 x 0.05 one after the other
+    assert 0.2 <= elapsed < 1.0  # not 10 x 0.2 one after the other
 
 
 # --- running alone -------------------------------------------------------------------------------
