@@ -3,7 +3,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEB_PACKAGES := cups-daemon cups-client cups-ipp-utils cups-filters libcups2-dev qpdf ghostscript avahi-daemon dbus openssl chromium chromium-driver
-PYTEST_ARGS ?=
+# One worker per core; each has its own private cupsd, PostgreSQL database and spool.
+PYTEST_ARGS ?= -n auto
 
 .PHONY: install deb venv test lint bench demo run clean
 
