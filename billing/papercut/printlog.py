@@ -39,9 +39,11 @@ __all__ = [
     "OUTCOME_TABLE",
     "QUERIES",
     "TIMEOUT_REASON",
+    "WAIT_TABLE",
     "Outcome",
     "PrintLogRow",
     "adjustment_applied",
+    "decide",
     "fetch",
     "outcome",
 ]
@@ -154,15 +156,21 @@ class Outcome(StrEnum):
     EXPIRED = "expired"  # a hold/release job never released (denied_reason TIMEOUT)
     DENIED = "denied"  # refused by PaperCut (denied_reason says why)
     PENDING = "pending"  # held, or not decided yet
+    # Only from ``decide`` (a job over time), never a row's own outcome:
+    NOT_LOGGED = "not-logged"  # no row yet: waited on
+    MISSING = "missing"  # still no row long after it should have one: flagged, waited on
 
     @property
     def is_final(self) -> bool:
-        return self is not Outcome.PENDING
+        return self not in _WAITING
 
     @property
     def rank(self) -> int:
         """How decisive: a printed row beats an ended one, which beats a pending one."""
-        return {Outcome.PRINTED: 3, Outcome.PENDING: 1}.get(self, 2)
+        return 3 if self is Outcome.PRINTED else (1 if self in _WAITING else 2)
+
+
+_WAITING = frozenset({Outcome.PENDING, Outcome.NOT_LOGGED, Outcome.MISSING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +229,50 @@ OUTCOME_TABLE: tuple[tuple[str, Outcome, str], ...] = (
     # until PaperCut decides (the hold timeout then writes TIMEOUT).
     ("otherwise", Outcome.PENDING, "PP"),
 )
+
+
+# How the monitor reads a job over time: its row (or none) and its age since it was sent
+# to PaperCut. T = ``[papercut] hold_timeout_mins`` (PaperCut's "Delete held jobs if not
+# released after", Options > General > Hold/Release Queues: 2 h in education installs,
+# 4 h in commercial ones, per PaperCut's KB "ChangingJobTimeoutOnReleaseStation"; 0 =
+# no hold timeout known), M = ``missing_after_mins``. Whether PaperCut writes a held
+# job's row at submission or only when the hold ends is not in the documents found, so
+# both are read the same way. First match wins:
+WAIT_TABLE: tuple[tuple[str, str, str], ...] = (
+    # [PC]/[SP] the row decided: OUTCOME_TABLE and DENIED_REASONS.
+    ("a final row", "its outcome", "PC"),
+    # [PP] PaperCut deletes a held job at its hold timeout (and logs it TIMEOUT): a row
+    # still undecided M after that never printed. Read as expired, not waited on for
+    # ever (SavaPage reads every non-printed row as final).
+    ("a pending row, T > 0, age >= T + M", Outcome.EXPIRED.value, "PP"),
+    # [PC] held in a hold/release queue (a row written at submission): waited on.
+    ("a pending row", Outcome.PENDING.value, "PC"),
+    # [PP] no row yet: PaperCut may write a held job's row only when the hold ends, so a
+    # job is "not yet logged", not missing, until M after the longest hold.
+    ("no row, age < T + M", Outcome.NOT_LOGGED.value, "PP"),
+    # [PP] flagged for an admin (nothing charged); still waited on: a late row counts.
+    ("no row", Outcome.MISSING.value, "PP"),
+)
+
+
+def decide(
+    row: PrintLogRow | None,
+    age: dt.timedelta,
+    *,
+    hold_timeout: dt.timedelta,
+    missing_after: dt.timedelta,
+) -> Outcome:
+    """What the monitor does with a job sent ``age`` ago (``WAIT_TABLE``, in order)."""
+    if row is not None:
+        found = row.outcome
+        if found.is_final:
+            return found
+        if hold_timeout > dt.timedelta(0) and age >= hold_timeout + missing_after:
+            return Outcome.EXPIRED
+        return Outcome.PENDING
+    if age < hold_timeout + missing_after:
+        return Outcome.NOT_LOGGED
+    return Outcome.MISSING
 
 
 def denied_outcome(reason: str) -> Outcome:

@@ -28,7 +28,7 @@ import logging
 import re
 import unicodedata
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from decimal import Decimal
 
@@ -53,6 +53,10 @@ from . import lifecycle
 log = logging.getLogger(__name__)
 
 ADJUST_KIND = "papercut.adjust"
+HOLD_RULE = (
+    "PaperCut's print log still showed the job held after its hold timeout"
+    " ([papercut] hold_timeout_mins + missing_after_mins): read as expired, not charged"
+)
 COMMIT_EVERY = 50
 MAX_DOCUMENT_NAME = 255
 _UNSAFE = re.compile(r"[^A-Za-z0-9 ._\-()\[\]+,@]")
@@ -127,35 +131,41 @@ async def _charge_to_papercut(session: AsyncSession, po: PrintOut, account_name:
         )
 
 
-async def apply_outcomes(app: web.Application, rows: dict[str, printlog.PrintLogRow]) -> int:
-    """End the print-outs whose print-log rows say so; returns how many changed.
+Decided = Mapping[str, tuple[printlog.PrintLogRow, printlog.Outcome]]
+
+
+async def apply_outcomes(app: web.Application, decided: Decided) -> int:
+    """End the print-outs whose rows are decided (``printlog.decide``); how many changed.
 
     One database transaction per ``COMMIT_EVERY`` print-outs: a burst of
     releases in PaperCut never holds the write lock for long.
     """
-    names = [n for n, row in rows.items() if row.outcome.is_final]
+    names = [n for n, (_row, verdict) in decided.items() if verdict.is_final]
     changed = 0
     for start in range(0, len(names), COMMIT_EVERY):
-        changed += await _apply_chunk(app, rows, names[start : start + COMMIT_EVERY])
+        changed += await _apply_chunk(app, decided, names[start : start + COMMIT_EVERY])
     return changed
 
 
-def change_for(row: printlog.PrintLogRow) -> lifecycle.Change:
-    """How a final print-log row ends its print-out (cost: PaperCut's, or the ticket's)."""
-    if row.outcome is printlog.Outcome.PRINTED:
+def change_for(
+    row: printlog.PrintLogRow, verdict: printlog.Outcome | None = None
+) -> lifecycle.Change:
+    """How a decided row ends its print-out (cost: PaperCut's, or the ticket's)."""
+    verdict = verdict or row.outcome
+    if verdict is printlog.Outcome.PRINTED:
         return lifecycle.Change(
             PrintStatus.COMPLETED, StatusReason.PRINTED, logged_cost=row.usage_cost
         )
-    if row.outcome is printlog.Outcome.EXPIRED:
+    if verdict is printlog.Outcome.EXPIRED:
+        if row.outcome is not printlog.Outcome.EXPIRED:  # the rule, not PaperCut's TIMEOUT
+            return lifecycle.Change(PrintStatus.CANCELED, StatusReason.EXPIRED, HOLD_RULE)
         return lifecycle.Change(PrintStatus.CANCELED, StatusReason.EXPIRED)
-    if row.outcome is printlog.Outcome.DENIED:
+    if verdict is printlog.Outcome.DENIED:
         return lifecycle.Change(PrintStatus.CANCELED, StatusReason.denied(row.denied_reason))
     return lifecycle.Change(PrintStatus.CANCELED, StatusReason.CANCELED_IN_PAPERCUT)
 
 
-async def _apply_chunk(
-    app: web.Application, rows: dict[str, printlog.PrintLogRow], names: list[str]
-) -> int:
+async def _apply_chunk(app: web.Application, decided: Decided, names: list[str]) -> int:
     account = app[CONFIG].papercut.account
     clearing = app[CONFIG].papercut.clearing_account
     changed = 0
@@ -169,8 +179,8 @@ async def _apply_chunk(
             )
         ).all()
         for po in pos:
-            row = rows[po.document_name or ""]
-            change = change_for(row)
+            row, verdict = decided[po.document_name or ""]
+            change = change_for(row, verdict)
             if not await ends.apply(po, change, actor="papercut"):
                 continue
             if change.to is PrintStatus.COMPLETED:
@@ -217,13 +227,22 @@ async def monitor_tick(app: web.Application) -> int:
         metrics.tracker_ticked(app, TRACKER_PAPERCUT)
         return 0
     rows = await printlog.fetch(app[PRINTLOG], [p.document_name for p in pending])
-    changed = await apply_outcomes(app, rows)
-    limit = utcnow() - timedelta(minutes=app[CONFIG].papercut.missing_after_mins)
-    missing = [
-        p.id
-        for p in pending
-        if p.document_name not in rows and p.dispatched_at is not None and p.dispatched_at < limit
-    ]
+    settings = app[CONFIG].papercut
+    hold_timeout = timedelta(minutes=settings.hold_timeout_mins)
+    missing_after = timedelta(minutes=settings.missing_after_mins)
+    now = utcnow()
+    decided: dict[str, tuple[printlog.PrintLogRow, printlog.Outcome]] = {}
+    missing: list[int] = []
+    for p in pending:
+        row = rows.get(p.document_name)
+        # Not yet sent (no dispatch time): never missing, never expired by the rule.
+        age = now - p.dispatched_at if p.dispatched_at is not None else timedelta(0)
+        verdict = printlog.decide(row, age, hold_timeout=hold_timeout, missing_after=missing_after)
+        if row is not None and verdict.is_final:
+            decided[p.document_name] = (row, verdict)
+        elif verdict is printlog.Outcome.MISSING and p.dispatched_at is not None:
+            missing.append(p.id)
+    changed = await apply_outcomes(app, decided)
     await _flag_missing(app, missing)
     metrics.tracker_ticked(app, TRACKER_PAPERCUT)
     return changed
