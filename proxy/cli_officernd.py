@@ -84,15 +84,10 @@ class _Clients:
 
 
 def _log_engine(url: str) -> AsyncEngine:
-    """PaperCut's database, read only. Not ``make_engine`` for SQLite (the simulator's):
-    its ``BEGIN IMMEDIATE`` would take the write lock of a database that is not ours."""
-    from billing.db import is_sqlite, make_engine
+    """PaperCut's database, read only (any of its databases: ``printlog.log_engine``)."""
+    from billing.papercut.printlog import log_engine
 
-    if is_sqlite(url):
-        from sqlalchemy.ext.asyncio import create_async_engine
-
-        return create_async_engine(url)
-    return make_engine(url)
+    return log_engine(url)
 
 
 @asynccontextmanager

@@ -428,3 +428,53 @@ async def test_the_monitor_reads_held_jobs_logged_either_way(
     async with sessionmaker() as s:
         late = await s.get(PrintOut, ids["held-stale"])
         assert late is not None and late.status == PrintStatus.COMPLETED
+
+
+# --- PaperCut's other databases: optional drivers, a clear error when one is missing -------
+
+
+@pytest.mark.parametrize(
+    ("url", "needs", "says"),
+    [
+        ("mssql+aioodbc://ro:pw@pc-db/papercut?driver=ODBC+Driver+18+for+SQL+Server",
+         "aioodbc", "pip install 'proxyprint[papercut-mssql]'"),
+        ("oracle+oracledb://ro:pw@pc-db:1521/?service_name=papercut",
+         "oracledb", "pip install 'proxyprint[papercut-oracle]'"),
+        ("mysql://ro:pw@pc-db/papercut",  # the sync default driver, MySQLdb
+         "MySQLdb", "use mysql+aiomysql:// and pip install 'proxyprint[papercut-mysql]'"),
+    ],
+)  # fmt: skip
+def test_a_missing_driver_names_the_extra(url: str, needs: str, says: str) -> None:
+    import importlib.util
+
+    from billing.exceptions import BillingError
+    from billing.papercut.exceptions import PrintLogDriverMissing
+
+    assert importlib.util.find_spec(needs) is None, f"{needs} is installed: pick another"
+    with pytest.raises(PrintLogDriverMissing) as caught:
+        printlog.log_engine(url)
+    assert says in str(caught.value) and repr(needs) in str(caught.value)
+    assert isinstance(caught.value, BillingError)  # the CLI prints it and exits 1
+
+
+async def test_log_engine_opens_the_databases_it_knows(sim: SimDatabase, db_url: str) -> None:
+    from sqlalchemy import text
+
+    from billing.papercut.exceptions import PrintLogDriverMissing
+
+    eng = printlog.log_engine(f"sqlite+aiosqlite:///{sim.path}")  # the simulator's log
+    try:
+        sim.record_job("seen.proxyprint.1", user="carol", printer="direct")
+        assert list(await printlog.fetch(eng, ["seen.proxyprint.1"])) == ["seen.proxyprint.1"]
+    finally:
+        await eng.dispose()
+    eng = printlog.log_engine(db_url)  # PostgreSQL (asyncpg) and SQLite: connects
+    try:
+        async with eng.connect() as conn:
+            assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+    finally:
+        await eng.dispose()
+    with pytest.raises(PrintLogDriverMissing, match="not a database PaperCut can use"):
+        printlog.log_engine("firebird://pc-db/papercut")
+    with pytest.raises(PrintLogDriverMissing, match="not a database URL"):
+        printlog.log_engine("papercut")

@@ -17,6 +17,12 @@ PostgreSQL, MySQL, Derby and SQLite (>= 3.32: 32,766 variables) take more.
 
 ``QUERIES`` counts the queries run, by function, for the metrics and the
 "at most one query per tick" acceptance test.
+
+Databases: PaperCut's print log can be shared only from an external database
+(its internal Derby/H2 one cannot). ``log_engine`` opens ``[papercut] db_url``
+on any of them through SQLAlchemy's async dialects; the drivers other than
+PostgreSQL's are optional extras (``DRIVERS``), and a missing one is a
+``PrintLogDriverMissing`` naming the extra to install.
 """
 
 from __future__ import annotations
@@ -30,12 +36,17 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Column, Dialect, Integer, MetaData, String, Table, bindparam, literal, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, InvalidRequestError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
+
+from billing.papercut.exceptions import PrintLogDriverMissing
 
 __all__ = [
     "CHUNK",
     "DENIED_REASONS",
+    "DRIVERS",
     "OUTCOME_TABLE",
     "QUERIES",
     "TIMEOUT_REASON",
@@ -45,11 +56,23 @@ __all__ = [
     "adjustment_applied",
     "decide",
     "fetch",
+    "log_engine",
     "outcome",
 ]
 
 CHUNK = 1000
 TIMEOUT_REASON = "TIMEOUT"
+
+# PaperCut's external databases -> (the db_url scheme to use, its async driver, the
+# extra that installs it: "" = installed with proxyprint). SQLite: the simulator.
+DRIVERS: dict[str, tuple[str, str, str]] = {
+    "postgresql": ("postgresql+asyncpg", "asyncpg", ""),
+    "mssql": ("mssql+aioodbc", "aioodbc", "papercut-mssql"),
+    "mysql": ("mysql+aiomysql", "aiomysql", "papercut-mysql"),
+    "mariadb": ("mariadb+aiomysql", "aiomysql", "papercut-mysql"),
+    "oracle": ("oracle+oracledb", "oracledb", "papercut-oracle"),
+    "sqlite": ("sqlite+aiosqlite", "aiosqlite", ""),
+}
 
 QUERIES: Counter[str] = Counter()
 
@@ -340,6 +363,41 @@ async def fetch(engine: AsyncEngine, document_names: Sequence[str]) -> dict[str,
                 if known is None or row.outcome.rank >= known.outcome.rank:
                     found[row.document_name] = row
     return found
+
+
+def log_engine(url: str) -> AsyncEngine:
+    """An engine on PaperCut's database (read only: never ours to lock or migrate).
+
+    ``PrintLogDriverMissing`` when the URL's driver is not installed or is not an
+    async one, naming the scheme and the ``pip install`` that fixes it.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise PrintLogDriverMissing(f"[papercut] db_url {url!r} is not a database URL") from exc
+    backend = parsed.get_backend_name()
+    scheme, driver, extra = DRIVERS.get(backend, ("", "", ""))
+    if not scheme:
+        known = ", ".join(f"{s}://" for s, _, _ in DRIVERS.values())
+        raise PrintLogDriverMissing(
+            f"[papercut] db_url: {backend!r} is not a database PaperCut can use ({known})"
+        )
+    install = f"pip install 'proxyprint[{extra}]'" if extra else f"pip install {driver}"
+    try:
+        if backend == "sqlite":
+            return create_async_engine(parsed)
+        return create_async_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2)
+    except ImportError as exc:
+        missing = exc.name or driver
+        raise PrintLogDriverMissing(
+            f"[papercut] db_url uses {parsed.drivername}, whose driver {missing!r} is not"
+            f" installed: use {scheme}:// and {install}"
+        ) from exc
+    except InvalidRequestError as exc:  # an installed driver that is not async
+        raise PrintLogDriverMissing(
+            f"[papercut] db_url uses {parsed.drivername}, not an async driver:"
+            f" use {scheme}:// ({install})"
+        ) from exc
 
 
 def _like_pattern(marker: str) -> str:

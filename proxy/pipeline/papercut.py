@@ -34,7 +34,7 @@ from decimal import Decimal
 
 from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from billing import events, outbox
 from billing.db import utcnow
@@ -285,8 +285,8 @@ async def papercut_ctx(app: web.Application) -> AsyncIterator[None]:
         config.url, config.token, retry_writes=False, timeout=config.timeout_secs
     )
     # PaperCut's database is read, never written: a plain engine, not ours
-    # (whose SQLite transactions take the write lock at BEGIN).
-    engine = create_async_engine(config.db_url)
+    # (whose SQLite transactions take the write lock at BEGIN); any of its databases.
+    engine = printlog.log_engine(config.db_url)
     app[PAPERCUT] = client
     metrics.watch_client(app, "papercut", client)
     app[PRINTLOG] = engine
