@@ -382,16 +382,26 @@ def _prefill(kit: Kit, members: list[Member]) -> dict[str, Any]:
     return {"kept": kept, "by_mail": by_mail, "former": former}
 
 
-async def test_initial_sync_into_papercut_with_users_follows_the_second_flow(kit: Kit) -> None:
+@pytest.mark.parametrize("provisioning", list(Provisioning))
+async def test_initial_sync_into_papercut_with_users_follows_the_second_flow(
+    kit: Kit, provisioning: Provisioning, db_url: str, tmp_path: Path
+) -> None:
     members = kit.ornd_sim.seed_members(40, 5, 5, seed=21)
     setup = _prefill(kit, members)
     pc = kit.papercut_sim
     active = _active(members)
+    if provisioning is Provisioning.USER_SOURCE:  # re-created users come back from it
+        pc.set_directory(program=USER_SOURCE, env=_program_env(tmp_path, db_url))
 
-    summary = await kit.sync()
+    summary = await kit.sync(provisioning=provisioning)
 
     assert summary.initial and summary.second_flow
     assert summary.errors == 0, summary.error_details
+    if provisioning is Provisioning.USER_SOURCE:
+        assert pc.applied["api.addNewInternalUser"] == 0
+        # one sync for the new groups and users, re-creations sharing the rest
+        assert 2 <= pc.directory_syncs <= 4, pc.directory_syncs
+        assert pc.get_user_property("ada", "internal") == "false"
     assert summary.recreated == 5 and summary.removed == 1 and summary.unlinked == 2
     assert summary.created == len(active) - 5
     # re-created: same name and balance, the rest reset (card, stray group)
@@ -418,7 +428,7 @@ async def test_initial_sync_into_papercut_with_users_follows_the_second_flow(kit
     assert (await _mirror(kit))[setup["by_mail"].id][0] == "ada"
     # then regular syncs: nothing to do
     pc.applied.clear()
-    again = await kit.sync()
+    again = await kit.sync(provisioning=provisioning)
     assert not again.initial and again.errors == 0
     assert kit.writes() == {}
 
@@ -537,7 +547,9 @@ async def test_cli_sync_fees_and_topup(
 
 # --- groups the way PaperCut allows: through its user directory source -----------------------
 
-USER_SOURCE = [sys.executable, "-m", "proxy.cli", "papercut", "user-source"]
+# As the README sets it up: the quick module, or the main command (same program).
+USER_SOURCE = [sys.executable, "-m", "proxy.usersource"]
+USER_SOURCE_CLI = [sys.executable, "-m", "proxy.cli", "papercut", "user-source"]
 
 
 def _program_env(tmp_path: Path, db_url: str) -> dict[str, str]:
@@ -580,7 +592,7 @@ async def test_initial_sync_with_our_user_source_as_the_directory(
     pc = kit.papercut_sim
     pc.add_user("stranger", Decimal("1"))  # not an OfficeRnD member: unlinked
     env = _program_env(tmp_path, db_url)
-    pc.set_directory(program=USER_SOURCE, env=env)
+    pc.set_directory(program=USER_SOURCE_CLI, env=env)
     pc.task_seconds = 0.1
 
     summary = await kit.sync(provisioning=Provisioning.USER_SOURCE)

@@ -96,6 +96,8 @@ class PaperCutCalls:
         self.gate = asyncio.Semaphore(concurrency)
         self.retry = RetryPolicy(WRITE_ATTEMPTS, backoff=WRITE_BACKOFF, max_backoff=2.0)
         self.provisioning = provisioning
+        self._sync_lock = asyncio.Lock()
+        self._syncs_started = 0
 
     async def read(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
         async with self.gate:  # the client retries reads itself
@@ -135,9 +137,18 @@ class PaperCutCalls:
         return await self.read(self.client.is_user_exists, user)
 
     async def directory_sync(self) -> None:
-        """PaperCut's user/group sync with its directory source, waited for."""
-        await self.write(self.client.perform_user_and_group_sync)
-        await self.client.wait_for_task(timeout=TASK_TIMEOUT)
+        """A PaperCut user/group sync that started after this call, waited for.
+
+        Callers share one: a caller that finds a sync started after its call already
+        done returns at once, so a batch of re-creations costs a sync or two, not one
+        each (a full sync reads every user and group of the directory)."""
+        ticket = self._syncs_started
+        async with self._sync_lock:
+            if self._syncs_started > ticket:
+                return  # one started after we asked, and (we hold the lock) it is done
+            self._syncs_started += 1
+            await self.write(self.client.perform_user_and_group_sync)
+            await self.client.wait_for_task(timeout=TASK_TIMEOUT)
 
     async def create_user(
         self, user: DesiredUser | dict[str, Any], *, synced: bool = False
