@@ -421,6 +421,13 @@ async def test_the_monitor_reads_held_jobs_logged_either_way(
     }
     if held_rows == "submission":
         assert found[ids["held-stale"]].status_message == HOLD_RULE
+        # A flagged job whose row turns up late, still held past the limit: the rule.
+        sim.record_job(f"never-old.proxyprint.{held_rows}", user="carol", printer="hold")
+        assert await monitor_tick(app) == 1
+        async with sessionmaker() as s:
+            late = await s.get(PrintOut, ids["never-old"])
+            assert late is not None and late.status == PrintStatus.CANCELED
+            assert late.status_reason == StatusReason.EXPIRED
         return
     # Logged at the end: the stale job's row appears when the hold ends; late, it counts.
     assert sim.release(f"held-stale.proxyprint.{held_rows}")

@@ -212,12 +212,37 @@ async def _flag_missing(app: web.Application, missing: list[int]) -> None:
             )
 
 
+async def _unflag(app: web.Application, logged: list[int]) -> None:
+    """A flagged print-out whose row has appeared (held): no longer missing."""
+    if not logged:
+        return
+    async with app[SESSIONS]() as session, session.begin():
+        for po in await session.scalars(select(PrintOut).where(PrintOut.id.in_(logged))):
+            if po.status_reason != StatusReason.NOT_IN_PRINT_LOG:
+                continue
+            po.status_reason = None
+            po.status_message = None
+            events.record(
+                session,
+                subject_type="print_out",
+                subject_id=po.id,
+                actor="papercut",
+                reason="in-print-log",
+                message="PaperCut's print log has the job now (held)",
+            )
+
+
 async def monitor_tick(app: web.Application) -> int:
     """One tick: one print-log query (per 1,000 names) for every pending document."""
     async with app[SESSIONS]() as session:
         pending = (
             await session.execute(
-                select(PrintOut.id, PrintOut.document_name, PrintOut.dispatched_at).where(
+                select(
+                    PrintOut.id,
+                    PrintOut.document_name,
+                    PrintOut.dispatched_at,
+                    PrintOut.status_reason,
+                ).where(
                     PrintOut.status == int(PrintStatus.PENDING_EXTERNAL),
                     PrintOut.document_name.is_not(None),
                 )
@@ -233,6 +258,7 @@ async def monitor_tick(app: web.Application) -> int:
     now = utcnow()
     decided: dict[str, tuple[printlog.PrintLogRow, printlog.Outcome]] = {}
     missing: list[int] = []
+    logged: list[int] = []  # flagged missing earlier, held in the log now
     for p in pending:
         row = rows.get(p.document_name)
         # Not yet sent (no dispatch time): never missing, never expired by the rule.
@@ -242,7 +268,10 @@ async def monitor_tick(app: web.Application) -> int:
             decided[p.document_name] = (row, verdict)
         elif verdict is printlog.Outcome.MISSING and p.dispatched_at is not None:
             missing.append(p.id)
+        elif row is not None and p.status_reason == StatusReason.NOT_IN_PRINT_LOG:
+            logged.append(p.id)
     changed = await apply_outcomes(app, decided)
+    await _unflag(app, logged)
     await _flag_missing(app, missing)
     metrics.tracker_ticked(app, TRACKER_PAPERCUT)
     return changed
