@@ -19,8 +19,9 @@ The simulator models that:
   the source lists. ``addNewGroup`` for a group the last sync did not see is
   a fault naming the missing set-up.
 * Tasks take ``task_seconds`` each (0: done by the next call) and complete in
-  order; they are settled at the start of every XML-RPC call.
-
+  order; they are settled at the start of every XML-RPC call. A program runs
+  in a thread (PaperCut's sync runs beside its API); its task completes when
+  it is done, as ``Failed: ...`` when it exits non-zero.
 * With a custom user program, a user/group sync also imports the program's
   users (``- all-users``: one tab-separated line each, user name first) that
   PaperCut does not have yet, as external (not internal) users, and adds the
@@ -216,8 +217,8 @@ class SimDirectory(SimStore):
         return True
 
     def perform_group_sync(self) -> bool:
-        """A group sync reads the source's groups too (the simulator has no memberships
-        from the source)."""
+        """A group sync: the same reads as a user and group sync (the simulator does
+        not tell them apart)."""
         return self.perform_user_and_group_sync()
 
     def add_new_group(self, group: str) -> bool:
