@@ -35,6 +35,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from billing.db import make_engine, make_sessionmaker
+from billing.enums import Provisioning
 from billing.money import Currency
 from billing.officernd.client import OfficeRnDClient
 from billing.officernd.fees import run_fees
@@ -162,7 +163,13 @@ async def _run(root: Path) -> list[str]:
                 officernd.calls.clear()
                 start = time.perf_counter()
                 summary = await run_sync(
-                    sessions, officernd, papercut, member_filter=MemberFilter(), applied=applied
+                    sessions,
+                    officernd,
+                    papercut,
+                    member_filter=MemberFilter(),
+                    applied=applied,
+                    # The simulator process has no directory program here: internal users.
+                    provisioning=Provisioning.INTERNAL,
                 )
                 took = time.perf_counter() - start
                 assert summary.errors == 0, summary.error_details[:5]

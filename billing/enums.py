@@ -130,6 +130,13 @@ class OutboxStatus(IntEnum):
     FAILED = 2  # gave up permanently; an admin looks
 
 
+class Provisioning(StrEnum):
+    """How the OfficeRnD sync gets its users into PaperCut (``[papercut] provisioning``)."""
+
+    USER_SOURCE = "user-source"  # PaperCut's directory is `papercut user-source`: it imports them
+    INTERNAL = "internal"  # the sync creates PaperCut internal users (addNewInternalUser)
+
+
 class Role(StrEnum):
     ADMIN = "admin"
     ACCOUNTS_EDITOR = "accounts-editor"

@@ -84,15 +84,10 @@ class _Clients:
 
 
 def _log_engine(url: str) -> AsyncEngine:
-    """PaperCut's database, read only. Not ``make_engine`` for SQLite (the simulator's):
-    its ``BEGIN IMMEDIATE`` would take the write lock of a database that is not ours."""
-    from billing.db import is_sqlite, make_engine
+    """PaperCut's database, read only (any of its databases: ``printlog.log_engine``)."""
+    from billing.papercut.printlog import log_engine
 
-    if is_sqlite(url):
-        from sqlalchemy.ext.asyncio import create_async_engine
-
-        return create_async_engine(url)
-    return make_engine(url)
+    return log_engine(url)
 
 
 @asynccontextmanager
@@ -150,6 +145,7 @@ def _print_errors(errors: list[str], out: TextIO) -> None:
 
 
 async def cmd_sync(config: Config, args: argparse.Namespace) -> int:
+    from billing.enums import Provisioning
     from billing.officernd.filter import MemberFilter
     from billing.officernd.sync import run_sync
 
@@ -166,6 +162,7 @@ async def cmd_sync(config: Config, args: argparse.Namespace) -> int:
                 initial=initial,
                 concurrency=args.concurrency,
                 progress=bar,
+                provisioning=Provisioning(config.papercut.provisioning),
             )
         finally:
             if bar is not None:
@@ -283,7 +280,10 @@ def register(sub: Subparsers, papercut: Subparsers | None = None) -> None:
         help="PaperCut custom user directory program (the synced members)",
         description="Run by PaperCut as its user/group source: - is-valid | all-users | "
         "all-groups | get-user-details (name on stdin) | group-member-names GROUP | "
-        "group-members GROUP | is-user-in-group GROUP USER",
+        "group-members GROUP | is-user-in-group GROUP USER. With no arguments, its "
+        "custom auth program: user name and password on stdin, answers OK/ERROR.",
     )
-    user_source.add_argument("args", nargs=argparse.REMAINDER, help="- COMMAND [ARGS]")
+    user_source.add_argument(
+        "args", nargs=argparse.REMAINDER, help="- COMMAND [ARGS] (none: authenticate)"
+    )
     user_source.set_defaults(handler=cmd_user_source)

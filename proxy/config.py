@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from billing.enums import Provisioning
 from billing.exceptions import CurrencyError, InvalidInput
 from billing.money import Currency, parse_amount
 from billing.officernd.models import STATUS_FIELDS, STATUS_VALUES
@@ -131,7 +132,15 @@ class PaperCutConfig:
     # The shared account proxyprint's PaperCut-managed queues charge (SPEC §8: no
     # double charge); created by `papercut fix`, verified by `papercut check`.
     clearing_account: str = "proxyprint-clearing"
+    # How the OfficeRnD sync provisions users: "user-source" (PaperCut's directory is our
+    # `papercut user-source` program; the sync asks PaperCut to import them) or "internal"
+    # (the sync creates PaperCut internal users). One path, chosen here.
+    provisioning: str = "user-source"
     missing_after_mins: int = 60
+    # PaperCut's hold/release timeout ("Delete held jobs if not released after"; 4 h in
+    # commercial installs): a row still held this + missing_after_mins after dispatch is
+    # read as expired; a job with no row is missing only then. 0: no hold timeout known.
+    hold_timeout_mins: int = 240
     timeout_secs: float = 10.0
 
 
@@ -374,6 +383,10 @@ def build_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         raise ConfigError(
             'delegation.unknown_user: use "hold", "refuse" or "guest:<shared account>"'
         )
+    if config.papercut.hold_timeout_mins < 0 or config.papercut.missing_after_mins < 0:
+        raise ConfigError("papercut.hold_timeout_mins and missing_after_mins: not negative")
+    if config.papercut.provisioning not in {p.value for p in Provisioning}:
+        raise ConfigError('papercut.provisioning: use "user-source" or "internal"')
     if config.officernd.allowance_period not in {"daily", "weekly", "monthly"}:
         raise ConfigError("officernd.allowance_period: use daily, weekly or monthly")
     if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", config.officernd.fees_at):

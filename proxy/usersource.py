@@ -16,6 +16,19 @@ stdin)
 ``- is-user-in-group GROUP USER``          ``Y`` or ``N``
 =========================================  ==============================================
 
+Run with no arguments it is PaperCut's "Custom auth program" (the same
+program may be set as both, as PaperCut's own examples do): standard input is
+``username\nplaintextPassword\n`` (UTF-8); the answer is ``OK\n<username>\n``
+(PaperCut then uses the user name given back, here as the directory spells
+it) or ``ERROR\n`` with ``Invalid username or password`` on standard error,
+and the exit status is always 0. Protocol: PaperCut MF/NG manual, "Custom
+user directory information providers", and PaperCutSoftware/
+CustomSynAndAuthentication (README, "Custom authentication program"). The
+password is checked against proxyprint's own (``proxyprint user passwd``,
+scrypt, ``proxy.web.passwords``) for a user this program lists (synced,
+active): a disabled or unknown user, or one without a password, is refused
+after the same work, so the answer time does not tell which.
+
 A user line is tab-separated: ``username, full name, email, department,
 office, card number``. Our users are the synced members (local users with
 an OfficeRnD ``external_id``, active); the department is the member's
@@ -47,7 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["COMMANDS", "UserSourceError", "answer", "main", "run"]
+__all__ = ["AUTH_REFUSED", "COMMANDS", "UserSourceError", "answer", "authenticate", "main", "run"]
 
 COMMANDS = {
     "is-valid": 0,
@@ -59,7 +72,8 @@ COMMANDS = {
     "is-user-in-group": 2,
 }
 USAGE = (
-    "usage: user-source - is-valid | all-users | all-groups | get-user-details (name on stdin)"
+    "usage: user-source (no arguments: authenticate, user name and password on stdin)"
+    " | - is-valid | all-users | all-groups | get-user-details (name on stdin)"
     " | group-member-names GROUP | group-members GROUP | is-user-in-group GROUP USER"
 )
 INDIVIDUALS_ID = "officernd:individuals"  # billing.officernd.mirror.INDIVIDUALS_ID
@@ -77,6 +91,11 @@ _USERS = (
 )
 _CARDS = "SELECT user_id, number FROM cards ORDER BY id DESC"
 _GROUPS = "SELECT id, name, external_id FROM groups WHERE external_id IS NOT NULL"
+_PASSWORD = (
+    "SELECT name, password_hash FROM users"
+    " WHERE external_id IS NOT NULL AND active AND lower(name) = lower(?)"
+)
+AUTH_REFUSED = "Invalid username or password"  # the one message, whatever the reason
 _GROUP_MAP = (
     "SELECT summary FROM scheduled_runs WHERE job = 'officernd-state' AND period = 'groups'"
 )
@@ -258,6 +277,22 @@ async def answer(db_url: str, argv: Sequence[str], stdin: TextIO) -> str:
         return "Y\n" if user.casefold() in members else "N\n"
 
 
+async def authenticate(db_url: str, stdin: TextIO) -> str | None:
+    """The user name (as listed) when standard input's user name and password match
+    an active listed user's proxyprint password; None otherwise."""
+    from .web.passwords import verify_password
+
+    name = stdin.readline().rstrip("\r\n").strip()
+    password = stdin.readline().rstrip("\r\n")
+    rows: list[tuple[Any, ...]] = []
+    if name:
+        async with _Db(db_url) as db:
+            rows = await db.rows(_PASSWORD, name)
+    user, stored = (str(rows[0][0]), rows[0][1]) if rows else (None, None)
+    ok = await asyncio.to_thread(verify_password, password, stored)
+    return user if ok and user is not None else None
+
+
 def _join(lines: Iterable[str]) -> str:
     text = "\n".join(lines)
     return text + "\n" if text else ""
@@ -271,8 +306,20 @@ async def run(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> int:
-    """Answer ``argv``; the exit status (0, 1 unknown user/group or failure, 2 usage)."""
+    """Answer ``argv``; the exit status (0, 1 unknown user/group or failure, 2 usage).
+    No ``argv``: authenticate (``authenticate``; always 0)."""
     out, err = stdout or sys.stdout, stderr or sys.stderr
+    if not argv:  # the auth program: always exit 0, the answer is on standard output
+        try:
+            user = await authenticate(db_url, stdin or sys.stdin)
+        except Exception as exc:  # PaperCut must see ERROR, never a crash
+            err.write(f"user-source: {type(exc).__name__}: {exc}\n")
+            user = None
+        if user is None:
+            err.write(f"{AUTH_REFUSED}\n")
+        out.write("ERROR\n" if user is None else f"OK\n{user}\n")
+        out.flush()
+        return 0
     try:
         text = await answer(db_url, argv, stdin or sys.stdin)
     except UserSourceError as exc:

@@ -17,6 +17,7 @@ def test_defaults_match_the_spec() -> None:
     assert config.intake.socket == "/run/proxyprint/intake.sock"
     assert config.currency.code == "EUR" and config.currency.decimals == 2
     assert config.money.decimals == 2
+    assert config.papercut.provisioning == "user-source"  # one path: PaperCut's directory
 
 
 def test_file_then_environment(tmp_path: Path) -> None:
@@ -58,6 +59,7 @@ def test_file_then_environment(tmp_path: Path) -> None:
         ),
         ({"database": {"url": 5}}, {}, "database.url"),
         ({"database": "x"}, {}, r"\[database\]"),
+        ({"papercut": {"provisioning": "ldap"}}, {}, "papercut.provisioning"),
     ],
 )
 def test_bad_config_names_the_key(

@@ -340,6 +340,9 @@ async def test_a_long_hold_is_not_flagged_missing_while_papercut_holds_it(
             "token": "secret-token",
             "db_url": sim.db_url,
             "missing_after_mins": 0,
+            # No hold timeout known: a held row is waited on for ever, an unlogged job is
+            # missing after missing_after_mins alone (printlog.WAIT_TABLE).
+            "hold_timeout_mins": 0,
         }
     }
     async with ServiceStack(private_cupsd, short_tmp / "svc-hold", extra=extra) as stack:

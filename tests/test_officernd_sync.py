@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from billing.enums import OutboxStatus
+from billing.enums import OutboxStatus, Provisioning
 from billing.models import Event, Group, OutboxItem, ScheduledRun, User, group_members
 from billing.officernd.actions import SyncSummary
 from billing.officernd.client import OfficeRnDClient
@@ -66,6 +66,10 @@ class Kit:
         return await printlog.adjustment_applied(self.printlog, marker)
 
     async def sync(self, member_filter: MemberFilter | None = None, **kw: Any) -> SyncSummary:
+        # Most tests here are about the sync's flows, against a simulator without a
+        # directory program: internal users. The user-source path (the default) has its
+        # own tests below, with the program as the simulator's directory.
+        kw.setdefault("provisioning", Provisioning.INTERNAL)
         return await run_sync(
             self.sessions,
             self.officernd,
@@ -433,16 +437,26 @@ def _prefill(kit: Kit, members: list[Member]) -> dict[str, Any]:
     return {"kept": kept, "by_mail": by_mail, "former": former}
 
 
-async def test_initial_sync_into_papercut_with_users_follows_the_second_flow(kit: Kit) -> None:
+@pytest.mark.parametrize("provisioning", list(Provisioning))
+async def test_initial_sync_into_papercut_with_users_follows_the_second_flow(
+    kit: Kit, provisioning: Provisioning, db_url: str, tmp_path: Path
+) -> None:
     members = kit.ornd_sim.seed_members(40, 5, 5, seed=21)
     setup = _prefill(kit, members)
     pc = kit.papercut_sim
     active = _active(members)
+    if provisioning is Provisioning.USER_SOURCE:  # re-created users come back from it
+        pc.set_directory(program=USER_SOURCE, env=_program_env(tmp_path, db_url))
 
-    summary = await kit.sync()
+    summary = await kit.sync(provisioning=provisioning)
 
     assert summary.initial and summary.second_flow
     assert summary.errors == 0, summary.error_details
+    if provisioning is Provisioning.USER_SOURCE:
+        assert pc.applied["api.addNewInternalUser"] == 0
+        # one sync for the new groups and users, re-creations sharing the rest
+        assert 2 <= pc.directory_syncs <= 4, pc.directory_syncs
+        assert pc.get_user_property("ada", "internal") == "false"
     assert summary.recreated == 5 and summary.removed == 1 and summary.unlinked == 2
     assert summary.created == len(active) - 5
     # re-created: same name and balance, the rest reset (card, stray group)
@@ -469,7 +483,7 @@ async def test_initial_sync_into_papercut_with_users_follows_the_second_flow(kit
     assert (await _mirror(kit))[setup["by_mail"].id][0] == "ada"
     # then regular syncs: nothing to do
     pc.applied.clear()
-    again = await kit.sync()
+    again = await kit.sync(provisioning=provisioning)
     assert not again.initial and again.errors == 0
     assert kit.writes() == {}
 
@@ -514,7 +528,9 @@ async def test_second_flow_survives_a_crash_between_delete_and_create(
 async def test_recreation_resumes_after_any_step_without_restoring_twice(kit: Kit) -> None:
     pc = kit.papercut_sim
     pc.add_user("zed@example.com", Decimal("4.20"), groups=["Old"])
-    recreator = Recreator(kit.sessions, kit.papercut, kit.applied)
+    recreator = Recreator(
+        kit.sessions, kit.papercut, kit.applied, provisioning=Provisioning.INTERNAL
+    )
     marker = "[pp:0123456789abcdef0123456789abcdef]"
     payload = {
         "user": "zed@example.com",
@@ -551,7 +567,7 @@ async def test_recreation_resumes_after_any_step_without_restoring_twice(kit: Ki
 
 
 async def test_cli_sync_fees_and_topup(
-    kit: Kit, db_url: str, capsys: pytest.CaptureFixture[str]
+    kit: Kit, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from proxy.cli_officernd import cmd_fees, cmd_sync, cmd_topup
 
@@ -568,9 +584,12 @@ async def test_cli_sync_fees_and_topup(
         },
         env={},
     )  # fmt: skip
+    assert config.papercut.provisioning == "user-source"  # the default
+    kit.papercut_sim.set_directory(program=USER_SOURCE, env=_program_env(tmp_path, db_url))
     sync_args = argparse.Namespace(initial=False, regular=False, no_progress=True, concurrency=4)
     assert await cmd_sync(config, sync_args) == 0
     assert "sync initial:" in capsys.readouterr().out
+    assert kit.papercut_sim.applied["api.addNewInternalUser"] == 0  # PaperCut imported them
     user = (await kit.papercut.all_user_accounts())[0]
     kit.papercut_sim.adjust_user_account_balance(user, Decimal("-3"), "printing")
     day = argparse.Namespace(date="2024-06-03", wait=5.0, concurrency=4)
@@ -583,6 +602,18 @@ async def test_cli_sync_fees_and_topup(
 
 # --- groups the way PaperCut allows: through its user directory source -----------------------
 
+# As the README sets it up: the quick module, or the main command (same program).
+USER_SOURCE = [sys.executable, "-m", "proxy.usersource"]
+USER_SOURCE_CLI = [sys.executable, "-m", "proxy.cli", "papercut", "user-source"]
+
+
+def _program_env(tmp_path: Path, db_url: str) -> dict[str, str]:
+    """The environment PaperCut runs our user-source program with: our database."""
+    (tmp_path / "empty.toml").write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYPRINT_")}
+    env.update(PROXYPRINT_CONFIG=str(tmp_path / "empty.toml"), PROXYPRINT_DATABASE_URL=db_url)
+    return env
+
 
 async def test_initial_sync_fails_clearly_when_the_directory_lacks_the_groups(kit: Kit) -> None:
     """PaperCut adds only a group its directory source offers: a directory without
@@ -593,7 +624,7 @@ async def test_initial_sync_fails_clearly_when_the_directory_lacks_the_groups(ki
     pc.task_seconds = 0.05
 
     with pytest.raises(PaperCutSetupError) as caught:
-        await kit.sync()
+        await kit.sync(provisioning=Provisioning.USER_SOURCE)
 
     message = str(caught.value)
     assert "user directory source does not offer" in message
@@ -615,26 +646,28 @@ async def test_initial_sync_with_our_user_source_as_the_directory(
     members = kit.ornd_sim.seed_members(30, 4, 4, seed=9)
     pc = kit.papercut_sim
     pc.add_user("stranger", Decimal("1"))  # not an OfficeRnD member: unlinked
-    (tmp_path / "empty.toml").write_text("")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYPRINT_")}
-    env.update(PROXYPRINT_CONFIG=str(tmp_path / "empty.toml"), PROXYPRINT_DATABASE_URL=db_url)
-    pc.set_directory(
-        program=[sys.executable, "-m", "proxy.cli", "papercut", "user-source"], env=env
-    )
+    env = _program_env(tmp_path, db_url)
+    pc.set_directory(program=USER_SOURCE_CLI, env=env)
     pc.task_seconds = 0.1
 
-    summary = await kit.sync()
+    summary = await kit.sync(provisioning=Provisioning.USER_SOURCE)
 
     assert summary.initial and summary.second_flow
     assert summary.errors == 0, summary.error_details
     assert pc.directory_syncs == 1 and pc.applied["api.getTaskStatus"] >= 2
+    # One provisioning path: PaperCut imported the users from the program, none internal.
+    assert pc.applied["api.addNewInternalUser"] == 0 and pc.directory_imports == 1
+    assert summary.created == len(_active(members))
     companies = {c.id: c.name for c in kit.ornd_sim.companies}
     active = _active(members)
     expected = {_group_of(m, companies) for m in active} | {UNLINKED_GROUP}
     assert set(pc.list_user_groups(0, 1000)) == expected
     assert summary.groups_created == len(expected)
     for m in active:
-        assert pc.get_user_groups(str(m.email).lower()) == [_group_of(m, companies)]
+        name = str(m.email).lower()
+        assert pc.get_user_groups(name) == [_group_of(m, companies)]
+        assert pc.get_user_property(name, "internal") == "false"  # from the directory
+        assert pc.get_user_property(name, "email") == name
     assert pc.get_user_groups("stranger") == [UNLINKED_GROUP]
     # The program lists every group the sync uses, UNLINKED_MEMBERS_TO_OFFICERND included.
     done = await asyncio.to_thread(
@@ -650,8 +683,54 @@ async def test_initial_sync_with_our_user_source_as_the_directory(
     assert set(listed) == expected
     # A regular sync with nothing new asks PaperCut for nothing.
     pc.applied.clear()
-    again = await kit.sync()
+    again = await kit.sync(provisioning=Provisioning.USER_SOURCE)
     assert again.errors == 0 and kit.writes() == {}
+    # A new member later: mirrored, imported by PaperCut's next sync, put in her group.
+    newcomer = kit.ornd_sim.add_member("Nova Newcomer", email="nova@example.com")
+    later = await kit.sync(provisioning=Provisioning.USER_SOURCE)
+    assert later.errors == 0 and later.created == 1, later.error_details
+    assert pc.applied["api.addNewInternalUser"] == 0 and pc.directory_imports == 2
+    assert pc.get_user_groups(str(newcomer.email)) == [INDIVIDUAL_GROUP]
+    assert pc.get_user_property("nova@example.com", "full-name") == "Nova Newcomer"
+
+
+async def test_user_source_provisioning_without_our_program_fails_clearly(kit: Kit) -> None:
+    """user-source provisioning with a directory that is not our program (it offers the
+    groups but not the members): no internal user is made instead; each member is an
+    error naming the set-up (or the internal option)."""
+    members = _active(kit.ornd_sim.seed_members(6, 1, 2, seed=12))
+    companies = {c.id: c.name for c in kit.ornd_sim.companies}
+    pc = kit.papercut_sim
+    pc.set_directory(groups=[*(_group_of(m, companies) for m in members), UNLINKED_GROUP])
+
+    summary = await kit.sync(provisioning=Provisioning.USER_SOURCE)
+
+    assert pc.directory_syncs == 1 and summary.groups_created >= 1  # the work ran
+    assert summary.created == 0 and summary.errors == len(members)
+    assert all("did not offer the user" in e for e in summary.error_details)
+    assert all('provisioning = "internal"' in e for e in summary.error_details)
+    assert pc.applied["api.addNewInternalUser"] == 0
+    assert pc.list_user_accounts(0, 100) == []
+
+
+async def test_internal_provisioning_creates_internal_users(
+    kit: Kit, db_url: str, tmp_path: Path
+) -> None:
+    """The explicit option: internal users (addNewInternalUser), even with our program
+    as the directory (which then adds nothing: the users exist)."""
+    members = _active(kit.ornd_sim.seed_members(8, 2, 2, seed=13))
+    companies = {c.id: c.name for c in kit.ornd_sim.companies}
+    pc = kit.papercut_sim
+    pc.set_directory(program=USER_SOURCE, env=_program_env(tmp_path, db_url))
+
+    summary = await kit.sync(provisioning=Provisioning.INTERNAL)
+
+    assert summary.errors == 0, summary.error_details
+    assert pc.applied["api.addNewInternalUser"] == len(members) == summary.created
+    for m in members:
+        name = str(m.email).lower()
+        assert pc.get_user_property(name, "internal") == "true"
+        assert pc.get_user_groups(name) == [_group_of(m, companies)]
 
 
 async def test_a_member_the_sync_deactivates_loses_tokens_and_cards(

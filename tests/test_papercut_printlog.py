@@ -284,3 +284,204 @@ async def test_postgresql_numeric_costs_and_like(pg_database: str) -> None:
         async with admin.begin() as conn:
             await conn.exec_driver_sql("DROP SCHEMA IF EXISTS papercut_sim CASCADE")
         await admin.dispose()
+
+
+# --- a job over time: WAIT_TABLE, and the monitor reading the simulator both ways ----------
+
+MINUTE = dt.timedelta(minutes=1)
+T, M = 10 * MINUTE, 5 * MINUTE  # hold_timeout_mins, missing_after_mins
+WAITING = {Outcome.PENDING, Outcome.NOT_LOGGED, Outcome.MISSING}
+
+
+@pytest.mark.parametrize(
+    ("log_row", "age", "hold_timeout", "expected"),
+    [
+        # (row or None, age since dispatch, T, decision): every WAIT_TABLE row, both sides
+        # of its time limit, with and without a known hold timeout
+        (row(printed=True), 0 * MINUTE, T, Outcome.PRINTED),
+        (row(printed=True), 99 * MINUTE, T, Outcome.PRINTED),
+        (row(cancelled=True), 0 * MINUTE, T, Outcome.CANCELED),
+        (row(denied_reason="TIMEOUT", cancelled=True), 1 * MINUTE, T, Outcome.EXPIRED),
+        (row(denied_reason="DOCUMENT_TOO_LARGE"), 1 * MINUTE, T, Outcome.DENIED),
+        (row(), 14 * MINUTE, T, Outcome.PENDING),  # a long hold: still held
+        (row(), 15 * MINUTE, T, Outcome.EXPIRED),  # the rule: T + M passed, never decided
+        (row(), 999 * MINUTE, 0 * MINUTE, Outcome.PENDING),  # no hold timeout known
+        (None, 0 * MINUTE, T, Outcome.NOT_LOGGED),
+        (None, 14 * MINUTE, T, Outcome.NOT_LOGGED),  # may be held, logged at its end
+        (None, 15 * MINUTE, T, Outcome.MISSING),
+        (None, 4 * MINUTE, 0 * MINUTE, Outcome.NOT_LOGGED),
+        (None, 5 * MINUTE, 0 * MINUTE, Outcome.MISSING),
+    ],
+)
+def test_wait_table(
+    log_row: PrintLogRow | None, age: dt.timedelta, hold_timeout: dt.timedelta, expected: Outcome
+) -> None:
+    got = printlog.decide(log_row, age, hold_timeout=hold_timeout, missing_after=M)
+    assert got is expected
+    assert got.is_final == (expected not in WAITING)
+    if log_row is None or log_row.outcome is not expected:  # the time rows of the table
+        assert expected.value in {decision for _, decision, _ in printlog.WAIT_TABLE}
+
+
+@pytest.mark.parametrize("held_rows", ["submission", "end"])
+async def test_the_monitor_reads_held_jobs_logged_either_way(
+    held_rows: str, sim: SimDatabase, db_url: str, aiohttp_client: Any
+) -> None:
+    """The simulator logs held jobs at submission or at the end of the hold; the monitor
+    ends every documented outcome the same way either way, waits on a long hold without
+    flagging it missing, and decides a hold that outlives PaperCut's timeout by the rule."""
+    from sqlalchemy import select
+
+    from billing.enums import PrintStatus, StatusReason
+    from billing.models import PrintOut
+    from proxy.app import create_app
+    from proxy.config import build_config
+    from proxy.keys import SESSIONS
+    from proxy.pipeline.papercut import HOLD_RULE, monitor_tick, papercut_ctx
+    from tests import factories as f
+
+    sim.set_held_rows(held_rows)
+    config = build_config(
+        {
+            "database": {"url": db_url},
+            "spool": {"dir": str(sim.path.parent / "spool")},
+            "papercut": {
+                "url": "http://127.0.0.1:9/rpc/api/xmlrpc",  # not called: no worker runs
+                "token": "t",
+                "db_url": f"sqlite+aiosqlite:///{sim.path}",
+                "hold_timeout_mins": 10,
+                "missing_after_mins": 5,
+            },
+        }
+    )
+    app = create_app(config, workers=False, intake=False)
+    app.cleanup_ctx.append(papercut_ctx)
+    await aiohttp_client(app)
+    sessionmaker = app[SESSIONS]  # this file's ``engine`` is PaperCut's
+    # name -> (PaperCut printer or "" for no row, minutes since dispatch, PaperCut's action)
+    jobs: dict[str, tuple[str, int, str]] = {
+        "printed": ("direct", 1, ""),
+        "released": ("hold", 1, "release"),
+        "cancelled": ("hold", 1, "cancel"),
+        "timeout": ("hold", 1, "expire"),
+        "too-large": ("hold", 1, "deny"),
+        "held-young": ("hold", 1, ""),
+        "held-long": ("hold", 12, ""),  # past M, within T + M: not missing, not ended
+        "held-stale": ("hold", 16, ""),  # past T + M: the rule decides
+        "never-young": ("", 3, ""),  # no row at all
+        "never-old": ("", 16, ""),
+    }
+    now = dt.datetime.now(dt.UTC)
+    ids: dict[str, int] = {}
+    async with sessionmaker() as s, s.begin():
+        printer = await f.printer(s, "pp-pc", target="cups://pc-queue")
+        for name, (_queue, age, _action) in jobs.items():
+            po = await f.print_out(s, printer, "carol")
+            po.papercut = True
+            po.document_name = f"{name}.proxyprint.{held_rows}"
+            po.dispatched_at = now - dt.timedelta(minutes=age)
+            await f.finish(s, po, PrintStatus.PENDING_EXTERNAL)
+            ids[name] = po.id
+    for name, (queue, _age, action) in jobs.items():
+        doc = f"{name}.proxyprint.{held_rows}"
+        if queue:
+            sim.record_job(doc, user="carol", printer=queue, pages=2)
+        if action == "deny":
+            assert sim.deny(doc, "DOCUMENT_TOO_LARGE")
+        elif action:
+            assert getattr(sim, action)(doc)
+    visible = {r.document_name for r in sim.usage_rows() if r.held and r.job_type == "PRINT"}
+    assert (f"held-long.proxyprint.{held_rows}" in visible) == (held_rows == "submission")
+
+    # The work ran: five rows PaperCut decided ended, and (logged at submission) the rule's.
+    assert await monitor_tick(app) == (6 if held_rows == "submission" else 5)
+
+    async with sessionmaker() as s:
+        query = select(PrintOut).where(PrintOut.id.in_(list(ids.values())))
+        found = {po.id: po for po in await s.scalars(query)}
+    got = {
+        name: (PrintStatus(found[i].status), found[i].status_reason or None)
+        for name, i in ids.items()
+    }
+    waiting = (PrintStatus.PENDING_EXTERNAL, None)
+    missing = (PrintStatus.PENDING_EXTERNAL, StatusReason.NOT_IN_PRINT_LOG)
+    expired = (PrintStatus.CANCELED, StatusReason.EXPIRED)
+    assert got == {
+        "printed": (PrintStatus.COMPLETED, StatusReason.PRINTED),
+        "released": (PrintStatus.COMPLETED, StatusReason.PRINTED),
+        "cancelled": (PrintStatus.CANCELED, StatusReason.CANCELED_IN_PAPERCUT),
+        "timeout": expired,
+        "too-large": (PrintStatus.CANCELED, StatusReason.denied("DOCUMENT_TOO_LARGE")),
+        "held-young": waiting,
+        "held-long": waiting,  # a long hold is not flagged missing before it ends
+        # held past the timeout: a row says so (the rule), no row (logged at the end): missing
+        "held-stale": expired if held_rows == "submission" else missing,
+        "never-young": waiting,  # not yet logged
+        "never-old": missing,
+    }
+    if held_rows == "submission":
+        assert found[ids["held-stale"]].status_message == HOLD_RULE
+        # A flagged job whose row turns up late, still held past the limit: the rule.
+        sim.record_job(f"never-old.proxyprint.{held_rows}", user="carol", printer="hold")
+        assert await monitor_tick(app) == 1
+        async with sessionmaker() as s:
+            late = await s.get(PrintOut, ids["never-old"])
+            assert late is not None and late.status == PrintStatus.CANCELED
+            assert late.status_reason == StatusReason.EXPIRED
+        return
+    # Logged at the end: the stale job's row appears when the hold ends; late, it counts.
+    assert sim.release(f"held-stale.proxyprint.{held_rows}")
+    assert await monitor_tick(app) == 1
+    async with sessionmaker() as s:
+        late = await s.get(PrintOut, ids["held-stale"])
+        assert late is not None and late.status == PrintStatus.COMPLETED
+
+
+# --- PaperCut's other databases: optional drivers, a clear error when one is missing -------
+
+
+@pytest.mark.parametrize(
+    ("url", "needs", "says"),
+    [
+        ("mssql+aioodbc://ro:pw@pc-db/papercut?driver=ODBC+Driver+18+for+SQL+Server",
+         "aioodbc", "pip install 'proxyprint[papercut-mssql]'"),
+        ("oracle+oracledb://ro:pw@pc-db:1521/?service_name=papercut",
+         "oracledb", "pip install 'proxyprint[papercut-oracle]'"),
+        ("mysql://ro:pw@pc-db/papercut",  # the sync default driver, MySQLdb
+         "MySQLdb", "use mysql+aiomysql:// and pip install 'proxyprint[papercut-mysql]'"),
+    ],
+)  # fmt: skip
+def test_a_missing_driver_names_the_extra(url: str, needs: str, says: str) -> None:
+    import importlib.util
+
+    from billing.exceptions import BillingError
+    from billing.papercut.exceptions import PrintLogDriverMissing
+
+    assert importlib.util.find_spec(needs) is None, f"{needs} is installed: pick another"
+    with pytest.raises(PrintLogDriverMissing) as caught:
+        printlog.log_engine(url)
+    assert says in str(caught.value) and repr(needs) in str(caught.value)
+    assert isinstance(caught.value, BillingError)  # the CLI prints it and exits 1
+
+
+async def test_log_engine_opens_the_databases_it_knows(sim: SimDatabase, db_url: str) -> None:
+    from sqlalchemy import text
+
+    from billing.papercut.exceptions import PrintLogDriverMissing
+
+    eng = printlog.log_engine(f"sqlite+aiosqlite:///{sim.path}")  # the simulator's log
+    try:
+        sim.record_job("seen.proxyprint.1", user="carol", printer="direct")
+        assert list(await printlog.fetch(eng, ["seen.proxyprint.1"])) == ["seen.proxyprint.1"]
+    finally:
+        await eng.dispose()
+    eng = printlog.log_engine(db_url)  # PostgreSQL (asyncpg) and SQLite: connects
+    try:
+        async with eng.connect() as conn:
+            assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+    finally:
+        await eng.dispose()
+    with pytest.raises(PrintLogDriverMissing, match="not a database PaperCut can use"):
+        printlog.log_engine("firebird://pc-db/papercut")
+    with pytest.raises(PrintLogDriverMissing, match="not a database URL"):
+        printlog.log_engine("papercut")

@@ -97,8 +97,8 @@ CASES: list[tuple[list[str], str, str, int, str]] = [
     (["-", "is-user-in-group", "Nope", "ada@example.com"], "", "", 1, "unknown group: Nope"),
     (["-", "is-user-in-group", "Acme Labs"], "", "", 2, "expected 2 argument"),
     (["-", "all-cats"], "", "", 2, "usage"),
-    ([], "", "", 2, "usage"),
-]
+    (["all-cats"], "", "", 2, "usage"),
+]  # no arguments at all: the auth program (test_auth_program_*)
 
 
 async def test_protocol(db_url: str, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
@@ -199,3 +199,76 @@ async def test_all_users_for_50000_members_is_fast(
         f"{in_process:.3f} s in process, {process:.3f} s as a process "
         f"({len(printed) / 1e6:.1f} MB)"
     )
+
+
+# --- the auth program: PaperCut runs it with no arguments ------------------------------------
+
+
+async def _proc(argv: list[str], stdin: str, env: dict[str, str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *argv, env=env, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_auth_program_checks_proxyprint_passwords(
+    db_url: str, sessionmaker: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """PaperCut's "Custom auth program" protocol: ``username\\npassword\\n`` in,
+    ``OK\\n<username>`` or ``ERROR`` out, exit 0 either way. The password is the one
+    ``proxyprint user passwd`` sets (the real commands, as processes, for the main
+    cases); a disabled member, a local user the directory does not list, a wrong
+    password and an unknown user are refused with the same message."""
+    from proxy.web.passwords import hash_password
+
+    async with sessionmaker() as session, session.begin():
+        await _mirror(session)
+        hashed = hash_password("a good password")
+        for name in ("old@example.com", "localonly"):  # as `user passwd` would
+            sql = text("UPDATE users SET password_hash = :h WHERE name = :n")
+            await session.execute(sql, {"h": hashed, "n": name})
+    (tmp_path / "empty.toml").write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYPRINT_")}
+    env.update(PROXYPRINT_CONFIG=str(tmp_path / "empty.toml"), PROXYPRINT_DATABASE_URL=db_url)
+    code, out, err = await _proc(
+        ["-m", "proxy.cli", "user", "passwd", "ada@example.com", "--stdin"],
+        "correct horse battery\n",
+        env,
+    )
+    assert code == 0 and "password set" in out, err
+
+    # As PaperCut runs it: the main command, and the quick module, with no arguments.
+    source = ["-m", "proxy.cli", "papercut", "user-source"]
+    ran = await asyncio.gather(
+        _proc(source, "ADA@Example.com\ncorrect horse battery\n", env),
+        _proc(["-m", "proxy.usersource"], "ada@example.com\nwrong horse\n", env),
+    )
+    assert ran[0] == (0, "OK\nada@example.com\n", "")  # the directory's spelling
+    assert ran[1] == (0, "ERROR\n", "Invalid username or password\n")
+
+    cases = [
+        ("ada@example.com\ncorrect horse battery\n", "OK\nada@example.com\n"),
+        ("ada@example.com\ncorrect horse battery", "OK\nada@example.com\n"),  # no last \\n
+        ("ada@example.com\ncorrect horse\n", "ERROR\n"),  # wrong password
+        ("ada@example.com\n", "ERROR\n"),  # no password line
+        ("old@example.com\na good password\n", "ERROR\n"),  # disabled (left)
+        ("localonly\na good password\n", "ERROR\n"),  # not in the directory
+        ("bob@example.com\n\n", "ERROR\n"),  # listed, no password set
+        ("ghost\ncorrect horse battery\n", "ERROR\n"),  # unknown
+        ("", "ERROR\n"),
+    ]
+    for stdin, expected in cases:
+        out_io, err_io = io.StringIO(), io.StringIO()
+        code = await run(db_url, [], stdin=io.StringIO(stdin), stdout=out_io, stderr=err_io)
+        case = f"<{stdin!r}: {err_io.getvalue()}"
+        assert (code, out_io.getvalue()) == (0, expected), case
+        refused = "Invalid username or password\n"
+        assert err_io.getvalue() == ("" if expected.startswith("OK") else refused), case
+    out_io, err_io = io.StringIO(), io.StringIO()
+    missing = f"sqlite+aiosqlite:///{tmp_path}/none.db"  # a broken source answers ERROR too
+    stdin = io.StringIO("ada@example.com\ncorrect horse battery\n")
+    assert await run(missing, [], stdin=stdin, stdout=out_io, stderr=err_io) == 0
+    assert out_io.getvalue() == "ERROR\n" and "no database" in err_io.getvalue()

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing import outbox
-from billing.enums import OutboxStatus
+from billing.enums import OutboxStatus, Provisioning
 from billing.exceptions import BillingError
 from billing.models import OutboxItem
 from billing.officernd.fees import MAX_ERRORS, AdjustmentCheck, intent_key
@@ -99,9 +99,10 @@ class SyncRun:
         concurrency: int,
         progress: Progress | None,
         worker: str,
+        provisioning: Provisioning = Provisioning.USER_SOURCE,
     ) -> None:
         self.sessions = sessions
-        self.pc = PaperCutCalls(papercut, concurrency)
+        self.pc = PaperCutCalls(papercut, concurrency, provisioning)
         self.recreator = Recreator(sessions, papercut, applied, calls=self.pc)
         self.concurrency = concurrency
         self.progress = progress
@@ -156,7 +157,8 @@ class SyncRun:
     # --- actions --------------------------------------------------------------------------
 
     async def create(self, want: DesiredUser) -> None:
-        await self.pc.create_user(want)
+        # With user-source provisioning the run has had PaperCut sync its directory already.
+        await self.pc.create_user(want, synced=True)
         await self.pc.add_to_group(want.username, want.group)
 
     async def update(

@@ -8,8 +8,8 @@ memberships (``GET /memberships``; the member record has none).
 
 Initial sync (until one has finished; ``initial=True`` forces it):
 
-* PaperCut has no users: every wanted member is created
-  (``addNewInternalUser`` + group), the groups first.
+* PaperCut has no users: every wanted member is created (see provisioning,
+  below) and put in its group, the groups first.
 * PaperCut has users (the "second flow"): each PaperCut user is matched to an
   OfficeRnD member (our mirror's link, the member's e-mail as the user name,
   the fallback name, or the user's ``email`` property). Matched but not wanted
@@ -41,6 +41,14 @@ fails the run with ``PaperCutSetupError`` naming the set-up (PaperCut's
 directory source must be the user-source program) before any user is
 created or assigned.
 
+Users, one provisioning path (``[papercut] provisioning``): ``user-source``
+(the default) writes the members to create (or re-create) into the local
+mirror first, which the user-source program answers from, and has PaperCut
+run its user/group sync (waited on ``getTaskStatus``): PaperCut imports them
+from its directory; a member still missing afterwards is an error naming the
+set-up. ``internal`` creates PaperCut internal users (``addNewInternalUser``)
+instead, for a PaperCut whose directory source is something else.
+
 PaperCut calls run concurrently, at most ``concurrency`` at once, writes
 retried where safe (``billing.officernd.writes``). Every synced member is
 mirrored as a local user in a local group per company
@@ -69,7 +77,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing import events, outbox
 from billing.db import utcnow
-from billing.enums import OutboxStatus
+from billing.enums import OutboxStatus, Provisioning
 from billing.models import OutboxItem
 from billing.officernd.actions import Progress, SyncRun, SyncSummary
 from billing.officernd.client import OfficeRnDClient
@@ -94,18 +102,17 @@ from billing.officernd.mirror import (
 )
 from billing.officernd.models import Company, Member, Plan
 from billing.officernd.plan import SyncPlan, Update, link_members, managed_groups, plan_actions
-from billing.officernd.writes import DEFAULT_CONCURRENCY, RECREATE_KIND, RECREATE_RETRY
+from billing.officernd.writes import (
+    DEFAULT_CONCURRENCY,
+    DIRECTORY_SETUP,
+    RECREATE_KIND,
+    RECREATE_RETRY,
+    TASK_TIMEOUT,
+)
 from billing.papercut.client import PaperCutClient
 from billing.papercut.exceptions import PaperCutFault, PaperCutSetupError
 
 __all__ = ["DIRECTORY_SETUP", "TASK_TIMEOUT", "run_sync"]
-
-TASK_TIMEOUT = 300.0  # seconds PaperCut may take for its user/group sync or a new group
-DIRECTORY_SETUP = (
-    "set PaperCut's user/group sync source to proxyprint's user-source program"
-    " (Options > User/Group Sync > Custom Program: 'proxyprint papercut user-source';"
-    " README, PaperCut set-up), then sync again"
-)
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +268,7 @@ async def _add_groups(
     """The new groups, the way PaperCut allows: offered by the directory source first."""
     async with run.sessions() as session, session.begin():
         await _save_groups(session, mirror, want)  # the user-source program lists them now
-    await run.pc.write(papercut.perform_user_and_group_sync)
-    await papercut.wait_for_task(timeout=TASK_TIMEOUT)
+    await run.pc.directory_sync()
     refused: dict[str, str] = {}
 
     async def add(group: str) -> None:
@@ -288,6 +294,20 @@ async def _add_groups(
         )
 
 
+async def _mirror_ahead(
+    run: SyncRun, mirror: Mirror, want: _Wanted, users: list[DesiredUser]
+) -> None:
+    """user-source provisioning: the members PaperCut is to import, in the local mirror
+    (and the group map) before PaperCut's sync asks the program. ``_record`` writes the
+    whole mirror at the end as usual; its errors are reported there."""
+    needed_ext = {
+        (INDIVIDUALS_ID if w.company_id is None else w.company_id): w.group for w in users
+    }
+    async with run.sessions() as session, session.begin():
+        await _save_groups(session, mirror, want)
+        await apply_mirror(session, users, (), needed_ext)
+
+
 async def _carry_out(
     run: SyncRun,
     papercut: PaperCutClient,
@@ -299,8 +319,14 @@ async def _carry_out(
 ) -> None:
     """The planned actions: groups first, then users concurrently."""
     summary = run.summary
+    provisioned = [*plan.creates, *plan.recreates]
+    from_directory = run.pc.provisioning is Provisioning.USER_SOURCE and bool(provisioned)
+    if from_directory:
+        await _mirror_ahead(run, mirror, want, provisioned)
     if plan.new_groups:
-        await _add_groups(run, papercut, mirror, want, plan.new_groups)
+        await _add_groups(run, papercut, mirror, want, plan.new_groups)  # syncs the directory
+    elif from_directory and plan.creates:
+        await run.pc.directory_sync()
 
     async def do_create(want: DesiredUser) -> None:
         if await run.guarded(f"create {want.username}", want.member_id, run.create(want)):
@@ -384,6 +410,7 @@ async def run_sync(
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Progress | None = None,
     worker: str | None = None,
+    provisioning: Provisioning = Provisioning.USER_SOURCE,
 ) -> SyncSummary:
     """One sync (see the module doc); the summary is also written as an event row.
 
@@ -391,7 +418,7 @@ async def run_sync(
     errors, then regular syncs; True forces the initial flow; False forces a
     regular sync. ``applied`` checks PaperCut's transaction log for a marker
     (``printlog.adjustment_applied``); ``progress(done, total)`` is called as
-    users are handled.
+    users are handled; ``provisioning`` how users get into PaperCut (module doc).
     """
     run = SyncRun(
         sessions,
@@ -400,6 +427,7 @@ async def run_sync(
         concurrency=concurrency,
         progress=progress,
         worker=worker or f"sync-{uuid.uuid4().hex[:8]}",
+        provisioning=provisioning,
     )
     summary = run.summary
     resumed = await _resume(run)

@@ -1,8 +1,16 @@
 """The PaperCut side of the OfficeRnD sync: bounded, safely retried calls and re-creation.
 
 Every PaperCut call of a sync goes through ``PaperCutCalls``: at most
-``concurrency`` at once. Writes that are safe to repeat (groups, memberships,
-properties) are retried; a create or delete whose answer was lost is checked
+``concurrency`` at once. It also owns the one way a user gets into PaperCut
+(``[papercut] provisioning``): ``user-source`` (the default) means PaperCut's
+user directory source is proxyprint's ``papercut user-source`` program, so a
+user is created by asking PaperCut to run its user/group sync
+(``performUserAndGroupSync``, awaited on ``getTaskStatus``) once the local
+mirror lists the member; ``internal`` creates PaperCut internal users
+(``addNewInternalUser``), for a PaperCut whose directory is something else.
+
+Writes that are safe to repeat (groups, memberships, properties) are
+retried; a create or delete whose answer was lost is checked
 (``isUserExists``) before another try.
 
 ``Recreator`` is the outbox handler (kind ``RECREATE_KIND``) of the second
@@ -30,18 +38,26 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing import outbox
+from billing.enums import Provisioning
 from billing.exceptions import BillingError
 from billing.models import OutboxItem
 from billing.officernd.fees import AdjustmentCheck
 from billing.officernd.filter import DesiredUser
 from billing.papercut.client import PaperCutClient
-from billing.papercut.exceptions import PaperCutError, PaperCutFault, PaperCutUnavailable
+from billing.papercut.exceptions import (
+    PaperCutError,
+    PaperCutFault,
+    PaperCutSetupError,
+    PaperCutUnavailable,
+)
 from billing.retry import RetryPolicy
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
+    "DIRECTORY_SETUP",
     "RECREATE_KIND",
     "RECREATE_RETRY",
+    "TASK_TIMEOUT",
     "WRITE_ATTEMPTS",
     "WRITE_BACKOFF",
     "PaperCutCalls",
@@ -49,6 +65,12 @@ __all__ = [
 ]
 
 RECREATE_KIND = "officernd.recreate"
+TASK_TIMEOUT = 300.0  # seconds PaperCut may take for its user/group sync or a new group
+DIRECTORY_SETUP = (
+    "set PaperCut's user/group sync source to proxyprint's user-source program"
+    " (Options > User/Group Sync > Custom Program: 'proxyprint papercut user-source';"
+    " README, PaperCut set-up), then sync again"
+)
 DEFAULT_CONCURRENCY = 16
 WRITE_ATTEMPTS = 6
 WRITE_BACKOFF = 0.1  # seconds before the 1st retry of a write; doubles, at most 2 s
@@ -64,10 +86,18 @@ T = TypeVar("T")
 class PaperCutCalls:
     """Every PaperCut call of a sync goes through here: at most ``concurrency`` at once."""
 
-    def __init__(self, client: PaperCutClient, concurrency: int) -> None:
+    def __init__(
+        self,
+        client: PaperCutClient,
+        concurrency: int,
+        provisioning: Provisioning = Provisioning.USER_SOURCE,
+    ) -> None:
         self.client = client
         self.gate = asyncio.Semaphore(concurrency)
         self.retry = RetryPolicy(WRITE_ATTEMPTS, backoff=WRITE_BACKOFF, max_backoff=2.0)
+        self.provisioning = provisioning
+        self._sync_lock = asyncio.Lock()
+        self._syncs_started = 0
 
     async def read(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
         async with self.gate:  # the client retries reads itself
@@ -106,11 +136,40 @@ class PaperCutCalls:
     async def exists(self, user: str) -> bool:
         return await self.read(self.client.is_user_exists, user)
 
-    async def create_user(self, user: DesiredUser | dict[str, Any]) -> None:
+    async def directory_sync(self) -> None:
+        """A PaperCut user/group sync that started after this call, waited for.
+
+        Callers share one: a caller that finds a sync started after its call already
+        done returns at once, so a batch of re-creations costs a sync or two, not one
+        each (a full sync reads every user and group of the directory)."""
+        ticket = self._syncs_started
+        async with self._sync_lock:
+            if self._syncs_started > ticket:
+                return  # one started after we asked, and (we hold the lock) it is done
+            self._syncs_started += 1
+            await self.write(self.client.perform_user_and_group_sync)
+            await self.client.wait_for_task(timeout=TASK_TIMEOUT)
+
+    async def create_user(
+        self, user: DesiredUser | dict[str, Any], *, synced: bool = False
+    ) -> None:
+        """The user in PaperCut, the configured way. ``user-source``: the member must be
+        in the local mirror already (the program answers from it); ``synced`` says a
+        directory sync ran since, so only its result is checked."""
         if isinstance(user, DesiredUser):
             name, full_name, email = user.username, user.full_name, user.email
         else:
             name, full_name, email = str(user["user"]), str(user["full_name"]), str(user["email"])
+        if self.provisioning is Provisioning.USER_SOURCE:
+            if not synced:
+                await self.directory_sync()
+            if not await self.exists(name):
+                raise PaperCutSetupError(
+                    f"PaperCut's user directory source did not offer the user {name}"
+                    f" after its user/group sync: {DIRECTORY_SETUP}"
+                    ' (or set [papercut] provisioning = "internal")'
+                )
+            return
 
         async def created() -> bool:
             return await self.exists(name)
@@ -160,9 +219,10 @@ class Recreator:
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         calls: PaperCutCalls | None = None,
+        provisioning: Provisioning = Provisioning.USER_SOURCE,
     ) -> None:
         self.sessions = sessions
-        self.pc = calls or PaperCutCalls(papercut, concurrency)
+        self.pc = calls or PaperCutCalls(papercut, concurrency, provisioning)
         self.applied = applied
 
     async def already_applied(self, item: OutboxItem) -> bool:

@@ -55,3 +55,8 @@ class PaperCutSetupError(PaperCutError):
 
 class PaperCutTaskTimeout(PaperCutError):
     """A background task (``getTaskStatus``) did not complete in time."""
+
+
+class PrintLogDriverMissing(PaperCutSetupError):
+    """``[papercut] db_url`` names a database whose async driver is not installed (or a
+    driver that is not async); the message names the extra to install."""

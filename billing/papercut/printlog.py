@@ -17,6 +17,12 @@ PostgreSQL, MySQL, Derby and SQLite (>= 3.32: 32,766 variables) take more.
 
 ``QUERIES`` counts the queries run, by function, for the metrics and the
 "at most one query per tick" acceptance test.
+
+Databases: PaperCut's print log can be shared only from an external database
+(its internal Derby/H2 one cannot). ``log_engine`` opens ``[papercut] db_url``
+on any of them through SQLAlchemy's async dialects; the drivers other than
+PostgreSQL's are optional extras (``DRIVERS``), and a missing one is a
+``PrintLogDriverMissing`` naming the extra to install.
 """
 
 from __future__ import annotations
@@ -30,24 +36,43 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Column, Dialect, Integer, MetaData, String, Table, bindparam, literal, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, InvalidRequestError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
+
+from billing.papercut.exceptions import PrintLogDriverMissing
 
 __all__ = [
     "CHUNK",
     "DENIED_REASONS",
+    "DRIVERS",
     "OUTCOME_TABLE",
     "QUERIES",
     "TIMEOUT_REASON",
+    "WAIT_TABLE",
     "Outcome",
     "PrintLogRow",
     "adjustment_applied",
+    "decide",
     "fetch",
+    "log_engine",
     "outcome",
 ]
 
 CHUNK = 1000
 TIMEOUT_REASON = "TIMEOUT"
+
+# PaperCut's external databases -> (the db_url scheme to use, its async driver, the
+# extra that installs it: "" = installed with proxyprint). SQLite: the simulator.
+DRIVERS: dict[str, tuple[str, str, str]] = {
+    "postgresql": ("postgresql+asyncpg", "asyncpg", ""),
+    "mssql": ("mssql+aioodbc", "aioodbc", "papercut-mssql"),
+    "mysql": ("mysql+aiomysql", "aiomysql", "papercut-mysql"),
+    "mariadb": ("mariadb+aiomysql", "aiomysql", "papercut-mysql"),
+    "oracle": ("oracle+oracledb", "oracledb", "papercut-oracle"),
+    "sqlite": ("sqlite+aiosqlite", "aiosqlite", ""),
+}
 
 QUERIES: Counter[str] = Counter()
 
@@ -154,15 +179,21 @@ class Outcome(StrEnum):
     EXPIRED = "expired"  # a hold/release job never released (denied_reason TIMEOUT)
     DENIED = "denied"  # refused by PaperCut (denied_reason says why)
     PENDING = "pending"  # held, or not decided yet
+    # Only from ``decide`` (a job over time), never a row's own outcome:
+    NOT_LOGGED = "not-logged"  # no row yet: waited on
+    MISSING = "missing"  # still no row long after it should have one: flagged, waited on
 
     @property
     def is_final(self) -> bool:
-        return self is not Outcome.PENDING
+        return self not in _WAITING
 
     @property
     def rank(self) -> int:
         """How decisive: a printed row beats an ended one, which beats a pending one."""
-        return {Outcome.PRINTED: 3, Outcome.PENDING: 1}.get(self, 2)
+        return 3 if self is Outcome.PRINTED else (1 if self in _WAITING else 2)
+
+
+_WAITING = frozenset({Outcome.PENDING, Outcome.NOT_LOGGED, Outcome.MISSING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +252,50 @@ OUTCOME_TABLE: tuple[tuple[str, Outcome, str], ...] = (
     # until PaperCut decides (the hold timeout then writes TIMEOUT).
     ("otherwise", Outcome.PENDING, "PP"),
 )
+
+
+# How the monitor reads a job over time: its row (or none) and its age since it was sent
+# to PaperCut. T = ``[papercut] hold_timeout_mins`` (PaperCut's "Delete held jobs if not
+# released after", Options > General > Hold/Release Queues: 2 h in education installs,
+# 4 h in commercial ones, per PaperCut's KB "ChangingJobTimeoutOnReleaseStation"; 0 =
+# no hold timeout known), M = ``missing_after_mins``. Whether PaperCut writes a held
+# job's row at submission or only when the hold ends is not in the documents found, so
+# both are read the same way. First match wins:
+WAIT_TABLE: tuple[tuple[str, str, str], ...] = (
+    # [PC]/[SP] the row decided: OUTCOME_TABLE and DENIED_REASONS.
+    ("a final row", "its outcome", "PC"),
+    # [PP] PaperCut deletes a held job at its hold timeout (and logs it TIMEOUT): a row
+    # still undecided M after that never printed. Read as expired, not waited on for
+    # ever (SavaPage reads every non-printed row as final).
+    ("a pending row, T > 0, age >= T + M", Outcome.EXPIRED.value, "PP"),
+    # [PC] held in a hold/release queue (a row written at submission): waited on.
+    ("a pending row", Outcome.PENDING.value, "PC"),
+    # [PP] no row yet: PaperCut may write a held job's row only when the hold ends, so a
+    # job is "not yet logged", not missing, until M after the longest hold.
+    ("no row, age < T + M", Outcome.NOT_LOGGED.value, "PP"),
+    # [PP] flagged for an admin (nothing charged); still waited on: a late row counts.
+    ("no row", Outcome.MISSING.value, "PP"),
+)
+
+
+def decide(
+    row: PrintLogRow | None,
+    age: dt.timedelta,
+    *,
+    hold_timeout: dt.timedelta,
+    missing_after: dt.timedelta,
+) -> Outcome:
+    """What the monitor does with a job sent ``age`` ago (``WAIT_TABLE``, in order)."""
+    if row is not None:
+        found = row.outcome
+        if found.is_final:
+            return found
+        if hold_timeout > dt.timedelta(0) and age >= hold_timeout + missing_after:
+            return Outcome.EXPIRED
+        return Outcome.PENDING
+    if age < hold_timeout + missing_after:
+        return Outcome.NOT_LOGGED
+    return Outcome.MISSING
 
 
 def denied_outcome(reason: str) -> Outcome:
@@ -288,6 +363,41 @@ async def fetch(engine: AsyncEngine, document_names: Sequence[str]) -> dict[str,
                 if known is None or row.outcome.rank >= known.outcome.rank:
                     found[row.document_name] = row
     return found
+
+
+def log_engine(url: str) -> AsyncEngine:
+    """An engine on PaperCut's database (read only: never ours to lock or migrate).
+
+    ``PrintLogDriverMissing`` when the URL's driver is not installed or is not an
+    async one, naming the scheme and the ``pip install`` that fixes it.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise PrintLogDriverMissing(f"[papercut] db_url {url!r} is not a database URL") from exc
+    backend = parsed.get_backend_name()
+    scheme, driver, extra = DRIVERS.get(backend, ("", "", ""))
+    if not scheme:
+        known = ", ".join(f"{s}://" for s, _, _ in DRIVERS.values())
+        raise PrintLogDriverMissing(
+            f"[papercut] db_url: {backend!r} is not a database PaperCut can use ({known})"
+        )
+    install = f"pip install 'proxyprint[{extra}]'" if extra else f"pip install {driver}"
+    try:
+        if backend == "sqlite":
+            return create_async_engine(parsed)
+        return create_async_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=2)
+    except ImportError as exc:
+        missing = exc.name or driver
+        raise PrintLogDriverMissing(
+            f"[papercut] db_url uses {parsed.drivername}, whose driver {missing!r} is not"
+            f" installed: use {scheme}:// and {install}"
+        ) from exc
+    except InvalidRequestError as exc:  # an installed driver that is not async
+        raise PrintLogDriverMissing(
+            f"[papercut] db_url uses {parsed.drivername}, not an async driver:"
+            f" use {scheme}:// ({install})"
+        ) from exc
 
 
 def _like_pattern(marker: str) -> str:

@@ -34,6 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.db import utcnow
+from billing.enums import Provisioning
 from billing.models import ScheduledRun
 from billing.money import parse_amount
 from billing.officernd.client import OfficeRnDClient
@@ -153,6 +154,7 @@ async def scheduler_tick(app: web.Application, now: datetime | None = None) -> l
             member_filter=MemberFilter.from_settings(settings),
             applied=applied,
             worker=f"{app[INSTANCE].name}:sync",
+            provisioning=Provisioning(config.papercut.provisioning),
         )
         return summary.as_dict()
 
@@ -245,7 +247,12 @@ async def officernd_ctx(app: web.Application) -> AsyncIterator[None]:
     handlers = app[HANDLERS]
     handlers[FEE_KIND] = FeeHandler(client, app[PAPERCUT], applied)
     handlers[TOPUP_KIND] = TopupHandler(app[PAPERCUT], applied)
-    handlers[RECREATE_KIND] = Recreator(app[SESSIONS], app[PAPERCUT], applied)
+    handlers[RECREATE_KIND] = Recreator(
+        app[SESSIONS],
+        app[PAPERCUT],
+        applied,
+        provisioning=Provisioning(app[CONFIG].papercut.provisioning),
+    )
     task = asyncio.create_task(_scheduler(app))
     app[SCHEDULER] = task
     yield

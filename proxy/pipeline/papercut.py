@@ -28,13 +28,13 @@ import logging
 import re
 import unicodedata
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from decimal import Decimal
 
 from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from billing import events, outbox
 from billing.db import utcnow
@@ -53,6 +53,10 @@ from . import lifecycle
 log = logging.getLogger(__name__)
 
 ADJUST_KIND = "papercut.adjust"
+HOLD_RULE = (
+    "PaperCut's print log still showed the job held after its hold timeout"
+    " ([papercut] hold_timeout_mins + missing_after_mins): read as expired, not charged"
+)
 COMMIT_EVERY = 50
 MAX_DOCUMENT_NAME = 255
 _UNSAFE = re.compile(r"[^A-Za-z0-9 ._\-()\[\]+,@]")
@@ -127,35 +131,41 @@ async def _charge_to_papercut(session: AsyncSession, po: PrintOut, account_name:
         )
 
 
-async def apply_outcomes(app: web.Application, rows: dict[str, printlog.PrintLogRow]) -> int:
-    """End the print-outs whose print-log rows say so; returns how many changed.
+Decided = Mapping[str, tuple[printlog.PrintLogRow, printlog.Outcome]]
+
+
+async def apply_outcomes(app: web.Application, decided: Decided) -> int:
+    """End the print-outs whose rows are decided (``printlog.decide``); how many changed.
 
     One database transaction per ``COMMIT_EVERY`` print-outs: a burst of
     releases in PaperCut never holds the write lock for long.
     """
-    names = [n for n, row in rows.items() if row.outcome.is_final]
+    names = [n for n, (_row, verdict) in decided.items() if verdict.is_final]
     changed = 0
     for start in range(0, len(names), COMMIT_EVERY):
-        changed += await _apply_chunk(app, rows, names[start : start + COMMIT_EVERY])
+        changed += await _apply_chunk(app, decided, names[start : start + COMMIT_EVERY])
     return changed
 
 
-def change_for(row: printlog.PrintLogRow) -> lifecycle.Change:
-    """How a final print-log row ends its print-out (cost: PaperCut's, or the ticket's)."""
-    if row.outcome is printlog.Outcome.PRINTED:
+def change_for(
+    row: printlog.PrintLogRow, verdict: printlog.Outcome | None = None
+) -> lifecycle.Change:
+    """How a decided row ends its print-out (cost: PaperCut's, or the ticket's)."""
+    verdict = verdict or row.outcome
+    if verdict is printlog.Outcome.PRINTED:
         return lifecycle.Change(
             PrintStatus.COMPLETED, StatusReason.PRINTED, logged_cost=row.usage_cost
         )
-    if row.outcome is printlog.Outcome.EXPIRED:
+    if verdict is printlog.Outcome.EXPIRED:
+        if row.outcome is not printlog.Outcome.EXPIRED:  # the rule, not PaperCut's TIMEOUT
+            return lifecycle.Change(PrintStatus.CANCELED, StatusReason.EXPIRED, HOLD_RULE)
         return lifecycle.Change(PrintStatus.CANCELED, StatusReason.EXPIRED)
-    if row.outcome is printlog.Outcome.DENIED:
+    if verdict is printlog.Outcome.DENIED:
         return lifecycle.Change(PrintStatus.CANCELED, StatusReason.denied(row.denied_reason))
     return lifecycle.Change(PrintStatus.CANCELED, StatusReason.CANCELED_IN_PAPERCUT)
 
 
-async def _apply_chunk(
-    app: web.Application, rows: dict[str, printlog.PrintLogRow], names: list[str]
-) -> int:
+async def _apply_chunk(app: web.Application, decided: Decided, names: list[str]) -> int:
     account = app[CONFIG].papercut.account
     clearing = app[CONFIG].papercut.clearing_account
     changed = 0
@@ -169,8 +179,8 @@ async def _apply_chunk(
             )
         ).all()
         for po in pos:
-            row = rows[po.document_name or ""]
-            change = change_for(row)
+            row, verdict = decided[po.document_name or ""]
+            change = change_for(row, verdict)
             if not await ends.apply(po, change, actor="papercut"):
                 continue
             if change.to is PrintStatus.COMPLETED:
@@ -202,12 +212,37 @@ async def _flag_missing(app: web.Application, missing: list[int]) -> None:
             )
 
 
+async def _unflag(app: web.Application, logged: list[int]) -> None:
+    """A flagged print-out whose row has appeared (held): no longer missing."""
+    if not logged:
+        return
+    async with app[SESSIONS]() as session, session.begin():
+        for po in await session.scalars(select(PrintOut).where(PrintOut.id.in_(logged))):
+            if po.status_reason != StatusReason.NOT_IN_PRINT_LOG:
+                continue
+            po.status_reason = None
+            po.status_message = None
+            events.record(
+                session,
+                subject_type="print_out",
+                subject_id=po.id,
+                actor="papercut",
+                reason="in-print-log",
+                message="PaperCut's print log has the job now (held)",
+            )
+
+
 async def monitor_tick(app: web.Application) -> int:
     """One tick: one print-log query (per 1,000 names) for every pending document."""
     async with app[SESSIONS]() as session:
         pending = (
             await session.execute(
-                select(PrintOut.id, PrintOut.document_name, PrintOut.dispatched_at).where(
+                select(
+                    PrintOut.id,
+                    PrintOut.document_name,
+                    PrintOut.dispatched_at,
+                    PrintOut.status_reason,
+                ).where(
                     PrintOut.status == int(PrintStatus.PENDING_EXTERNAL),
                     PrintOut.document_name.is_not(None),
                 )
@@ -217,13 +252,26 @@ async def monitor_tick(app: web.Application) -> int:
         metrics.tracker_ticked(app, TRACKER_PAPERCUT)
         return 0
     rows = await printlog.fetch(app[PRINTLOG], [p.document_name for p in pending])
-    changed = await apply_outcomes(app, rows)
-    limit = utcnow() - timedelta(minutes=app[CONFIG].papercut.missing_after_mins)
-    missing = [
-        p.id
-        for p in pending
-        if p.document_name not in rows and p.dispatched_at is not None and p.dispatched_at < limit
-    ]
+    settings = app[CONFIG].papercut
+    hold_timeout = timedelta(minutes=settings.hold_timeout_mins)
+    missing_after = timedelta(minutes=settings.missing_after_mins)
+    now = utcnow()
+    decided: dict[str, tuple[printlog.PrintLogRow, printlog.Outcome]] = {}
+    missing: list[int] = []
+    logged: list[int] = []  # flagged missing earlier, held in the log now
+    for p in pending:
+        row = rows.get(p.document_name)
+        # Not yet sent (no dispatch time): never missing, never expired by the rule.
+        age = now - p.dispatched_at if p.dispatched_at is not None else timedelta(0)
+        verdict = printlog.decide(row, age, hold_timeout=hold_timeout, missing_after=missing_after)
+        if row is not None and verdict.is_final:
+            decided[p.document_name] = (row, verdict)
+        elif verdict is printlog.Outcome.MISSING and p.dispatched_at is not None:
+            missing.append(p.id)
+        elif row is not None and p.status_reason == StatusReason.NOT_IN_PRINT_LOG:
+            logged.append(p.id)
+    changed = await apply_outcomes(app, decided)
+    await _unflag(app, logged)
     await _flag_missing(app, missing)
     metrics.tracker_ticked(app, TRACKER_PAPERCUT)
     return changed
@@ -266,8 +314,8 @@ async def papercut_ctx(app: web.Application) -> AsyncIterator[None]:
         config.url, config.token, retry_writes=False, timeout=config.timeout_secs
     )
     # PaperCut's database is read, never written: a plain engine, not ours
-    # (whose SQLite transactions take the write lock at BEGIN).
-    engine = create_async_engine(config.db_url)
+    # (whose SQLite transactions take the write lock at BEGIN); any of its databases.
+    engine = printlog.log_engine(config.db_url)
     app[PAPERCUT] = client
     metrics.watch_client(app, "papercut", client)
     app[PRINTLOG] = engine

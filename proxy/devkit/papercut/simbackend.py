@@ -29,6 +29,12 @@ PaperCut does for a job it tracks:
   ``printed='N'``, not cancelled, no denied reason: held until a simulator
   control releases, cancels, denies or expires it; a disabled printer:
   denied (``usage_allowed='N'``, ``denied_reason='PRINTER_DISABLED'``).
+* when a held job's row appears: the documents found do not say whether
+  PaperCut logs a held job at submission or only when the hold ends, so the
+  simulator does either (``sim_setting`` ``held_rows``: ``submission``, the
+  default, or ``end``). With ``end`` the held job's row is kept with
+  ``job_type='HELD'`` (a simulator-only value: readers of PRINT rows do not
+  see it) and becomes a ``PRINT`` row, dated then, when the hold ends.
 
 A printed job is charged as PaperCut charges it: its ``usage_cost`` is taken
 from the account in ``charged_to_account_id`` (unconditionally), which is the
@@ -148,6 +154,15 @@ def _insert(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> i
     return row_id
 
 
+def _held_rows(conn: sqlite3.Connection) -> str:
+    """When a held job's row is logged: ``submission`` (default) or ``end``."""
+    try:
+        row = conn.execute("SELECT value FROM sim_setting WHERE name = 'held_rows'").fetchone()
+    except sqlite3.OperationalError:  # a database made before the setting existed
+        return "submission"
+    return str(row[0]) if row is not None else "submission"
+
+
 def ensure_user(conn: sqlite3.Connection, user_name: str, now: str) -> tuple[int, int]:
     """(user_id, built-in account_id) of a user, created as PaperCut does on first print."""
     row = conn.execute(
@@ -231,13 +246,14 @@ def record_usage(
         total = pages * copies
         allowed = disabled != "Y"
         printed = allowed and hold != "Y"
+        job_type = "HELD" if allowed and not printed and _held_rows(conn) == "end" else "PRINT"
         usage_id = _insert(
             conn,
             "INSERT INTO tbl_printer_usage_log (usage_date, used_by_user_id,"
             " charged_to_account_id, assoc_with_account_id, printer_id, document_name,"
             " total_pages, total_color_pages, copies, duplex, usage_cost, usage_allowed,"
             " printed, cancelled, refunded, denied_reason, job_type, cups_job_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'N', 'N', ?, 'PRINT', ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'N', 'N', ?, ?, ?)",
             (
                 now,
                 user_id,
@@ -253,6 +269,7 @@ def record_usage(
                 "Y" if allowed else "N",
                 "Y" if printed else "N",
                 "" if allowed else "PRINTER_DISABLED",
+                job_type,
                 cups_job_id,
             ),
         )

@@ -11,6 +11,7 @@ expire, refund). Every helper works whether or not the server runs.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -336,28 +337,51 @@ class SimDatabase(SimMethods):
             raise SimNotFound(f"no print-log row for document {document_name!r}")
         return rows[-1]
 
+    HELD_ROWS = ("submission", "end")
+
+    def set_held_rows(self, when: str) -> None:
+        """When a held job's print-log row is written: at ``submission`` (the default) or
+        at the ``end`` of the hold (release, cancel, deny, expire); see ``simbackend``."""
+        if when not in self.HELD_ROWS:
+            raise ValueError(f"held rows: {' or '.join(self.HELD_ROWS)}, not {when!r}")
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO sim_setting (name, value) VALUES ('held_rows', ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (when,),
+            )
+
     def _decide(self, document_name: str, assignments: str, params: tuple[str, ...]) -> bool:
+        """End a held job: ``assignments`` on its row, which (held rows logged at the end)
+        only now enters the print log, dated now."""
         row = self._latest(document_name)
         if not row.held:
             return False
         with self._tx() as conn:
-            conn.execute(
-                f"UPDATE tbl_printer_usage_log SET {assignments} WHERE printer_usage_log_id = ?",
-                (*params, row.printer_usage_log_id),
-            )
+            self._end_hold(conn, row, assignments, params)
         return True
+
+    @staticmethod
+    def _end_hold(
+        conn: sqlite3.Connection, row: UsageRow, assignments: str, params: tuple[str, ...]
+    ) -> None:
+        conn.execute(
+            f"UPDATE tbl_printer_usage_log SET {assignments},"
+            " usage_date = CASE job_type WHEN 'HELD' THEN ? ELSE usage_date END,"
+            " job_type = CASE job_type WHEN 'HELD' THEN 'PRINT' ELSE job_type END"
+            " WHERE printer_usage_log_id = ?",
+            (*params, now_text(), row.printer_usage_log_id),
+        )
 
     def release(self, document_name: str) -> bool:
         """A held job printed: ``printed='Y'``, its cost charged to its charged account."""
         row = self._latest(document_name)
         if not row.held:
             return False
+        charged = self._charged_account_id(row)
         with self._tx() as conn:
-            conn.execute(
-                "UPDATE tbl_printer_usage_log SET printed = 'Y' WHERE printer_usage_log_id = ?",
-                (row.printer_usage_log_id,),
-            )
-            charge_account(conn, self._charged_account_id(row), row.usage_cost)
+            self._end_hold(conn, row, "printed = 'Y'", ())
+            charge_account(conn, charged, row.usage_cost)
         return True
 
     def _charged_account_id(self, row: UsageRow) -> int:

@@ -154,6 +154,11 @@ CREATE TABLE IF NOT EXISTS tbl_printer_usage_log (
 );
 CREATE INDEX IF NOT EXISTS ix_tbl_printer_usage_log_document_name
     ON tbl_printer_usage_log (document_name);
+-- The simulator's own settings (not PaperCut's): read by its CUPS backend too.
+CREATE TABLE IF NOT EXISTS sim_setting (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 TRANSACTED_BY = "[web services]"
