@@ -290,8 +290,12 @@ async def test_alice_releases_her_held_job_and_an_admin_reverses_it(
     await browser.click(f"#release-{po.id}")
     assert (await browser.path()).startswith("/jobs?done=released")
     await browser.script("window.ppNoReload = 'still here'")
+    await browser.find("body[data-live=open]")  # the page's script has its event stream
     await browser.wait_text(f"#job-{po.id} .status", "completed")
     assert await browser.script("return window.ppNoReload") == "still here"
+    # The script wrote it from a pushed event (it follows no other way), and stopped.
+    assert await browser.exists(f'#job-{po.id}[data-live-status="completed"]')
+    await browser.find("body[data-live=done]")
     done = await stack.wait_print_out(queue, job)
     assert done.status == S.COMPLETED and done.cost is not None
     await browser.shoot("jobs-completed")

@@ -1,10 +1,9 @@
-// proxyprint: live job status on "My jobs". The pages work without this file;
-// it only updates the status of jobs still on their way, by polling
-// /jobs/status (same origin, the session cookie) every data-poll-secs seconds.
+// proxyprint: live job status. The pages work without this file; it only
+// updates the status of jobs still on their way ([data-live-job] elements),
+// from the Server-Sent Events of /jobs/events (same origin, the session
+// cookie). The browser's EventSource reconnects by itself when a stream ends.
 "use strict";
 (function () {
-  var secs = parseFloat(document.body.getAttribute("data-poll-secs")) || 3;
-
   function live() {
     return Array.prototype.slice.call(document.querySelectorAll("[data-live-job]"));
   }
@@ -15,35 +14,33 @@
       badge.textContent = item.status;
       badge.className = "status status-" + item.status;
     }
+    card.setAttribute("data-live-status", item.status);
     if (item.final) {
       card.removeAttribute("data-live-job");
       card.setAttribute("data-final", item.status);
     }
   }
 
-  function poll() {
+  function follow() {
     var cards = live();
-    if (cards.length === 0) {
+    if (cards.length === 0 || typeof window.EventSource === "undefined") {
       return;
     }
-    var byId = {};
-    cards.forEach(function (card) { byId[card.getAttribute("data-live-job")] = card; });
-    fetch("/jobs/status?ids=" + Object.keys(byId).join(","), {
-      credentials: "same-origin",
-      headers: { "Accept": "application/json" }
-    }).then(function (resp) {
-      return resp.ok ? resp.json() : { items: [] };
-    }).then(function (body) {
-      body.items.forEach(function (item) {
-        var card = byId[String(item.id)];
-        if (card) { show(card, item); }
-      });
-    }).catch(function () { /* the next tick tries again */ }).then(function () {
-      if (live().length > 0) { window.setTimeout(poll, secs * 1000); }
+    var ids = cards.map(function (card) { return card.getAttribute("data-live-job"); });
+    var source = new window.EventSource("/jobs/events?ids=" + ids.join(","));
+    source.addEventListener("open", function () {
+      document.body.setAttribute("data-live", "open");
+    });
+    source.addEventListener("status", function (message) {
+      var item = JSON.parse(message.data);
+      var card = document.querySelector('[data-live-job="' + String(item.id) + '"]');
+      if (card) { show(card, item); }
+      if (live().length === 0) {
+        source.close();  // nothing left to follow on this page
+        document.body.setAttribute("data-live", "done");
+      }
     });
   }
 
-  document.addEventListener("DOMContentLoaded", function () {
-    if (live().length > 0) { window.setTimeout(poll, secs * 1000); }
-  });
+  document.addEventListener("DOMContentLoaded", follow);
 })();
