@@ -741,3 +741,27 @@ async def test_the_delegate_form_stores_what_the_api_would_and_refuses_with_its_
         assert resp.status == 403  # no CSRF token
     async with sessionmaker() as s:
         assert len((await s.scalars(select(Delegation))).all()) == 1
+
+
+async def test_integrations_are_for_admins_and_say_what_is_not_set_up(
+    web_client: Callable[..., Awaitable[Client]], sessionmaker: Sessions
+) -> None:
+    client = await web_client()
+    await add_user(sessionmaker, "alice")
+    await add_user(sessionmaker, "erin", role="admin")
+    resp = await sign_in(client, "alice")
+    assert resp is not None and resp.status == 303
+    for path in ("/admin/integrations", "/admin/integrations/sync/status"):
+        assert "Not allowed" in await page(client, path, expect=403)
+    client.session.cookie_jar.clear()
+    resp = await sign_in(client, "erin")
+    assert resp is not None and resp.status == 303
+    text = await page(client, "/admin/integrations")
+    assert 'id="papercut-note">PaperCut is not set up' in text
+    assert 'id="officernd-note">OfficeRnD is not set up' in text
+    async with client.get("/admin/integrations/sync/status") as resp:
+        assert (await resp.json())["state"] == "idle"
+    async with client.post(
+        "/admin/integrations/sync", data={"csrf": csrf_of(text)}, allow_redirects=False
+    ) as resp:
+        assert resp.status == 409 and "OfficeRnD is not set up" in await resp.text()

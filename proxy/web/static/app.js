@@ -44,3 +44,45 @@
 
   document.addEventListener("DOMContentLoaded", follow);
 })();
+
+// The OfficeRnD sync started on the Integrations page: its progress bar, by
+// polling /admin/integrations/sync/status until the run has ended.
+(function () {
+  function poll(box) {
+    fetch("/admin/integrations/sync/status", {
+      credentials: "same-origin",
+      headers: { "Accept": "application/json" }
+    }).then(function (resp) {
+      return resp.ok ? resp.json() : null;
+    }).then(function (run) {
+      if (run === null) { return; }
+      var bar = document.getElementById("sync-progress");
+      if (bar) {
+        bar.max = run.total || 1;
+        bar.value = run.done;
+      }
+      var count = document.getElementById("sync-count");
+      if (count) { count.textContent = run.done + " / " + run.total; }
+      box.setAttribute("data-state", run.state);
+      var state = box.querySelector("#sync-state .status");
+      if (state) {
+        state.textContent = run.state;
+        state.className = "status status-" + run.state;
+      }
+      var summary = document.getElementById("sync-summary");
+      if (summary) { summary.textContent = run.summary; }
+      if (run.state === "running") {
+        window.setTimeout(function () { poll(box); }, 300);
+      } else {
+        box.removeAttribute("data-live-sync");
+        var button = document.getElementById("sync");
+        if (button) { button.disabled = false; }
+      }
+    }).catch(function () { window.setTimeout(function () { poll(box); }, 1000); });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var box = document.querySelector("[data-live-sync]");
+    if (box) { poll(box); }
+  });
+})();
