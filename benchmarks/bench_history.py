@@ -25,6 +25,13 @@ and last page), and a CSV export streamed through the real app (rows/s and
 the peak of Python memory while streaming, by tracemalloc, next to the size
 of the CSV).
 
+The web pages at the same size (SPEC: 100 ms p95 with 1,000,000 print-outs):
+My jobs, History (page 1, page ``WEB_DEPTH`` by its "Older" links, paid),
+Balance, the admin Documents (page 1, deep, one user) and a Document, each
+a real HTML request with a web session cookie through the app, interleaved
+with the baseline ``GET /api/v1/printouts?limit=25`` (the API's JSON of the
+same page size), ``BENCH_HISTORY_REPEATS`` times each.
+
 The box this runs on is shared: figures are medians and 95th percentiles,
 first and deep pages interleaved so that noise falls on both.
 """

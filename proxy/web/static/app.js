@@ -75,6 +75,8 @@
         window.setTimeout(function () { poll(box); }, 300);
       } else {
         box.removeAttribute("data-live-sync");
+        var hint = document.getElementById("sync-reload");
+        if (hint) { hint.parentNode.removeChild(hint); }
         var button = document.getElementById("sync");
         if (button) { button.disabled = false; }
       }
