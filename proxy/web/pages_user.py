@@ -80,7 +80,12 @@ async def my_jobs(request: web.Request) -> web.Response:
         tickets, _ = await held_page(
             session, mode_is_ticket=True, delegate=me, printer=None, limit=PAGE, after=None
         )
-        choices = {po.id: await release_choices(session, po.printer_id) for po, _ in held_rows}
+        # One look-up per printer, not per job: a user's held jobs share few printers.
+        near = {
+            pid: await release_choices(session, pid)
+            for pid in {po.printer_id for po, _ in held_rows}
+        }
+        choices = {po.id: near[po.printer_id] for po, _ in held_rows}
         recent = await _recent(session, me)
     return html(
         request,
