@@ -10,9 +10,10 @@ back ``LOOKBACK`` ids and remembers what it has already handed out.
 
 A stream starts with the current status of the print-outs the page shows
 (``?ids=``), then an ``event: ready``: nothing that changed between the page
-and the stream is lost.
-It ends after ``MAX_STREAM_SECS`` (the browser's EventSource reconnects, and
-the session is checked again) and when the service shuts down.
+and the stream is lost. A stream sends a print-out's status only when it differs from what it last
+sent there (the feed may hand out a change twice). It ends after
+``MAX_STREAM_SECS`` (the browser's EventSource reconnects, and the session
+is checked again) and when the service shuts down.
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ class LiveFeed:
         queue: asyncio.Queue[Change | None] = asyncio.Queue()
         self._queues.add(queue)
         if self._task is None or self._task.done():
+            # Idle until now: start near the newest event, not where the last listener left.
+            self._last, self._seen = None, set()
             self._task = asyncio.create_task(self._run(), name="web-live-feed")
         try:
             yield queue
@@ -132,9 +135,11 @@ class LiveFeed:
     async def poll(self) -> None:
         """Hand the print-out changes committed since the last poll to every stream."""
         async with self._sessions() as session, session.begin():
-            if self._last is None:  # the first poll: only what happens from now on
+            if self._last is None:
+                # The first poll: from just before now. A change between a stream's
+                # first snapshot and this poll is then not lost; the few older ones
+                # re-sent say a print-out's current status, which the page already shows.
                 self._last = int(await session.scalar(select(func.max(Event.id))) or 0)
-                return
             rows = (
                 await session.execute(
                     select(Event.id, Event.subject_id)
@@ -180,10 +185,16 @@ async def stream(
     ends = loop.time() + MAX_STREAM_SECS
     try:
         await response.write(f"retry: {RETRY_MS}\n: live\n\n".encode())
+        sent: dict[int, PrintStatus] = {}  # what this page was told last, per print-out
+
+        async def send(change: Change) -> None:
+            if change.visible_to(viewer) and sent.get(change.print_out_id) != change.status:
+                sent[change.print_out_id] = change.status
+                await response.write(change.sse())
+
         with feed.subscribe() as queue:
             for now in await feed.current(ids):
-                if now.visible_to(viewer):
-                    await response.write(now.sse())
+                await send(now)
             await response.write(b"event: ready\ndata: {}\n\n")  # the snapshot is complete
             while not feed.closing and loop.time() < ends:
                 change: Change | None
@@ -194,8 +205,7 @@ async def stream(
                     continue
                 if change is None:
                     break
-                if change.visible_to(viewer):
-                    await response.write(change.sse())
+                await send(change)
     except (ConnectionResetError, ConnectionError):
         pass  # the page went away
     return response
