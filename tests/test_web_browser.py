@@ -301,9 +301,11 @@ async def test_alice_releases_her_held_job_and_an_admin_reverses_it(
     await browser.find("body[data-live=open]")  # the page's script has its event stream
     await browser.wait_text(f"#job-{po.id} .status", "completed")
     assert await browser.script("return window.ppNoReload") == "still here"
-    # The script wrote it from a pushed event (it follows no other way), and stopped.
+    # The script wrote it from a pushed event (it follows no other way); the job
+    # still held stays followed.
     assert await browser.exists(f'#job-{po.id}[data-live-status="completed"]')
-    await browser.find("body[data-live=done]")
+    assert not await browser.exists(f"#job-{po.id}[data-live-job]")
+    assert await browser.exists(f"#held-{xss.id}[data-live-job]")
     done = await stack.wait_print_out(queue, job)
     assert done.status == S.COMPLETED and done.cost is not None
     await browser.shoot("jobs-completed")
@@ -480,12 +482,20 @@ async def test_card_self_association_then_a_tap_releases_her_held_jobs(
     }
     assert claimed.actor == "web:user:carol"
 
-    # She taps again: her held job prints.
+    # She taps again: her held job prints, and My jobs follows it without a reload.
+    await browser.get("/jobs")
+    assert await browser.text(f"#held-{po.id} .status") == "held"
+    await browser.find("body[data-live=open]")
+    await browser.script("window.ppNoReload = 'still here'")
     status, body = await tap(stack.base_url, reader, token, "04c0ffee42")
     assert status == 200, body
     assert [r["id"] for r in body["released"]] == [po.id]
     done = await stack.wait_print_out(queue, job)
     assert done.status == S.COMPLETED
+    await browser.wait_text(f"#held-{po.id} .status", "completed")
+    assert await browser.script("return window.ppNoReload") == "still here"
+    release = await browser.find(f"#release-{po.id}")
+    assert not await browser._run(release.is_enabled)  # released: nothing left to press
 
 
 async def wait_sync_run(svc: ServiceStack, timeout: float = 60.0) -> ScheduledRun:

@@ -1,5 +1,5 @@
 // proxyprint: live job status. The pages work without this file; it only
-// updates the status of jobs still on their way ([data-live-job] elements),
+// updates the status of jobs held or on their way ([data-live-job] elements),
 // from the Server-Sent Events of /jobs/events (same origin, the session
 // cookie). The browser's EventSource reconnects by itself when a stream ends.
 "use strict";
@@ -15,6 +15,12 @@
       badge.className = "status status-" + item.status;
     }
     card.setAttribute("data-live-status", item.status);
+    if (item.status !== "held") {
+      // Released or cancelled elsewhere (a tap, an operator): its buttons no longer apply.
+      Array.prototype.forEach.call(card.querySelectorAll("button"), function (button) {
+        button.disabled = true;
+      });
+    }
     if (item.final) {
       card.removeAttribute("data-live-job");
       card.setAttribute("data-final", item.status);
