@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from billing.exceptions import CurrencyError, InvalidInput
 from billing.money import Currency, parse_amount
+from billing.officernd.models import STATUS_FIELDS, STATUS_VALUES
 
 from .exceptions import ConfigError
 
@@ -142,7 +143,11 @@ class OfficeRnDConfig:
     client_id: str = ""
     client_secret: str = ""
     scope: str = "officernd.api.read officernd.api.write"
-    # Member Management: who is synced into PaperCut.
+    # Member Management: who is synced into PaperCut. ``status_field`` is the
+    # member field compared with ``statuses``: "status" (active, contact,
+    # former) or "calculatedStatus" (the platform's: also drop-in, pending,
+    # lead, not_approved).
+    status_field: str = "status"
     statuses: tuple[str, ...] = ("active",)
     include_companies: tuple[str, ...] = ()  # empty: every company
     exclude_companies: tuple[str, ...] = ()
@@ -384,7 +389,24 @@ def build_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -
         parse_amount(config.officernd.allowance_amount, field="officernd.allowance_amount")
     except InvalidInput as exc:
         raise ConfigError(str(exc)) from exc
+    _check_statuses(config.officernd)
     return config
+
+
+def _check_statuses(officernd: OfficeRnDConfig) -> None:
+    """A status the chosen field never has would silently match nobody: refused."""
+    status_field = officernd.status_field
+    if status_field not in STATUS_FIELDS:
+        raise ConfigError(
+            f"officernd.status_field: use {' or '.join(STATUS_FIELDS)}, not {status_field!r}"
+        )
+    documented = STATUS_VALUES[status_field]
+    wrong = [s for s in officernd.statuses if s.strip().casefold() not in documented]
+    if wrong or not officernd.statuses:
+        raise ConfigError(
+            f"officernd.statuses: {status_field} is one of {', '.join(sorted(documented))};"
+            f" not {', '.join(map(repr, wrong)) or 'an empty list'}"
+        )
 
 
 def _check_web(web: WebConfig) -> None:

@@ -212,14 +212,20 @@ def raise_nofile(wanted: int) -> tuple[int, int]:
     return soft, hard
 
 
+# asyncio accepts up to a site's backlog (aiohttp's default, 128) connections in one
+# wake-up; a connection evicted at the cap frees its descriptor only after that burst.
+ACCEPT_BURST = 128
+
+
 def check_nofile(limits: Limits, listeners: int) -> str | None:
     """A warning when the descriptor limit is below what the caps allow to be open."""
-    needed = limits.max_connections * listeners + 256  # database, spool, printers
+    per_listener = limits.max_connections + ACCEPT_BURST
+    needed = per_listener * listeners + 256  # database, spool, printers
     soft, _hard = raise_nofile(needed)
     if soft != resource.RLIM_INFINITY and soft < needed:
         return (
             f"open-file limit {soft} is below {needed} ({listeners} listeners x "
-            f"{limits.max_connections} connections + 256): set LimitNOFILE or lower "
-            "[limits] max_connections"
+            f"({limits.max_connections} connections + {ACCEPT_BURST} accepted in one burst)"
+            " + 256): set LimitNOFILE or lower [limits] max_connections"
         )
     return None

@@ -47,6 +47,15 @@ def test_file_then_environment(tmp_path: Path) -> None:
         ({"currency": {"decimals": "two"}}, {}, "currency.decimals"),
         ({"currency": {"code": "euro"}}, {}, "currency"),
         ({"officernd": {"manage_fees": "maybe"}}, {}, "officernd.manage_fees"),
+        ({"officernd": {"status_field": "state"}}, {}, "officernd.status_field"),
+        # a value the chosen field never has would match nobody
+        ({"officernd": {"statuses": ["drop-in"]}}, {}, "officernd.statuses.*'drop-in'"),
+        ({"officernd": {"statuses": []}}, {}, "officernd.statuses"),
+        (
+            {"officernd": {"status_field": "calculatedStatus", "statuses": ["actve"]}},
+            {},
+            "officernd.statuses: calculatedStatus is one of active, contact, drop-in",
+        ),
         ({"database": {"url": 5}}, {}, "database.url"),
         ({"database": "x"}, {}, r"\[database\]"),
     ],
@@ -56,6 +65,17 @@ def test_bad_config_names_the_key(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         build_config(raw, env)
+
+
+def test_officernd_status_field_and_its_values() -> None:
+    assert build_config({}).officernd.status_field == "status"
+    config = build_config(
+        {"officernd": {"status_field": "calculatedStatus",
+                       "statuses": ["active", "drop-in", "Pending", "not_approved", "lead"]}}
+    )  # fmt: skip
+    assert config.officernd.status_field == "calculatedStatus"
+    env = {"PROXYPRINT_OFFICERND_STATUSES": "active,contact,former"}
+    assert build_config({}, env).officernd.statuses == ("active", "contact", "former")
 
 
 def test_missing_explicit_file_and_bad_toml(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from billing.officernd.exceptions import (
     OfficeRnDUnavailable,
 )
 from billing.officernd.models import Fee, Member
-from proxy.devkit.officernd.simdata import MAIN_OFFICE_ID
+from proxy.devkit.officernd.simdata import API_USER_ID, MAIN_OFFICE_ID
 from proxy.devkit.officernd.simulator import FaultKind, OfficeRnDSimulator
 from tests.fixtures_cups import free_tcp_port
 
@@ -58,11 +58,10 @@ def make_client(sim: OfficeRnDSimulator, **options: Any) -> OfficeRnDClient:
 
 def member_fee(member: Member, price: str = "7.00", marker: str = "pp:1") -> Fee:
     return Fee(
-        name="Printing",
+        name=f"Printing [{marker}]",  # the marker rides in the name: a field that round-trips
         price=Decimal(price),
         date=DAY,
         member_id=member.id,
-        description=marker,
         office_id=MAIN_OFFICE_ID,
     )
 
@@ -214,8 +213,30 @@ async def test_companies_are_teams(sim: OfficeRnDSimulator) -> None:
     assert members["Ada"].email == "ada@example.com"
     assert members["Solo"].company_id is None
     assert members["Solo"].status == "former" == solo.status
-    assert members["Bob"].plan_ids == (plan.id,)
+    assert members["Solo"].calculated_status == "former"
+    assert members["Bob"].plan_ids == ()  # a v1 member record has no plans: memberships do
     assert [(p.id, p.name) for p in plans] == [(plan.id, "Hot Desk")]
+
+
+async def test_memberships_are_their_own_resource(sim: OfficeRnDSimulator) -> None:
+    acme = sim.add_company("Acme")
+    desk = sim.add_plan("Hot Desk", Decimal("150.00"))
+    office = sim.add_plan("Private Office", Decimal("850.00"))
+    ada = sim.add_member("Ada", company_id=acme.id, plan_ids=[desk.id])
+    bob = sim.add_member("Bob")
+    old = sim.add_membership(office.id, member_id=bob.id, calculated_status="expired")
+    whole = sim.add_membership(office.id, company_id=acme.id)
+    async with make_client(sim, page_limit=2) as client:
+        everything = {m.id: m for m in await client.memberships()}
+        bobs = await client.memberships(member=bob.id)
+    assert sim.requests["GET /memberships"] == 3  # 2 + 1 pages, then the filtered list
+    assert len(everything) == 3
+    (adas,) = [m for m in everything.values() if m.member_id == ada.id]
+    assert (adas.plan_id, adas.company_id, adas.calculated_status) == (desk.id, acme.id, "active")
+    assert adas.start_date is not None and adas.end_date is None
+    assert everything[whole].member_id is None and everything[whole].company_id == acme.id
+    assert [(m.id, m.calculated_status) for m in bobs] == [(old, "expired")]
+    assert bobs[0].end_date is not None and bobs[0].end_date.startswith("2023-12-31")
 
 
 def test_member_from_json_accepts_populated_references() -> None:
@@ -225,12 +246,14 @@ def test_member_from_json_accepts_populated_references() -> None:
             "name": "Ada",
             "email": "",
             "status": "active",
+            "calculatedStatus": "drop-in",
             "team": {"_id": "b" * 24, "name": "Acme"},
-            "plans": [{"_id": "c" * 24}, "d" * 24],
+            "office": {"_id": "e" * 24},
         }
     )
-    assert member.company_id == "b" * 24
-    assert member.plan_ids == ("c" * 24, "d" * 24)
+    assert member.company_id == "b" * 24 and member.office_id == "e" * 24
+    assert (member.status, member.calculated_status) == ("active", "drop-in")
+    assert member.status_of("calculatedStatus") == "drop-in"
     assert member.email is None
     with pytest.raises(OfficeRnDError):
         member_from_json({"name": "no id"})
@@ -388,24 +411,31 @@ async def test_create_fee_with_an_object_answer(sim: OfficeRnDSimulator) -> None
             plan_id=plan.id,
             office_id=MAIN_OFFICE_ID,
             is_personal=False,
-            description="proxyprint:fee:2024-05-01:ada",
         )
         fee_id = await client.create_fee(fee)
+        (listed,) = await client.fees(member=member.id)
     (received,) = sim.fees_received()
     assert received["_id"] == fee_id
-    assert received == {
+    stamps = {k: received.pop(k) for k in ("createdAt", "modifiedAt")}
+    assert all(v.endswith("Z") for v in stamps.values())
+    assert received == {  # the documented fee fields, as the API gives them back
         "_id": fee_id,
         "name": "PaperCut printing",
         "price": Decimal("7.00"),
         "quantity": 1,
-        "date": DAY,
+        "date": f"{DAY}T00:00:00.000Z",
         "member": member.id,
         "team": acme.id,
-        "plan": plan.id,
-        "isPersonal": False,
-        "description": "proxyprint:fee:2024-05-01:ada",
         "office": MAIN_OFFICE_ID,
+        "plan": plan.id,
+        "refundable": False,
+        "billInAdvance": False,
+        "shouldUseValueCredits": False,
+        "isPersonal": False,
+        "createdBy": API_USER_ID,
+        "modifiedBy": API_USER_ID,
     }
+    assert listed == {**received, **stamps}
     assert plan.name == "PaperCut Fees"
     assert [p.id for p in sim.plans] == [plan.id]
 
@@ -477,11 +507,24 @@ async def test_applied_then_500_is_found_by_its_marker(sim: OfficeRnDSimulator) 
             await client.create_fee(member_fee(ada, marker="pp:ada"))
         assert info.value.maybe_applied
         # What the fees code does after such an error: look before sending again.
-        found = await client.fees(date=DAY, member=ada.id)
+        found = await client.fees(member=ada.id)
         other_day = await client.fees(date="2024-05-02", member=ada.id)
-    assert [f["description"] for f in found] == ["pp:ada"]
+    assert [f["name"] for f in found] == ["Printing [pp:ada]"]
     assert other_day == []
     assert len(sim.fees_received()) == 2
+
+
+async def test_applied_then_dropped_connection(sim: OfficeRnDSimulator) -> None:
+    """The fee is made, then the connection closes: ambiguous, so the write is not retried."""
+    member = sim.add_member("Ada")
+    sim.inject(FaultKind.APPLY_THEN_DROP, "POST /fees")
+    async with make_client(sim) as client:
+        with pytest.raises(OfficeRnDUnavailable) as info:
+            await client.create_fee(member_fee(member, marker="pp:lost"))
+        (found,) = await client.fees(member=member.id)
+    assert info.value.maybe_applied and info.value.attempts == 1
+    assert found["name"] == "Printing [pp:lost]"
+    assert len(sim.fees_received()) == 1 and sim.requests["POST /fees"] == 1
 
 
 async def test_applied_then_timeout(sim: OfficeRnDSimulator) -> None:
@@ -502,7 +545,7 @@ async def test_fees_lists_every_page(sim: OfficeRnDSimulator) -> None:
             await client.create_fee(member_fee(member, marker=f"pp:{i}"))
         fees = await client.fees(member=member.id)
         everything = await client.fees()
-    assert sorted(str(f["description"]) for f in fees) == [f"pp:{i}" for i in range(7)]
+    assert sorted(str(f["name"]) for f in fees) == [f"Printing [pp:{i}]" for i in range(7)]
     assert len(everything) == 7
     assert sim.requests["GET /fees"] == 6
 

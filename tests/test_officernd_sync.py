@@ -277,6 +277,61 @@ async def test_initial_sync_into_empty_papercut_creates_groups_and_users(kit: Ki
     assert not kit.ornd_writes()
 
 
+async def test_status_filter_on_either_field_against_the_simulator(kit: Kit) -> None:
+    members = kit.ornd_sim.seed_members(90, 8, 20, seed=13)
+    assert {m.calculated_status for m in members} == {
+        "active", "former", "contact", "drop-in", "pending", "lead", "not_approved",
+    }  # fmt: skip
+    by_calc = MemberFilter.of(status_field="calculatedStatus", statuses=["drop-in", "pending"])
+
+    first = await kit.sync(by_calc)
+
+    assert first.errors == 0, first.error_details
+    chosen = {str(m.email) for m in members if m.calculated_status in ("drop-in", "pending")}
+    assert chosen and set(await kit.papercut.all_user_accounts()) == chosen
+    # The same members through ``status``: drop-ins and pending ones are "contact" there.
+    by_status = MemberFilter.of(statuses=["contact"])
+
+    second = await kit.sync(by_status)
+
+    assert second.errors == 0, second.error_details
+    contacts = {str(m.email) for m in members if m.status == "contact"}
+    assert contacts > chosen  # leads, contacts and not-approved ones too
+    assert set(await kit.papercut.all_user_accounts()) == contacts
+    assert second.created == len(contacts - chosen) and second.removed == 0
+
+
+async def test_plan_filter_reads_the_memberships_resource(kit: Kit) -> None:
+    sim = kit.ornd_sim
+    acme = sim.add_company("Acme")
+    desk = sim.add_plan("Hot Desk", Decimal("150.00"))
+    office = sim.add_plan("Private Office", Decimal("850.00"))
+    ada = sim.add_member("Ada", email="ada@example.com", plan_ids=[desk.id])
+    bob = sim.add_member("Bob", email="bob@example.com")
+    sim.add_membership(desk.id, member_id=bob.id, calculated_status="expired")
+    carol = sim.add_member("Carol", email="carol@example.com", company_id=acme.id)
+    sim.add_membership(desk.id, company_id=acme.id)  # the company's: Carol holds it
+    dan = sim.add_member("Dan", email="dan@example.com")
+    sim.add_membership(desk.id, member_id=dan.id, calculated_status="pending")
+    sim.add_member("Erin", email="erin@example.com", plan_ids=[office.id])
+    assert all(m.plan_ids == () for m in await kit.officernd.members())  # not on members
+
+    summary = await kit.sync(MemberFilter.of(plans=["hot desk"]))
+
+    assert summary.errors == 0, summary.error_details
+    assert set(await kit.papercut.all_user_accounts()) == {"ada@example.com", "carol@example.com"}
+    assert sim.requests["GET /memberships"] == 1
+    # Ada's membership ends: the next sync removes her; no plan filter, no memberships read.
+    (adas,) = [m["_id"] for m in sim.memberships if m["member"] == ada.id]
+    sim.end_membership(adas)
+    again = await kit.sync(MemberFilter.of(plans=[desk.id]))
+    assert again.removed == 1 and "ada@example.com" not in await kit.papercut.all_user_accounts()
+    sim.requests.clear()
+    await kit.sync()
+    assert sim.requests["GET /memberships"] == 0 and sim.requests["GET /members"] == 1
+    assert {carol.id, dan.id, bob.id} <= {m.id for m in sim.members}
+
+
 # --- regular syncs -----------------------------------------------------------------------------
 
 

@@ -1,7 +1,8 @@
 """Slow clients cannot take the service down (a bounded loopback run).
 
-``proxyprint serve`` runs under ``prlimit --nofile=1024`` (what a systemd unit
-gets on Debian 12 without ``LimitNOFILE``). 1,100 clients per listener send a
+``proxyprint serve`` runs with a soft open-file limit of 1024 (what a systemd unit
+gets on Debian 12 without ``LimitNOFILE``) below a higher hard one, which it
+raises itself to what its caps need. 1,100 clients per listener send a
 request head one line at a time; meanwhile ``/healthz`` and a real job through
 the Unix intake must answer normally, half-sent heads must be closed within
 the head timeout, and the log must stay short.
@@ -90,7 +91,9 @@ async def test_slow_header_flood_leaves_the_service_answering(tmp_path: Path) ->
     service = ServeProcess("slow", env, root)
     with service.log.open("ab") as out:
         service.proc = subprocess.Popen(  # noqa: ASYNC220 (a long-lived child, not awaited)
-            ["prlimit", "--nofile=1024:1024", sys.executable, "-m", "proxy.cli", "serve"],
+            # Soft 1024 as systemd gives; the service raises it to what check_nofile
+            # asks for 3 listeners at CAP (3 x (200 + 128) + 256 = 1240).
+            ["prlimit", "--nofile=1024:4096", sys.executable, "-m", "proxy.cli", "serve"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -150,4 +153,5 @@ async def test_slow_header_flood_leaves_the_service_answering(tmp_path: Path) ->
     log_lines = service.log.read_text().splitlines()
     print(f"slowest close {max(t or 0 for t in closed_after):.2f} s; log {len(log_lines)} lines")
     assert len(log_lines) < 100, "\n".join(log_lines[:40])
+    assert "open-file limit" not in service.log.read_text()  # the check was satisfied
     assert "Too many open files" not in service.log.read_text()

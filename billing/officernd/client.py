@@ -1,4 +1,4 @@
-"""An async client for OfficeRnD's v1 REST API (members, companies, plans, fees).
+"""An async client for OfficeRnD's v1 REST API (members, companies, plans, memberships, fees).
 
 Auth is OAuth2 client credentials: ``POST <token_url>`` with the form fields
 ``client_id``, ``client_secret``, ``grant_type=client_credentials`` and
@@ -28,7 +28,9 @@ Contracts:
   failure is ambiguous (timeout, 5xx, a broken answer): the server may have
   created the fee and only the answer was lost, and a blind retry would
   create a second one. The fees code looks for its marker in the fee's
-  description (``fees(date=..., member=...)``) before sending again.
+  ``name`` (``fees(member=...)``) before sending again: ``name`` is a
+  documented fee field the API returns on read (developer.officernd.com/
+  reference/fees), unlike ``description``, which the fee API does not have.
   Failures that prove nothing was applied (429, 401, connection refused) are
   retried for writes too. ``OfficeRnDUnavailable.maybe_applied`` tells which.
 * ``calls`` counts attempts (HTTP requests) by ``"METHOD /path-template"``
@@ -59,7 +61,7 @@ from billing.officernd.exceptions import (
     OfficeRnDError,
     OfficeRnDUnavailable,
 )
-from billing.officernd.models import Company, Fee, Member, Plan
+from billing.officernd.models import Company, Fee, Member, Membership, Plan
 
 __all__ = [
     "CURSOR_HEADER",
@@ -73,6 +75,7 @@ __all__ = [
     "fee_to_json",
     "loads_json",
     "member_from_json",
+    "membership_from_json",
     "parse_retry_after",
     "plan_from_json",
 ]
@@ -161,10 +164,9 @@ def _record(data: object, what: str) -> Mapping[str, Any]:
 
 
 def member_from_json(data: object) -> Member:
-    """A v1 member (``_id``, ``name``, ``email``, ``status``, ``team``, ``plans``?)."""
+    """A v1 member (``_id``, ``name``, ``email``, ``status``, ``calculatedStatus``, ``team``,
+    ``office``). Its plans are not here: see ``membership_from_json``."""
     rec = _record(data, "member")
-    plans = rec.get("plans") or ()
-    plan_ids = tuple(p for p in (_ref(p) for p in plans) if p is not None)
     email_ = rec.get("email")
     return Member(
         id=rec["_id"],
@@ -172,8 +174,28 @@ def member_from_json(data: object) -> Member:
         email=str(email_) if email_ else None,
         status=str(rec.get("status") or ""),
         company_id=_ref(rec.get("team")),
-        plan_ids=plan_ids,
         office_id=_ref(rec.get("office")),
+        calculated_status=str(rec.get("calculatedStatus") or ""),
+    )
+
+
+def _text(value: object) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def membership_from_json(data: object) -> Membership:
+    """A v1 membership (``_id``, ``plan``, ``member``, ``team``, ``startDate``, ``endDate``,
+    ``status``, ``calculatedStatus``)."""
+    rec = _record(data, "membership")
+    return Membership(
+        id=rec["_id"],
+        plan_id=_ref(rec.get("plan")),
+        member_id=_ref(rec.get("member")),
+        company_id=_ref(rec.get("team")),
+        start_date=_text(rec.get("startDate")),
+        end_date=_text(rec.get("endDate")),
+        calculated_status=str(rec.get("calculatedStatus") or ""),
+        status=str(rec.get("status") or ""),
     )
 
 
@@ -221,7 +243,6 @@ def fee_to_json(fee: Fee) -> dict[str, object]:
     if fee.office_id is not None:
         body["office"] = fee.office_id  # required by the API: the server says so when missing
     body["isPersonal"] = fee.is_personal
-    body["description"] = fee.description
     for key, value in fee.extra.items():
         if key in body:
             raise InvalidInput(f"fee: extra field {key!r} would replace a fee field")
@@ -571,6 +592,11 @@ class OfficeRnDClient(HttpClient):
     async def plans(self) -> list[Plan]:
         """All plans (``GET /plans``)."""
         return [plan_from_json(p) for p in await self.list_all("/plans")]
+
+    async def memberships(self, *, member: str | None = None) -> list[Membership]:
+        """All memberships (``GET /memberships``), or one member's (``?member=``)."""
+        params = {"member": member} if member is not None else None
+        return [membership_from_json(m) for m in await self.list_all("/memberships", params)]
 
     @staticmethod
     def _created(answer: object, key: str) -> Mapping[str, Any]:

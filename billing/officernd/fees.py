@@ -16,12 +16,24 @@ Exactly once per user per day, whatever crashes:
    key taken and does nothing for that user.
 2. The row is carried out by ``FeeHandler`` (kind ``officernd.fee``), here or
    by the service's outbox worker: it creates the fee (the marker is in its
-   description) unless an earlier attempt may have happened and OfficeRnD
-   already lists a fee with the marker that day, then adjusts PaperCut (the
+   ``name``, e.g. ``PaperCut printing 2024-06-03 [pp:...]``) unless an earlier
+   attempt may have happened and OfficeRnD already lists a fee of the member
+   with the marker in its name, then adjusts PaperCut (the
    marker is in the comment) unless an earlier attempt may have happened and
    PaperCut's transaction log has the marker (``printlog.adjustment_applied``).
    A crash between the fee and the adjustment leaves the row pending; the
    next attempt finds the fee and only adjusts.
+
+Why the name: the marker must be in a field the fee API documents and gives
+back on read, or a lost answer could not be told from a fee never made.
+OfficeRnD's fee object (developer.officernd.com/reference/fees) documents
+``name`` ("The name of the charge. It will appear in the invoice line item"),
+``price``, ``quantity``, ``date``, ``team``, ``member``, ``office``,
+``plan``, ``refundable``, ``billInAdvance``, ``shouldUseValueCredits``,
+``isPersonal``, ``source`` and read-only fields; no ``description``. So the
+marker is the invoice line's reference, and the search is by ``member``
+(fees are documented as queryable by location, company or member), not by
+date, whose stored form (a date-time) the client does not control.
 
 ``[officernd] manage_fees = false`` ("Do not manage printing fees inside
 OfficeRnD") turns all of this off; the summary says so.
@@ -125,7 +137,6 @@ def _fee(payload: dict[str, Any]) -> Fee:
         plan_id=str(payload["plan_id"]) if payload.get("plan_id") else None,
         quantity=1,
         is_personal=True,
-        description=str(payload["description"]),
         office_id=str(payload["office"]) if payload.get("office") else None,
     )
 
@@ -143,15 +154,13 @@ class FeeHandler:
         self.applied = applied
 
     async def fee_exists(self, payload: dict[str, Any]) -> bool:
-        """Whether OfficeRnD lists the member's fee with this marker on that day."""
+        """Whether OfficeRnD lists a fee of the member with this marker in its name."""
         marker = str(payload["marker"])
         try:
-            fees = await self.officernd.fees(
-                date=str(payload["date"]), member=str(payload["member_id"])
-            )
+            fees = await self.officernd.fees(member=str(payload["member_id"]))
         except OfficeRnDError as exc:
             raise outbox.Retry(f"looking for the fee: {exc}") from exc
-        return any(marker in str(f.get("description") or "") for f in fees)
+        return any(marker in str(f.get("name") or "") for f in fees)
 
     async def adjusted(self, payload: dict[str, Any]) -> bool:
         try:
@@ -318,11 +327,7 @@ async def run_fees(
                     "balance": str(balance),
                     "date": day.isoformat(),
                     "plan_id": summary.plan_id,
-                    "name": FEE_NAME,
-                    "description": (
-                        f"PaperCut printing: balance {balance.normalize():f} on "
-                        f"{day.isoformat()} ({user}) {marker}"
-                    ),
+                    "name": f"{FEE_NAME} {day.isoformat()} {marker}",
                     "comment": f"OfficeRnD fee of {day.isoformat()} {marker}",
                     "marker": marker,
                 },

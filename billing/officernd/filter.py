@@ -1,19 +1,24 @@
 """Member Management: which OfficeRnD members are synced into PaperCut, and as whom.
 
-The filter (``[officernd]`` statuses, include_companies, exclude_companies,
-plans) decides who is wanted; ``MemberFilter.wanted`` turns the wanted members
-into ``DesiredUser`` records keyed by their PaperCut user name.
+The filter (``[officernd]`` status_field, statuses, include_companies,
+exclude_companies, plans) decides who is wanted; ``MemberFilter.wanted``
+turns the wanted members into ``DesiredUser`` records keyed by their PaperCut
+user name.
 
 Filter rules:
 
-* ``statuses``: the member's status is one of them (case-insensitive).
+* ``statuses``: the member's ``status_field`` (``status``: active, contact,
+  former; or ``calculatedStatus``: active, drop-in, pending, lead, former,
+  contact, not_approved; ``billing.officernd.models``) is one of them
+  (case-insensitive).
 * ``include_companies``: when not empty, only members of the companies listed
   (by id or by name, names case-insensitive); individual members only when
   ``[Individual Member]`` is listed too.
 * ``exclude_companies``: members of the companies listed are not synced;
   ``[Individual Member]`` there excludes every individual member.
 * ``plans``: when not empty, the member has at least one of these plans (by id
-  or by name).
+  or by name) through a current membership (``held_plans``: the memberships
+  resource, not the member record).
 
 User names (PaperCut's ``userName``, also the local user's name):
 
@@ -41,12 +46,20 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import date
 from typing import Protocol
 
 from billing.accounts import validate_name
 from billing.exceptions import InvalidInput
-from billing.officernd.models import Company, Member, Plan
+from billing.officernd.models import (
+    MEMBERSHIP_ACTIVE,
+    STATUS_FIELDS,
+    Company,
+    Member,
+    Membership,
+    Plan,
+)
 
 __all__ = [
     "INDIVIDUAL_GROUP",
@@ -58,7 +71,9 @@ __all__ = [
     "email_user_name",
     "fallback_user_name",
     "group_names",
+    "held_plans",
     "wanted",
+    "with_plans",
 ]
 
 INDIVIDUAL_GROUP = "[Individual Member]"
@@ -71,6 +86,9 @@ _SLUG_DROP = re.compile(r"[^a-z0-9]+")
 
 class FilterSettings(Protocol):
     """The ``[officernd]`` keys the filter reads (``proxy.config.OfficeRnDConfig``)."""
+
+    @property
+    def status_field(self) -> str: ...
 
     @property
     def statuses(self) -> tuple[str, ...]: ...
@@ -135,6 +153,52 @@ def fallback_user_name(member: Member, *, whole_id: bool = False) -> str:
     return f"{slug}-{suffix if whole_id else suffix[-8:]}"
 
 
+def _current(membership: Membership, today: date) -> bool:
+    """A membership in force: its ``calculatedStatus`` is ``active`` (the platform's word);
+    without one, approved and ``startDate <= today <= endDate``."""
+    if membership.calculated_status:
+        return membership.calculated_status.strip().casefold() == MEMBERSHIP_ACTIVE
+    if membership.status.strip().casefold() == "not_approved":
+        return False
+    start, end = membership.start_date, membership.end_date
+    day = today.isoformat()
+    return (start is None or start[:10] <= day) and (end is None or day <= end[:10])
+
+
+def held_plans(
+    memberships: Iterable[Membership], members: Iterable[Member], today: date
+) -> dict[str, tuple[str, ...]]:
+    """Member id -> the plan ids of its current memberships, sorted.
+
+    A membership names a ``member``, or only a ``team`` (a company's own
+    membership, e.g. its private office): that one counts for every member
+    of the company.
+    """
+    company_of = {m.id: m.company_id for m in members}
+    by_member: dict[str, set[str]] = {mid: set() for mid in company_of}
+    by_company: dict[str, set[str]] = {}
+    for ms in memberships:
+        if ms.plan_id is None or not _current(ms, today):
+            continue
+        if ms.member_id is not None:
+            by_member.setdefault(ms.member_id, set()).add(ms.plan_id)
+        elif ms.company_id is not None:
+            by_company.setdefault(ms.company_id, set()).add(ms.plan_id)
+    for mid, company in company_of.items():
+        if company is not None:
+            by_member[mid] |= by_company.get(company, set())
+    return {mid: tuple(sorted(plans)) for mid, plans in by_member.items()}
+
+
+def with_plans(
+    members: Iterable[Member], memberships: Iterable[Membership], today: date
+) -> list[Member]:
+    """The members with ``plan_ids`` filled in from their current memberships."""
+    members = list(members)
+    held = held_plans(memberships, members, today)
+    return [replace(m, plan_ids=held.get(m.id, ())) for m in members]
+
+
 def _keys(values: Iterable[str]) -> frozenset[str]:
     return frozenset(v.strip().casefold() for v in values if v.strip())
 
@@ -147,10 +211,18 @@ class MemberFilter:
     include_companies: frozenset[str] = frozenset()
     exclude_companies: frozenset[str] = frozenset()
     plans: frozenset[str] = frozenset()
+    status_field: str = "status"  # or "calculatedStatus"
+
+    def __post_init__(self) -> None:
+        if self.status_field not in STATUS_FIELDS:
+            raise InvalidInput(
+                f"status_field: use {' or '.join(STATUS_FIELDS)}, not {self.status_field!r}"
+            )
 
     @classmethod
     def from_settings(cls, settings: FilterSettings) -> MemberFilter:
         return cls.of(
+            status_field=settings.status_field,
             statuses=settings.statuses,
             include_companies=settings.include_companies,
             exclude_companies=settings.exclude_companies,
@@ -165,10 +237,15 @@ class MemberFilter:
         include_companies: Iterable[str] = (),
         exclude_companies: Iterable[str] = (),
         plans: Iterable[str] = (),
+        status_field: str = "status",
     ) -> MemberFilter:
         """A filter from plain lists (names and ids are compared without case)."""
         return cls(
-            _keys(statuses), _keys(include_companies), _keys(exclude_companies), _keys(plans)
+            _keys(statuses),
+            _keys(include_companies),
+            _keys(exclude_companies),
+            _keys(plans),
+            status_field,
         )
 
     def _company_keys(self, member: Member, companies: Mapping[str, Company]) -> set[str]:
@@ -187,7 +264,7 @@ class MemberFilter:
         plan_names: Mapping[str, str] | None = None,
     ) -> bool:
         """Whether Member Management wants ``member`` in PaperCut."""
-        if member.status.strip().casefold() not in self.statuses:
+        if member.status_of(self.status_field).strip().casefold() not in self.statuses:
             return False
         keys = self._company_keys(member, companies)
         if self.include_companies and not keys & self.include_companies:

@@ -2,7 +2,9 @@
 
 Companies become PaperCut groups, their members users in those groups,
 individual members users in ``[Individual Member]`` (``billing.officernd.filter``
-decides who and under which names).
+decides who and under which names). With a ``plans`` filter the plans and the
+memberships are read too: a member's plans are those of its current
+memberships (``GET /memberships``; the member record has none).
 
 Initial sync (until one has finished; ``initial=True`` forces it):
 
@@ -72,7 +74,13 @@ from billing.models import OutboxItem
 from billing.officernd.actions import Progress, SyncRun, SyncSummary
 from billing.officernd.client import OfficeRnDClient
 from billing.officernd.fees import AdjustmentCheck
-from billing.officernd.filter import INDIVIDUAL_GROUP, DesiredUser, MemberFilter, group_names
+from billing.officernd.filter import (
+    INDIVIDUAL_GROUP,
+    DesiredUser,
+    MemberFilter,
+    group_names,
+    with_plans,
+)
 from billing.officernd.mirror import (
     GROUPS_JOB,
     GROUPS_PERIOD,
@@ -149,7 +157,11 @@ async def _read(
 
     async def from_officernd() -> tuple[list[Member], list[Company], list[Plan]]:
         members, companies = await asyncio.gather(officernd.members(), officernd.companies())
-        return members, companies, (await officernd.plans() if member_filter.plans else [])
+        if not member_filter.plans:
+            return members, companies, []
+        # Plan membership is its own resource (the member record has no plans).
+        plans, memberships = await asyncio.gather(officernd.plans(), officernd.memberships())
+        return with_plans(members, memberships, utcnow().date()), companies, plans
 
     async def from_papercut() -> tuple[list[str], list[str], dict[str, dict[str, str]]]:
         users, groups = await asyncio.gather(

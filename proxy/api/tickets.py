@@ -21,7 +21,7 @@ from proxy.pipeline import release as held
 from proxy.pipeline.wake import DISPATCH
 
 from . import queries, serialize
-from .auth import require
+from .auth import Principal, require
 from .errors import InvalidParameter, json_body, reject_unknown
 from .jobs import held_json, held_page, own_print_out
 
@@ -62,27 +62,26 @@ def _ticket(po: PrintOut) -> PrintOut:
     return po
 
 
-async def release_ticket(request: web.Request) -> web.Response:
-    principal = await require(request, *OPERATORS)
-    body = await json_body(request, optional=True)
-    reject_unknown(body, {"printer"})
-    target_name = body.get("printer")
-    if target_name is not None and not isinstance(target_name, str):
-        raise InvalidParameter("printer: must be a proxy printer name")
-    async with request.app[SESSIONS]() as session, session.begin():
-        po = _ticket(await own_print_out(session, principal, request.match_info["id"]))
+async def release(
+    app: web.Application, principal: Principal, ticket_id: str, printer_name: str | None
+) -> tuple[PrintOut, str]:
+    """Release one ticket, optionally to another proxy printer (API and web alike).
+
+    Returns the print-out and the name of the printer it goes to."""
+    async with app[SESSIONS]() as session, session.begin():
+        po = _ticket(await own_print_out(session, principal, ticket_id))
         printer = None
-        if target_name is not None:
-            printer = await session.scalar(select(Printer).where(Printer.name == target_name))
+        if printer_name:
+            printer = await session.scalar(select(Printer).where(Printer.name == printer_name))
             if printer is None:
-                raise NotFound(f"unknown printer {target_name!r}")
+                raise NotFound(f"unknown printer {printer_name[:127]!r}")
         done = await held.release(
             session,
             po,
             actor=principal.describe(),
             reason=StatusReason.TICKET_RELEASED,
             printer=printer,
-            currency=request.app[CONFIG].money,
+            currency=app[CONFIG].money,  # the site's decimals (ticket prices, limits)
         )
         if not done:
             raise Conflict(f"ticket {po.ticket_number} is {PrintStatus(po.status).label}")
@@ -91,8 +90,19 @@ async def release_ticket(request: web.Request) -> web.Response:
             if printer
             else await session.scalar(select(Printer.name).where(Printer.id == po.printer_id))
         )
-    request.app[WAKE].wake(DISPATCH)
-    return web.json_response({"released": True, "ticket": ticket_json(po, name or "", request)})
+    app[WAKE].wake(DISPATCH)
+    return po, name or ""
+
+
+async def release_ticket(request: web.Request) -> web.Response:
+    principal = await require(request, *OPERATORS)
+    body = await json_body(request, optional=True)
+    reject_unknown(body, {"printer"})
+    target_name = body.get("printer")
+    if target_name is not None and not isinstance(target_name, str):
+        raise InvalidParameter("printer: must be a proxy printer name")
+    po, name = await release(request.app, principal, request.match_info["id"], target_name)
+    return web.json_response({"released": True, "ticket": ticket_json(po, name, request)})
 
 
 async def cancel_ticket(request: web.Request) -> web.Response:

@@ -13,14 +13,14 @@ from billing import charging, ledger
 from billing.enums import PrintStatus, Role, StatusReason
 from billing.models import Printer, PrintOut
 from proxy.api import export, queries
+from proxy.api import tickets as tickets_api
 from proxy.api.jobs import held_page, own_print_out
 from proxy.api.printouts import _filter as printout_filter
 from proxy.api.tickets import OPERATORS, _ticket
-from proxy.exceptions import Conflict, NotFound
-from proxy.keys import CONFIG, READ_SESSIONS, SESSIONS, WAKE
+from proxy.exceptions import NotFound
+from proxy.keys import CONFIG, READ_SESSIONS, SESSIONS
 from proxy.pipeline import lifecycle
 from proxy.pipeline import release as held
-from proxy.pipeline.wake import DISPATCH
 
 from .auth import signed_form, signed_in
 from .render import SECURITY_HEADERS, html
@@ -54,25 +54,9 @@ async def tickets(request: web.Request) -> web.Response:
 
 async def ticket_release(request: web.Request) -> web.Response:
     principal, form = await signed_form(request, *OPERATORS)
-    wanted = form.get("printer", "")
-    async with request.app[SESSIONS]() as session, session.begin():
-        po = _ticket(await own_print_out(session, principal, request.match_info["id"]))
-        printer = None
-        if wanted:
-            printer = await session.scalar(select(Printer).where(Printer.name == wanted))
-            if printer is None:
-                raise NotFound(f"unknown printer {wanted[:127]!r}")
-        done = await held.release(
-            session,
-            po,
-            actor=principal.describe(),
-            reason=StatusReason.TICKET_RELEASED,
-            printer=printer,
-            currency=request.app[CONFIG].money,  # the site's decimals (ticket prices, limits)
-        )
-        if not done:
-            raise Conflict(f"ticket {po.ticket_number} is {PrintStatus(po.status).label}")
-    request.app[WAKE].wake(DISPATCH)
+    po, _ = await tickets_api.release(
+        request.app, principal, request.match_info["id"], form.get("printer", "")
+    )
     raise web.HTTPSeeOther(f"/tickets?done=released-{po.ticket_number}")
 
 

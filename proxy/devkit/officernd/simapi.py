@@ -136,7 +136,12 @@ class OfficeRnDSimulator(OfficeRnDFaults, OfficeRnDRecords):
             await asyncio.sleep(self.latency)
 
     async def _serve(
-        self, key: str, apply: Callable[[], Awaitable[web.Response]], *, api: bool = True
+        self,
+        key: str,
+        apply: Callable[[], Awaitable[web.Response]],
+        *,
+        api: bool = True,
+        request: web.Request | None = None,
     ) -> web.Response:
         """One request after the checks: latency, faults, the handler, faults after it."""
         kind = self._fault_for(key, api=api)
@@ -149,6 +154,10 @@ class OfficeRnDSimulator(OfficeRnDFaults, OfficeRnDRecords):
         if kind is FaultKind.HANG:
             return await self._hang(_error(504, "hung"))
         answer = await apply()
+        if kind is FaultKind.APPLY_THEN_DROP and request is not None:
+            if request.transport is not None:
+                request.transport.abort()  # the client sees the connection drop, no status
+            return answer  # never sent: the transport is gone
         if kind is FaultKind.APPLY_THEN_500:
             return _error(500, "simulated server error after applying")
         if kind is FaultKind.APPLY_THEN_HANG:
@@ -167,7 +176,7 @@ class OfficeRnDSimulator(OfficeRnDFaults, OfficeRnDRecords):
             return _error(401, "Unauthorized", _INVALID_TOKEN)
         if request.match_info["org"] != self.org:
             return _error(404, f"organization {request.match_info['org']!r} not found")
-        return await self._serve(key, apply)
+        return await self._serve(key, apply, request=request)
 
     # --- tokens ---------------------------------------------------------------------------
 
@@ -206,7 +215,7 @@ class OfficeRnDSimulator(OfficeRnDFaults, OfficeRnDRecords):
                 }
             )
 
-        return await self._serve(key, issue, api=False)
+        return await self._serve(key, issue, api=False, request=request)
 
     def _authorized(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
@@ -322,5 +331,6 @@ class OfficeRnDSimulator(OfficeRnDFaults, OfficeRnDRecords):
             f"OfficeRnD simulator: api_url={self.api_url} org={self.org}",
             f"token_url={self.token_url} client_id={self.client_id}",
             f"{len(self.members)} members, {len(self.companies)} companies, "
-            f"{len(self.plans)} plans; controls: {self.base_url}/sim/...",
+            f"{len(self.plans)} plans, {len(self.memberships)} memberships;"
+            f" controls: {self.base_url}/sim/...",
         )

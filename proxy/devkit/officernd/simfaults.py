@@ -26,6 +26,7 @@ class FaultKind(enum.StrEnum):
     HANG = "hang"  # no answer for hang_seconds; nothing applied
     APPLY_THEN_500 = "apply-then-500"  # applied (fee created), then answered 500
     APPLY_THEN_HANG = "apply-then-hang"  # applied, then no answer for hang_seconds
+    APPLY_THEN_DROP = "apply-then-drop"  # applied, then the connection closed: no answer
 
 
 class OfficeRnDFaults(SimServer[FaultKind]):

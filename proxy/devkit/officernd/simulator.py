@@ -9,15 +9,28 @@ part of OfficeRnD's v1 API that proxyprint uses, with OfficeRnD's shapes:
                                                        ``scope`` -> ``{"access_token",
                                                        "token_type", "expires_in", "scope"}``
 ``GET  /api/v1/organizations/{org}/members``           ``[{"_id", "name", "email", "status",
-                                                       "team", "plans"}]``
+                                                       "calculatedStatus", "team",
+                                                       "office"}]`` (no plans)
 ``GET  .../companies``                                 ``[{"_id", "name"}]``
 ``GET  .../plans``                                     ``[{"_id", "name", "price"}]``
+``GET  .../memberships[?member=&team=&plan=...]``      ``[{"_id", "name", "price", "member",
+                                                       "team", "office", "plan",
+                                                       "isPersonal", "startDate", "endDate",
+                                                       "status", "calculatedStatus",
+                                                       "createdAt"}]``
 ``GET  .../fees[?member=&date=&team=&plan=]``          ``[{"_id", "name", "price", "quantity",
-                                                       "date", "member", "team", "plan",
-                                                       "isPersonal", "description"}]``
+                                                       "date", "member", "team", "office",
+                                                       "plan", "refundable",
+                                                       "billInAdvance",
+                                                       "shouldUseValueCredits",
+                                                       "isPersonal", "createdAt",
+                                                       "createdBy", "modifiedAt",
+                                                       "modifiedBy"}]`` (+ ``source``,
+                                                       ``properties`` when set)
 ``POST .../plans``   ``{"name", "price"?, ...}``       the new plan
-``POST .../fees``    the fee's fields (above)          the new fee, or ``[fee]`` when
-                                                       ``sim.fee_answer_as_list``
+``POST .../fees``    documented fee fields only        the new fee, or ``[fee]`` when
+                     (``simdata.FEE_FIELDS``;          ``sim.fee_answer_as_list``
+                     ``office`` required)
 =====================================================  ====================================
 
 ``sim.api_url`` is the server's root (the client adds ``/api/v1/...``).
@@ -34,7 +47,8 @@ requests with 429 (``Retry-After: sim.retry_after``) or 500/503, nothing
 applied. ``inject(kind, path=None, count=1)`` scripts the next matching
 requests instead (``FaultKind``; ``path`` is ``"POST /fees"``, ``"/fees"``,
 or None for any API request, the token endpoint only when named), including
-``apply-then-500``: the fee is created, the answer is an error.
+``apply-then-500``: the fee is created, the answer is an error, and
+``apply-then-drop``: the fee is created, the connection closed with no answer.
 ``expire_tokens()`` makes every issued token invalid at once.
 
 ``latency`` seconds are awaited (``asyncio.sleep``) in every request, so
