@@ -25,6 +25,13 @@ and last page), and a CSV export streamed through the real app (rows/s and
 the peak of Python memory while streaming, by tracemalloc, next to the size
 of the CSV).
 
+The web pages at the same size (SPEC: 100 ms p95 with 1,000,000 print-outs):
+My jobs, History (page 1, page ``WEB_DEPTH`` by its "Older" links, paid),
+Balance, the admin Documents (page 1, deep, one user) and a Document, each
+a real HTML request with a web session cookie through the app, interleaved
+with the baseline ``GET /api/v1/printouts?limit=25`` (the API's JSON of the
+same page size), ``BENCH_HISTORY_REPEATS`` times each.
+
 The box this runs on is shared: figures are medians and 95th percentiles,
 first and deep pages interleaved so that noise falls on both.
 """
@@ -32,7 +39,9 @@ first and deep pages interleaved so that noise falls on both.
 from __future__ import annotations
 
 import asyncio
+import html
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -51,13 +60,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from billing.db import make_engine, make_sessionmaker
 from billing.enums import PrintStatus
-from billing.models import AccountTransaction, LedgerEntry, PrintOut
+from billing.models import AccountTransaction, LedgerEntry, PrintOut, User
 from proxy import dbadmin
 from proxy.api import queries
 from proxy.app import create_app
 from proxy.config import build_config
 from proxy.devkit import history_data
 from proxy.tokens import create_api_token
+from proxy.web import sessions as web_sessions
+from proxy.web.sessions import COOKIE
 
 from .harness import env_int, median, percentile
 
@@ -316,6 +327,103 @@ async def _export(url: str, tmp: Path, user: str) -> str:
     )
 
 
+# --- the web pages through the app ---------------------------------------------------
+
+WEB_DEPTH = 20  # pages deep, following the pages' own "Older" links
+_OLDER = re.compile(r'class="more" href="([^"]+)"')
+
+
+async def _web_session(url: str, name: str, role: str) -> str:
+    """A web session's cookie secret for ``name`` with ``role`` (as a sign-in makes)."""
+    engine = make_engine(url)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            user = await session.scalar(select(User).where(User.name == name))
+            assert user is not None, name
+            user.web_role = role
+            secret, _ = await web_sessions.create(
+                session, user, address="bench", config=build_config({}).web
+            )
+    finally:
+        await engine.dispose()
+    return secret
+
+
+async def _web(url: str, tmp: Path, user: str, admin: str, repeats: int) -> list[str]:
+    """p50/p95 of the pages at this history's size, next to the API's same page."""
+    config = build_config({}).replace("database", url=url)
+    config = config.replace("spool", dir=str(tmp / "spool-web"))
+    app = create_app(config, workers=False, intake=False)
+    admin_cookie = await _web_session(url, admin, "admin")
+    user_cookie = await _web_session(url, user, "user")
+    engine = make_engine(url)
+    async with make_sessionmaker(engine)() as session, session.begin():
+        token = await create_api_token(session, "admin", label="bench web")
+        newest = await session.scalar(select(func.max(PrintOut.id)))
+    await engine.dispose()
+    client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
+    await client.start_server()
+
+    def get(path: str, cookie: str) -> Callable[[], Awaitable[str]]:
+        async def run() -> str:
+            async with client.get(path, headers={"Cookie": f"{COOKIE}={cookie}"}) as resp:
+                text = await resp.text()
+                assert resp.status == 200, (path, resp.status, text[:300])
+                return text
+
+        return run
+
+    async def deep(path: str, cookie: str) -> str:
+        """The page WEB_DEPTH links deep (or the last), following "Older"."""
+        for _ in range(WEB_DEPTH - 1):
+            found = _OLDER.search(await get(path, cookie)())
+            if found is None:
+                break
+            path = html.unescape(found.group(1))
+        return path
+
+    async def api() -> None:
+        async with client.get(
+            "/api/v1/printouts",
+            params={"limit": "25"},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            await resp.read()
+
+    try:
+        pages = [
+            ("My jobs", get("/jobs", user_cookie)),
+            ("History (printed)", get("/history", user_cookie)),
+            (f"History page {WEB_DEPTH}", get(await deep("/history", user_cookie), user_cookie)),
+            ("History (paid)", get("/history?view=paid", user_cookie)),
+            ("Balance", get("/balance", user_cookie)),
+            ("Documents", get("/admin/documents", admin_cookie)),
+            (
+                f"Documents page {WEB_DEPTH}",
+                get(await deep("/admin/documents", admin_cookie), admin_cookie),
+            ),
+            (f"Documents user={user}", get(f"/admin/documents?user={user}", admin_cookie)),
+            ("Document", get(f"/documents/{newest}", admin_cookie)),
+        ]
+        works: list[Callable[[], Awaitable[object]]] = [api, *(work for _, work in pages)]
+        timings = await _interleaved(repeats, *works)
+    finally:
+        await client.close()
+
+    def ms(values: list[float]) -> str:
+        return f"p50 {median(values) * 1e3:7.2f} p95 {percentile(values, 95) * 1e3:7.2f} ms"
+
+    lines = [
+        f"  web pages, {repeats} requests each through the app (HTML, session cookie), "
+        f"interleaved with the baseline GET /api/v1/printouts?limit=25 (JSON):",
+        f"    {'baseline API page 1':<28} {ms(timings[0])}",
+    ]
+    for (label, _), values in zip(pages, timings[1:], strict=True):
+        lines.append(f"    {label:<28} {ms(values)}")
+    return lines
+
+
 # --- one database ------------------------------------------------------------------
 
 
@@ -337,6 +445,8 @@ async def _run(name: str, url: str, rows: int, repeats: int, tmp: Path) -> None:
     finally:
         await engine.dispose()
     print(await _export(url, tmp, history.users[0]))
+    for line in await _web(url, tmp, history.users[0], history.users[1], repeats):
+        print(line, flush=True)
 
 
 async def _measure(engine: AsyncEngine, history: history_data.History, repeats: int) -> None:

@@ -377,6 +377,22 @@ class Card(Base):
     created_at: Mapped[dt.datetime] = _created()
 
 
+class UnknownTap(Base):
+    """A card no one owns, tapped at a reader lately: offered for a few minutes to the
+    signed-in user who claims it (card self-association). Kept briefly, in the database
+    so that every instance sees it; older rows are removed at the next unknown tap."""
+
+    __tablename__ = "unknown_taps"
+
+    id: Mapped[int] = _id()
+    reader_id: Mapped[int] = mapped_column(ForeignKey("readers.id", ondelete="CASCADE"))
+    # Normalised as Card.number.
+    number: Mapped[str] = mapped_column(String(64))
+    tapped_at: Mapped[dt.datetime] = mapped_column(
+        UTCDateTime, default=utcnow, nullable=False, index=True
+    )
+
+
 class Reader(Base):
     __tablename__ = "readers"
 

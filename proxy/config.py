@@ -218,7 +218,8 @@ class WebConfig:
     # Failed sign-ins allowed per user name and per client address in the window.
     login_attempts: int = 5
     login_window_secs: float = 300.0
-    poll_secs: float = 3.0  # how often the pages' script asks for job status
+    # How often the live feed (Server-Sent Events to the pages) looks for status changes.
+    poll_secs: float = 1.0
 
 
 WEB_AUTH = ("local",)

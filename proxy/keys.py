@@ -26,6 +26,8 @@ from .pipeline.leader import Instance
 from .pipeline.pool import TargetPool
 from .pipeline.wake import Waker
 from .spool import Spool
+from .web.live import LiveFeed
+from .web.syncrun import SyncProgress
 from .web.throttle import LoginThrottle
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -80,6 +82,10 @@ TAP_AUTH = web.AppKey("tap_auth", IntakeAuth)
 # The web app (proxy/web/)
 WEB_TEMPLATES = web.AppKey("web_templates", jinja2.Environment)
 WEB_THROTTLE = web.AppKey("web_throttle", LoginThrottle)
+# Print-out changes for the pages' Server-Sent Events (proxy/web/live.py).
+WEB_LIVE = web.AppKey("web_live", LiveFeed)
+# The OfficeRnD sync started from the Integrations page (proxy/web/syncrun.py).
+WEB_SYNC = web.AppKey("web_sync", SyncProgress)
 
 # The intake sub-app (proxy/pipeline/intake.py)
 INTAKE = web.AppKey("intake", IntakeResources)

@@ -15,16 +15,18 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import events
 from billing.accounts import user_by_name
+from billing.db import utcnow
 from billing.enums import ByteOrder, CardFormat, PrinterMode
-from billing.models import Card, Printer, Reader, User, reader_printers
+from billing.models import Card, Printer, Reader, UnknownTap, User, reader_printers
 
 from .exceptions import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from .nfc import CardError, normalize_card, parse_byte_order, parse_card_format
@@ -383,6 +385,19 @@ async def authenticate_reader(session: AsyncSession, reader_id: str, token: str)
 # --- one tap -----------------------------------------------------------------
 
 
+CLAIM_MINUTES = 5
+"""How long an unknown card's tap is offered for self-association (proxy/nfc_claim.py)."""
+
+
+async def remember_unknown(session: AsyncSession, reader: Reader, number: str) -> None:
+    """Keep an unknown card's tap for ``CLAIM_MINUTES``; older ones go now."""
+    now = utcnow()
+    await session.execute(
+        delete(UnknownTap).where(UnknownTap.tapped_at < now - timedelta(minutes=CLAIM_MINUTES))
+    )
+    session.add(UnknownTap(reader_id=reader.id, number=number, tapped_at=now))
+
+
 @dataclass(frozen=True)
 class TapOutcome:
     """What one tap did. The caller commits (events are written in every case)."""
@@ -415,5 +430,6 @@ async def tap_card(session: AsyncSession, reader: Reader, raw: str) -> TapOutcom
     try:
         released = await tap(session, reader, number)
     except NotFound:  # tap() recorded the event
+        await remember_unknown(session, reader, number)
         return TapOutcome(card=number, unknown_card=True)
     return TapOutcome(card=number, released=released)

@@ -4,22 +4,26 @@ CSRF, throttling, cookie flags, roles, and the pages' data. The browser tests
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing import ledger
+from billing import ledger, rights
 from billing.accounts import find_account
 from billing.enums import AccountType, PrinterMode, PrintStatus
-from billing.models import User, WebSession
+from billing.models import Delegation, User, WebSession
 from proxy.app import create_app
 from proxy.config import build_config
 from proxy.tokens import hash_token
@@ -72,6 +76,41 @@ async def page(client: Client, path: str, expect: int = 200) -> str:
         text = await resp.text()
         assert resp.status == expect, (path, resp.status, text[:500])
         return text
+
+
+async def sse_events(resp: ClientResponse) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """The (event, data) pairs of a text/event-stream response, as they arrive."""
+    name, data = "message", ""
+    async for raw in resp.content:
+        line = raw.decode().rstrip("\n")
+        if not line:
+            if data:
+                yield name, json.loads(data)
+            name, data = "message", ""
+        elif line.startswith("event: "):
+            name = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            data += line.removeprefix("data: ")
+
+
+async def sse_until_ready(resp: ClientResponse) -> list[dict[str, Any]]:
+    """The stream's first messages: the current status of the asked ids, up to ``ready``."""
+    found = []
+    async with asyncio.timeout(10):
+        async for name, data in sse_events(resp):
+            if name == "ready":
+                return found
+            found.append(data)
+    raise AssertionError(f"the stream ended before 'ready': {found}")
+
+
+async def next_status(resp: ClientResponse) -> dict[str, Any]:
+    """The next status message pushed on the stream (keep-alives skipped)."""
+    async with asyncio.timeout(10):
+        async for name, data in sse_events(resp):
+            assert name == "status", (name, data)
+            return data
+    raise AssertionError("the stream ended")
 
 
 @pytest.fixture
@@ -262,8 +301,9 @@ async def test_pages_follow_the_api_roles(
         f"/jobs/{bobs.id}/cancel", data={"csrf": token}, allow_redirects=False
     ) as resp:
         assert resp.status == 404
-    async with client.get(f"/jobs/status?ids={bobs.id}") as resp:
-        assert (await resp.json())["items"] == []
+    async with client.get(f"/jobs/events?ids={bobs.id}") as resp:
+        assert resp.status == 200 and resp.content_type == "text/event-stream"
+        assert await sse_until_ready(resp) == []  # bob's job is not hers to follow
     # The JSON API is untouched: still JSON errors there.
     async with client.get("/api/v1/printouts") as resp:
         assert resp.status == 401 and resp.content_type == "application/json"
@@ -374,12 +414,11 @@ async def test_a_held_job_is_released_only_to_a_printer_its_reader_serves(
         released = await s.get(type(po), po.id)
     assert released is not None and released.status == PrintStatus.PENDING
     assert released.target == "ipp://127.0.0.1:8631/ipp/print"
-    # Now in flight: the pages' script follows it through /jobs/status.
-    async with client.get(f"/jobs/status?ids={po.id},x,0") as resp:
-        body = await resp.json()
-    assert body["items"] == [
-        {"id": po.id, "status": "pending", "final": False, "reason": "web-release"}
-    ]
+    # Now in flight: the pages' script follows it through /jobs/events.
+    async with client.get(f"/jobs/events?ids={po.id},x,0") as resp:
+        assert await sse_until_ready(resp) == [
+            {"id": po.id, "status": "pending", "final": False, "reason": "web-release"}
+        ]
     assert f'data-live-job="{po.id}"' in await page(client, "/jobs")
     async with client.post(
         f"/jobs/{po.id}/release", data={"csrf": token}, allow_redirects=False
@@ -577,3 +616,161 @@ async def test_signing_in_again_ends_the_previous_session(
             for ws in await s.scalars(select(WebSession).order_by(WebSession.id))
         }
     assert rows[hash_token(first)] is not None and rows[hash_token(second)] is None
+
+
+async def test_live_status_is_pushed_to_its_owner_and_to_staff_only(
+    web_client: Callable[..., Awaitable[Client]], sessionmaker: Sessions
+) -> None:
+    client = await web_client(poll_secs=0.05)
+    await add_user(sessionmaker, "alice")
+    await add_user(sessionmaker, "bob")
+    await add_user(sessionmaker, "erin", role="admin")
+    async with sessionmaker() as s, s.begin():
+        printer = await f.printer(s, "pp-live")
+        accounts = {n: await find_account(s, AccountType.USER, n) for n in ("alice", "bob")}
+        jobs = {
+            n: await f.print_out(s, printer, n, charged_to=[(a, 1)], title=f"{n}.pdf")
+            for n, a in accounts.items()
+            if a is not None
+        }
+    resp = await sign_in(client, "alice")
+    assert resp is not None and resp.status == 303
+    async with client.get(f"/jobs/events?ids={jobs['alice'].id}") as alice_stream:
+        assert alice_stream.headers["Content-Security-Policy"] == CSP
+        assert await sse_until_ready(alice_stream) == [
+            {"id": jobs["alice"].id, "status": "pending", "final": False, "reason": None}
+        ]
+        # bob's job changes first, then hers: only hers reaches her stream.
+        async with sessionmaker() as s, s.begin():
+            await f.finish(s, jobs["bob"], PrintStatus.PROCESSING, reason="sent")
+        async with sessionmaker() as s, s.begin():
+            await f.finish(s, jobs["alice"], PrintStatus.PROCESSING, reason="sent")
+        assert await next_status(alice_stream) == {
+            "id": jobs["alice"].id,
+            "status": "processing",
+            "final": False,
+            "reason": "sent",
+        }
+        async with sessionmaker() as s, s.begin():
+            await f.finish(s, jobs["alice"], PrintStatus.COMPLETED, reason="printed")
+        assert await next_status(alice_stream) == {
+            "id": jobs["alice"].id,
+            "status": "completed",
+            "final": True,
+            "reason": "printed",
+        }
+    # Staff follow everyone's print-outs (the ticket queue, the document log).
+    client.session.cookie_jar.clear()
+    resp = await sign_in(client, "erin")
+    assert resp is not None and resp.status == 303
+    async with client.get("/jobs/events") as erin_stream:
+        assert await sse_until_ready(erin_stream) == []
+        async with sessionmaker() as s, s.begin():
+            await f.finish(s, jobs["bob"], PrintStatus.COMPLETED, reason="printed")
+        # (A new feed may first re-send the latest changes: their current status.)
+        seen = []
+        while (pushed := await next_status(erin_stream)) != {
+            "id": jobs["bob"].id,
+            "status": "completed",
+            "final": True,
+            "reason": "printed",
+        }:
+            seen.append(pushed["id"])
+        assert set(seen) <= {jobs["alice"].id, jobs["bob"].id}
+    # Signed out, the script's stream is refused (401: EventSource stops retrying).
+    client.session.cookie_jar.clear()
+    async with client.get("/jobs/events") as resp:
+        assert resp.status == 401
+
+
+async def test_the_delegate_form_stores_what_the_api_would_and_refuses_with_its_reason(
+    web_client: Callable[..., Awaitable[Client]], sessionmaker: Sessions
+) -> None:
+    client = await web_client()
+    await add_user(sessionmaker, "alice")
+    await add_user(sessionmaker, "bob")
+    async with sessionmaker() as s, s.begin():
+        await f.printer(s, "pp-deleg")
+        team = await f.shared(s, "Team")
+        secret = await f.shared(s, "Board")
+        await rights.set_access(s, secret, ["bob"], actor="test")
+        await rights.set_user_delegate(s, "alice", True, actor="test")
+        assert team.id
+    resp = await sign_in(client, "alice")
+    assert resp is not None and resp.status == 303
+    text = await page(client, "/delegate")
+    assert '<option value="pp-deleg"' in text
+    assert '<option value="Team">' in text and '<option value="Board">' not in text
+    token = csrf_of(text)
+    # Board is restricted to bob: refused with the API's reason, nothing stored.
+    async with client.post(
+        "/delegate",
+        data={"csrf": token, "printer": "pp-deleg", "shared-accounts": "Board", "copies": "1"},
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 403
+        refused = await resp.text()
+    assert "alice is not on the access list of shared account Board" in refused
+    assert 'value="Board"' in refused  # the form keeps what she typed
+    # bob (two copies) and Team (one): stored as the API stores it.
+    async with client.post(
+        "/delegate",
+        data={
+            "csrf": token,
+            "printer": "pp-deleg",
+            "delegators": "bob",
+            "shared-accounts": "Team:1",
+            "copies": "2",
+            "minutes": "15",
+        },
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 303, await resp.text()
+        assert resp.headers["Location"].startswith("/delegate?done=")
+    async with sessionmaker() as s:
+        rows = (await s.scalars(select(Delegation))).all()
+    assert [(r.delegate, r.options) for r in rows] == [
+        ("alice", {"delegators": "bob:2", "shared-accounts": "Team"})
+    ]
+    assert rows[0].valid_until - rows[0].valid_from == dt.timedelta(minutes=15)
+    assert f'id="delegation-{rows[0].id}"' in await page(client, "/delegate")
+    # Without the delegate right, the same form is refused with the reason.
+    async with sessionmaker() as s, s.begin():
+        await rights.set_user_delegate(s, "alice", False, actor="test")
+    async with client.post(
+        "/delegate",
+        data={"csrf": token, "printer": "pp-deleg", "delegators": "bob"},
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 403
+        assert "alice lacks the delegate right" in await resp.text()
+    async with client.post(
+        "/delegate", data={"printer": "pp-deleg", "delegators": "bob"}, allow_redirects=False
+    ) as resp:
+        assert resp.status == 403  # no CSRF token
+    async with sessionmaker() as s:
+        assert len((await s.scalars(select(Delegation))).all()) == 1
+
+
+async def test_integrations_are_for_admins_and_say_what_is_not_set_up(
+    web_client: Callable[..., Awaitable[Client]], sessionmaker: Sessions
+) -> None:
+    client = await web_client()
+    await add_user(sessionmaker, "alice")
+    await add_user(sessionmaker, "erin", role="admin")
+    resp = await sign_in(client, "alice")
+    assert resp is not None and resp.status == 303
+    for path in ("/admin/integrations", "/admin/integrations/sync/status"):
+        assert "Not allowed" in await page(client, path, expect=403)
+    client.session.cookie_jar.clear()
+    resp = await sign_in(client, "erin")
+    assert resp is not None and resp.status == 303
+    text = await page(client, "/admin/integrations")
+    assert 'id="papercut-note">PaperCut is not set up' in text
+    assert 'id="officernd-note">OfficeRnD is not set up' in text
+    async with client.get("/admin/integrations/sync/status") as resp:
+        assert (await resp.json())["state"] == "idle"
+    async with client.post(
+        "/admin/integrations/sync", data={"csrf": csrf_of(text)}, allow_redirects=False
+    ) as resp:
+        assert resp.status == 409 and "OfficeRnD is not set up" in await resp.text()

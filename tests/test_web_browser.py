@@ -14,6 +14,7 @@ import asyncio
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,10 +24,12 @@ from sqlalchemy import select, update
 
 from billing import ledger
 from billing.enums import AccountType, PrintStatus
-from billing.models import Account, User
+from billing.models import Account, Event, ScheduledRun, User
 from proxy.devkit.cupsd import PrivateCupsd
 from proxy.devkit.documents import make_pdf
 from proxy.devkit.ippeve import IppEvePrinter
+from proxy.devkit.officernd.simulator import OfficeRnDSimulator
+from proxy.devkit.papercut.simulator import PaperCutSimulator
 from proxy.devkit.stack import ServiceStack
 from proxy.keys import SESSIONS
 from proxy.web import passwords
@@ -222,10 +225,15 @@ async def stack(private_cupsd: PrivateCupsd, short_tmp: Path) -> AsyncIterator[S
 def browser(
     driver: WebDriver, stack: ServiceStack, tmp_path_factory: pytest.TempPathFactory
 ) -> Browser:
+    driver.delete_all_cookies()
+    return Browser(driver, stack.base_url, screenshots(tmp_path_factory))
+
+
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the pages' screenshots go: the test run's base temporary directory."""
     shots = tmp_path_factory.getbasetemp() / "screenshots"
     shots.mkdir(exist_ok=True)
-    driver.delete_all_cookies()
-    return Browser(driver, stack.base_url, shots)
+    return shots
 
 
 async def set_password(svc: ServiceStack, name: str, role: str) -> None:
@@ -290,8 +298,14 @@ async def test_alice_releases_her_held_job_and_an_admin_reverses_it(
     await browser.click(f"#release-{po.id}")
     assert (await browser.path()).startswith("/jobs?done=released")
     await browser.script("window.ppNoReload = 'still here'")
+    await browser.find("body[data-live=open]")  # the page's script has its event stream
     await browser.wait_text(f"#job-{po.id} .status", "completed")
     assert await browser.script("return window.ppNoReload") == "still here"
+    # The script wrote it from a pushed event (it follows no other way); the job
+    # still held stays followed.
+    assert await browser.exists(f'#job-{po.id}[data-live-status="completed"]')
+    assert not await browser.exists(f"#job-{po.id}[data-live-job]")
+    assert await browser.exists(f"#held-{xss.id}[data-live-job]")
     done = await stack.wait_print_out(queue, job)
     assert done.status == S.COMPLETED and done.cost is not None
     await browser.shoot("jobs-completed")
@@ -307,6 +321,7 @@ async def test_alice_releases_her_held_job_and_an_admin_reverses_it(
     await browser.shoot("document")
     await browser.get("/history")
     assert title in await browser.text(f"#printout-{po.id}")
+    await browser.shoot("history")
     await browser.get("/balance")
     assert f"-{done.cost:.2f} EUR" == await browser.text("#balance")
     await browser.shoot("balance")
@@ -319,6 +334,7 @@ async def test_alice_releases_her_held_job_and_an_admin_reverses_it(
     await browser.click("#sign-out")
     assert await browser.wait_path("/") == "/"
     assert await browser.exists("#sign-in")
+    await browser.shoot("sign-in")
     async with (
         aiohttp.ClientSession(stack.base_url, cookies={COOKIE: cookie["value"]}) as http,
         http.get("/jobs", allow_redirects=False) as resp,
@@ -413,3 +429,152 @@ async def test_an_operator_releases_one_ticket_to_another_printer_and_cancels_an
     assert canceled.status == S.CANCELED
     docs = [d for d in ippeve_printer.documents() if d.title == "t-one"]
     assert len(docs) == 1
+
+
+async def tap(base_url: str, reader: str, token: str, card: str) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession(base_url) as http,
+        http.post(
+            f"/api/v1/readers/{reader}/tap",
+            json={"card": card},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as resp,
+    ):
+        return resp.status, await resp.json()
+
+
+async def test_card_self_association_then_a_tap_releases_her_held_jobs(
+    stack: ServiceStack, browser: Browser, ippeve_printer: IppEvePrinter, short_tmp: Path
+) -> None:
+    queue = unique("pp-webcard")
+    await stack.add_printer(queue, target=ippeve_printer.uri, mode="hold")
+    reader = unique("door")
+    token = await stack.add_reader(reader, [queue])
+    job = await stack.lp(queue, make_pdf(short_tmp / "c.pdf", 1), user="carol", title="carded")
+    po = await stack.wait_print_out(queue, job, {S.HELD})
+
+    # An unknown card: nothing released, the tap is remembered for a few minutes.
+    status, _ = await tap(stack.base_url, reader, token, "04 C0 FF EE 42")
+    assert status == 404
+    await browser.sign_in("carol")
+    await browser.get("/cards")
+    assert await browser.exists("#my-cards") and not await browser.exists("#my-cards li")
+    offer = await browser.find("#offers li")
+    assert "…ee42" in await browser.text("#offers li .title")
+    assert reader in await browser.text("#offers li .meta")
+    await browser.shoot("cards")
+    await browser.click(f"#{await browser._run(offer.get_attribute, 'id')} button")
+    assert "claimed-ee42" in await browser.wait_text("#done", "claimed")
+    assert "…ee42" in await browser.text("#my-cards")
+    assert await browser.exists("#no-offers")  # claimed: offered to no one any more
+    await browser.shoot("cards-claimed")
+    await browser.get("/delegate")
+    assert await browser.exists("#delegate-form")
+    await browser.shoot("delegate")
+    # The claim is an event.
+    assert stack.app is not None
+    async with stack.app[SESSIONS]() as s:
+        claimed = await s.scalar(select(Event).where(Event.reason == "self-associated"))
+    assert claimed is not None and claimed.data == {
+        "user": "carol",
+        "card": "04c0ffee42",
+        "reader": reader,
+    }
+    assert claimed.actor == "web:user:carol"
+
+    # She taps again: her held job prints, and My jobs follows it without a reload.
+    await browser.get("/jobs")
+    assert await browser.text(f"#held-{po.id} .status") == "held"
+    await browser.find("body[data-live=open]")
+    await browser.script("window.ppNoReload = 'still here'")
+    status, body = await tap(stack.base_url, reader, token, "04c0ffee42")
+    assert status == 200, body
+    assert [r["id"] for r in body["released"]] == [po.id]
+    done = await stack.wait_print_out(queue, job)
+    assert done.status == S.COMPLETED
+    await browser.wait_text(f"#held-{po.id} .status", "completed")
+    assert await browser.script("return window.ppNoReload") == "still here"
+    release = await browser.find(f"#release-{po.id}")
+    assert not await browser._run(release.is_enabled)  # released: nothing left to press
+
+
+async def wait_sync_run(svc: ServiceStack, timeout: float = 60.0) -> ScheduledRun:
+    """The service's first (scheduled) OfficeRnD sync, once it has ended."""
+    assert svc.app is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        async with svc.app[SESSIONS]() as s:
+            run = await s.scalar(
+                select(ScheduledRun).where(
+                    ScheduledRun.job == "officernd-sync",
+                    ScheduledRun.period != "initial",
+                    ScheduledRun.state != "started",
+                )
+            )
+        if run is not None or time.monotonic() > deadline:
+            assert run is not None, "the scheduled sync did not end"
+            return run
+        await asyncio.sleep(0.1)
+
+
+async def test_integrations_papercut_fix_and_officernd_sync_progress(
+    private_cupsd: PrivateCupsd,
+    short_tmp: Path,
+    driver: WebDriver,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    async with (
+        PaperCutSimulator(short_tmp / "pc.db", token="pc-token", hang_seconds=1) as pc_sim,
+        OfficeRnDSimulator(hang_seconds=1) as ornd_sim,
+    ):
+        pc_sim.add_printer("srv", "lobby", cost_mono=0)  # no cost: charges nobody
+        ornd_sim.seed_members(6, 2, 2, seed=3)
+        extra = {
+            "papercut": {"url": pc_sim.url, "token": "pc-token", "db_url": pc_sim.db_url},
+            "officernd": {
+                "api_url": ornd_sim.api_url,
+                "token_url": ornd_sim.token_url,
+                "org": ornd_sim.org,
+                "client_id": ornd_sim.client_id,
+                "client_secret": ornd_sim.client_secret,
+            },
+        }
+        async with ServiceStack(private_cupsd, short_tmp / "svc-int", extra=extra) as svc:
+            await svc.add_users("erin")
+            await set_password(svc, "erin", "admin")
+            first = await wait_sync_run(svc)  # the scheduler's, at start-up
+            assert first.state == "done", first.summary
+            browser = Browser(driver, svc.base_url, screenshots(tmp_path_factory))
+            await browser.sign_in("erin")
+
+            # PaperCut: the costless printer, fixed with a page cost.
+            await browser.get("/admin/integrations")
+            row = await browser.text('#problems tr[data-kind="no-cost"]')
+            assert "srv\\lobby" in row
+            await browser.fill("#default-cost", "0.05")
+            await browser.click("#fix")
+            assert "1 fixed, 0 failed" in await browser.wait_text("#fix-report", "fixed")
+            assert await browser.exists("#papercut-ok")
+            assert Decimal(str(pc_sim.get_printer_cost_simple("srv", "lobby"))) == Decimal("0.05")
+
+            # OfficeRnD: new members; Sync shows its progress to the end, no reload.
+            for i in range(12):
+                ornd_sim.add_member(f"New Member{i}", email=f"new{i}@example.com")
+            await browser.click("#sync")
+            await browser.find("#sync-progress")
+            await browser.script("window.ppNoReload = 'still here'")
+            await browser.find('#sync-run[data-state="done"]', timeout=60)
+            assert await browser.script("return window.ppNoReload") == "still here"
+            bar = await browser.find("#sync-progress")
+            value = await browser._run(bar.get_attribute, "value")
+            assert value == await browser._run(bar.get_attribute, "max") == "12"
+            assert await browser.text("#sync-count") == "12 / 12"
+            assert "created 12" in await browser.text("#sync-summary")
+            assert set(pc_sim.list_user_accounts(0, 1000)) >= {
+                f"new{i}@example.com" for i in range(12)
+            }
+            await browser.shoot("admin-integrations")
+            # The last runs' summaries: this one first, then the scheduler's.
+            await browser.get("/admin/integrations")
+            assert "created 12" in await browser.text("#runs tbody tr:first-child")
+            assert await browser.exists('#runs tbody tr[data-state="done"]:nth-child(2)')

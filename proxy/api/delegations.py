@@ -11,13 +11,15 @@ from datetime import timedelta
 
 from aiohttp import web
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.db import utcnow
 from billing.enums import Role
 from billing.models import Delegation, Printer
+from proxy.config import DelegationConfig
 from proxy.exceptions import Forbidden, NotFound
 from proxy.keys import CONFIG, SESSIONS
-from proxy.pipeline.delegation import DelegationKind, delegation_from_json
+from proxy.pipeline.delegation import DelegationKind, DelegationRequest, delegation_from_json
 from proxy.pipeline.resolve import resolve
 
 from . import serialize
@@ -27,6 +29,36 @@ from .errors import InvalidParameter, json_body, reject_unknown
 MAX_VALID_MINUTES = 7 * 24 * 60
 MAX_DELEGATE = 255
 _OPTION_KEYS = {kind.value for kind in DelegationKind}
+
+
+async def register(
+    session: AsyncSession,
+    *,
+    delegate: str,
+    printer_name: str,
+    request: DelegationRequest,
+    minutes: int,
+    policy: DelegationConfig,
+) -> Delegation:
+    """Store the delegation for ``delegate``'s next job on the printer (the API's and the
+    web form's one path). Unknown printer → NotFound; unknown names (400) and a delegation
+    the delegate may not make (403, the rights of SPEC §3) are refused now, not when the
+    job arrives."""
+    printer = await session.scalar(select(Printer).where(Printer.name == printer_name))
+    if printer is None:
+        raise NotFound(f"unknown printer {printer_name!r}")
+    await resolve(session, request, delegate, policy=policy)
+    now = utcnow()
+    row = Delegation(
+        delegate=delegate,
+        printer_id=printer.id,
+        options=request.to_options(),
+        valid_from=now,
+        valid_until=now + timedelta(minutes=minutes),
+    )
+    session.add(row)
+    await session.flush()
+    return row
 
 
 async def create_delegation(request: web.Request) -> web.Response:
@@ -54,27 +86,19 @@ async def create_delegation(request: web.Request) -> web.Response:
         raise InvalidParameter(f"valid_minutes: an integer 1..{MAX_VALID_MINUTES}")
     request_ = delegation_from_json({k: v for k, v in body.items() if k in _OPTION_KEYS})
     async with request.app[SESSIONS]() as session, session.begin():
-        printer = await session.scalar(select(Printer).where(Printer.name == printer_name))
-        if printer is None:
-            raise NotFound(f"unknown printer {printer_name!r}")
-        # Unknown names (400) and a delegation the delegate may not make (403,
-        # the rights of SPEC §3) are refused now, not when the job arrives.
-        await resolve(session, request_, delegate, policy=request.app[CONFIG].delegation)
-        now = utcnow()
-        row = Delegation(
+        row = await register(
+            session,
             delegate=delegate,
-            printer_id=printer.id,
-            options=request_.to_options(),
-            valid_from=now,
-            valid_until=now + timedelta(minutes=minutes),
+            printer_name=printer_name,
+            request=request_,
+            minutes=minutes,
+            policy=request.app[CONFIG].delegation,
         )
-        session.add(row)
-        await session.flush()
     return web.json_response(
         {
             "id": row.id,
             "delegate": delegate,
-            "printer": printer.name,
+            "printer": printer_name,
             "options": row.options,
             "valid_from": serialize.iso(row.valid_from),
             "valid_until": serialize.iso(row.valid_until),

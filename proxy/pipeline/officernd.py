@@ -37,6 +37,7 @@ from billing.db import utcnow
 from billing.enums import Provisioning
 from billing.models import ScheduledRun
 from billing.money import parse_amount
+from billing.officernd.actions import Progress
 from billing.officernd.client import OfficeRnDClient
 from billing.officernd.fees import FEE_KIND, AdjustmentCheck, FeeHandler, run_fees
 from billing.officernd.filter import MemberFilter
@@ -56,6 +57,7 @@ TOPUP_JOB = "officernd-topup"
 TICK_SECS = 30.0
 STALE_AFTER = timedelta(minutes=30)
 RETRY_FAILED_AFTER = timedelta(minutes=10)
+MANUAL_PREFIX = "manual-"  # the period of a sync an admin started (sync_now)
 
 
 def sync_slot(now: datetime, interval_mins: int) -> str:
@@ -137,6 +139,33 @@ async def _job(app: web.Application, job: str, period: str, now: datetime, work:
     return True
 
 
+async def _sync(app: web.Application, progress: Progress | None = None) -> dict[str, Any]:
+    summary = await run_sync(
+        app[SESSIONS],
+        app[OFFICERND],
+        app[PAPERCUT],
+        member_filter=MemberFilter.from_settings(app[CONFIG].officernd),
+        applied=_applied(app),
+        progress=progress,
+        worker=f"{app[INSTANCE].name}:sync",
+        provisioning=Provisioning(app[CONFIG].papercut.provisioning),
+    )
+    return summary.as_dict()
+
+
+async def sync_now(app: web.Application, progress: Progress | None = None) -> str:
+    """A sync asked for now (the admin page's Sync button): a run of its own period
+    ``manual-<time>``, claimed, recorded and failed like the scheduled ones; its period."""
+    now = utcnow()
+    period = f"{MANUAL_PREFIX}{now:%Y-%m-%dT%H:%M:%S.%fZ}"
+
+    async def sync() -> dict[str, Any]:
+        return await _sync(app, progress)
+
+    await _job(app, SYNC_JOB, period, now, sync)
+    return period
+
+
 async def scheduler_tick(app: web.Application, now: datetime | None = None) -> list[str]:
     """Run whatever is due at ``now``; the jobs run, as ``job/period``."""
     config = app[CONFIG]
@@ -147,16 +176,7 @@ async def scheduler_tick(app: web.Application, now: datetime | None = None) -> l
     ran: list[str] = []
 
     async def sync() -> dict[str, Any]:
-        summary = await run_sync(
-            sessions,
-            client,
-            papercut,
-            member_filter=MemberFilter.from_settings(settings),
-            applied=applied,
-            worker=f"{app[INSTANCE].name}:sync",
-            provisioning=Provisioning(config.papercut.provisioning),
-        )
-        return summary.as_dict()
+        return await _sync(app)
 
     slot = sync_slot(now, settings.sync_interval_mins)
     if await _job(app, SYNC_JOB, slot, now, sync):

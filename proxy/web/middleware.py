@@ -82,7 +82,7 @@ async def web_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             await load_principal(request)
         return _secure(await handler(request))
     except SignInRequired:
-        if request.path.startswith("/jobs/status"):
+        if request.path.startswith("/jobs/events"):  # a script's EventSource, not a page
             return _error_page(request, 401, "sign in first")
         raise _redirect(web.HTTPSeeOther("/")) from None
     except web.HTTPException as exc:

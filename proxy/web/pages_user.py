@@ -18,13 +18,14 @@ from proxy.api import queries
 from proxy.api.auth import STAFF, allowed
 from proxy.api.jobs import held_page, own_print_out
 from proxy.exceptions import Conflict, Forbidden, NotFound
-from proxy.keys import CONFIG, READ_SESSIONS, SESSIONS, WAKE
+from proxy.keys import CONFIG, READ_SESSIONS, SESSIONS, WAKE, WEB_LIVE
 from proxy.pipeline import lifecycle
 from proxy.pipeline import release as held
 from proxy.pipeline.wake import DISPATCH
 
+from . import live
 from .auth import WebPrincipal, signed_form, signed_in
-from .render import html
+from .render import SECURITY_HEADERS, html
 
 PAGE = 25
 RECENT = 10
@@ -79,7 +80,12 @@ async def my_jobs(request: web.Request) -> web.Response:
         tickets, _ = await held_page(
             session, mode_is_ticket=True, delegate=me, printer=None, limit=PAGE, after=None
         )
-        choices = {po.id: await release_choices(session, po.printer_id) for po, _ in held_rows}
+        # One look-up per printer, not per job: a user's held jobs share few printers.
+        near = {
+            pid: await release_choices(session, pid)
+            for pid in {po.printer_id for po, _ in held_rows}
+        }
+        choices = {po.id: near[po.printer_id] for po, _ in held_rows}
         recent = await _recent(session, me)
     return html(
         request,
@@ -92,25 +98,17 @@ async def my_jobs(request: web.Request) -> web.Response:
     )
 
 
-async def job_status(request: web.Request) -> web.Response:
-    """``GET /jobs/status?ids=1,2``: the status of the user's own jobs (the pages' script)."""
+async def job_events(request: web.Request) -> web.StreamResponse:
+    """``GET /jobs/events?ids=1,2``: Server-Sent Events of print-out changes (the pages' script).
+
+    First the current status of ``ids`` (those the viewer may see), then every
+    change of her own print-outs (staff: everyone's) while the page is open.
+    """
     principal = signed_in(request)
     raw = request.query.get("ids", "")
     ids = [i for i in (queries.parse_id(p) for p in raw.split(",")[:MAX_STATUS_IDS]) if i]
-    items = []
-    if ids:
-        async with request.app[READ_SESSIONS]() as session, session.begin():
-            rows = await session.execute(
-                select(PrintOut.id, PrintOut.status, PrintOut.status_reason).where(
-                    PrintOut.id.in_(ids), PrintOut.delegate == _me(principal)
-                )
-            )
-            for po_id, status, reason in rows:
-                label = PrintStatus(status)
-                items.append(
-                    {"id": po_id, "status": label.label, "final": label.is_final, "reason": reason}
-                )
-    return web.json_response({"items": items}, headers={"Cache-Control": "no-store"})
+    viewer = live.Viewer(principal.user_name, principal.role in STAFF)
+    return await live.stream(request, request.app[WEB_LIVE], viewer, ids, SECURITY_HEADERS)
 
 
 async def release(request: web.Request) -> web.Response:
@@ -234,7 +232,7 @@ async def balance(request: web.Request) -> web.Response:
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/jobs", my_jobs, name="web.jobs"),
-        web.get("/jobs/status", job_status, name="web.job-status"),
+        web.get("/jobs/events", job_events, name="web.job-events"),
         web.post("/jobs/{id}/release", release, name="web.job-release"),
         web.post("/jobs/{id}/cancel", cancel, name="web.job-cancel"),
         web.get("/history", history, name="web.history"),

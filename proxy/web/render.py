@@ -75,7 +75,6 @@ def html(request: web.Request, template: str, *, status: int = 200, **context: A
         .get_template(template)
         .render(
             me=principal,
-            poll_secs=config.web.poll_secs,
             money=lambda amount: money_text(amount, currency),
             path=request.path,
             **context,

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from proxy.keys import CONFIG, WEB_TEMPLATES, WEB_THROTTLE
+from proxy.keys import CONFIG, READ_SESSIONS, WEB_LIVE, WEB_SYNC, WEB_TEMPLATES, WEB_THROTTLE
 
-from . import pages_admin, pages_signin, pages_staff, pages_user
+from . import (
+    pages_admin,
+    pages_cards,
+    pages_delegate,
+    pages_integrations,
+    pages_signin,
+    pages_staff,
+    pages_user,
+)
+from .live import LiveFeed
 from .middleware import web_middleware
 from .render import environment, static_routes
+from .syncrun import SyncProgress
 from .throttle import LoginThrottle
 
 ROUTE_NAME_PREFIX = "web."
@@ -26,8 +37,19 @@ def setup_web(app: web.Application) -> None:
     app[WEB_TEMPLATES] = environment()
     app[WEB_THROTTLE] = LoginThrottle(config.login_attempts, config.login_window_secs)
     app.middlewares.append(web_middleware)
+
+    def read_session() -> AsyncSession:  # the app's sessions exist once it has started
+        return app[READ_SESSIONS]()
+
+    app[WEB_LIVE] = feed = LiveFeed(read_session, config.poll_secs)
+    app.on_shutdown.append(feed.close)
+    app[WEB_SYNC] = sync = SyncProgress()
+    app.on_shutdown.append(sync.stop)
     app.router.add_routes(pages_signin.routes())
     app.router.add_routes(pages_user.routes())
+    app.router.add_routes(pages_delegate.routes())
+    app.router.add_routes(pages_cards.routes())
     app.router.add_routes(pages_staff.routes())
     app.router.add_routes(pages_admin.routes())
+    app.router.add_routes(pages_integrations.routes())
     app.router.add_routes(static_routes())
