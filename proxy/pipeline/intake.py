@@ -39,6 +39,7 @@ from ..keys import INTAKE, IntakeResources
 from ..pages import PageCount, count_pages, limits, refine
 from ..spool import CHUNK, Incomplete, SpooledFile
 from . import control, intake_status
+from . import intake_passed as passed
 from .delegation import DelegationError, parse_cups_options
 from .jobs import IntakeJob, latest_print_out, record_job, record_reprint
 from .options import job_options
@@ -248,6 +249,7 @@ async def _precheck(request: web.Request) -> _Checked:
     sender has no way to ask for a reprint, and a retry must not print again.
     """
     _check_secret(request)
+    passed.announced(request)  # a descriptor only where one can be passed
     job = parse_meta(request.headers.get(META_HEADER))
     if job.job_uuid is None:
         job = dataclasses.replace(job, origin_key=origin_key(job, _sender(request)))
@@ -292,7 +294,13 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
         checked = exc
     request[PRECHECK] = checked
     if isinstance(checked, tuple):
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if passed.announced(request):
+            # The descriptor comes next, with the body's one byte: this handler
+            # reads it, so the transport must not (it would drop the descriptor).
+            passed.hold_reading(request)
+            await request.writer.write(passed.CONTINUE)
+        else:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     return None
 
 
@@ -310,7 +318,18 @@ async def receive_job(request: web.Request) -> web.Response:
     job, printer, reprint_of = checked
     config = request.app[INTAKE].config
     spool = request.app[INTAKE].spool
-    spooled = await spool.receive(_body(request), max_bytes=config.spool.max_job_bytes)
+    if passed.announced(request):
+        if not passed.held(request):  # no 100-continue: nothing can carry a descriptor
+            raise BadRequest("a document by descriptor needs Expect: 100-continue")
+        idle = config.limits.body_timeout_secs
+        with await passed.receive(request, timeout=idle) as document:
+            spooled = await spool.copy_in(
+                document.fileno(),
+                max_bytes=config.spool.max_job_bytes,
+                alive=lambda: passed.connected(request),
+            )
+    else:
+        spooled = await spool.receive(_body(request), max_bytes=config.spool.max_job_bytes)
     try:
         if reprint_of is not None:
             return await _reprint(request, printer, reprint_of, spooled)
