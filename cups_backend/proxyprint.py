@@ -220,13 +220,16 @@ class Job:
 class Answer:
     """The intake's final HTTP answer."""
 
-    __slots__ = ("body", "reason", "status", "upload_complete")
+    __slots__ = ("body", "reason", "status", "timing", "upload_complete")
 
-    def __init__(self, status: int, reason: str, body: bytes, upload_complete: bool) -> None:
+    def __init__(
+        self, status: int, reason: str, body: bytes, upload_complete: bool, timing: str = ""
+    ) -> None:
         self.status = status
         self.reason = reason
         self.body = body
         self.upload_complete = upload_complete
+        self.timing = timing  # the intake's Server-Timing: where its time went
 
 
 def log(level: str, message: str) -> None:
@@ -751,7 +754,10 @@ class Exchange:
         while True:
             status, reason, headers = self.read_head()
             if status >= 200:
-                return Answer(status, reason, self.read_body(headers), upload_complete)
+                body = self.read_body(headers)
+                return Answer(
+                    status, reason, body, upload_complete, headers.get("server-timing", "")
+                )
 
     def read_head(self) -> tuple[int, str, dict[str, str]]:
         line = self.readline(MAX_HEAD)
@@ -927,6 +933,8 @@ def decide(answer: Answer, printer: str) -> int:
     database locked, spool full, 5xx) is a retry.
     """
     status = answer.status
+    if answer.timing:
+        log("DEBUG", f"Intake timing: {answer.timing}")
     if 200 <= status < 300:
         accepted(answer_doc(answer))
         return BackendStatus.OK

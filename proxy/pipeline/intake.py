@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -288,11 +289,13 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     """
     if request.headers.get("Expect", "").lower() != "100-continue":
         raise web.HTTPExpectationFailed(text=f"unknown Expect: {request.headers['Expect']}")
+    started = time.perf_counter()
     try:
         checked: _Checked | ProxyPrintError = await _precheck(request)
     except ProxyPrintError as exc:
         checked = exc
     request[PRECHECK] = checked
+    request[TIMING] = {"precheck": time.perf_counter() - started}
     if isinstance(checked, tuple):
         if passed.announced(request):
             # The descriptor comes next, with the body's one byte: this handler
@@ -318,6 +321,7 @@ async def receive_job(request: web.Request) -> web.Response:
     job, printer, reprint_of = checked
     config = request.app[INTAKE].config
     spool = request.app[INTAKE].spool
+    started = time.perf_counter()
     if passed.announced(request):
         if not passed.held(request):  # no 100-continue: nothing can carry a descriptor
             raise BadRequest("a document by descriptor needs Expect: 100-continue")
@@ -330,13 +334,31 @@ async def receive_job(request: web.Request) -> web.Response:
             )
     else:
         spooled = await spool.receive(_body(request), max_bytes=config.spool.max_job_bytes)
+    _timed(request, "spool", started)
     try:
         if reprint_of is not None:
-            return await _reprint(request, printer, reprint_of, spooled)
-        return await _record(request, printer, job, spooled)
+            answer = await _reprint(request, printer, reprint_of, spooled)
+        else:
+            answer = await _record(request, printer, job, spooled)
     except BaseException:
         spool.remove(spooled.path)
         raise
+    answer.headers["Server-Timing"] = ", ".join(
+        f"{phase};dur={seconds * 1000:.2f}" for phase, seconds in request[TIMING].items()
+    )
+    return answer
+
+
+# Where an intake's time goes (ms, in the answer's Server-Timing header): the
+# decision before the body, spooling, page count, the database transaction.
+TIMING = web.RequestKey("timing", dict)
+
+
+def _timed(request: web.Request, phase: str, started: float) -> float:
+    """Record ``phase`` as lasting from ``started`` until now; returns now."""
+    now = time.perf_counter()
+    request.setdefault(TIMING, {})[phase] = now - started
+    return now
 
 
 async def _record(
@@ -356,7 +378,9 @@ async def _record(
         media = options.get(key)
         if media is not None and (len(media) > MAX_MEDIA or not media.isprintable()):
             del options[key]
+    started = time.perf_counter()
     pages = await _count(Path(spooled.path), job.content_type, printer, options)
+    started = _timed(request, "count", started)
     try:
         async with request.app[INTAKE].sessions() as session, session.begin():
             print_out = await record_job(
@@ -372,6 +396,7 @@ async def _record(
             )
             answer = _summary(request, print_out)
             pending = print_out.status == int(PrintStatus.PENDING)
+        _timed(request, "commit", started)
     except IntegrityError:
         # The same job-uuid (or origin key) raced in through another connection:
         # record it once.
