@@ -54,6 +54,14 @@ otherwise.  With no interim answer within 5 s the body is sent anyway (RFC
 9110, 10.1.1).  An answer that arrives while the body is being sent stops the
 upload too.
 
+On the Unix socket, a document cupsd gives as a file (argv[6], a raw queue)
+goes by descriptor instead (``hand_over``): the request announces
+``X-Proxyprint-Document: fd`` with a one-byte body; after a ``100 Continue``
+that says ``X-Proxyprint-Fd: send`` the byte is sent with the open file
+attached (SCM_RIGHTS) and the service copies the file in the kernel.  A plain
+``100 Continue`` (a service that would wait for a body) makes the backend hang
+up before the byte and stream the document on a new connection.
+
 Exit codes (queues are created with the error policy ``abort-job``):
 
 ====================================  =======================================
