@@ -234,3 +234,32 @@ async def test_through_cupsd_a_raw_queue_passes_its_spool_file_and_a_filtered_on
         else:  # pdftopdf rewrote it on the way: still a PDF of the same pages
             assert docs[0].read_bytes().startswith(b"%PDF-")
         assert po.pages == 2
+
+
+async def test_the_byte_without_a_descriptor_is_refused_and_nothing_kept(
+    stack: ServiceStack,
+) -> None:
+    """A sender that announces a descriptor and sends only the byte is told so (400)."""
+    import base64
+    import json
+
+    meta = {"printer": HOLD_QUEUE, "job_id": 3, "job_uuid": f"urn:uuid:{uuid.uuid4()}"}
+    meta |= {"user": "carol", "title": "t", "copies": 1, "options": ""}
+    header = base64.b64encode(json.dumps(meta).encode()).decode()
+    reader, writer = await asyncio.open_unix_connection(stack.intake_socket)
+    writer.write(
+        b"POST /intake/v1/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\nX-Proxyprint-Document: fd\r\n"
+        + f"X-Proxyprint-Meta: {header}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    interim = await reader.readuntil(b"\r\n\r\n")
+    assert interim.startswith(b"HTTP/1.1 100") and b"X-Proxyprint-Fd: send" in interim
+    writer.write(b"F")  # a plain write: no descriptor travels with it
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"one document descriptor" in answer
+    assert _spool(stack) == ([], [])
+    assert await _print_in(stack, str(meta["job_uuid"])) is None

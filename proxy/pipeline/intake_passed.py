@@ -97,14 +97,14 @@ async def receive(request: web.Request, *, timeout: float) -> io.FileIO:
         raise Incomplete(f"no document descriptor within {timeout:g} s") from None
     finally:
         sock.close()
+        request.content.feed_eof()  # the body's byte is read here (or never comes)
+        transport.resume_reading()
     if data != BODY or len(fds) != 1 or flags & socket.MSG_CTRUNC:
         for fd in fds:
             os.close(fd)
         if not data and not fds:
             raise Incomplete("the backend hung up before passing its document")
         raise BadRequest("expected the body's byte with one document descriptor")
-    request.content.feed_eof()  # the body's byte was read here, not by aiohttp
-    transport.resume_reading()
     return io.FileIO(fds[0], "rb", closefd=True)
 
 
