@@ -26,7 +26,7 @@ from .exceptions import BadRequest, ProxyPrintError
 CHUNK = 256 * 1024
 WRITE_BLOCK = 1024 * 1024
 COPY_BLOCK = 64 * 1024 * 1024  # a passed document is copied in blocks: a cancel stops it
-HASH_BLOCK = 8 * 1024 * 1024
+HASH_BLOCK = 16 * 1024 * 1024  # a multiple of mmap.ALLOCATIONGRANULARITY
 # copy_file_range cannot here (other file system, old kernel): sendfile can.
 _NO_COPY_RANGE = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP})
 
@@ -230,18 +230,19 @@ def _copy_range(source: int, target: int, offset: int, count: int) -> int:
 
 
 def _hash_file(source: int, size: int, stop: threading.Event) -> str:
-    """sha256 of the first ``size`` bytes of ``source``, read through a map of it."""
+    """sha256 of the first ``size`` bytes of ``source``, read through maps of it.
+
+    One window of ``HASH_BLOCK`` at a time, unmapped before the next: the pages
+    hashed leave the service's RSS again (a map of the whole file would count
+    all of it in the service's peak).
+    """
     digest = hashlib.sha256()
-    if size:
-        with mmap.mmap(source, size, prot=mmap.PROT_READ) as mapped:
-            view = memoryview(mapped)
-            try:
-                for start in range(0, size, HASH_BLOCK):
-                    if stop.is_set():
-                        break
-                    digest.update(view[start : start + HASH_BLOCK])
-            finally:
-                view.release()
+    for start in range(0, size, HASH_BLOCK):
+        if stop.is_set():
+            break
+        length = min(HASH_BLOCK, size - start)
+        with mmap.mmap(source, length, prot=mmap.PROT_READ, offset=start) as window:
+            digest.update(window)
     return digest.hexdigest()
 
 
