@@ -26,7 +26,7 @@ from .exceptions import BadRequest, ProxyPrintError
 CHUNK = 256 * 1024
 WRITE_BLOCK = 1024 * 1024
 COPY_BLOCK = 64 * 1024 * 1024  # a passed document is copied in blocks: a cancel stops it
-HASH_BLOCK = 16 * 1024 * 1024  # a multiple of mmap.ALLOCATIONGRANULARITY
+HASH_BLOCK = 4 * 1024 * 1024  # a multiple of mmap.ALLOCATIONGRANULARITY
 # copy_file_range cannot here (other file system, old kernel): sendfile can.
 _NO_COPY_RANGE = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP})
 
@@ -232,7 +232,7 @@ def _copy_range(source: int, target: int, offset: int, count: int) -> int:
 def _hash_file(source: int, size: int, stop: threading.Event) -> str:
     """sha256 of the first ``size`` bytes of ``source``, read through maps of it.
 
-    One window of ``HASH_BLOCK`` at a time, unmapped before the next: the pages
+    One window of ``HASH_BLOCK`` (4 MiB) at a time, unmapped before the next: the pages
     hashed leave the service's RSS again (a map of the whole file would count
     all of it in the service's peak).
     """

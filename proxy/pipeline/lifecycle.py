@@ -138,7 +138,9 @@ async def ending(app: web.Application) -> AsyncIterator[Endings]:
             endings = Endings(app, session)
             yield endings
             paths = await endings.detach()
-        app[WAKE].status_changed(endings.changed)
+        waker = app.get(WAKE)  # an app with only the lifecycle's keys has no waiters
+        if waker is not None:
+            waker.status_changed(endings.changed)
         for path in paths:
             app[SPOOL].remove(path)
 
