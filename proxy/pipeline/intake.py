@@ -9,6 +9,8 @@ The answer is sent only after the job is spooled and committed: 201 new
 404 unknown printer and other 4xx (backend: this job fails alone), 507 spool
 full and other 5xx (backend: RETRY). A direct job's answer says ``follow``:
 the backend then follows the print-out to its end (``intake_status``).
+On the Unix socket a raw queue's document comes by descriptor instead of as
+a body (``intake_passed``) and is copied into the spool in the kernel.
 """
 
 from __future__ import annotations
@@ -237,6 +239,9 @@ def _check_secret(request: web.Request) -> None:
 _Checked = tuple[IntakeJob, Printer, int | None] | web.Response
 # expect_continue's verdict, for receive_job
 PRECHECK = web.RequestKey("precheck", object)
+# Where an intake's time goes (ms, in the answer's Server-Timing header): the
+# decision before the body, spooling, page count, the database transaction.
+TIMING = web.RequestKey("timing", dict)
 
 
 async def _precheck(request: web.Request) -> _Checked:
@@ -347,11 +352,6 @@ async def receive_job(request: web.Request) -> web.Response:
         f"{phase};dur={seconds * 1000:.2f}" for phase, seconds in request[TIMING].items()
     )
     return answer
-
-
-# Where an intake's time goes (ms, in the answer's Server-Timing header): the
-# decision before the body, spooling, page count, the database transaction.
-TIMING = web.RequestKey("timing", dict)
 
 
 def _timed(request: web.Request, phase: str, started: float) -> float:
