@@ -10,14 +10,20 @@ file`` as arguments, stderr read through a pipe.
 
 Fairness: ippeveprinter takes one job at a time (server-error-busy
 otherwise), so before every run the printer is idle and every earlier job is
-finished (for the proxy: dispatched, printed and tracked to completed, so no
-background work overlaps the next run).  The ``ipp`` backend is told not to
-wait for the job or the printer (``waitjob=false&waitprinter=false``, which
-CUPS 2.4's ipp backend honours), so both stop timing at the hand-off.  The
-two backends alternate, after warm-up runs of each.
+finished.  The ``ipp`` backend is told not to wait for the job or the printer
+(``waitjob=false&waitprinter=false``, which CUPS 2.4's ipp backend honours),
+and the proxy queue holds its jobs (hold mode: its backend exits at the
+intake's answer; a direct job's backend would follow the job to its end, which
+``lp500`` measures), so both stop timing at the hand-off.  The two backends
+alternate, after warm-up runs of each.
 
-Also reported: ``python -X importtime`` of the backend's start-up, next to
-the bare interpreter's own start-up imports (``-I -S -c pass``).
+Also reported: where the proxyprint median goes (the backend's start-up, and
+the service's own timing of each job from its answer's ``Server-Timing``:
+the decision before the document, the transfer into the spool, the page
+count, the commit); ``python -X importtime`` of the backend's start-up, next
+to the bare interpreter's own start-up imports (``-I -S -c pass``); and the
+service's RSS (``proxyprint serve`` as its own process) idle, after 10 and
+after ``BENCH_RSS_JOBS`` (default 1,000) jobs handed to it one after another.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from .harness import (
     IPP_BACKEND,
     IPP_NO_WAIT,
     PRINTER_IDLE,
+    ServiceProcess,
     backend_argv,
     backend_env,
     env_int,
@@ -43,6 +50,7 @@ from .harness import (
     percentile,
     printer_state,
     private_stack,
+    proc_status_kib,
     scratch_dir,
     wait_until,
 )
@@ -52,15 +60,36 @@ WARMUP = 3
 IMPORTTIME_RUNS = 5
 
 
-def _run_backend(argv: list[str], env: dict[str, str]) -> float:
-    """One backend run as cupsd makes it; its wall time in seconds."""
+def _run_backend(
+    argv: list[str], env: dict[str, str], phases: dict[str, list[float]] | None = None
+) -> float:
+    """One backend run as cupsd makes it; its wall time in seconds.
+
+    ``phases``: the intake's own timing of this job (its answer's Server-Timing,
+    which our backend logs at DEBUG), appended per phase in seconds.
+    """
     start = time.perf_counter()
     result = subprocess.run(argv, env=env, capture_output=True, timeout=60, check=False)
     seconds = time.perf_counter() - start
+    err = result.stderr.decode("utf-8", "replace")
     if result.returncode != 0:
-        err = result.stderr.decode("utf-8", "replace")[-2000:]
-        raise RuntimeError(f"{argv[0]} exited {result.returncode}:\n{err}")
+        raise RuntimeError(f"{argv[0]} exited {result.returncode}:\n{err[-2000:]}")
+    if phases is not None:
+        for phase, ms in _server_timing(err).items():
+            phases.setdefault(phase, []).append(ms / 1000)
     return seconds
+
+
+def _server_timing(stderr: str) -> dict[str, float]:
+    """{phase: ms} from the backend's ``DEBUG: Intake timing: a;dur=1.5, b;dur=2``."""
+    for line in stderr.splitlines():
+        if line.startswith("DEBUG: Intake timing: "):
+            found = {}
+            for item in line.removeprefix("DEBUG: Intake timing: ").split(","):
+                name, _, duration = item.strip().partition(";dur=")
+                found[name] = float(duration)
+            return found
+    return {}
 
 
 def _wait_printed(printer: IppEvePrinter, count: int) -> None:
@@ -120,12 +149,16 @@ def _importtime(backend: Path) -> str:
 def _measure(root: Path, jobs: int) -> dict[str, list[float]]:
     pdf = make_pdf(root / "one-page.pdf", 1, title="proxyprint handoff benchmark")
     with private_stack(root, "proxyprint-bench-handoff") as (cupsd, printer, loop, stack):
-        loop.run(stack.add_printer(QUEUE, target=printer.uri, mode="direct"))
+        # A hold printer: our backend's hand-off ends at the intake's answer, as the
+        # ipp backend's ends at the printer's (told not to wait for the job); a
+        # direct job's backend follows it to its end (lp500 measures that).
+        loop.run(stack.add_printer(QUEUE, target=printer.uri, mode="hold"))
         loop.run(stack.add_users("bench"))
         backend = cupsd.serverbin / "backend" / "proxyprint"
         ours_env = backend_env(f"proxyprint:{stack.intake_socket}", QUEUE, "application/pdf")
         ipp_env = backend_env(f"{printer.uri}?{IPP_NO_WAIT}", "ipp-handoff", "application/pdf")
         times: dict[str, list[float]] = {"ours": [], "ipp": [], "start-up": [], "bare": []}
+        server: dict[str, list[float]] = {}
         printed = 0
         for run in range(WARMUP + jobs):
             # Alternate which backend goes first, so neither always follows the other.
@@ -133,14 +166,13 @@ def _measure(root: Path, jobs: int) -> dict[str, list[float]]:
             for which in order:
                 job_id = 2 * run + (1 if which == "ours" else 2)
                 if which == "ours":
-                    seconds = _run_backend(backend_argv(backend, job_id, pdf), ours_env)
-                    loop.run(
-                        stack.wait_print_out(QUEUE, job_id, [PrintStatus.COMPLETED], timeout=60)
-                    )
+                    phases = server if run >= WARMUP else None
+                    seconds = _run_backend(backend_argv(backend, job_id, pdf), ours_env, phases)
+                    loop.run(stack.wait_print_out(QUEUE, job_id, [PrintStatus.HELD], timeout=60))
                 else:
                     seconds = _run_backend(backend_argv(IPP_BACKEND, job_id, pdf), ipp_env)
-                printed += 1
-                _wait_printed(printer, printed)
+                    printed += 1
+                    _wait_printed(printer, printed)
                 if run >= WARMUP:
                     times[which].append(seconds)
             # The backend's start-up alone (no arguments: discovery, no I/O), and
@@ -150,6 +182,7 @@ def _measure(root: Path, jobs: int) -> dict[str, list[float]]:
             if run >= WARMUP:
                 times["start-up"].append(startup)
                 times["bare"].append(bare)
+        times.update({f"intake {phase}": values for phase, values in server.items()})
         return times
 
 
@@ -174,7 +207,54 @@ def main() -> None:
             f"{(median(ours) - startup) * 1000:.0f} ms the exchange with the intake",
             flush=True,
         )
+        phases = {k.removeprefix("intake "): median(v) for k, v in times.items() if " " in k}
+        if phases:
+            inside = sum(phases.values())
+            rest = median(ours) - startup - inside
+            print(
+                "handoff: breakdown of the proxyprint median (ms, medians): start-up "
+                f"{startup * 1000:.1f}; in the service: decision before the document "
+                f"{phases.get('precheck', 0) * 1000:.1f}, transfer into the spool "
+                f"{phases.get('spool', 0) * 1000:.1f}, page count "
+                f"{phases.get('count', 0) * 1000:.1f}, commit "
+                f"{phases.get('commit', 0) * 1000:.1f}; the rest (connect, HTTP, answer, "
+                f"the backend's exit) {rest * 1000:.1f}",
+                flush=True,
+            )
         print(_importtime(install_backend(root)), flush=True)
+        print(_service_rss(root), flush=True)
+
+
+# --- the service's memory over many jobs -------------------------------------------
+
+
+def _service_rss(root: Path) -> str:
+    """``proxyprint serve`` (its own process) before, after 10 and after N jobs.
+
+    The jobs go to a hold printer through the installed backend, as cupsd
+    starts it: the intake path alone (nothing dispatched), one after another.
+    """
+    jobs = env_int("BENCH_RSS_JOBS", 1000, minimum=10)
+    pdf = make_pdf(root / "rss.pdf", 1, title="proxyprint rss benchmark")
+    service = ServiceProcess(root / "rss-service")
+    service.migrate()
+    service.add_printer("pp-rss", "ipp://127.0.0.1:9/ipp/print", users=["bench"], mode="hold")
+    backend = install_backend(root / "rss")
+    env = backend_env(f"proxyprint:{service.intake_socket}", "pp-rss", "application/pdf")
+    samples: dict[int, int] = {}
+    with service:
+        service.start()
+        samples[0] = proc_status_kib(service.pid, "VmRSS") or 0
+        for number in range(1, jobs + 1):
+            _run_backend(backend_argv(backend, number, pdf), env)
+            if number in (10, jobs):
+                samples[number] = proc_status_kib(service.pid, "VmRSS") or 0
+    idle, ten, many = (samples[k] / 1024 for k in (0, 10, jobs))
+    return (
+        f"handoff: service RSS (proxyprint serve, own process, hold printer): idle "
+        f"{idle:.1f} MiB, after 10 jobs {ten:.1f} MiB, after {jobs} jobs {many:.1f} MiB; "
+        f"growth from 10 to {jobs} jobs {many - ten:+.1f} MiB (goal: within 10 MiB)"
+    )
 
 
 if __name__ == "__main__":

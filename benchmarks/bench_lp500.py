@@ -6,16 +6,18 @@ One private cupsd holds both queues:
   backend), direct mode, target an ippeveprinter; the service runs as its own
   process (``proxyprint serve``, SQLite, default intervals) as deployed;
 - ``ipp-lp``: a raw CUPS queue with the ``ipp`` backend straight to another
-  ippeveprinter of the same kind (``?waitjob=false&waitprinter=false``: CUPS
-  2.4's ipp backend would otherwise wait for each job to finish printing,
-  polling, which the proxy does not do either).
+  ippeveprinter of the same kind, as CUPS sets it up: the backend waits for
+  the printer and for each job to finish printing (``waitjob``/``waitprinter``
+  left at their defaults), as our backend follows each direct job to its end
+  (SPEC §5): both sides wait for the printer, so the queue runs one job at a
+  time on each.
 
 Each side gets the same N one-page PDFs submitted the same way (pycups
 ``printFile`` in a loop, i.e. what ``lp`` sends: one Print-Job each), one side
 after the other.  The figure is the wall time from the first submission
 until the printer has received every job, from the printer's own files (with
 ``-k`` ippeveprinter keeps each document; its last write is when the printer
-had it whole).
+had it whole); the time until CUPS had ended every job is printed as well.
 
 The printers "print" with ``/bin/true`` instead of the devkit's Python
 command, so the printer is not what is measured.  ippeveprinter still takes
@@ -45,7 +47,7 @@ from proxy.devkit.cupsd import PrivateCupsd
 from proxy.devkit.documents import make_pdf
 from proxy.devkit.ippeve import IppEvePrinter
 
-from .harness import IPP_NO_WAIT, ServiceProcess, env_int, scratch_dir
+from .harness import ServiceProcess, env_int, scratch_dir
 
 DEFAULT_JOBS = 500
 BUDGET = 120.0  # seconds per side; a proxy side that needs longer is compared on fewer jobs
@@ -94,6 +96,7 @@ class Side:
     submitting: float  # seconds the submissions took
     busy: int  # server-error-busy answers the printer gave
     errors: int = 0  # ERROR lines in the service's log (proxy side)
+    ended: float | None = None  # epoch seconds when CUPS had ended every job of the queue
 
     def seconds(self, count: int) -> float:
         """Wall time from the first submission until ``count`` jobs were received."""
@@ -113,7 +116,16 @@ def _submit_and_wait(
     while len(_documents(printer)) < jobs and time.time() < deadline:
         time.sleep(0.2)
     received = [t for t in _received(printer) if t <= deadline]
-    return Side(start, received, submitting, printer.log.count("server-error-busy"))
+    while _active(conn, queue) and time.time() < deadline:
+        time.sleep(0.05)
+    ended = time.time() if not _active(conn, queue) else None
+    return Side(start, received, submitting, printer.log.count("server-error-busy"), ended=ended)
+
+
+def _active(conn: cups.Connection, queue: str) -> bool:
+    """Has the queue jobs that have not ended in CUPS (its backend still running)?"""
+    jobs = conn.getJobs(which_jobs="not-completed", requested_attributes=["job-printer-uri"])
+    return any(str(job.get("job-printer-uri", "")).endswith(f"/{queue}") for job in jobs.values())
 
 
 def _stop_queue(cupsd: PrivateCupsd, queue: str) -> None:
@@ -146,7 +158,7 @@ def _proxy_side(cupsd: PrivateCupsd, root: Path, pdf: Path, jobs: int) -> Side:
 def _cups_side(cupsd: PrivateCupsd, pdf: Path, jobs: int) -> Side:
     printer = FastPrinter(name="proxyprint-bench-lp-cups")
     with _started(printer.start, printer.stop):
-        cupsadmin.create_queue(CUPS_QUEUE, f"{printer.uri}?{IPP_NO_WAIT}", cups_server=cupsd.server)
+        cupsadmin.create_queue(CUPS_QUEUE, printer.uri, cups_server=cupsd.server)
         try:
             return _submit_and_wait(cupsd, CUPS_QUEUE, pdf, jobs, printer)
         finally:
@@ -202,6 +214,14 @@ def main() -> None:
         f"ipp backend sleeps {BUSY_SLEEP:.0f} s after each){unstalled}",
         flush=True,
     )
+    if ours.ended is not None and theirs.ended is not None and count == jobs:
+        ours_end, theirs_end = ours.ended - ours.start, theirs.ended - theirs.start
+        print(
+            f"lp500: until CUPS had ended every job (each backend exits once its job "
+            f"printed): proxy {ours_end:.1f} s, plain CUPS {theirs_end:.1f} s; "
+            f"ratio {ours_end / theirs_end:.2f}x",
+            flush=True,
+        )
     print(
         f"lp500: submitting took {ours.submitting:.1f} s (proxy) and {theirs.submitting:.1f} s "
         f"(CUPS); the service logged {ours.errors} ERROR lines",

@@ -348,13 +348,15 @@ class ServiceProcess:
 
         asyncio.run(go())
 
-    def add_printer(self, name: str, target: str, *, users: Sequence[str] = ()) -> None:
+    def add_printer(
+        self, name: str, target: str, *, users: Sequence[str] = (), mode: str = "direct"
+    ) -> None:
         """The service's printer record (and users), without a CUPS queue."""
         from billing import accounts
         from proxy import printers
 
         async def work(session: Any) -> None:
-            await printers.add_printer(session, name, target=target, mode="direct")
+            await printers.add_printer(session, name, target=target, mode=mode)
             for user in users:
                 await accounts.create_user(session, user)
 

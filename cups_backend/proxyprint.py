@@ -54,6 +54,14 @@ otherwise.  With no interim answer within 5 s the body is sent anyway (RFC
 9110, 10.1.1).  An answer that arrives while the body is being sent stops the
 upload too.
 
+On the Unix socket, a document cupsd gives as a file (argv[6], a raw queue)
+goes by descriptor instead (``hand_over``): the request announces
+``X-Proxyprint-Document: fd`` with a one-byte body; after a ``100 Continue``
+that says ``X-Proxyprint-Fd: send`` the byte is sent with the open file
+attached (SCM_RIGHTS) and the service copies the file in the kernel.  A plain
+``100 Continue`` (a service that would wait for a body) makes the backend hang
+up before the byte and stream the document on a new connection.
+
 Exit codes (queues are created with the error policy ``abort-job``):
 
 ====================================  =======================================
@@ -117,6 +125,10 @@ else:
 
 DISCOVERY_LINE = 'network proxyprint "Unknown" "proxyprint delegated print"'
 INTAKE_PATH = "/intake/v1/jobs"
+# The document by descriptor (local socket): announced, accepted, then the byte.
+FD_HEADER = "X-Proxyprint-Document"
+FD_READY_HEADER = "x-proxyprint-fd"  # in the 100 Continue; header names read lower-case
+FD_BODY = b"F"
 BLOCK_SIZE = 1024 * 1024
 SECRET_ENV = "PROXYPRINT_INTAKE_SECRET"
 SECRET_FILE_ENV = "PROXYPRINT_INTAKE_SECRET_FILE"
@@ -216,13 +228,16 @@ class Job:
 class Answer:
     """The intake's final HTTP answer."""
 
-    __slots__ = ("body", "reason", "status", "upload_complete")
+    __slots__ = ("body", "reason", "status", "timing", "upload_complete")
 
-    def __init__(self, status: int, reason: str, body: bytes, upload_complete: bool) -> None:
+    def __init__(
+        self, status: int, reason: str, body: bytes, upload_complete: bool, timing: str = ""
+    ) -> None:
         self.status = status
         self.reason = reason
         self.body = body
         self.upload_complete = upload_complete
+        self.timing = timing  # the intake's Server-Timing: where its time went
 
 
 def log(level: str, message: str) -> None:
@@ -636,13 +651,13 @@ def _connect_tcp(host: str, port: int) -> _socket.socket:
     raise error if error is not None else OSError(f"no address for {host}")
 
 
-def request_head(target: Target, meta: str, secret: str | None) -> bytes:
+def request_head(target: Target, meta: str, secret: str | None, *, by_fd: bool = False) -> bytes:
     lines = [
         f"POST {INTAKE_PATH} HTTP/1.1",
         f"Host: {target.host_header()}",
         f"User-Agent: {USER_AGENT}",
         "Content-Type: application/octet-stream",
-        "Transfer-Encoding: chunked",
+        *((f"{FD_HEADER}: fd", "Content-Length: 1") if by_fd else ("Transfer-Encoding: chunked",)),
         "Expect: 100-continue",
         "Connection: close",
         f"X-Proxyprint-Meta: {meta}",
@@ -663,10 +678,12 @@ class Exchange:
         self.sock = sock
         self.buffer = bytearray()
         self.ended = False  # the service closed its side
+        self.continue_headers: dict[str, str] = {}
 
-    def wait_continue(self) -> Answer | None:
-        """The final answer if the service refused before the body, else None."""
-        self.sock.settimeout(CONTINUE_TIMEOUT)
+    def wait_continue(self, timeout: float = CONTINUE_TIMEOUT) -> Answer | None:
+        """The final answer if the service refused before the body, else None
+        (the ``100 Continue``'s headers are kept in ``continue_headers``)."""
+        self.sock.settimeout(timeout)
         try:
             self._receive()
         except TimeoutError:
@@ -676,6 +693,7 @@ class Exchange:
         while True:
             status, reason, headers = self.read_head()
             if status == 100:
+                self.continue_headers = headers
                 return None
             if status >= 200:
                 return Answer(status, reason, self.read_body(headers), upload_complete=False)
@@ -744,7 +762,10 @@ class Exchange:
         while True:
             status, reason, headers = self.read_head()
             if status >= 200:
-                return Answer(status, reason, self.read_body(headers), upload_complete)
+                body = self.read_body(headers)
+                return Answer(
+                    status, reason, body, upload_complete, headers.get("server-timing", "")
+                )
 
     def read_head(self) -> tuple[int, str, dict[str, str]]:
         line = self.readline(MAX_HEAD)
@@ -859,6 +880,43 @@ def exchange(sock: _socket.socket, source: io.RawIOBase, head: bytes) -> Answer:
     return answer
 
 
+class OldIntake(Exception):
+    """The service does not take a document by descriptor: stream it instead."""
+
+
+def hand_over(sock: _socket.socket, source: io.RawIOBase, head: bytes) -> Answer:
+    """Pass the open document itself (SCM_RIGHTS) instead of its bytes.
+
+    The request announces it (``X-Proxyprint-Document: fd``, a one-byte body);
+    the service decides first, as for a streamed job, and says it takes the
+    descriptor in its ``100 Continue`` (``X-Proxyprint-Fd: send``); the byte
+    then travels with the descriptor, and the service copies the file into its
+    spool in the kernel.  A ``100 Continue`` without that header is a service
+    that would wait for a real body: the connection is dropped before the
+    byte (the service discards the incomplete request) and the job streamed.
+    """
+    conv = Exchange(sock)
+    try:
+        sock.sendall(head)
+        early = conv.wait_continue(SEND_TIMEOUT)
+        if early is not None:
+            conv.close()
+            return early
+        if conv.continue_headers.get(FD_READY_HEADER, "").lower() != "send":
+            raise OldIntake
+        rights = [
+            (_socket.SOL_SOCKET, _socket.SCM_RIGHTS, source.fileno().to_bytes(4, sys.byteorder))
+        ]
+        sock.sendmsg([FD_BODY], rights)
+        log("DEBUG", "Passed the document's descriptor")
+        answer = conv.read_answer(upload_complete=True)
+    except BaseException:
+        conv.abort()
+        raise
+    conv.close()
+    return answer
+
+
 # --- deciding ---------------------------------------------------------------
 
 
@@ -883,6 +941,8 @@ def decide(answer: Answer, printer: str) -> int:
     database locked, spool full, 5xx) is a retry.
     """
     status = answer.status
+    if answer.timing:
+        log("DEBUG", f"Intake timing: {answer.timing}")
     if 200 <= status < 300:
         accepted(answer_doc(answer))
         return BackendStatus.OK
@@ -1059,18 +1119,37 @@ def open_document(job: Job) -> io.RawIOBase:
         raise DocumentUnreadable(f"Cannot open the document: {exc}") from exc
 
 
+def passable(job: Job, target: Target, source: io.RawIOBase) -> bool:
+    """Can the document go by descriptor?  cupsd's own spool file (argv[6], a
+    raw queue) to the local socket; a filter's pipe (stdin) and TCP stream."""
+    if job.file is None or target.unix_path is None:
+        return False
+    try:
+        return posix.fstat(source.fileno()).st_mode & 0o170000 == 0o100000  # S_ISREG
+    except OSError:
+        return False
+
+
 def deliver(job: Job, target: Target, secret: str | None, meta: str) -> Answer:
     with open_document(job) as source:
-        log("STATE", "+connecting-to-device")
-        try:
-            sock = connect(target)
-        finally:
-            log("STATE", "-connecting-to-device")
-        log("INFO", "Sending job to proxyprint")
-        try:
-            return exchange(sock, source, request_head(target, meta, secret))
-        except OSError as exc:
-            raise IntakeUnreachable(f"The exchange with the intake failed: {exc}") from exc
+        by_fd = passable(job, target, source)
+        while True:
+            log("STATE", "+connecting-to-device")
+            try:
+                sock = connect(target)
+            finally:
+                log("STATE", "-connecting-to-device")
+            how = "its spool file passed" if by_fd else "streamed"
+            log("INFO", f"Sending job to proxyprint ({how})")
+            try:
+                if by_fd:
+                    return hand_over(sock, source, request_head(target, meta, secret, by_fd=True))
+                return exchange(sock, source, request_head(target, meta, secret))
+            except OldIntake:
+                log("DEBUG", "The intake does not take descriptors: streaming the document")
+                by_fd = False
+            except OSError as exc:
+                raise IntakeUnreachable(f"The exchange with the intake failed: {exc}") from exc
 
 
 def run(argv: list[str], env: "Env") -> int:

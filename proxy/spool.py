@@ -1,4 +1,5 @@
-"""The spool: job files written 0600, streamed, hashed on the way in.
+"""The spool: job files written 0600, streamed (or copied from a passed
+descriptor, ``copy_in``), hashed on the way in.
 
 A job is written to ``incoming/`` and renamed into ``jobs/`` only once it is
 complete, so a partial upload (canceled job, dropped connection) never looks
@@ -10,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import mmap
 import os
+import stat
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +25,10 @@ from .exceptions import BadRequest, ProxyPrintError
 
 CHUNK = 256 * 1024
 WRITE_BLOCK = 1024 * 1024
+COPY_BLOCK = 64 * 1024 * 1024  # a passed document is copied in blocks: a cancel stops it
+HASH_BLOCK = 4 * 1024 * 1024  # a multiple of mmap.ALLOCATIONGRANULARITY
+# copy_file_range cannot here (other file system, old kernel): sendfile can.
+_NO_COPY_RANGE = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP})
 
 
 class TooLarge(BadRequest):
@@ -129,6 +137,69 @@ class Spool:
             raise
         return SpooledFile(final, digest.hexdigest(), size)
 
+    async def copy_in(
+        self, source: int, *, max_bytes: int, alive: Callable[[], bool]
+    ) -> SpooledFile:
+        """Copy the open regular file ``source`` into a new spool file, in the kernel.
+
+        ``copy_file_range`` (``sendfile`` where the file systems differ) moves
+        the bytes without passing them through the service; a second thread
+        hashes them meanwhile from the page cache (a read-only map of the
+        source). ``alive()`` is asked between blocks: False (the backend went
+        away: the job was canceled in CUPS) discards the copy.
+        """
+        try:
+            return await self._copy_in(source, max_bytes=max_bytes, alive=alive)
+        except OSError as exc:
+            if exc.errno in _NO_ROOM:
+                raise SpoolFull(
+                    f"the proxyprint spool is full ({exc.strerror}); the job will be retried"
+                ) from exc
+            raise
+
+    async def _copy_in(
+        self, source: int, *, max_bytes: int, alive: Callable[[], bool]
+    ) -> SpooledFile:
+        info = os.fstat(source)
+        if not stat.S_ISREG(info.st_mode):
+            raise BadRequest("the document passed is not a regular file")
+        size = info.st_size
+        if size > max_bytes:
+            raise TooLarge(f"job larger than the limit of {max_bytes} bytes")
+        name = uuid.uuid4().hex
+        part = self.incoming / f"{name}.part"
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        stop = threading.Event()
+        hashing = asyncio.ensure_future(asyncio.to_thread(_hash_file, source, size, stop))
+        try:
+            try:
+                done = 0
+                while done < size:
+                    if not alive():
+                        raise Incomplete("the backend went away while its job was copied")
+                    count = min(COPY_BLOCK, size - done)
+                    copied = await asyncio.to_thread(_copy_range, source, fd, done, count)
+                    if not copied:
+                        raise Incomplete("the document is shorter than it was")
+                    done += copied
+            except BaseException:
+                stop.set()
+                raise
+            finally:
+                digest = await hashing
+            if not alive():
+                raise Incomplete("the backend went away while its job was copied")
+            os.close(fd)
+            fd = -1
+            final = self.jobs / name
+            part.rename(final)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            part.unlink(missing_ok=True)
+            raise
+        return SpooledFile(final, digest, size)
+
     def remove(self, path: str | Path | None) -> None:
         if path is None:
             return
@@ -145,6 +216,34 @@ class Spool:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+
+def _copy_range(source: int, target: int, offset: int, count: int) -> int:
+    """Copy ``count`` bytes at ``offset`` from ``source`` to the same place in ``target``."""
+    try:
+        return os.copy_file_range(source, target, count, offset, offset)
+    except OSError as exc:
+        if exc.errno not in _NO_COPY_RANGE:
+            raise
+    os.lseek(target, offset, os.SEEK_SET)  # sendfile writes at the file position
+    return os.sendfile(target, source, offset, count)
+
+
+def _hash_file(source: int, size: int, stop: threading.Event) -> str:
+    """sha256 of the first ``size`` bytes of ``source``, read through maps of it.
+
+    One window of ``HASH_BLOCK`` (4 MiB) at a time, unmapped before the next: the pages
+    hashed leave the service's RSS again (a map of the whole file would count
+    all of it in the service's peak).
+    """
+    digest = hashlib.sha256()
+    for start in range(0, size, HASH_BLOCK):
+        if stop.is_set():
+            break
+        length = min(HASH_BLOCK, size - start)
+        with mmap.mmap(source, length, prot=mmap.PROT_READ, offset=start) as window:
+            digest.update(window)
+    return digest.hexdigest()
 
 
 def _older(path: Path, seconds: float) -> bool:

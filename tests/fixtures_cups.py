@@ -94,6 +94,7 @@ class FakeIntake:
         self.behaviour = IntakeBehaviour()
         self.auth: IntakeAuth | None = None
         self.requests: list[IntakeRequest] = []
+        self.fd_offers: list[IntakeRequest] = []  # documents offered by descriptor, declined
         self.changed = threading.Condition()
         self.unix_path = unix_path
         self.port = 0
@@ -174,11 +175,25 @@ def _serve(intake: FakeIntake, rfile: IO[bytes], wfile: IO[bytes]) -> None:
         meta=json.loads(meta_json) if meta_json else None,
         meta_json=meta_json,
     )
+    behaviour = intake.behaviour
+    refused = behaviour.secret is not None and not _signed(intake, request, behaviour.secret)
+    if "x-proxyprint-document" in headers and not (refused or behaviour.answer_before_body):
+        # Offered the document by descriptor: like a service that does not take
+        # one, answer a plain 100 Continue; the backend hangs up and streams it.
+        with intake.changed:
+            intake.fd_offers.append(request)
+        try:
+            wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            wfile.flush()
+            request.complete = rfile.read(1) != b""
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            intake.notify()
+        return
     with intake.changed:
         intake.requests.append(request)
         intake.changed.notify_all()
-    behaviour = intake.behaviour
-    refused = behaviour.secret is not None and not _signed(intake, request, behaviour.secret)
     try:
         if refused or behaviour.answer_before_body:
             _answer(intake, request, wfile, 401 if refused else behaviour.status)

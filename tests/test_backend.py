@@ -193,6 +193,25 @@ def test_body_is_byte_identical(fake_intake: FakeIntake, document: Path, via: st
     assert bytes(request.body) == data
 
 
+def test_a_service_that_takes_no_descriptor_gets_the_file_streamed(
+    fake_intake: FakeIntake, document: Path
+) -> None:
+    """argv[6] on the local socket is offered by descriptor first; a plain 100
+    Continue (no ``X-Proxyprint-Fd: send``) means the service would wait for a
+    body: the backend hangs up before passing anything and streams the file."""
+    result = run_backend(job_args(file=document), backend_env(fake_intake.device_uri))
+
+    assert result.returncode == 0, result.stderr
+    fake_intake.wait_for(lambda: len(fake_intake.fd_offers) == 1, timeout=5)
+    offer = fake_intake.fd_offers[0]
+    assert offer.headers["x-proxyprint-document"] == "fd"
+    assert offer.headers["content-length"] == "1"
+    assert not offer.complete  # the byte (and the descriptor) never sent
+    assert offer.meta == only_request(fake_intake).meta
+    assert bytes(only_request(fake_intake).body) == document.read_bytes()
+    assert "streaming the document" in result.stderr
+
+
 def test_empty_document_is_an_empty_complete_body(fake_intake: FakeIntake) -> None:
     result = run_backend(job_args(), backend_env(fake_intake.device_uri), stdin=b"")
     assert result.returncode == 0, result.stderr

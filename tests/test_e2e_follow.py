@@ -477,3 +477,31 @@ async def test_printer_restart_reusing_job_ids_never_completes_a_stale_print_out
         assert J(int(attrs["job-state"])) == J.ABORTED
         assert "lost-at-target" in str(attrs.get("job-printer-state-message"))
         _queue_running(private_cupsd, queue)
+
+
+async def test_a_direct_job_ends_in_cups_without_waiting_for_the_tracker_tick(
+    private_cupsd: PrivateCupsd, ippeve_printer: IppEvePrinter, short_tmp: Path
+) -> None:
+    """Issue #18: the periodic tick is a minute apart here, yet the CUPS job ends as
+    soon as the printer is done: the tracker follows a job it just sent on its own,
+    and the committed end wakes the backend's long poll."""
+    extra = {"tracker": {"interval_secs": 60.0}}
+    async with ServiceStack(private_cupsd, short_tmp / "svc", extra=extra) as stack:
+        queue = await _direct(stack, ippeve_printer.uri)
+        await asyncio.sleep(0.5)  # past the tracker's first (start-up) tick
+        started = time.monotonic()
+        jobs = [
+            await stack.lp(queue, make_pdf(short_tmp / f"e{i}.pdf", 1), user="carol")
+            for i in range(3)
+        ]  # one queue: cupsd runs them one after another, each backend following its job
+        for job in jobs:
+            attrs = await _cups_state(private_cupsd, job, J.COMPLETED, J.ABORTED, J.CANCELED)
+            assert J(int(attrs["job-state"])) == J.COMPLETED
+        elapsed = time.monotonic() - started
+        assert elapsed < 30, f"three jobs took {elapsed:.1f} s: the tick, not the follower"
+        for job in jobs:
+            po = await stack.print_out_for(queue, job)
+            assert po is not None and po.status == S.COMPLETED
+            events = await _events_of(stack, po.id)
+            done = [e for e in events if e.to_status == "completed"]
+            assert [e.actor for e in done] == ["tracker"], done

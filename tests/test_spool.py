@@ -10,11 +10,13 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
+from proxy import spool as spool_module
 from proxy.app import create_app
 from proxy.config import build_config
-from proxy.spool import Spool
+from proxy.spool import Incomplete, Spool, TooLarge
 
 
 async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -85,3 +87,43 @@ async def test_a_starting_instance_leaves_a_peers_uncommitted_job_alone(
         await runner.cleanup()
         assert not uncommitted.exists()
     shutil.rmtree(spool_dir)
+
+
+async def test_copy_in_copies_a_passed_file_with_its_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "COPY_BLOCK", 1 << 20)  # several blocks
+    spool = Spool(tmp_path / "spool")
+    spool.prepare()
+    data = os.urandom((3 << 20) + 17)
+    source = tmp_path / "cupsd-spool-file"
+    source.write_bytes(data)
+    with source.open("rb") as fh:
+        got = await spool.copy_in(fh.fileno(), max_bytes=10 << 20, alive=lambda: True)
+    assert got.path.read_bytes() == data and got.size == len(data)
+    assert got.sha256 == hashlib.sha256(data).hexdigest()
+    assert got.path.stat().st_mode & 0o777 == 0o600
+    assert list(spool.incoming.iterdir()) == []
+
+
+async def test_copy_in_leaves_nothing_when_the_sender_goes_or_the_file_is_too_big(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "COPY_BLOCK", 1 << 20)
+    spool = Spool(tmp_path / "spool")
+    spool.prepare()
+    source = tmp_path / "doc"
+    source.write_bytes(os.urandom(4 << 20))
+    looks: list[int] = []
+
+    def alive() -> bool:  # the backend hangs up after the second block
+        looks.append(1)
+        return len(looks) <= 2
+
+    with source.open("rb") as fh:
+        with pytest.raises(Incomplete):
+            await spool.copy_in(fh.fileno(), max_bytes=10 << 20, alive=alive)
+        assert len(looks) == 3  # it was copying when the sender went
+        with pytest.raises(TooLarge):
+            await spool.copy_in(fh.fileno(), max_bytes=1 << 20, alive=lambda: True)
+    assert list(spool.incoming.iterdir()) == [] and list(spool.jobs.iterdir()) == []

@@ -610,12 +610,28 @@ async def test_printer_without_which_jobs_all_is_asked_twice(
     states = await target.poll([1, 2, 3, 4])
     assert {j: s.state for j, s in states.items()} == {1: 5, 2: 9, 3: 8}
     assert states[1].reasons == ("none", "job-printing")
-    states = await target.poll([2])
-    assert set(states) == {2}
+    states = await target.poll([2, 3])
+    assert set(states) == {2, 3}
     # which-jobs=all once, then not-completed + completed for each poll.
     kinds = [m.operation_attributes.first("which-jobs") for m in fake.requests]
     assert kinds == ["all", "not-completed", "completed", "not-completed", "completed"]
     assert target.requests_made == 5
+
+
+async def test_one_job_is_asked_about_alone(
+    eve: Target, ippeve_printer: IppEvePrinter, tmp_path: Path
+) -> None:
+    """A job just sent is polled on its own: Get-Job-Attributes, one request, an
+    answer that does not grow with the printer's history."""
+    job = await submit_when_idle(eve, pdf_request(make_pdf(tmp_path / "one.pdf", 1), "alone"))
+    before = eve.requests_made
+    states = await eve.poll([job.job_id])
+    assert set(states) == {job.job_id}
+    assert states[job.job_id].job_name is not None and "alone" in states[job.job_id].job_name
+    assert eve.requests_made == before + 1
+    # A job the printer never had: absent (asked again with Get-Jobs to be sure
+    # it is the job, not the printer, that is unknown).
+    assert await eve.poll([job.job_id + 10_000]) == {}
 
 
 async def test_http_errors_map_to_retryable_or_not(scripted: tuple[Scripted, Target]) -> None:

@@ -37,7 +37,6 @@ from ..targets.errors import TargetError, TargetRequestError
 from . import lifecycle
 from .papercut import document_name
 from .prepare import NotPrintable, prepared
-from .wake import TRACKER
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +223,7 @@ async def dispatch_one(app: web.Application, print_out_id: int) -> None:
         except TargetError as exc:
             log.warning("print-out %s: cancel at the target failed: %s", print_out.id, exc)
         return
-    app[WAKE].wake(TRACKER)  # let the tracker look soon
+    app[WAKE].sent(print_out.id)  # the tracker follows it eagerly (tracker.follow_sent)
 
 
 async def _not_printable(app: web.Application, print_out: PrintOut, exc: NotPrintable) -> None:

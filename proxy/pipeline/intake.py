@@ -9,6 +9,8 @@ The answer is sent only after the job is spooled and committed: 201 new
 404 unknown printer and other 4xx (backend: this job fails alone), 507 spool
 full and other 5xx (backend: RETRY). A direct job's answer says ``follow``:
 the backend then follows the print-out to its end (``intake_status``).
+On the Unix socket a raw queue's document comes by descriptor instead of as
+a body (``intake_passed``) and is copied into the spool in the kernel.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,7 @@ from ..keys import INTAKE, IntakeResources
 from ..pages import PageCount, count_pages, limits, refine
 from ..spool import CHUNK, Incomplete, SpooledFile
 from . import control, intake_status
+from . import intake_passed as passed
 from .delegation import DelegationError, parse_cups_options
 from .jobs import IntakeJob, latest_print_out, record_job, record_reprint
 from .options import job_options
@@ -235,6 +239,9 @@ def _check_secret(request: web.Request) -> None:
 _Checked = tuple[IntakeJob, Printer, int | None] | web.Response
 # expect_continue's verdict, for receive_job
 PRECHECK = web.RequestKey("precheck", object)
+# Where an intake's time goes (ms, in the answer's Server-Timing header): the
+# decision before the body, spooling, page count, the database transaction.
+TIMING = web.RequestKey("timing", dict)
 
 
 async def _precheck(request: web.Request) -> _Checked:
@@ -248,6 +255,7 @@ async def _precheck(request: web.Request) -> _Checked:
     sender has no way to ask for a reprint, and a retry must not print again.
     """
     _check_secret(request)
+    passed.announced(request)  # a descriptor only where one can be passed
     job = parse_meta(request.headers.get(META_HEADER))
     if job.job_uuid is None:
         job = dataclasses.replace(job, origin_key=origin_key(job, _sender(request)))
@@ -286,13 +294,21 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     """
     if request.headers.get("Expect", "").lower() != "100-continue":
         raise web.HTTPExpectationFailed(text=f"unknown Expect: {request.headers['Expect']}")
+    started = time.perf_counter()
     try:
         checked: _Checked | ProxyPrintError = await _precheck(request)
     except ProxyPrintError as exc:
         checked = exc
     request[PRECHECK] = checked
+    request[TIMING] = {"precheck": time.perf_counter() - started}
     if isinstance(checked, tuple):
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if passed.announced(request):
+            # The descriptor comes next, with the body's one byte: this handler
+            # reads it, so the transport must not (it would drop the descriptor).
+            passed.hold_reading(request)
+            await request.writer.write(passed.CONTINUE)
+        else:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     return None
 
 
@@ -310,14 +326,39 @@ async def receive_job(request: web.Request) -> web.Response:
     job, printer, reprint_of = checked
     config = request.app[INTAKE].config
     spool = request.app[INTAKE].spool
-    spooled = await spool.receive(_body(request), max_bytes=config.spool.max_job_bytes)
+    started = time.perf_counter()
+    if passed.announced(request):
+        if not passed.held(request):  # no 100-continue: nothing can carry a descriptor
+            raise BadRequest("a document by descriptor needs Expect: 100-continue")
+        idle = config.limits.body_timeout_secs
+        with await passed.receive(request, timeout=idle) as document:
+            spooled = await spool.copy_in(
+                document.fileno(),
+                max_bytes=config.spool.max_job_bytes,
+                alive=lambda: passed.connected(request),
+            )
+    else:
+        spooled = await spool.receive(_body(request), max_bytes=config.spool.max_job_bytes)
+    _timed(request, "spool", started)
     try:
         if reprint_of is not None:
-            return await _reprint(request, printer, reprint_of, spooled)
-        return await _record(request, printer, job, spooled)
+            answer = await _reprint(request, printer, reprint_of, spooled)
+        else:
+            answer = await _record(request, printer, job, spooled)
     except BaseException:
         spool.remove(spooled.path)
         raise
+    answer.headers["Server-Timing"] = ", ".join(
+        f"{phase};dur={seconds * 1000:.2f}" for phase, seconds in request[TIMING].items()
+    )
+    return answer
+
+
+def _timed(request: web.Request, phase: str, started: float) -> float:
+    """Record ``phase`` as lasting from ``started`` until now; returns now."""
+    now = time.perf_counter()
+    request.setdefault(TIMING, {})[phase] = now - started
+    return now
 
 
 async def _record(
@@ -337,7 +378,9 @@ async def _record(
         media = options.get(key)
         if media is not None and (len(media) > MAX_MEDIA or not media.isprintable()):
             del options[key]
+    started = time.perf_counter()
     pages = await _count(Path(spooled.path), job.content_type, printer, options)
+    started = _timed(request, "count", started)
     try:
         async with request.app[INTAKE].sessions() as session, session.begin():
             print_out = await record_job(
@@ -353,6 +396,7 @@ async def _record(
             )
             answer = _summary(request, print_out)
             pending = print_out.status == int(PrintStatus.PENDING)
+        _timed(request, "commit", started)
     except IntegrityError:
         # The same job-uuid (or origin key) raced in through another connection:
         # record it once.

@@ -17,7 +17,6 @@ print dialog (the backend writes it as an ``INFO:`` line).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,8 +31,12 @@ from ..exceptions import BadRequest, NotFound
 from ..keys import INTAKE
 from . import control
 from .jobs import latest_print_out
+from .wake import sleep_or_wake
 
 MAX_WAIT = 60.0
+# A change this instance commits wakes the waiter at once (``Waker.status_changed``);
+# one made elsewhere (another instance, a transition outside the lifecycle) is
+# found by looking again this often.
 POLL_EVERY = 0.25
 
 
@@ -126,9 +129,13 @@ async def job_status(request: web.Request) -> web.Response:
         raise BadRequest("wait must be a number of seconds") from None
     deadline = time.monotonic() + wait
     po = await _find(request, job_uuid, print_out)
-    while PrintStatus(po.status).label == since and time.monotonic() < deadline:
-        await asyncio.sleep(POLL_EVERY)
-        po = await _find(request, job_uuid, po.id)
+    if PrintStatus(po.status).label != since or wait <= 0:
+        return web.json_response(status_json(po))
+    with request.app[INTAKE].waker.watching(po.id) as changed:
+        po = await _find(request, job_uuid, po.id)  # a change just before watching
+        while PrintStatus(po.status).label == since and time.monotonic() < deadline:
+            await sleep_or_wake(changed, min(POLL_EVERY, max(0.0, deadline - time.monotonic())))
+            po = await _find(request, job_uuid, po.id)
     return web.json_response(status_json(po))
 
 

@@ -32,7 +32,7 @@ from billing.models import PrintIn, PrintOut
 from billing.money import Currency
 
 from .. import metrics
-from ..keys import CONFIG, SESSIONS, SPOOL
+from ..keys import CONFIG, SESSIONS, SPOOL, WAKE
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ class Endings:
         self.session = session
         self.currency: Currency = app[CONFIG].money
         self._ended: list[int] = []  # print-in ids whose spool files go after the commit
+        self.changed: list[int] = []  # print-outs whose status changed (waiters woken after it)
 
     async def apply(self, po: PrintOut, change: Change, *, actor: str) -> bool:
         """Transition ``po``; charge it when it completed; False if the transition
@@ -73,6 +74,7 @@ class Endings:
             self.session, po, change.to, actor=actor, reason=change.reason, message=change.message
         ):
             return False
+        self.changed.append(po.id)
         if change.to is PrintStatus.COMPLETED:
             started = time.monotonic()
             counted = await self._printer_count(po, change.impressions, actor)
@@ -126,7 +128,8 @@ class Endings:
 
 @asynccontextmanager
 async def ending(app: web.Application) -> AsyncIterator[Endings]:
-    """A session and transaction for ``Endings``: commits, then removes the spool files.
+    """A session and transaction for ``Endings``: commits, then removes the spool files
+    and wakes whoever waits for these print-outs (the backend following its job).
 
     An exception rolls everything back and removes nothing.
     """
@@ -135,6 +138,9 @@ async def ending(app: web.Application) -> AsyncIterator[Endings]:
             endings = Endings(app, session)
             yield endings
             paths = await endings.detach()
+        waker = app.get(WAKE)  # an app with only the lifecycle's keys has no waiters
+        if waker is not None:
+            waker.status_changed(endings.changed)
         for path in paths:
             app[SPOOL].remove(path)
 

@@ -14,9 +14,12 @@ ends ``aborted`` with reason ``lost-at-target``, nothing charged.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
+import time
 from collections import defaultdict
+from collections.abc import Collection
 from datetime import timedelta
 from typing import NamedTuple
 
@@ -29,11 +32,12 @@ from billing.enums import PrintStatus, StatusReason
 from billing.models import PrintOut
 
 from .. import metrics
-from ..keys import CONFIG, SESSIONS, TARGETS
+from ..keys import CONFIG, SESSIONS, TARGETS, WAKE
 from ..metrics_registry import TRACKER_TARGETS
 from ..targets.base import JobState
 from ..targets.errors import TargetError
 from . import lifecycle
+from .wake import SENT, sleep_or_wake
 
 log = logging.getLogger(__name__)
 
@@ -56,24 +60,28 @@ class Flight(NamedTuple):
     papercut: bool
 
 
-async def in_flight(session: AsyncSession) -> dict[str, dict[int, Flight]]:
-    """{target uri: {target job id: flight}} for dispatched, unfinished jobs."""
-    rows = await session.execute(
-        select(
-            PrintOut.target,
-            PrintOut.target_job_id,
-            PrintOut.id,
-            PrintOut.status,
-            PrintOut.dispatch_uuid,
-            PrintOut.target_missing_since,
-            PrintOut.papercut,
-        ).where(
-            # PaperCut jobs too: a cancel in CUPS shows there first (see apply_states).
-            PrintOut.status.in_([int(s) for s in (*IN_FLIGHT, PrintStatus.PENDING_EXTERNAL)]),
-            PrintOut.dispatched_at.is_not(None),
-            PrintOut.target_job_id.is_not(None),
-        )
+async def in_flight(
+    session: AsyncSession, only: Collection[int] | None = None
+) -> dict[str, dict[int, Flight]]:
+    """{target uri: {target job id: flight}} for dispatched, unfinished jobs
+    (of the print-outs ``only``, when given)."""
+    query = select(
+        PrintOut.target,
+        PrintOut.target_job_id,
+        PrintOut.id,
+        PrintOut.status,
+        PrintOut.dispatch_uuid,
+        PrintOut.target_missing_since,
+        PrintOut.papercut,
+    ).where(
+        # PaperCut jobs too: a cancel in CUPS shows there first (see apply_states).
+        PrintOut.status.in_([int(s) for s in (*IN_FLIGHT, PrintStatus.PENDING_EXTERNAL)]),
+        PrintOut.dispatched_at.is_not(None),
+        PrintOut.target_job_id.is_not(None),
     )
+    if only is not None:
+        query = query.where(PrintOut.id.in_(list(only)))
+    rows = await session.execute(query)
     jobs: dict[str, dict[int, Flight]] = defaultdict(dict)
     for target, job_id, print_out_id, current, uuid, missing, papercut in rows:
         if job_id is not None:
@@ -213,3 +221,75 @@ async def track_tick(app: web.Application) -> int:
         changed += await note_missing(app, jobs, states)
     metrics.tracker_ticked(app, TRACKER_TARGETS)
     return changed
+
+
+# --- jobs just sent --------------------------------------------------------------
+#
+# A direct job's backend waits for its end, and cupsd sends the queue's next job
+# only after it: every second between the printer finishing and us noticing is
+# a second the whole queue waits. So a job this instance has just sent is asked
+# about on its own, at once and then less and less often (as CUPS's own ipp
+# backend does), until it ends or ``SENT_WINDOW`` passes; after that the
+# periodic tick above follows it like every other job. The ends are applied as
+# the tick applies them (guarded transitions: an instance that races the
+# tracker's leader changes nothing twice), and ``lifecycle.ending`` wakes the
+# waiting backend as soon as the end is committed.
+
+SENT_FIRST = 0.02  # seconds after the dispatch: the first look
+SENT_WINDOW = 60.0
+
+
+async def follow_sent_tick(app: web.Application, print_out_ids: Collection[int]) -> set[int]:
+    """Poll these print-outs' targets (one request per target) and apply what
+    changed; returns those still in flight."""
+    async with app[SESSIONS]() as session:
+        flights = await in_flight(session, print_out_ids)
+    still: set[int] = set()
+    for uri, all_jobs in flights.items():
+        # PaperCut's print log says how those end (the PaperCut monitor's business).
+        jobs = {job_id: f for job_id, f in all_jobs.items() if not f.papercut}
+        if not jobs:
+            continue
+        try:
+            states = await app[TARGETS].get(uri).poll(list(jobs))
+        except TargetError as exc:
+            log.info("following the jobs just sent to %s: %s", uri, exc)
+            still.update(f.print_out_id for f in jobs.values())
+            continue
+        moved = changes(jobs, states)
+        await apply_states(app, moved)
+        for flight in jobs.values():
+            state = moved.get(flight.print_out_id)
+            new = to_status(state) if state is not None else None
+            if new is None or not new.is_final:
+                still.add(flight.print_out_id)
+    return still
+
+
+async def follow_sent(app: web.Application) -> None:
+    """The eager follower's loop (a worker task on every instance: its own jobs)."""
+    waker = app[WAKE]
+    event = waker.subscribe(SENT)
+    cap = max(SENT_FIRST, min(1.0, app[CONFIG].tracker.interval_secs))
+    due: dict[int, tuple[float, float, float]] = {}  # print-out -> (next look, pause, give up)
+    while True:
+        now = time.monotonic()
+        for print_out_id in waker.take_sent():
+            due[print_out_id] = (now + SENT_FIRST, SENT_FIRST, now + SENT_WINDOW)
+        ready = [i for i, (at, _, _) in due.items() if at <= now]
+        if ready:
+            try:
+                still = await follow_sent_tick(app, ready)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("following the jobs just sent failed")
+                still = set(ready)
+            now = time.monotonic()
+            for print_out_id in ready:
+                _, pause, give_up = due.pop(print_out_id)
+                if print_out_id in still and now < give_up:
+                    pause = min(cap, pause * 2)
+                    due[print_out_id] = (now + pause, pause, give_up)
+        wait = min((at for at, _, _ in due.values()), default=now + 3600.0) - time.monotonic()
+        await sleep_or_wake(event, max(0.0, wait))

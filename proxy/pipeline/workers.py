@@ -33,7 +33,7 @@ from .leader import WORKER_ROLES, configured_name, exclusive_instance, hold_name
 from .officernd import officernd_ctx
 from .outbox_worker import outbox_tick
 from .papercut import ADJUST_KIND, PaperCutAdjustments, monitor_tick, papercut_ctx
-from .tracker import track_tick
+from .tracker import follow_sent, track_tick
 from .wake import sleep_or_wake
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,9 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(
             run_loop(app, "tracker", _led("tracker", _no_spin(track_tick)), interval)
         ),
+        # Jobs just sent, on every instance (its own): their ends reach the waiting
+        # backends at once, not a tick later.
+        asyncio.create_task(follow_sent(app)),
         asyncio.create_task(
             run_loop(app, "expiry", _led("expiry", expire_tick), max(interval, 1.0))
         ),

@@ -10,7 +10,9 @@ per-thread, and both targets share one tested code path and request counter.
 - **Print-Job** streams the document: the body is the encoded IPP header
   followed by the spool file read in ``CHUNK`` pieces, with a Content-Length
   (no chunked encoding needed), so memory does not grow with the job.
-- **Get-Jobs** is one request per ``poll`` for all tracked jobs.  What the
+- **Get-Jobs** is one request per ``poll`` for all tracked jobs (a printer
+  asked about one job alone gets Get-Job-Attributes for it: one request as
+  well, and an answer that does not grow with its history).  What the
   servers do with the selectors (verified on CUPS 2.4.2):
 
   * cupsd honours ``job-ids`` (any printer's jobs, whatever the printer-uri),
@@ -320,6 +322,10 @@ class IppTarget:
             return {}
         if self.poll_strategy == "job-ids":
             return await self._poll_job_ids(wanted)
+        if len(wanted) == 1:
+            # One job (usually one just sent, followed eagerly): Get-Job-Attributes is
+            # one request too, and its answer does not grow with the printer's history.
+            return await self._poll_one(next(iter(wanted)))
         return await self._poll_which_jobs(wanted)
 
     async def cancel(self, job_id: int) -> None:
@@ -366,6 +372,22 @@ class IppTarget:
             self._raise_for_status(response, "Get-Jobs")
             return _job_states(response, wanted)
         return {}
+
+    async def _poll_one(self, job_id: int) -> dict[int, JobState]:
+        message = self._request(
+            Operation.GET_JOB_ATTRIBUTES,
+            [
+                Attribute.integer("job-id", job_id),
+                Attribute.name_("requesting-user-name", _local_user()),
+                Attribute.keyword("requested-attributes", *REQUESTED_JOB_ATTRIBUTES),
+            ],
+        )
+        response = await self._post(message.encode(), what="Get-Job-Attributes")
+        if response.code == StatusCode.CLIENT_ERROR_NOT_FOUND:
+            # No such job, or no such printer (a wrong path): Get-Jobs tells them apart.
+            return await self._poll_which_jobs({job_id})
+        self._raise_for_status(response, "Get-Job-Attributes")
+        return _job_states(response, {job_id})
 
     async def _poll_which_jobs(self, wanted: set[int]) -> dict[int, JobState]:
         kinds = ("all",) if self.which_jobs_all else ("not-completed", "completed")
