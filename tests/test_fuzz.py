@@ -1261,6 +1261,7 @@ LISTS: dict[str, tuple[str, ...]] = {
     "/healthz": (),
     "/metrics": (),
     "/api/v1/openapi.json": (),
+    "/api/v1/reports/usage": ("group_by", "since", "until"),
 }
 PAGED = {"/api/v1/printouts", "/api/v1/accounts", "/api/v1/jobs/held", "/api/v1/tickets"}
 
@@ -1302,9 +1303,10 @@ def _param_values() -> dict[str, st.SearchStrategy[str]]:
         "role": ["delegate", "payer", "any", "PAYER", ""],
         "actor": ["alice", "intake", "api:admin:token-1"],
         "subject": ["user", "user:alice", "print_out:1", "reader:lobby", ":"],
+        "group_by": ["user", "account", "printer", "day", "DAY", "week"],
     }  # fmt: skip
     names = {"user", "printer", "status", "since", "until", "limit", "cursor", "type", "account",
-             "payer", "role", "actor", "subject"}  # fmt: skip
+             "payer", "role", "actor", "subject", "group_by"}  # fmt: skip
     default = ["alice", "bob", "pp-hold", "pp-ticket", "nobody"]
     odd = st.one_of(
         wild_text.map(quote_path),

@@ -264,8 +264,17 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
     assert csv.startswith("id,created_at,") and csv.count("\r\n") == 6  # header + 5
     await c("GET", f"{po}.csv", admin, 400, params={"account": "0"})
     reverse = f"{po}/{{id}}/reverse"
+    bob_txn = next(t["id"] for t in detail["transactions"] if t["account"]["name"] == "bob")
+    assert all(
+        t["reversed"] == {"amount": "0.00", "status": "none"} for t in detail["transactions"]
+    )
+    partial = await c("POST", reverse, editor, 200, path=f"{po}/{ids['charged']}/reverse",
+                      json={"reason": "bob was not there", "transactions": [bob_txn]})  # fmt: skip
+    assert partial["reversed"] == 1 and partial["print_out"]["reversed"]["status"] == "partial"
+    await c("POST", reverse, editor, 400, path=f"{po}/{ids['charged']}/reverse",
+            json={"transactions": [999999]})  # fmt: skip
     first = await c("POST", reverse, editor, 200, path=f"{po}/{ids['charged']}/reverse")
-    assert first["reversed"] > 0
+    assert first["reversed"] == 1 and first["print_out"]["reversed"]["status"] == "full"
     again = await c("POST", reverse, admin, 200, path=f"{po}/{ids['charged']}/reverse", json={})
     assert again["reversed"] == 0
     await c("POST", reverse, editor, 409, path=f"{po}/{ids['never_charged']}/reverse")
@@ -446,6 +455,16 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
     rotated = await c("POST", rot, admin, 200, path="/api/v1/readers/r2/rotate")
     assert rotated["token"].startswith("pp_")
     await c("POST", rot, admin, 404, path="/api/v1/readers/nope/rotate")
+
+    # reports: the usage totals equal the ledger (alice's and bob's shares reversed above)
+    usage = "/api/v1/reports/usage"
+    by_account = await c("GET", usage, admin, 200, params={"group_by": "account"})
+    assert by_account["totals"]["cost"] == "0.00" and by_account["items"]
+    by_day = await c("GET", usage, admin, 200, params={"group_by": "day", "since": "2024-01-01"})
+    assert by_day["totals"] == by_account["totals"]
+    await c("GET", usage, admin, 400, params={"group_by": "week"})
+    await c("GET", usage, admin, 400)
+    await c("GET", usage, user, 403, params={"group_by": "user"})
 
     # By the server's own count (the route it matched, not the template named
     # above): it answered exactly what was checked, and every operation answered

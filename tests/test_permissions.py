@@ -125,6 +125,7 @@ PATCH  /api/v1/groups/{name}               200  403  403  403  403  403  401  40
 GET    /api/v1/cards                       200  403  403  403  403  403  401  401  401  401  401
 GET    /api/v1/readers                     200  403  403  403  403  403  401  401  401  401  401
 POST   /api/v1/readers/{reader_id}/rotate  200  403  403  403  403  403  401  401  401  401  401
+GET    /api/v1/reports/usage               200  200  403  403  403  403  401  401  401  401  401
 """
 
 
@@ -346,6 +347,8 @@ async def prepare(world: World, method: str, route: str, column: str) -> Call:
         async with world.sessions() as s, s.begin():
             await nfc_admin.add_reader(s, reader, ["pp-hold"])
         return Call(route.replace("{reader_id}", reader))
+    if route == "/api/v1/reports/usage":
+        return Call(route, {"group_by": "account"})
     if route == "/api/v1/printers/{name}":
         return Call(route.replace("{name}", "pp-direct"), body={"cost_mono": "0.10"})
     assert "{" not in route, f"no resource for {route} in prepare()"
@@ -584,7 +587,7 @@ STRING_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = 
         (),
     ),
     ("GET", "/api/v1/printouts/{id}"): ((), ()),
-    ("POST", "/api/v1/printouts/{id}/reverse"): ((), ()),
+    ("POST", "/api/v1/printouts/{id}/reverse"): ((), ("reason",)),
     ("GET", "/api/v1/accounts"): (("type", "limit", "cursor"), ()),
     ("GET", "/api/v1/accounts/{id}/transactions"): (("limit", "cursor"), ()),
     ("GET", "/api/v1/accounts/{id}"): ((), ()),
@@ -616,6 +619,7 @@ STRING_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = 
     ("GET", "/api/v1/cards"): (("user",), ()),
     ("GET", "/api/v1/readers"): ((), ()),
     ("POST", "/api/v1/readers/{reader_id}/rotate"): ((), ()),
+    ("GET", "/api/v1/reports/usage"): (("group_by", "since", "until"), ()),
 }
 # Plausible values for the fields not under test, so that each request gets as far
 # as the field under test can take it.

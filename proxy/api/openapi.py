@@ -19,7 +19,15 @@ from typing import Any
 
 from aiohttp import web
 
-from billing.enums import AccountType, LedgerKind, PrinterMode, PrintStatus, Role, StatusReason
+from billing.enums import (
+    AccountType,
+    LedgerKind,
+    PrinterMode,
+    PrintStatus,
+    ReversalState,
+    Role,
+    StatusReason,
+)
 from proxy.logs import REQUEST_ID_HEADER
 from proxy.pages.kinds import METHODS as COUNT_METHODS
 from proxy.pipeline.delegation import MAX_COPIES, MAX_ENTRIES, MAX_VALUE_CHARS
@@ -135,12 +143,28 @@ SCHEMAS: dict[str, JSON] = {
         }
     ),
     "AccountRef": obj({"id": ID, "type": ref("AccountType"), "name": STRING}),
+    "Reversal": obj(
+        {
+            "amount": {
+                "allOf": [ref("Amount")],
+                "description": "What reversals gave back (positive; 0.00: nothing).",
+            },
+            "status": {
+                "type": "string",
+                "enum": [r.value for r in ReversalState],
+                "description": "none, partial (some of a print-out's transactions) or full.",
+            },
+        },
+        description="How much was given back by compensating ledger entries.",
+    ),
     "Transaction": obj(
         {
+            "id": {**ID, "description": "Name it in a partial reversal."},
             "account": ref("AccountRef"),
             "weight": {"type": "integer", "minimum": 1},
             "amount": ref("Amount"),
             "status": ref("Status"),
+            "reversed": ref("Reversal"),
         },
         description="One account's share of a print-out (0 until it is charged).",
     ),
@@ -198,6 +222,7 @@ SCHEMAS: dict[str, JSON] = {
             "ended_at": NULLABLE_TIME,
             "charged_at": NULLABLE_TIME,
             "reversed_at": NULLABLE_TIME,
+            "reversed": ref("Reversal"),
             "transactions": {"type": "array", "items": ref("Transaction")},
             "events": {
                 "type": "array",
@@ -665,6 +690,61 @@ SCHEMAS: dict[str, JSON] = {
             "released": {"type": "array", "items": ref("Released")},
         }
     ),
+    "ReverseRequest": obj(
+        {
+            "reason": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 500,
+                "pattern": r"\S",
+                "description": "Why: the compensating entries' comment and the event's.",
+            },
+            "transactions": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 1000,
+                "items": ID,
+                "description": "A partial reversal: only these transactions of the print-out"
+                " (their ids in `transactions[].id`); left out: every transaction.",
+            },
+        },
+        optional=("reason", "transactions"),
+    ),
+    "UsageTotals": obj(
+        {
+            "pages": {"type": "integer", "description": "Pages × copies (the page counter)."},
+            "sheets": INTEGER,
+            "color_pages": INTEGER,
+            "mono_pages": INTEGER,
+            "cost": ref("Amount"),
+        }
+    ),
+    "UsageRow": obj(
+        {
+            "key": {
+                "type": "string",
+                "description": "The user (delegate), `type:name` of the account, the printer"
+                " or the UTC date (`YYYY-MM-DD`).",
+            },
+            "account": obj({"type": ref("AccountType"), "name": STRING}),
+            "pages": INTEGER,
+            "sheets": INTEGER,
+            "color_pages": INTEGER,
+            "mono_pages": INTEGER,
+            "cost": ref("Amount"),
+        },
+        optional=("account",),
+    ),
+    "UsageReport": obj(
+        {
+            "group_by": {"type": "string", "enum": ["user", "account", "printer", "day"]},
+            "since": NULLABLE_TIME,
+            "until": NULLABLE_TIME,
+            "currency": STRING,
+            "items": {"type": "array", "items": ref("UsageRow")},
+            "totals": ref("UsageTotals"),
+        }
+    ),
     "EmptyBody": {
         "type": "object",
         "maxProperties": 0,
@@ -964,11 +1044,54 @@ def _print_out_paths(prefix: str) -> dict[str, JSON]:
                 "Reverse the page counters and every cost transaction",
                 (Role.ACCOUNTS_EDITOR,),
                 {200: ok("Reversed"), **_errors_post(), 404: error(404), 409: error(409)},
-                description="By compensating ledger entries; reversing twice reverses"
-                " nothing. 409 when the print-out was never charged.",
+                description="By compensating ledger entries, one per transaction, with the"
+                " reason as their comment. `transactions` makes it partial: only those"
+                " accounts' shares (each transaction then shows `reversed.status = full`, the"
+                " print-out `partial`). Reversing again reverses nothing. 409 when the"
+                " print-out was never charged; 400 for a transaction not its own.",
                 parameters=[path_id("print-out")],
-                request_body=body("EmptyBody", required=False),
+                request_body=body("ReverseRequest", required=False),
                 tag="print-outs",
+            )
+        },
+    }
+
+
+def _report_paths(prefix: str) -> dict[str, JSON]:
+    """Reports read off the ledger."""
+    window = [
+        query(
+            "since",
+            {"type": "string", "maxLength": 64},
+            "ISO 8601 date or date-time (UTC when no offset), inclusive: ledger entries from then.",
+        ),
+        query("until", {"type": "string", "maxLength": 64}, "Like since, exclusive."),
+    ]
+    return {
+        f"{prefix}/reports/usage": {
+            "get": operation(
+                "usageReport",
+                "Usage totals (pages, sheets, colour pages, cost) per user, account, printer"
+                " or day",
+                (Role.ACCOUNTS_EDITOR,),
+                {200: ok("UsageReport"), **_errors_get()},
+                description="Sums of the print-outs' ledger entries (charges, and reversals"
+                " on the day they were made, negative) in `[since, until)`: an account's"
+                " cost is what the ledger charged it net. `user` is who printed (the"
+                " delegate), `account` who pays. Pages, sheets and colour pages count"
+                " like the page counter (a print-out's pages × each transaction's"
+                " weight). Deposits and adjustments are not usage.",
+                parameters=[
+                    {
+                        "name": "group_by",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string", "enum": ["user", "account", "printer", "day"]},
+                        "description": "How to group the totals.",
+                    },
+                    *window,
+                ],
+                tag="reports",
             )
         },
     }
@@ -1441,6 +1564,7 @@ def _paths(prefix: str) -> dict[str, JSON]:
         **_account_paths(prefix),
         **_delegation_paths(prefix),
         **_admin_paths(prefix),
+        **_report_paths(prefix),
     }
 
 
@@ -1510,6 +1634,7 @@ def document(prefix: str = "/api/v1") -> JSON:
                 "delegations",
                 "nfc",
                 "administration",
+                "reports",
                 "service",
             )
         ],
