@@ -1262,6 +1262,9 @@ LISTS: dict[str, tuple[str, ...]] = {
     "/metrics": (),
     "/api/v1/openapi.json": (),
     "/api/v1/reports/usage": ("group_by", "since", "until"),
+    "/api/v1/printers/{name}": (),
+    "/api/v1/groups/{name}": (),
+    "/api/v1/readers/{reader_id}": (),
 }
 PAGED = {"/api/v1/printouts", "/api/v1/accounts", "/api/v1/jobs/held", "/api/v1/tickets"}
 
@@ -1346,6 +1349,7 @@ async def test_list_queries(svc: Service, db_url: str) -> None:
     @given(route=st.sampled_from(sorted(LISTS)), data=st.data(), who=who)
     def check(route: str, data: st.DataObject, who: str) -> None:
         path = route.replace("{id}", data.draw(ids)).replace("{name}", "alice")
+        path = path.replace("{reader_id}", "lobby")
         query = data.draw(query_string(LISTS[route]))
         before = svc.before()
         status, answer = svc.run(

@@ -298,7 +298,19 @@ SCHEMAS: dict[str, JSON] = {
                 " `insufficient-balance` (direct) or refused at release (hold, ticket).",
             },
             "deleted_at": NULLABLE_TIME,
-        }
+            "access": {
+                **obj(
+                    {
+                        "restricted": {"type": "boolean", "description": "false: open."},
+                        "users": {"type": "array", "items": STRING},
+                        "groups": {"type": "array", "items": STRING},
+                    }
+                ),
+                "description": "Group and shared accounts, in the single-account views: who"
+                " may charge it (open: anyone with the delegate right).",
+            },
+        },
+        optional=("access",),
     ),
     "AccountPage": page_of("Account"),
     "AuditEvent": obj(
@@ -338,6 +350,10 @@ SCHEMAS: dict[str, JSON] = {
             "full_name": NULLABLE_STRING,
             "external_id": NULLABLE_STRING,
             "active": {"type": "boolean"},
+            "delegate": {
+                "type": "boolean",
+                "description": "Her own delegate right (a group's may also give it).",
+            },
             "groups": {"type": "array", "items": STRING},
             "created_at": ref("Time"),
             "deleted_at": NULLABLE_TIME,
@@ -352,8 +368,9 @@ SCHEMAS: dict[str, JSON] = {
                 "type": "boolean",
                 "description": "false: her tokens answer 401 and her cards 404 at once.",
             },
+            "delegate": {"type": "boolean", "description": "Grant or withdraw the delegate right."},
         },
-        optional=("email", "full_name", "active"),
+        optional=("email", "full_name", "active", "delegate"),
     ),
     "Printer": obj(
         {
@@ -401,6 +418,7 @@ SCHEMAS: dict[str, JSON] = {
             "name": STRING,
             "external_id": NULLABLE_STRING,
             "active": {"type": "boolean"},
+            "delegate": {"type": "boolean", "description": "Every member has the delegate right."},
             "members": {"type": "array", "items": STRING},
             "deleted_at": NULLABLE_TIME,
         }
@@ -411,8 +429,12 @@ SCHEMAS: dict[str, JSON] = {
             "add_members": {"type": "array", "items": STRING, "maxItems": 1000},
             "remove_members": {"type": "array", "items": STRING, "maxItems": 1000},
             "active": {"type": "boolean"},
+            "delegate": {
+                "type": "boolean",
+                "description": "Grant or withdraw the delegate right of every member.",
+            },
         },
-        optional=("add_members", "remove_members", "active"),
+        optional=("add_members", "remove_members", "active", "delegate"),
     ),
     "CardPage": page_of("CardListed"),
     "CardListed": obj({"id": ID, "card": STRING, "user": STRING}),
@@ -426,6 +448,21 @@ SCHEMAS: dict[str, JSON] = {
         }
     ),
     "ReaderPage": page_of("Reader"),
+    "ReaderPatch": obj(
+        {
+            "printers": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 1000,
+                "items": STRING,
+                "description": "Replaces the printers it releases (hold mode, or --require-tap).",
+            },
+            "card_format": {"type": "string", "pattern": "^([hH][eE][xX]|[dD][eE][cC])$"},
+            "byte_order": {"type": "string", "pattern": "^([mM][sS][bB]|[lL][sS][bB])$"},
+            "enabled": {"type": "boolean", "description": "false: its token answers 401."},
+        },
+        optional=("printers", "card_format", "byte_order", "enabled"),
+    ),
     "ReaderToken": obj(
         {
             "reader_id": STRING,
@@ -442,8 +479,20 @@ SCHEMAS: dict[str, JSON] = {
                 "description": "A non-negative decimal string, or null for unlimited.",
             },
             "active": {"type": "boolean"},
+            "access": {
+                "anyOf": [
+                    {
+                        "type": "array",
+                        "maxItems": 1000,
+                        "items": {"type": "string", "minLength": 1, "maxLength": 256},
+                    },
+                    {"type": "null"},
+                ],
+                "description": "A group or shared account's access list, replaced: user names"
+                " and `@group` (every member); null: open. A personal account has none (400).",
+            },
         },
-        optional=("credit_limit", "active"),
+        optional=("credit_limit", "active", "access"),
     ),
     "AdjustmentRequest": obj(
         {
@@ -1430,6 +1479,13 @@ def path_name(what: str) -> JSON:
 
 
 ADMIN = (Role.ADMIN,)
+READER_ID: JSON = {
+    "name": "reader_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+    "description": "The reader's id.",
+}
 
 
 def _admin_paths(prefix: str) -> dict[str, JSON]:
@@ -1491,6 +1547,19 @@ def _admin_paths(prefix: str) -> dict[str, JSON]:
             )
         },
         f"{prefix}/printers/{{name}}": {
+            "get": operation(
+                "getPrinter", "One proxy printer's settings", ADMIN,
+                {200: ok("Printer"), **get_errors},
+                description="Deleted ones too.", parameters=[path_name("printer")],
+                tag="administration",
+            ),
+            "delete": operation(
+                "deletePrinter", "Soft-delete a printer (history kept)", ADMIN,
+                {200: ok("Printer"), **get_errors},
+                description="The intake refuses its jobs (404) from now on; its print-outs"
+                " and events stay. Its CUPS queue stays: remove it with `lpadmin -x NAME`.",
+                parameters=[path_name("printer")], tag="administration",
+            ),
             "patch": operation(
                 "patchPrinter", "Change a printer's prices, mode, target, hold expiry", ADMIN,
                 {200: ok("Printer"), **patch_errors},
@@ -1508,6 +1577,18 @@ def _admin_paths(prefix: str) -> dict[str, JSON]:
             )
         },
         f"{prefix}/groups/{{name}}": {
+            "get": operation(
+                "getGroup", "One group and its members", ADMIN,
+                {200: ok("Group"), **get_errors},
+                description="Deleted ones too.", parameters=[path_name("group")],
+                tag="administration",
+            ),
+            "delete": operation(
+                "deleteGroup", "Soft-delete a group (its account and history kept)", ADMIN,
+                {200: ok("Group"), **get_errors},
+                description="Its members are released; its account cannot be charged any more.",
+                parameters=[path_name("group")], tag="administration",
+            ),
             "patch": operation(
                 "patchGroup", "Add or remove members; disable or enable a group", ADMIN,
                 {200: ok("Group"), **patch_errors},
@@ -1523,14 +1604,49 @@ def _admin_paths(prefix: str) -> dict[str, JSON]:
                 description="Disabled readers' tokens answer 401.", tag="nfc",
             )
         },
+        f"{prefix}/cards/{{card}}": {
+            "delete": operation(
+                "deleteCard", "Unregister an NFC card", ADMIN,
+                {200: ok("CardListed"), **get_errors},
+                description="The card releases nothing from now on (a tap: 404); its events"
+                " stay.",
+                parameters=[
+                    {"name": "card", "in": "path", "required": True,
+                     "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+                     "description": "The card number in any form (hex with or without"
+                     " separators, either case; decimal with `format=dec`)."},
+                    query("format", {"type": "string", "enum": ["hex", "dec"]},
+                          "How the number is written (default hex)."),
+                    query("byte_order", {"type": "string", "enum": ["msb", "lsb"]},
+                          "Its byte order (default msb)."),
+                ],
+                tag="nfc",
+            )
+        },
+        f"{prefix}/readers/{{reader_id}}": {
+            "get": operation(
+                "getReader", "One NFC reader and its printers", ADMIN,
+                {200: ok("Reader"), **get_errors},
+                description="Never its token.", parameters=[READER_ID], tag="nfc",
+            ),
+            "patch": operation(
+                "patchReader", "Re-map a reader's printers, its card format; disable it",
+                ADMIN, {200: ok("Reader"), **patch_errors},
+                description="Each change is an event with its actor.",
+                parameters=[READER_ID], request_body=body("ReaderPatch"), tag="nfc",
+            ),
+            "delete": operation(
+                "deleteReader", "Remove a reader (its token answers 401 at once)", ADMIN,
+                {200: ok("Reader"), **get_errors},
+                description="Its taps stay as events.", parameters=[READER_ID], tag="nfc",
+            ),
+        },
         f"{prefix}/readers/{{reader_id}}/rotate": {
             "post": operation(
                 "rotateReader", "A new token for a reader; the old one stops working", ADMIN,
                 {200: ok("ReaderToken"), **_errors_post(), 404: error(404)},
                 description="HTTP and TCP readers alike.",
-                parameters=[{"name": "reader_id", "in": "path", "required": True,
-                             "schema": {"type": "string", "minLength": 1, "maxLength": 64},
-                             "description": "The reader's id."}],
+                parameters=[READER_ID],
                 request_body=body("EmptyBody", required=False),
                 tag="nfc",
             )

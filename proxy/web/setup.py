@@ -6,7 +6,7 @@ from aiohttp import web
 
 from proxy.keys import CONFIG, WEB_TEMPLATES, WEB_THROTTLE
 
-from . import pages_admin, pages_signin, pages_staff, pages_user
+from . import pages_admin, pages_signin, pages_staff, pages_usage, pages_user
 from .middleware import web_middleware
 from .render import environment, static_routes
 from .throttle import LoginThrottle
@@ -30,4 +30,5 @@ def setup_web(app: web.Application) -> None:
     app.router.add_routes(pages_user.routes())
     app.router.add_routes(pages_staff.routes())
     app.router.add_routes(pages_admin.routes())
+    app.router.add_routes(pages_usage.routes())
     app.router.add_routes(static_routes())
