@@ -952,7 +952,7 @@ async def test_intake_raw_requests(svc: Service, db_url: str, short_tmp: Path) -
 
 # Every POST endpoint: the tokens that get it past authentication, and its fields.
 POST_ENDPOINTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "/api/v1/printouts/{id}/reverse": (("editor", "admin"), ()),
+    "/api/v1/printouts/{id}/reverse": (("editor", "admin"), ("reason", "transactions")),
     "/api/v1/jobs/{id}/release": (("alice", "admin"), ()),
     "/api/v1/jobs/{id}/cancel": (("alice", "admin"), ()),
     "/api/v1/jobs/{id}/redirect": (("alice", "admin"), ("printer",)),
@@ -1000,6 +1000,7 @@ def _field_values() -> dict[str, st.SearchStrategy[Any]]:
     found["amount"] = st.sampled_from(["1.00", "-0.50", "0", "0.001", "abc", "1e3"]) | number_field
     found["reason"] = found["idempotency_key"] = st.sampled_from(["cash", "k1"]) | text_value
     found["card"] = card_text
+    found["transactions"] = st.lists(st.integers(-1, 12) | json_scalar, max_size=3)
     found["format"] = found["byte_order"] = (
         st.sampled_from(["hex", "dec", "HEX", "msb", "lsb", "", "oct"]) | text_value
     )
