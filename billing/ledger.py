@@ -185,6 +185,18 @@ async def reversed_by_transaction(
     return found
 
 
+async def reversals_of(session: AsyncSession, entry_ids: Sequence[int]) -> dict[int, Decimal]:
+    """Per entry among ``entry_ids`` that was reversed: its reversal's amount."""
+    if not entry_ids:
+        return {}
+    rows = await session.execute(
+        select(LedgerEntry.reverses_id, LedgerEntry.amount).where(
+            LedgerEntry.reverses_id.in_(list(entry_ids))
+        )
+    )
+    return {reversed_id: amount for reversed_id, amount in rows if reversed_id is not None}
+
+
 async def balance(session: AsyncSession, account_id: int) -> Decimal:
     total = await session.scalar(
         select(func.sum(LedgerEntry.amount)).where(LedgerEntry.account_id == account_id)

@@ -80,8 +80,9 @@ async def account_transactions(request: web.Request) -> web.Response:
         entries, next_cursor = await queries.ledger_page(
             session, account.id, limit=limit, before_id=before_id
         )
+        given_back = await ledger.reversals_of(session, [e.id for e in entries])
     currency = request.app[CONFIG].money
-    items = [serialize.ledger_entry(e, currency) for e in entries]
+    items = [serialize.ledger_entry(e, currency, given_back.get(e.id)) for e in entries]
     return web.json_response(serialize.page(items, next_cursor))
 
 

@@ -530,6 +530,11 @@ SCHEMAS: dict[str, JSON] = {
             "pages": INTEGER,
             "print_out_id": {"type": ["integer", "null"]},
             "reverses_id": {"type": ["integer", "null"]},
+            "reversed": {
+                "allOf": [ref("Reversal")],
+                "description": "A charge given back: the amount of the entry that compensates"
+                " it (status full); else none.",
+            },
             "created_at": ref("Time"),
             "comment": NULLABLE_STRING,
             "actor": STRING,

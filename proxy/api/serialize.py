@@ -143,7 +143,11 @@ def account(acc: Account, *, balance: Decimal, pages: int, currency: Currency) -
     }
 
 
-def ledger_entry(entry: LedgerEntry, currency: Currency) -> JSON:
+def ledger_entry(
+    entry: LedgerEntry, currency: Currency, reversed_amount: Decimal | None = None
+) -> JSON:
+    """``reversed_amount``: the amount of the entry that compensates it (None: none)."""
+    state = ReversalState.NONE if reversed_amount is None else ReversalState.FULL
     return {
         "id": entry.id,
         "amount": money(entry.amount, currency),
@@ -151,6 +155,7 @@ def ledger_entry(entry: LedgerEntry, currency: Currency) -> JSON:
         "pages": entry.pages,
         "print_out_id": entry.print_out_id,
         "reverses_id": entry.reverses_id,
+        "reversed": reversal(reversed_amount or Decimal(0), state, currency),
         "created_at": iso(entry.created_at),
         "comment": entry.comment,
         "actor": entry.actor,
