@@ -237,16 +237,45 @@ async def charge(
     return True
 
 
-async def reverse(session: AsyncSession, print_out: PrintOut, *, actor: str) -> int:
+MAX_REASON = 500
+
+
+async def reverse(
+    session: AsyncSession,
+    print_out: PrintOut,
+    *,
+    actor: str,
+    reason: str | None = None,
+    transaction_ids: Sequence[int] | None = None,
+) -> int:
     """Reverse a charged print-out's counters and costs by compensating entries.
 
-    Returns how many ledger entries were reversed: 0 when it was reversed
-    already (twice is a no-op). A print-out that was never charged → Conflict.
+    ``transaction_ids``: a partial reversal, only these transactions' shares
+    (each one compensating entry); None: every transaction. ``reason`` goes
+    into the entries' comment and the event. Returns how many ledger entries
+    were reversed: 0 when they were reversed already (twice is a no-op). A
+    print-out that was never charged → Conflict; a transaction that is not
+    the print-out's → InvalidInput.
     """
     if print_out.charged_at is None:
         raise Conflict(f"print-out {print_out.id} was never charged; nothing to reverse")
+    if reason is not None:
+        reason = reason.strip()
+        if not reason or len(reason) > MAX_REASON:
+            raise InvalidInput(f"reason: 1..{MAX_REASON} characters")
+    wanted: list[int] | None = None
+    if transaction_ids is not None:
+        own = {t.id for t in await transactions_of(session, print_out.id)}
+        wanted = list(dict.fromkeys(transaction_ids))
+        foreign = [t for t in wanted if t not in own]
+        if not wanted or foreign:
+            raise InvalidInput(
+                f"transactions: {foreign or 'none'} not among print-out {print_out.id}'s"
+                f" transactions {sorted(own)}"
+            )
+    comment = f"reversal of print-out {print_out.id}" + (f": {reason}" if reason else "")
     count = await ledger.reverse_print_out(
-        session, print_out.id, actor=actor, comment=f"reversal of print-out {print_out.id}"
+        session, print_out.id, actor=actor, comment=comment[:500], transaction_ids=wanted
     )
     if count:
         now = utcnow()
@@ -263,6 +292,7 @@ async def reverse(session: AsyncSession, print_out: PrintOut, *, actor: str) -> 
             subject_id=print_out.id,
             actor=actor,
             reason="reversed",
-            message=f"{count} ledger entries reversed",
+            message=f"{count} ledger entries reversed" + (f": {reason}" if reason else ""),
+            data={"transactions": wanted, "reason": reason},
         )
     return count

@@ -124,6 +124,21 @@ class LedgerKind(StrEnum):
     FEE = "fee"
 
 
+class ReversalState(StrEnum):
+    """How much of a print-out (or of one transaction) was given back by reversals."""
+
+    NONE = "none"
+    PARTIAL = "partial"  # a print-out some of whose transactions were reversed
+    FULL = "full"
+
+    @classmethod
+    def of(cls, reversed_count: int, count: int) -> ReversalState:
+        """Of a print-out whose ``reversed_count`` of ``count`` transactions were reversed."""
+        if reversed_count == 0:
+            return cls.NONE
+        return cls.FULL if reversed_count >= count else cls.PARTIAL
+
+
 class OutboxStatus(IntEnum):
     PENDING = 0
     DONE = 1

@@ -7,7 +7,7 @@ not on read-then-write, so concurrent posts of one key leave one row.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -136,25 +136,65 @@ async def reverse_entry(
 
 
 async def reverse_print_out(
-    session: AsyncSession, print_out_id: int, *, actor: str, comment: str | None = None
+    session: AsyncSession,
+    print_out_id: int,
+    *,
+    actor: str,
+    comment: str | None = None,
+    transaction_ids: Collection[int] | None = None,
 ) -> int:
-    """Reverse every not-yet-reversed entry of a print-out; returns how many."""
+    """Reverse every not-yet-reversed entry of a print-out; returns how many.
+
+    ``transaction_ids``: only the entries of these transactions (a partial
+    reversal: some accounts' shares); None: all of them.
+    """
     reversed_ids = select(LedgerEntry.reverses_id).where(LedgerEntry.reverses_id.is_not(None))
-    entries: Sequence[LedgerEntry] = (
-        await session.scalars(
-            select(LedgerEntry)
-            .where(
-                LedgerEntry.print_out_id == print_out_id,
-                LedgerEntry.kind != LedgerKind.REVERSAL.value,
-                LedgerEntry.id.not_in(reversed_ids),
-            )
-            .order_by(LedgerEntry.id)
-        )
-    ).all()
+    stmt = select(LedgerEntry).where(
+        LedgerEntry.print_out_id == print_out_id,
+        LedgerEntry.kind != LedgerKind.REVERSAL.value,
+        LedgerEntry.id.not_in(reversed_ids),
+    )
+    if transaction_ids is not None:
+        stmt = stmt.where(LedgerEntry.transaction_id.in_(list(transaction_ids)))
+    entries: Sequence[LedgerEntry] = (await session.scalars(stmt.order_by(LedgerEntry.id))).all()
     count = 0
     for entry in entries:
         count += await reverse_entry(session, entry, actor=actor, comment=comment)
     return count
+
+
+async def reversed_by_transaction(
+    session: AsyncSession, print_out_ids: Sequence[int]
+) -> dict[int, Decimal]:
+    """Per transaction of these print-outs: what its reversals gave back (positive)."""
+    found: dict[int, Decimal] = {}
+    if not print_out_ids:
+        return found
+    rows = await session.execute(
+        select(LedgerEntry.transaction_id, func.sum(LedgerEntry.amount))
+        .where(
+            LedgerEntry.print_out_id.in_(list(print_out_ids)),
+            LedgerEntry.kind == LedgerKind.REVERSAL.value,
+            LedgerEntry.transaction_id.is_not(None),
+        )
+        .group_by(LedgerEntry.transaction_id)
+    )
+    for transaction_id, total in rows:
+        if transaction_id is not None:  # filtered on it
+            found[transaction_id] = Decimal(total)
+    return found
+
+
+async def reversals_of(session: AsyncSession, entry_ids: Sequence[int]) -> dict[int, Decimal]:
+    """Per entry among ``entry_ids`` that was reversed: its reversal's amount."""
+    if not entry_ids:
+        return {}
+    rows = await session.execute(
+        select(LedgerEntry.reverses_id, LedgerEntry.amount).where(
+            LedgerEntry.reverses_id.in_(list(entry_ids))
+        )
+    )
+    return {reversed_id: amount for reversed_id, amount in rows if reversed_id is not None}
 
 
 async def balance(session: AsyncSession, account_id: int) -> Decimal:

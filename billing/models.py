@@ -328,6 +328,8 @@ class LedgerEntry(Base):
     __table_args__ = (
         Index("ix_ledger_entries_account", "account_id", "id"),
         Index("ix_ledger_entries_print_out_id", "print_out_id"),
+        # The usage report's window (billing.usage: since/until on created_at).
+        Index("ix_ledger_entries_created", "created_at"),
         CheckConstraint(
             "kind IN ('charge', 'reversal', 'adjustment', 'topup', 'fee')", name="kind"
         ),

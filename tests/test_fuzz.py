@@ -952,7 +952,7 @@ async def test_intake_raw_requests(svc: Service, db_url: str, short_tmp: Path) -
 
 # Every POST endpoint: the tokens that get it past authentication, and its fields.
 POST_ENDPOINTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "/api/v1/printouts/{id}/reverse": (("editor", "admin"), ()),
+    "/api/v1/printouts/{id}/reverse": (("editor", "admin"), ("reason", "transactions")),
     "/api/v1/jobs/{id}/release": (("alice", "admin"), ()),
     "/api/v1/jobs/{id}/cancel": (("alice", "admin"), ()),
     "/api/v1/jobs/{id}/redirect": (("alice", "admin"), ("printer",)),
@@ -1000,6 +1000,7 @@ def _field_values() -> dict[str, st.SearchStrategy[Any]]:
     found["amount"] = st.sampled_from(["1.00", "-0.50", "0", "0.001", "abc", "1e3"]) | number_field
     found["reason"] = found["idempotency_key"] = st.sampled_from(["cash", "k1"]) | text_value
     found["card"] = card_text
+    found["transactions"] = st.lists(st.integers(-1, 12) | json_scalar, max_size=3)
     found["format"] = found["byte_order"] = (
         st.sampled_from(["hex", "dec", "HEX", "msb", "lsb", "", "oct"]) | text_value
     )
@@ -1261,6 +1262,10 @@ LISTS: dict[str, tuple[str, ...]] = {
     "/healthz": (),
     "/metrics": (),
     "/api/v1/openapi.json": (),
+    "/api/v1/reports/usage": ("group_by", "since", "until"),
+    "/api/v1/printers/{name}": (),
+    "/api/v1/groups/{name}": (),
+    "/api/v1/readers/{reader_id}": (),
 }
 PAGED = {"/api/v1/printouts", "/api/v1/accounts", "/api/v1/jobs/held", "/api/v1/tickets"}
 
@@ -1302,9 +1307,10 @@ def _param_values() -> dict[str, st.SearchStrategy[str]]:
         "role": ["delegate", "payer", "any", "PAYER", ""],
         "actor": ["alice", "intake", "api:admin:token-1"],
         "subject": ["user", "user:alice", "print_out:1", "reader:lobby", ":"],
+        "group_by": ["user", "account", "printer", "day", "DAY", "week"],
     }  # fmt: skip
     names = {"user", "printer", "status", "since", "until", "limit", "cursor", "type", "account",
-             "payer", "role", "actor", "subject"}  # fmt: skip
+             "payer", "role", "actor", "subject", "group_by"}  # fmt: skip
     default = ["alice", "bob", "pp-hold", "pp-ticket", "nobody"]
     odd = st.one_of(
         wild_text.map(quote_path),
@@ -1344,6 +1350,7 @@ async def test_list_queries(svc: Service, db_url: str) -> None:
     @given(route=st.sampled_from(sorted(LISTS)), data=st.data(), who=who)
     def check(route: str, data: st.DataObject, who: str) -> None:
         path = route.replace("{id}", data.draw(ids)).replace("{name}", "alice")
+        path = path.replace("{reader_id}", "lobby")
         query = data.draw(query_string(LISTS[route]))
         before = svc.before()
         status, answer = svc.run(

@@ -264,8 +264,17 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
     assert csv.startswith("id,created_at,") and csv.count("\r\n") == 6  # header + 5
     await c("GET", f"{po}.csv", admin, 400, params={"account": "0"})
     reverse = f"{po}/{{id}}/reverse"
+    bob_txn = next(t["id"] for t in detail["transactions"] if t["account"]["name"] == "bob")
+    assert all(
+        t["reversed"] == {"amount": "0.00", "status": "none"} for t in detail["transactions"]
+    )
+    partial = await c("POST", reverse, editor, 200, path=f"{po}/{ids['charged']}/reverse",
+                      json={"reason": "bob was not there", "transactions": [bob_txn]})  # fmt: skip
+    assert partial["reversed"] == 1 and partial["print_out"]["reversed"]["status"] == "partial"
+    await c("POST", reverse, editor, 400, path=f"{po}/{ids['charged']}/reverse",
+            json={"transactions": [999999]})  # fmt: skip
     first = await c("POST", reverse, editor, 200, path=f"{po}/{ids['charged']}/reverse")
-    assert first["reversed"] > 0
+    assert first["reversed"] == 1 and first["print_out"]["reversed"]["status"] == "full"
     again = await c("POST", reverse, admin, 200, path=f"{po}/{ids['charged']}/reverse", json={})
     assert again["reversed"] == 0
     await c("POST", reverse, editor, 409, path=f"{po}/{ids['never_charged']}/reverse")
@@ -364,6 +373,14 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
     await c("PATCH", one_account, editor, 400, path=alice_path, json={"credit_limit": "-1"})
     await c("PATCH", one_account, user, 403, path=alice_path, json={"credit_limit": None})
     gala = next(a for a in accounts["items"] if a["name"] == "Events")
+    gala_path = f"/api/v1/accounts/{gala['id']}"
+    restricted = await c("PATCH", one_account, editor, 200, path=gala_path,
+                         json={"access": ["alice", "@sales"]})  # fmt: skip
+    assert restricted["access"] == {"restricted": True, "users": ["alice"], "groups": ["sales"]}
+    opened = await c("PATCH", one_account, editor, 200, path=gala_path, json={"access": None})
+    assert opened["access"] == {"restricted": False, "users": [], "groups": []}
+    await c("PATCH", one_account, editor, 400, path=alice_path, json={"access": ["bob"]})
+    await c("PATCH", one_account, editor, 404, path=gala_path, json={"access": ["nobody"]})
     gone = await c("DELETE", one_account, admin, 200, path=f"/api/v1/accounts/{gala['id']}")
     assert gone["deleted_at"] is not None and gone["active"] is False
     await c("DELETE", one_account, admin, 400, path=alice_path)
@@ -446,6 +463,51 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
     rotated = await c("POST", rot, admin, 200, path="/api/v1/readers/r2/rotate")
     assert rotated["token"].startswith("pp_")
     await c("POST", rot, admin, 404, path="/api/v1/readers/nope/rotate")
+    one_reader = "/api/v1/readers/{reader_id}"
+    r2 = await c("GET", one_reader, admin, 200, path="/api/v1/readers/r2")
+    assert r2["printers"] == ["pp-hold"] and r2["enabled"] is True
+    await c("GET", one_reader, admin, 404, path="/api/v1/readers/nope")
+    change = {"card_format": "DEC", "byte_order": "lsb", "enabled": False}
+    edited = await c("PATCH", one_reader, admin, 200, path="/api/v1/readers/r2", json=change)
+    assert (edited["card_format"], edited["byte_order"], edited["enabled"]) == ("dec", "lsb", False)
+    await c("PATCH", one_reader, admin, 400, path="/api/v1/readers/r2",
+            json={"printers": ["pp-direct"]})  # not a hold printer  # fmt: skip
+    await c("DELETE", one_reader, admin, 200, path="/api/v1/readers/r2")
+    await c("DELETE", one_reader, admin, 404, path="/api/v1/readers/r2")
+    one_card = "/api/v1/cards/{card}"
+    gone_card = await c("DELETE", one_card, admin, 200, path="/api/v1/cards/04:A1:B2:C3")
+    assert gone_card == {"id": card["id"], "card": "04a1b2c3", "user": "alice"}
+    await c("DELETE", one_card, admin, 404, path="/api/v1/cards/04a1b2c3")
+    await c("DELETE", one_card, admin, 400, path="/api/v1/cards/zz")
+    group = await c("GET", "/api/v1/groups/{name}", admin, 200, path="/api/v1/groups/sales")
+    assert group["members"] == ["alice"] and group["delegate"] is False
+    granted = await c("PATCH", grp, admin, 200, path="/api/v1/groups/sales",
+                      json={"delegate": True})  # fmt: skip
+    assert granted["delegate"] is True
+    await c("GET", "/api/v1/groups/{name}", admin, 404, path="/api/v1/groups/nobody")
+    gone_group = await c("DELETE", grp, admin, 200, path="/api/v1/groups/sales")
+    assert gone_group["deleted_at"] is not None and gone_group["members"] == []
+    await c("DELETE", grp, admin, 404, path="/api/v1/groups/sales")
+    shown = await c("GET", one_printer, admin, 200, path="/api/v1/printers/pp-direct")
+    assert shown["cost_mono"] == "0.20"
+    await c("GET", one_printer, admin, 404, path="/api/v1/printers/pp-none")
+    gone_printer = await c("DELETE", one_printer, admin, 200, path="/api/v1/printers/pp-ticket")
+    assert gone_printer["deleted_at"] is not None and gone_printer["enabled"] is False
+    await c("DELETE", one_printer, admin, 404, path="/api/v1/printers/pp-ticket")
+    delegate = await c("PATCH", one_user, admin, 200, path="/api/v1/users/alice",
+                       json={"delegate": False})  # fmt: skip
+    assert delegate["delegate"] is False
+    await c("PATCH", one_user, admin, 400, path="/api/v1/users/alice", json={"delegate": "no"})
+
+    # reports: the usage totals equal the ledger (alice's and bob's shares reversed above)
+    usage = "/api/v1/reports/usage"
+    by_account = await c("GET", usage, admin, 200, params={"group_by": "account"})
+    assert by_account["totals"]["cost"] == "0.00" and by_account["items"]
+    by_day = await c("GET", usage, admin, 200, params={"group_by": "day", "since": "2024-01-01"})
+    assert by_day["totals"] == by_account["totals"]
+    await c("GET", usage, admin, 400, params={"group_by": "week"})
+    await c("GET", usage, admin, 400)
+    await c("GET", usage, user, 403, params={"group_by": "user"})
 
     # By the server's own count (the route it matched, not the template named
     # above): it answered exactly what was checked, and every operation answered
@@ -469,7 +531,7 @@ async def test_x_roles_is_what_the_handlers_enforce(client: Client, sessionmaker
             # A resource that does not exist: a permitted role gets past the
             # role check and no further (404, 400 or a list), changing nothing.
             path = template.replace("{id}", "999999").replace("{name}", "nobody")
-            path = path.replace("{reader_id}", "nobody")
+            path = path.replace("{reader_id}", "nobody").replace("{card}", "0badcafe")
             for role, token in world.tokens.items():
                 kwargs: dict[str, Any] = {"json": {}} if method == "post" else {}
                 async with client.request(

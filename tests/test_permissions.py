@@ -125,6 +125,15 @@ PATCH  /api/v1/groups/{name}               200  403  403  403  403  403  401  40
 GET    /api/v1/cards                       200  403  403  403  403  403  401  401  401  401  401
 GET    /api/v1/readers                     200  403  403  403  403  403  401  401  401  401  401
 POST   /api/v1/readers/{reader_id}/rotate  200  403  403  403  403  403  401  401  401  401  401
+GET    /api/v1/reports/usage               200  200  403  403  403  403  401  401  401  401  401
+GET    /api/v1/printers/{name}             200  403  403  403  403  403  401  401  401  401  401
+DELETE /api/v1/printers/{name}             200  403  403  403  403  403  401  401  401  401  401
+GET    /api/v1/groups/{name}               200  403  403  403  403  403  401  401  401  401  401
+DELETE /api/v1/groups/{name}               200  403  403  403  403  403  401  401  401  401  401
+DELETE /api/v1/cards/{card}                200  403  403  403  403  403  401  401  401  401  401
+GET    /api/v1/readers/{reader_id}         200  403  403  403  403  403  401  401  401  401  401
+PATCH  /api/v1/readers/{reader_id}         200  403  403  403  403  403  401  401  401  401  401
+DELETE /api/v1/readers/{reader_id}         200  403  403  403  403  403  401  401  401  401  401
 """
 
 
@@ -340,14 +349,29 @@ async def prepare(world: World, method: str, route: str, column: str) -> Call:
         async with world.sessions() as s, s.begin():
             name = f"g{secrets.token_hex(3)}"
             await f.group(s, name)
-        return Call(route.replace("{name}", name), body={"add_members": ["carol"]})
-    if route == "/api/v1/readers/{reader_id}/rotate":
+        body = {"add_members": ["carol"]} if method == "PATCH" else None
+        return Call(route.replace("{name}", name), body=body)
+    if route in ("/api/v1/readers/{reader_id}/rotate", "/api/v1/readers/{reader_id}"):
         reader = f"r{secrets.token_hex(3)}"
         async with world.sessions() as s, s.begin():
             await nfc_admin.add_reader(s, reader, ["pp-hold"])
-        return Call(route.replace("{reader_id}", reader))
+        body = {"card_format": "dec"} if method == "PATCH" else None
+        return Call(route.replace("{reader_id}", reader), body=body)
+    if route == "/api/v1/reports/usage":
+        return Call(route, {"group_by": "account"})
     if route == "/api/v1/printers/{name}":
-        return Call(route.replace("{name}", "pp-direct"), body={"cost_mono": "0.10"})
+        if method == "DELETE":
+            name = f"pp-gone-{secrets.token_hex(3)}"
+            async with world.sessions() as s, s.begin():
+                await f.printer(s, name)
+            return Call(route.replace("{name}", name))
+        body = {"cost_mono": "0.10"} if method == "PATCH" else None
+        return Call(route.replace("{name}", "pp-direct"), body=body)
+    if route == "/api/v1/cards/{card}":
+        card = secrets.token_hex(4)
+        async with world.sessions() as s, s.begin():
+            await nfc_admin.add_card(s, "carol", card)
+        return Call(route.replace("{card}", card))
     assert "{" not in route, f"no resource for {route} in prepare()"
     return Call(route)
 
@@ -584,7 +608,7 @@ STRING_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = 
         (),
     ),
     ("GET", "/api/v1/printouts/{id}"): ((), ()),
-    ("POST", "/api/v1/printouts/{id}/reverse"): ((), ()),
+    ("POST", "/api/v1/printouts/{id}/reverse"): ((), ("reason",)),
     ("GET", "/api/v1/accounts"): (("type", "limit", "cursor"), ()),
     ("GET", "/api/v1/accounts/{id}/transactions"): (("limit", "cursor"), ()),
     ("GET", "/api/v1/accounts/{id}"): ((), ()),
@@ -616,6 +640,16 @@ STRING_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = 
     ("GET", "/api/v1/cards"): (("user",), ()),
     ("GET", "/api/v1/readers"): ((), ()),
     ("POST", "/api/v1/readers/{reader_id}/rotate"): ((), ()),
+    ("GET", "/api/v1/reports/usage"): (("group_by", "since", "until"), ()),
+    ("GET", "/api/v1/printers/{name}"): ((), ()),
+    ("GET", "/api/v1/groups/{name}"): ((), ()),
+    ("DELETE", "/api/v1/cards/{card}"): (("format", "byte_order"), ()),
+    ("GET", "/api/v1/readers/{reader_id}"): ((), ()),
+    ("PATCH", "/api/v1/readers/{reader_id}"): ((), ("card_format", "byte_order")),
+    # Last: the deletions (of lobby too: the tap above has had its turn).
+    ("DELETE", "/api/v1/printers/{name}"): ((), ()),
+    ("DELETE", "/api/v1/groups/{name}"): ((), ()),
+    ("DELETE", "/api/v1/readers/{reader_id}"): ((), ()),
 }
 # Plausible values for the fields not under test, so that each request gets as far
 # as the field under test can take it.

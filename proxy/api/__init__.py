@@ -21,6 +21,7 @@ from . import (
     nfc,
     openapi,
     printouts,
+    reports,
     tickets,
 )
 from .errors import error_middleware
@@ -44,4 +45,5 @@ def setup_api(app: web.Application) -> None:
     app.router.add_routes(tickets.routes(PREFIX))
     app.router.add_routes(delegations.routes(PREFIX))
     app.router.add_routes(admin.routes(PREFIX))
+    app.router.add_routes(reports.routes(PREFIX))
     nfc.setup_nfc_routes(app, PREFIX)

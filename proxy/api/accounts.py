@@ -14,7 +14,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import adjustments, directory, ledger
+from billing import adjustments, directory, ledger, rights
 from billing.enums import AccountType, Role
 from billing.models import Account
 from billing.money import Currency, parse_amount
@@ -80,8 +80,9 @@ async def account_transactions(request: web.Request) -> web.Response:
         entries, next_cursor = await queries.ledger_page(
             session, account.id, limit=limit, before_id=before_id
         )
+        given_back = await ledger.reversals_of(session, [e.id for e in entries])
     currency = request.app[CONFIG].money
-    items = [serialize.ledger_entry(e, currency) for e in entries]
+    items = [serialize.ledger_entry(e, currency, given_back.get(e.id)) for e in entries]
     return web.json_response(serialize.page(items, next_cursor))
 
 
@@ -103,9 +104,36 @@ async def _visible_account(
 
 
 async def _account_json(session: AsyncSession, account: Account, currency: Currency) -> Any:
+    """One account; a group or shared one with its access list (``open`` or who may)."""
     balance = await ledger.balance(session, account.id)
     pages = await ledger.page_count(session, account.id)
-    return serialize.account(account, balance=balance, pages=pages, currency=currency)
+    out = serialize.account(account, balance=balance, pages=pages, currency=currency)
+    if account.type != AccountType.USER.value:
+        access = await rights.access_of(session, account)
+        out["access"] = {
+            "restricted": access.restricted,
+            "users": list(access.users),
+            "groups": list(access.groups),
+        }
+    return out
+
+
+MAX_ACCESS = 1000
+
+
+def _access(value: object) -> list[str] | None:
+    """``access``: a list of users and ``@group`` entries, or null (open)."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_ACCESS
+        or not all(isinstance(v, str) and 0 < len(v) <= 256 for v in value)
+    ):
+        raise InvalidParameter(
+            f'access: a list of at most {MAX_ACCESS} user names and "@group" entries, or null'
+        )
+    return [v for v in value if isinstance(v, str)]
 
 
 async def get_account(request: web.Request) -> web.Response:
@@ -116,16 +144,19 @@ async def get_account(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-PATCH_FIELDS = frozenset({"credit_limit", "active"})
+PATCH_FIELDS = frozenset({"credit_limit", "active", "access"})
 
 
 async def patch_account(request: web.Request) -> web.Response:
-    """``{"credit_limit": "10.00" | null, "active": bool}`` (accounts-editor)."""
+    """``{"credit_limit": "10.00" | null, "active": bool, "access": [...] | null}``
+    (accounts-editor); ``access`` replaces a group or shared account's access list
+    (users, ``@group`` for every member), null opens it."""
     principal = await require(request, Role.ACCOUNTS_EDITOR)
     body = await json_body(request)
     reject_unknown(body, set(PATCH_FIELDS))
     if "active" in body and not isinstance(body["active"], bool):
         raise InvalidParameter("active: must be true or false")
+    access = _access(body["access"]) if "access" in body else None
     wanted: dict[str, Any] = {}
     if "credit_limit" in body:
         wanted["credit_limit"] = directory.parse_credit_limit(body["credit_limit"])
@@ -137,6 +168,8 @@ async def patch_account(request: web.Request) -> web.Response:
         await directory.edit_account(session, account, wanted, actor=actor)
         if "active" in body:
             await directory.set_account_active(session, account, body["active"], actor=actor)
+        if "access" in body:
+            await rights.set_access(session, account, access, actor=actor)
         out = await _account_json(session, account, request.app[CONFIG].money)
     return web.json_response(out)
 

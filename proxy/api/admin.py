@@ -1,5 +1,5 @@
 """Administration over HTTP (``admin``): users, groups, printers, cards, readers,
-tokens, and the audit view.
+tokens, and the audit view: list, show, edit, disable (PATCH), delete, as the CLI.
 
 Thin handlers over the domain functions the CLI uses (billing.directory,
 proxy.printers, proxy.tokens); every change is an event with the caller as
@@ -16,7 +16,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing import directory
+from billing import directory, rights
 from billing.enums import Role
 from billing.models import Event, Printer, User
 from proxy import nfc_admin, printers, tokens
@@ -29,8 +29,14 @@ from .errors import InvalidParameter, json_body, reject_unknown
 
 EVENT_PARAMS = frozenset({"actor", "subject", "limit", "cursor"})
 EVENT_CURSOR = "ev"
-USER_PATCH = frozenset({"email", "full_name", "active"})
+USER_PATCH = frozenset({"email", "full_name", "active", "delegate"})
 PRINTER_PATCH = (printers.EDITABLE - {"media_costs"}) | {"enabled"}
+
+
+def _flags(body: dict[str, Any], *names: str) -> None:
+    for name in names:
+        if name in body and not isinstance(body[name], bool):
+            raise InvalidParameter(f"{name}: must be true or false")
 
 
 def event_json(ev: Event) -> serialize.JSON:
@@ -114,6 +120,7 @@ async def _user_json(session: AsyncSession, user: User) -> serialize.JSON:
         "full_name": user.full_name,
         "external_id": user.external_id,
         "active": user.active,
+        "delegate": user.can_delegate,
         "groups": groups,
         "created_at": serialize.iso(user.created_at),
         "deleted_at": serialize.iso(user.deleted_at),
@@ -138,12 +145,12 @@ async def get_user(request: web.Request) -> web.Response:
 
 
 async def patch_user(request: web.Request) -> web.Response:
-    """``{"email", "full_name", "active"}``: disabling stops her tokens and cards at once."""
+    """``{"email", "full_name", "active", "delegate"}``: disabling stops her tokens and
+    cards at once; ``delegate`` grants or withdraws the delegate right."""
     principal = await require(request, Role.ADMIN)
     body = await json_body(request)
     reject_unknown(body, set(USER_PATCH))
-    if "active" in body and not isinstance(body["active"], bool):
-        raise InvalidParameter("active: must be true or false")
+    _flags(body, "active", "delegate")
     actor = principal.describe()
     name = request.match_info["name"]
     async with request.app[SESSIONS]() as session, session.begin():
@@ -153,6 +160,8 @@ async def patch_user(request: web.Request) -> web.Response:
             await directory.edit_user(session, user.name, fields, actor=actor)
         if "active" in body:
             await directory.set_user_active(session, user.name, body["active"], actor=actor)
+        if "delegate" in body:
+            await rights.set_user_delegate(session, user.name, body["delegate"], actor=actor)
         out = await _user_json(session, user)
     return web.json_response(out)
 
@@ -196,6 +205,27 @@ async def list_printers(request: web.Request) -> web.Response:
     return web.json_response(serialize.page([printer_json(p, request) for p in found], None))
 
 
+async def get_printer(request: web.Request) -> web.Response:
+    await require(request, Role.ADMIN)
+    async with request.app[READ_SESSIONS]() as session, session.begin():
+        found = await printers.get_printer(session, request.match_info["name"], deleted=True)
+    return web.json_response(printer_json(found, request))
+
+
+async def delete_printer(request: web.Request) -> web.Response:
+    """Soft delete: its history stays, the intake refuses its jobs (404) from now on.
+
+    The CUPS queue stays (remove it with ``lpadmin -x NAME``), as with the CLI.
+    """
+    principal = await require(request, Role.ADMIN)
+    async with request.app[SESSIONS]() as session, session.begin():
+        found = await printers.delete_printer(
+            session, request.match_info["name"], actor=principal.describe()
+        )
+        out = printer_json(found, request)
+    return web.json_response(out)
+
+
 async def patch_printer(request: web.Request) -> web.Response:
     """Prices, mode, target, hold expiry, PaperCut flag, enabled: for jobs received afterwards."""
     principal = await require(request, Role.ADMIN)
@@ -217,7 +247,7 @@ async def patch_printer(request: web.Request) -> web.Response:
 
 # --- groups, cards, readers ---------------------------------------------------------
 
-GROUP_PATCH = frozenset({"add_members", "remove_members", "active"})
+GROUP_PATCH = frozenset({"add_members", "remove_members", "active", "delegate"})
 
 
 def _names(body: dict[str, Any], key: str) -> list[str]:
@@ -235,6 +265,7 @@ async def _group_json(session: AsyncSession, group: Any) -> serialize.JSON:
         "name": group.name,
         "external_id": group.external_id,
         "active": group.active,
+        "delegate": group.can_delegate,
         "members": await directory.group_member_names(session, group.id),
         "deleted_at": serialize.iso(group.deleted_at),
     }
@@ -250,13 +281,13 @@ async def list_groups(request: web.Request) -> web.Response:
 
 
 async def patch_group(request: web.Request) -> web.Response:
-    """``{"add_members": [...], "remove_members": [...], "active": bool}``."""
+    """``{"add_members": [...], "remove_members": [...], "active": bool, "delegate": bool}``
+    (``delegate``: the delegate right of every member)."""
     principal = await require(request, Role.ADMIN)
     body = await json_body(request)
     reject_unknown(body, set(GROUP_PATCH))
     add, remove = _names(body, "add_members"), _names(body, "remove_members")
-    if "active" in body and not isinstance(body["active"], bool):
-        raise InvalidParameter("active: must be true or false")
+    _flags(body, "active", "delegate")
     actor = principal.describe()
     name = request.match_info["name"]
     async with request.app[SESSIONS]() as session, session.begin():
@@ -265,6 +296,27 @@ async def patch_group(request: web.Request) -> web.Response:
         )
         if "active" in body:
             await directory.set_group_active(session, name, body["active"], actor=actor)
+        if "delegate" in body:
+            await rights.set_group_delegate(session, name, body["delegate"], actor=actor)
+        out = await _group_json(session, group)
+    return web.json_response(out)
+
+
+async def get_group(request: web.Request) -> web.Response:
+    await require(request, Role.ADMIN)
+    async with request.app[READ_SESSIONS]() as session, session.begin():
+        group = await directory.get_group(session, request.match_info["name"], deleted=True)
+        out = await _group_json(session, group)
+    return web.json_response(out)
+
+
+async def delete_group(request: web.Request) -> web.Response:
+    """Soft delete: its account and history stay, its members are released."""
+    principal = await require(request, Role.ADMIN)
+    async with request.app[SESSIONS]() as session, session.begin():
+        group = await directory.delete_group(
+            session, request.match_info["name"], actor=principal.describe()
+        )
         out = await _group_json(session, group)
     return web.json_response(out)
 
@@ -276,6 +328,27 @@ async def list_cards(request: web.Request) -> web.Response:
         found = await nfc_admin.list_cards(session, params.get("user"))
     items = [{"id": c.id, "card": c.number, "user": c.user} for c in found]
     return web.json_response(serialize.page(items, None))
+
+
+CARD_PARAMS = frozenset({"format", "byte_order"})
+
+
+async def delete_card(request: web.Request) -> web.Response:
+    """Unregister a card (any form of its number; ``?format=dec``, ``?byte_order=lsb``).
+
+    Its events stay (who registered it, every tap); the card releases nothing from now on.
+    """
+    principal = await require(request, Role.ADMIN)
+    params = queries.query_params(request.query, CARD_PARAMS)
+    async with request.app[SESSIONS]() as session, session.begin():
+        info = await nfc_admin.delete_card(
+            session,
+            request.match_info["card"],
+            card_format=params.get("format", "hex"),
+            byte_order=params.get("byte_order", "msb"),
+            actor=principal.describe(),
+        )
+    return web.json_response({"id": info.id, "card": info.number, "user": info.user})
 
 
 def reader_json(r: nfc_admin.ReaderInfo) -> serialize.JSON:
@@ -294,6 +367,64 @@ async def list_readers(request: web.Request) -> web.Response:
     async with request.app[READ_SESSIONS]() as session, session.begin():
         found = await nfc_admin.list_readers(session)
     return web.json_response(serialize.page([reader_json(r) for r in found], None))
+
+
+READER_PATCH = frozenset({"printers", "card_format", "byte_order", "enabled"})
+
+
+async def _reader_info(session: AsyncSession, reader_id: str) -> nfc_admin.ReaderInfo:
+    found = await nfc_admin.list_readers(session, reader_id)
+    if not found:
+        raise NotFound(f"unknown reader {reader_id[:64]!r}")
+    return found[0]
+
+
+async def get_reader(request: web.Request) -> web.Response:
+    await require(request, Role.ADMIN)
+    async with request.app[READ_SESSIONS]() as session, session.begin():
+        info = await _reader_info(session, request.match_info["reader_id"])
+    return web.json_response(reader_json(info))
+
+
+def _text(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidParameter(f"{key}: a string")
+    return value
+
+
+async def patch_reader(request: web.Request) -> web.Response:
+    """``{"printers": [...], "card_format", "byte_order", "enabled"}``; one event per change."""
+    principal = await require(request, Role.ADMIN)
+    body = await json_body(request)
+    reject_unknown(body, set(READER_PATCH))
+    _flags(body, "enabled")
+    printer_names = _names(body, "printers") if "printers" in body else None
+    reader_id = request.match_info["reader_id"]
+    actor = principal.describe()
+    async with request.app[SESSIONS]() as session, session.begin():
+        await nfc_admin.edit_reader(
+            session,
+            reader_id,
+            printers=printer_names,
+            card_format=_text(body, "card_format"),
+            byte_order=_text(body, "byte_order"),
+            actor=actor,
+        )
+        if "enabled" in body:
+            await nfc_admin.set_reader_enabled(session, reader_id, body["enabled"], actor=actor)
+        out = reader_json(await _reader_info(session, reader_id))
+    return web.json_response(out)
+
+
+async def delete_reader(request: web.Request) -> web.Response:
+    """Remove a reader: its token answers 401 at once; its taps stay as events."""
+    principal = await require(request, Role.ADMIN)
+    reader_id = request.match_info["reader_id"]
+    async with request.app[SESSIONS]() as session, session.begin():
+        info = await _reader_info(session, reader_id)
+        await nfc_admin.delete_reader(session, reader_id, actor=principal.describe())
+    return web.json_response(reader_json(info))
 
 
 async def rotate_reader(request: web.Request) -> web.Response:
@@ -316,10 +447,18 @@ def routes(prefix: str) -> list[web.RouteDef]:
         web.patch(f"{prefix}/users/{{name}}", patch_user),
         web.delete(f"{prefix}/users/{{name}}", delete_user),
         web.get(f"{prefix}/printers", list_printers),
+        web.get(f"{prefix}/printers/{{name}}", get_printer),
         web.patch(f"{prefix}/printers/{{name}}", patch_printer),
+        web.delete(f"{prefix}/printers/{{name}}", delete_printer),
         web.get(f"{prefix}/groups", list_groups),
+        web.get(f"{prefix}/groups/{{name}}", get_group),
         web.patch(f"{prefix}/groups/{{name}}", patch_group),
+        web.delete(f"{prefix}/groups/{{name}}", delete_group),
         web.get(f"{prefix}/cards", list_cards),
+        web.delete(f"{prefix}/cards/{{card}}", delete_card),
         web.get(f"{prefix}/readers", list_readers),
+        web.get(f"{prefix}/readers/{{reader_id}}", get_reader),
+        web.patch(f"{prefix}/readers/{{reader_id}}", patch_reader),
+        web.delete(f"{prefix}/readers/{{reader_id}}", delete_reader),
         web.post(f"{prefix}/readers/{{reader_id}}/rotate", rotate_reader),
     ]

@@ -19,7 +19,15 @@ from typing import Any
 
 from aiohttp import web
 
-from billing.enums import AccountType, LedgerKind, PrinterMode, PrintStatus, Role, StatusReason
+from billing.enums import (
+    AccountType,
+    LedgerKind,
+    PrinterMode,
+    PrintStatus,
+    ReversalState,
+    Role,
+    StatusReason,
+)
 from proxy.logs import REQUEST_ID_HEADER
 from proxy.pages.kinds import METHODS as COUNT_METHODS
 from proxy.pipeline.delegation import MAX_COPIES, MAX_ENTRIES, MAX_VALUE_CHARS
@@ -135,12 +143,28 @@ SCHEMAS: dict[str, JSON] = {
         }
     ),
     "AccountRef": obj({"id": ID, "type": ref("AccountType"), "name": STRING}),
+    "Reversal": obj(
+        {
+            "amount": {
+                "allOf": [ref("Amount")],
+                "description": "What reversals gave back (positive; 0.00: nothing).",
+            },
+            "status": {
+                "type": "string",
+                "enum": [r.value for r in ReversalState],
+                "description": "none, partial (some of a print-out's transactions) or full.",
+            },
+        },
+        description="How much was given back by compensating ledger entries.",
+    ),
     "Transaction": obj(
         {
+            "id": {**ID, "description": "Name it in a partial reversal."},
             "account": ref("AccountRef"),
             "weight": {"type": "integer", "minimum": 1},
             "amount": ref("Amount"),
             "status": ref("Status"),
+            "reversed": ref("Reversal"),
         },
         description="One account's share of a print-out (0 until it is charged).",
     ),
@@ -198,6 +222,7 @@ SCHEMAS: dict[str, JSON] = {
             "ended_at": NULLABLE_TIME,
             "charged_at": NULLABLE_TIME,
             "reversed_at": NULLABLE_TIME,
+            "reversed": ref("Reversal"),
             "transactions": {"type": "array", "items": ref("Transaction")},
             "events": {
                 "type": "array",
@@ -273,7 +298,19 @@ SCHEMAS: dict[str, JSON] = {
                 " `insufficient-balance` (direct) or refused at release (hold, ticket).",
             },
             "deleted_at": NULLABLE_TIME,
-        }
+            "access": {
+                **obj(
+                    {
+                        "restricted": {"type": "boolean", "description": "false: open."},
+                        "users": {"type": "array", "items": STRING},
+                        "groups": {"type": "array", "items": STRING},
+                    }
+                ),
+                "description": "Group and shared accounts, in the single-account views: who"
+                " may charge it (open: anyone with the delegate right).",
+            },
+        },
+        optional=("access",),
     ),
     "AccountPage": page_of("Account"),
     "AuditEvent": obj(
@@ -313,6 +350,10 @@ SCHEMAS: dict[str, JSON] = {
             "full_name": NULLABLE_STRING,
             "external_id": NULLABLE_STRING,
             "active": {"type": "boolean"},
+            "delegate": {
+                "type": "boolean",
+                "description": "Her own delegate right (a group's may also give it).",
+            },
             "groups": {"type": "array", "items": STRING},
             "created_at": ref("Time"),
             "deleted_at": NULLABLE_TIME,
@@ -327,8 +368,9 @@ SCHEMAS: dict[str, JSON] = {
                 "type": "boolean",
                 "description": "false: her tokens answer 401 and her cards 404 at once.",
             },
+            "delegate": {"type": "boolean", "description": "Grant or withdraw the delegate right."},
         },
-        optional=("email", "full_name", "active"),
+        optional=("email", "full_name", "active", "delegate"),
     ),
     "Printer": obj(
         {
@@ -376,6 +418,7 @@ SCHEMAS: dict[str, JSON] = {
             "name": STRING,
             "external_id": NULLABLE_STRING,
             "active": {"type": "boolean"},
+            "delegate": {"type": "boolean", "description": "Every member has the delegate right."},
             "members": {"type": "array", "items": STRING},
             "deleted_at": NULLABLE_TIME,
         }
@@ -386,8 +429,12 @@ SCHEMAS: dict[str, JSON] = {
             "add_members": {"type": "array", "items": STRING, "maxItems": 1000},
             "remove_members": {"type": "array", "items": STRING, "maxItems": 1000},
             "active": {"type": "boolean"},
+            "delegate": {
+                "type": "boolean",
+                "description": "Grant or withdraw the delegate right of every member.",
+            },
         },
-        optional=("add_members", "remove_members", "active"),
+        optional=("add_members", "remove_members", "active", "delegate"),
     ),
     "CardPage": page_of("CardListed"),
     "CardListed": obj({"id": ID, "card": STRING, "user": STRING}),
@@ -401,6 +448,21 @@ SCHEMAS: dict[str, JSON] = {
         }
     ),
     "ReaderPage": page_of("Reader"),
+    "ReaderPatch": obj(
+        {
+            "printers": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 1000,
+                "items": STRING,
+                "description": "Replaces the printers it releases (hold mode, or --require-tap).",
+            },
+            "card_format": {"type": "string", "pattern": "^([hH][eE][xX]|[dD][eE][cC])$"},
+            "byte_order": {"type": "string", "pattern": "^([mM][sS][bB]|[lL][sS][bB])$"},
+            "enabled": {"type": "boolean", "description": "false: its token answers 401."},
+        },
+        optional=("printers", "card_format", "byte_order", "enabled"),
+    ),
     "ReaderToken": obj(
         {
             "reader_id": STRING,
@@ -417,8 +479,20 @@ SCHEMAS: dict[str, JSON] = {
                 "description": "A non-negative decimal string, or null for unlimited.",
             },
             "active": {"type": "boolean"},
+            "access": {
+                "anyOf": [
+                    {
+                        "type": "array",
+                        "maxItems": 1000,
+                        "items": {"type": "string", "minLength": 1, "maxLength": 256},
+                    },
+                    {"type": "null"},
+                ],
+                "description": "A group or shared account's access list, replaced: user names"
+                " and `@group` (every member); null: open. A personal account has none (400).",
+            },
         },
-        optional=("credit_limit", "active"),
+        optional=("credit_limit", "active", "access"),
     ),
     "AdjustmentRequest": obj(
         {
@@ -456,6 +530,11 @@ SCHEMAS: dict[str, JSON] = {
             "pages": INTEGER,
             "print_out_id": {"type": ["integer", "null"]},
             "reverses_id": {"type": ["integer", "null"]},
+            "reversed": {
+                "allOf": [ref("Reversal")],
+                "description": "A charge given back: the amount of the entry that compensates"
+                " it (status full); else none.",
+            },
             "created_at": ref("Time"),
             "comment": NULLABLE_STRING,
             "actor": STRING,
@@ -663,6 +742,61 @@ SCHEMAS: dict[str, JSON] = {
             "reader": STRING,
             "card": {"type": "string", "description": "The card number in its stored form."},
             "released": {"type": "array", "items": ref("Released")},
+        }
+    ),
+    "ReverseRequest": obj(
+        {
+            "reason": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 500,
+                "pattern": r"\S",
+                "description": "Why: the compensating entries' comment and the event's.",
+            },
+            "transactions": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 1000,
+                "items": ID,
+                "description": "A partial reversal: only these transactions of the print-out"
+                " (their ids in `transactions[].id`); left out: every transaction.",
+            },
+        },
+        optional=("reason", "transactions"),
+    ),
+    "UsageTotals": obj(
+        {
+            "pages": {"type": "integer", "description": "Pages × copies (the page counter)."},
+            "sheets": INTEGER,
+            "color_pages": INTEGER,
+            "mono_pages": INTEGER,
+            "cost": ref("Amount"),
+        }
+    ),
+    "UsageRow": obj(
+        {
+            "key": {
+                "type": "string",
+                "description": "The user (delegate), `type:name` of the account, the printer"
+                " or the UTC date (`YYYY-MM-DD`).",
+            },
+            "account": obj({"type": ref("AccountType"), "name": STRING}),
+            "pages": INTEGER,
+            "sheets": INTEGER,
+            "color_pages": INTEGER,
+            "mono_pages": INTEGER,
+            "cost": ref("Amount"),
+        },
+        optional=("account",),
+    ),
+    "UsageReport": obj(
+        {
+            "group_by": {"type": "string", "enum": ["user", "account", "printer", "day"]},
+            "since": NULLABLE_TIME,
+            "until": NULLABLE_TIME,
+            "currency": STRING,
+            "items": {"type": "array", "items": ref("UsageRow")},
+            "totals": ref("UsageTotals"),
         }
     ),
     "EmptyBody": {
@@ -964,11 +1098,54 @@ def _print_out_paths(prefix: str) -> dict[str, JSON]:
                 "Reverse the page counters and every cost transaction",
                 (Role.ACCOUNTS_EDITOR,),
                 {200: ok("Reversed"), **_errors_post(), 404: error(404), 409: error(409)},
-                description="By compensating ledger entries; reversing twice reverses"
-                " nothing. 409 when the print-out was never charged.",
+                description="By compensating ledger entries, one per transaction, with the"
+                " reason as their comment. `transactions` makes it partial: only those"
+                " accounts' shares (each transaction then shows `reversed.status = full`, the"
+                " print-out `partial`). Reversing again reverses nothing. 409 when the"
+                " print-out was never charged; 400 for a transaction not its own.",
                 parameters=[path_id("print-out")],
-                request_body=body("EmptyBody", required=False),
+                request_body=body("ReverseRequest", required=False),
                 tag="print-outs",
+            )
+        },
+    }
+
+
+def _report_paths(prefix: str) -> dict[str, JSON]:
+    """Reports read off the ledger."""
+    window = [
+        query(
+            "since",
+            {"type": "string", "maxLength": 64},
+            "ISO 8601 date or date-time (UTC when no offset), inclusive: ledger entries from then.",
+        ),
+        query("until", {"type": "string", "maxLength": 64}, "Like since, exclusive."),
+    ]
+    return {
+        f"{prefix}/reports/usage": {
+            "get": operation(
+                "usageReport",
+                "Usage totals (pages, sheets, colour pages, cost) per user, account, printer"
+                " or day",
+                (Role.ACCOUNTS_EDITOR,),
+                {200: ok("UsageReport"), **_errors_get()},
+                description="Sums of the print-outs' ledger entries (charges, and reversals"
+                " on the day they were made, negative) in `[since, until)`: an account's"
+                " cost is what the ledger charged it net. `user` is who printed (the"
+                " delegate), `account` who pays. Pages, sheets and colour pages count"
+                " like the page counter (a print-out's pages × each transaction's"
+                " weight). Deposits and adjustments are not usage.",
+                parameters=[
+                    {
+                        "name": "group_by",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string", "enum": ["user", "account", "printer", "day"]},
+                        "description": "How to group the totals.",
+                    },
+                    *window,
+                ],
+                tag="reports",
             )
         },
     }
@@ -1307,6 +1484,13 @@ def path_name(what: str) -> JSON:
 
 
 ADMIN = (Role.ADMIN,)
+READER_ID: JSON = {
+    "name": "reader_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+    "description": "The reader's id.",
+}
 
 
 def _admin_paths(prefix: str) -> dict[str, JSON]:
@@ -1368,6 +1552,19 @@ def _admin_paths(prefix: str) -> dict[str, JSON]:
             )
         },
         f"{prefix}/printers/{{name}}": {
+            "get": operation(
+                "getPrinter", "One proxy printer's settings", ADMIN,
+                {200: ok("Printer"), **get_errors},
+                description="Deleted ones too.", parameters=[path_name("printer")],
+                tag="administration",
+            ),
+            "delete": operation(
+                "deletePrinter", "Soft-delete a printer (history kept)", ADMIN,
+                {200: ok("Printer"), **get_errors},
+                description="The intake refuses its jobs (404) from now on; its print-outs"
+                " and events stay. Its CUPS queue stays: remove it with `lpadmin -x NAME`.",
+                parameters=[path_name("printer")], tag="administration",
+            ),
             "patch": operation(
                 "patchPrinter", "Change a printer's prices, mode, target, hold expiry", ADMIN,
                 {200: ok("Printer"), **patch_errors},
@@ -1385,6 +1582,18 @@ def _admin_paths(prefix: str) -> dict[str, JSON]:
             )
         },
         f"{prefix}/groups/{{name}}": {
+            "get": operation(
+                "getGroup", "One group and its members", ADMIN,
+                {200: ok("Group"), **get_errors},
+                description="Deleted ones too.", parameters=[path_name("group")],
+                tag="administration",
+            ),
+            "delete": operation(
+                "deleteGroup", "Soft-delete a group (its account and history kept)", ADMIN,
+                {200: ok("Group"), **get_errors},
+                description="Its members are released; its account cannot be charged any more.",
+                parameters=[path_name("group")], tag="administration",
+            ),
             "patch": operation(
                 "patchGroup", "Add or remove members; disable or enable a group", ADMIN,
                 {200: ok("Group"), **patch_errors},
@@ -1400,14 +1609,49 @@ def _admin_paths(prefix: str) -> dict[str, JSON]:
                 description="Disabled readers' tokens answer 401.", tag="nfc",
             )
         },
+        f"{prefix}/cards/{{card}}": {
+            "delete": operation(
+                "deleteCard", "Unregister an NFC card", ADMIN,
+                {200: ok("CardListed"), **get_errors},
+                description="The card releases nothing from now on (a tap: 404); its events"
+                " stay.",
+                parameters=[
+                    {"name": "card", "in": "path", "required": True,
+                     "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+                     "description": "The card number in any form (hex with or without"
+                     " separators, either case; decimal with `format=dec`)."},
+                    query("format", {"type": "string", "enum": ["hex", "dec"]},
+                          "How the number is written (default hex)."),
+                    query("byte_order", {"type": "string", "enum": ["msb", "lsb"]},
+                          "Its byte order (default msb)."),
+                ],
+                tag="nfc",
+            )
+        },
+        f"{prefix}/readers/{{reader_id}}": {
+            "get": operation(
+                "getReader", "One NFC reader and its printers", ADMIN,
+                {200: ok("Reader"), **get_errors},
+                description="Never its token.", parameters=[READER_ID], tag="nfc",
+            ),
+            "patch": operation(
+                "patchReader", "Re-map a reader's printers, its card format; disable it",
+                ADMIN, {200: ok("Reader"), **patch_errors},
+                description="Each change is an event with its actor.",
+                parameters=[READER_ID], request_body=body("ReaderPatch"), tag="nfc",
+            ),
+            "delete": operation(
+                "deleteReader", "Remove a reader (its token answers 401 at once)", ADMIN,
+                {200: ok("Reader"), **get_errors},
+                description="Its taps stay as events.", parameters=[READER_ID], tag="nfc",
+            ),
+        },
         f"{prefix}/readers/{{reader_id}}/rotate": {
             "post": operation(
                 "rotateReader", "A new token for a reader; the old one stops working", ADMIN,
                 {200: ok("ReaderToken"), **_errors_post(), 404: error(404)},
                 description="HTTP and TCP readers alike.",
-                parameters=[{"name": "reader_id", "in": "path", "required": True,
-                             "schema": {"type": "string", "minLength": 1, "maxLength": 64},
-                             "description": "The reader's id."}],
+                parameters=[READER_ID],
                 request_body=body("EmptyBody", required=False),
                 tag="nfc",
             )
@@ -1441,6 +1685,7 @@ def _paths(prefix: str) -> dict[str, JSON]:
         **_account_paths(prefix),
         **_delegation_paths(prefix),
         **_admin_paths(prefix),
+        **_report_paths(prefix),
     }
 
 
@@ -1510,6 +1755,7 @@ def document(prefix: str = "/api/v1") -> JSON:
                 "delegations",
                 "nfc",
                 "administration",
+                "reports",
                 "service",
             )
         ],

@@ -50,6 +50,7 @@ def _json(
         count_method=row.counted.count_method,
         color_pages=row.counted.color_pages,
         document_copies=row.counted.document_copies,
+        reversed_=row.reversed,
     )
 
 
@@ -240,11 +241,35 @@ async def get_printout(request: web.Request) -> web.Response:
     return web.json_response(_json(row, request.app[CONFIG].money, events))
 
 
+REVERSE_FIELDS = frozenset({"reason", "transactions"})
+MAX_TRANSACTIONS = 1_000
+
+
+def _reverse_body(body: dict[str, object]) -> tuple[str | None, list[int] | None]:
+    """``{"reason": "...", "transactions": [id, ...]}``, both optional."""
+    reject_unknown(body, set(REVERSE_FIELDS))
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise InvalidParameter("reason: a string of 1..500 characters")
+    txns = body.get("transactions")
+    if txns is None:
+        return reason, None
+    if (
+        not isinstance(txns, list)
+        or not 1 <= len(txns) <= MAX_TRANSACTIONS
+        or not all(isinstance(t, int) and not isinstance(t, bool) for t in txns)
+    ):
+        raise InvalidParameter(
+            f"transactions: a list of 1..{MAX_TRANSACTIONS} transaction ids of the print-out"
+        )
+    return reason, [t for t in txns if isinstance(t, int)]
+
+
 async def reverse_printout(request: web.Request) -> web.Response:
-    """Compensate every charge of the print-out; a second call reverses nothing."""
+    """Compensate the print-out's charges (all, or the ``transactions`` named: a partial
+    reversal), each by one entry with the reason; reversing again reverses nothing."""
     principal = await require(request, Role.ACCOUNTS_EDITOR)
-    # No fields yet; the body is still parsed so that garbage is refused.
-    reject_unknown(await json_body(request, optional=True), set())
+    reason, transaction_ids = _reverse_body(await json_body(request, optional=True))
     print_out_id = queries.parse_id(request.match_info["id"])
     async with request.app[SESSIONS]() as session, session.begin():
         print_out = None
@@ -252,7 +277,13 @@ async def reverse_printout(request: web.Request) -> web.Response:
             print_out = await session.scalar(select(PrintOut).where(PrintOut.id == print_out_id))
         if print_out is None:
             raise NotFound(f"print-out {request.match_info['id'][:40]!r} not found")
-        count = await charging.reverse(session, print_out, actor=principal.describe())
+        count = await charging.reverse(
+            session,
+            print_out,
+            actor=principal.describe(),
+            reason=reason,
+            transaction_ids=transaction_ids,
+        )
         row, events = await _visible(session, principal, str(print_out.id))
     return web.json_response(
         {"reversed": count, "print_out": _json(row, request.app[CONFIG].money, events)}

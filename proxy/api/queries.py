@@ -35,6 +35,7 @@ import datetime as dt
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import Enum
 from typing import Any, TypeVarTuple, cast
 
@@ -54,6 +55,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from billing import ledger
 from billing.enums import AccountType, PrintStatus
 from billing.models import (
     Account,
@@ -251,6 +253,8 @@ class PrintOutRow:
     printer: str
     transactions: list[tuple[AccountTransaction, Account]]
     counted: Counted = NOT_COUNTED
+    # Per transaction id: what its reversal gave back (absent: not reversed).
+    reversed: dict[int, Decimal] = dataclasses.field(default_factory=dict)
 
 
 async def counted_of(session: AsyncSession, print_in_ids: Sequence[int]) -> dict[int, Counted]:
@@ -511,8 +515,17 @@ async def _rows(session: AsyncSession, found: Sequence[tuple[PrintOut, str]]) ->
         for txn, account in result:
             by_print_out[txn.print_out_id].append((txn, account))
     counted = await counted_of(session, [po.print_in_id for po, _ in found])
+    reversed_ = await ledger.reversed_by_transaction(
+        session, [po.id for po, _ in found if po.reversed_at is not None]
+    )
     return [
-        PrintOutRow(po, name, by_print_out[po.id], counted.get(po.print_in_id, NOT_COUNTED))
+        PrintOutRow(
+            po,
+            name,
+            by_print_out[po.id],
+            counted.get(po.print_in_id, NOT_COUNTED),
+            {t.id: reversed_[t.id] for t, _ in by_print_out[po.id] if t.id in reversed_},
+        )
         for po, name in found
     ]
 

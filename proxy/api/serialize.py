@@ -9,11 +9,11 @@ caller loads everything first, so serialising never touches the database.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from billing.enums import PrintStatus
+from billing.enums import PrintStatus, ReversalState
 from billing.models import Account, AccountTransaction, Event, LedgerEntry, PrintOut
 from billing.money import Currency
 
@@ -39,12 +39,25 @@ def money(amount: Decimal | None, currency: Currency) -> str | None:
     return f"{amount.normalize():f}"
 
 
-def transaction(txn: AccountTransaction, account: Account, currency: Currency) -> JSON:
+def reversal(amount: Decimal, state: ReversalState, currency: Currency) -> JSON:
+    return {"amount": money(amount, currency), "status": state.value}
+
+
+def transaction(
+    txn: AccountTransaction,
+    account: Account,
+    currency: Currency,
+    reversed_amount: Decimal | None = None,
+) -> JSON:
+    """``reversed_amount``: what its reversal gave back (None: not reversed)."""
+    state = ReversalState.NONE if reversed_amount is None else ReversalState.FULL
     return {
+        "id": txn.id,
         "account": {"id": account.id, "type": account.type, "name": account.path},
         "weight": txn.weight,
         "amount": money(txn.amount, currency),
         "status": PrintStatus(txn.status).label,
+        "reversed": reversal(reversed_amount or Decimal(0), state, currency),
     }
 
 
@@ -70,12 +83,18 @@ def print_out(
     count_method: str | None = None,
     color_pages: int | None = None,
     document_copies: int = 1,
+    reversed_: Mapping[int, Decimal] | None = None,
 ) -> JSON:
     """A print-out; ``events`` only in the detail view (None leaves the key out).
 
     ``pages_estimated``, ``count_method``, ``color_pages``, ``document_copies``:
-    how its document was counted (its print-in).
+    how its document was counted (its print-in). ``reversed_``: per transaction
+    id, what its reversal gave back; the print-out's ``reversed`` sums them
+    (status ``partial`` when only some transactions were reversed).
     """
+    given_back = reversed_ or {}
+    state = ReversalState.of(len(given_back), len(transactions))
+    total = sum(given_back.values(), Decimal(0))
     out: JSON = {
         "id": po.id,
         "status": PrintStatus(po.status).label,
@@ -100,7 +119,10 @@ def print_out(
         "ended_at": iso(po.ended_at),
         "charged_at": iso(po.charged_at),
         "reversed_at": iso(po.reversed_at),
-        "transactions": [transaction(t, a, currency) for t, a in transactions],
+        "reversed": reversal(total, state, currency),
+        "transactions": [
+            transaction(t, a, currency, given_back.get(t.id)) for t, a in transactions
+        ],
     }
     if events is not None:
         out["events"] = [event(e) for e in events]
@@ -121,7 +143,11 @@ def account(acc: Account, *, balance: Decimal, pages: int, currency: Currency) -
     }
 
 
-def ledger_entry(entry: LedgerEntry, currency: Currency) -> JSON:
+def ledger_entry(
+    entry: LedgerEntry, currency: Currency, reversed_amount: Decimal | None = None
+) -> JSON:
+    """``reversed_amount``: the amount of the entry that compensates it (None: none)."""
+    state = ReversalState.NONE if reversed_amount is None else ReversalState.FULL
     return {
         "id": entry.id,
         "amount": money(entry.amount, currency),
@@ -129,6 +155,7 @@ def ledger_entry(entry: LedgerEntry, currency: Currency) -> JSON:
         "pages": entry.pages,
         "print_out_id": entry.print_out_id,
         "reverses_id": entry.reverses_id,
+        "reversed": reversal(reversed_amount or Decimal(0), state, currency),
         "created_at": iso(entry.created_at),
         "comment": entry.comment,
         "actor": entry.actor,

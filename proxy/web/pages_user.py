@@ -199,7 +199,7 @@ async def document(request: web.Request) -> web.Response:
     may_reverse = (
         allowed(principal.role, (Role.ACCOUNTS_EDITOR,))
         and row.print_out.charged_at is not None
-        and row.print_out.reversed_at is None
+        and len(row.reversed) < len(row.transactions)  # a share is left (partial reversals)
     )
     return html(request, "document.html", row=row, events=events, may_reverse=may_reverse)
 

@@ -14,6 +14,7 @@ from . import (
     pages_integrations,
     pages_signin,
     pages_staff,
+    pages_usage,
     pages_user,
 )
 from .live import LiveFeed
@@ -52,4 +53,5 @@ def setup_web(app: web.Application) -> None:
     app.router.add_routes(pages_staff.routes())
     app.router.add_routes(pages_admin.routes())
     app.router.add_routes(pages_integrations.routes())
+    app.router.add_routes(pages_usage.routes())
     app.router.add_routes(static_routes())
