@@ -20,10 +20,10 @@ from pytest_aiohttp import AiohttpClient
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing import ledger, rights
+from billing import charging, ledger, rights
 from billing.accounts import find_account
 from billing.enums import AccountType, PrinterMode, PrintStatus
-from billing.models import Delegation, User, WebSession
+from billing.models import Delegation, LedgerEntry, User, WebSession
 from proxy.app import create_app
 from proxy.config import build_config
 from proxy.tokens import hash_token
@@ -365,15 +365,62 @@ async def test_reverse_by_an_accounts_editor_compensates_the_balance(
         csv_text = await resp.text()
     assert "charged.pdf" in csv_text and "alice:user:1:1.20" in csv_text
     doc = await page(client, f"/documents/{po.id}")
-    assert 'id="reverse"' in doc
+    assert 'id="reverse"' in doc and 'name="reason"' in doc
+    # A reversal takes a reason: without one, refused and nothing changed.
     async with client.post(
         f"/documents/{po.id}/reverse", data={"csrf": csrf_of(doc)}, allow_redirects=False
+    ) as resp:
+        assert resp.status == 400 and "reason" in await resp.text()
+    async with sessionmaker() as s:
+        assert await ledger.balance(s, acct.id) == Decimal("-1.20")
+    async with client.post(
+        f"/documents/{po.id}/reverse",
+        data={"csrf": csrf_of(doc), "reason": "jammed after the charge"},
+        allow_redirects=False,
     ) as resp:
         assert resp.status == 303 and resp.headers["Location"] == f"/documents/{po.id}?reversed=1"
     accounts = await page(client, "/admin/accounts?type=user")
     assert re.search(r'data-account="alice">.*?0\.00 EUR', accounts, re.S)
     async with sessionmaker() as s:
         assert await ledger.balance(s, acct.id) == Decimal("0.00")
+        comments = (
+            await s.scalars(select(LedgerEntry.comment).where(LedgerEntry.amount > Decimal(0)))
+        ).all()
+    assert any("jammed after the charge" in (c or "") for c in comments), comments
+
+
+async def test_reverse_one_share_from_the_document_page(
+    web_client: Callable[..., Awaitable[Client]], sessionmaker: Sessions
+) -> None:
+    client = await web_client()
+    await add_user(sessionmaker, "alice")
+    await add_user(sessionmaker, "bob")
+    await add_user(sessionmaker, "erin", role="accounts-editor")
+    async with sessionmaker() as s, s.begin():
+        printer = await f.printer(s)
+        alice = await find_account(s, AccountType.USER, "alice")
+        bob = await find_account(s, AccountType.USER, "bob")
+        assert alice is not None and bob is not None
+        po = await f.print_out(s, printer, "alice", charged_to=[(alice, 1), (bob, 1)])
+        await f.charge(s, po, "1.00")
+        bob_txn = next(
+            t for t in await charging.transactions_of(s, po.id) if t.account_id == bob.id
+        )
+    await sign_in(client, "erin")
+    doc = await page(client, f"/documents/{po.id}")
+    assert f'name="transaction" value="{bob_txn.id}"' in doc
+    async with client.post(
+        f"/documents/{po.id}/reverse",
+        data={"csrf": csrf_of(doc), "reason": "bob was not there", "transaction": str(bob_txn.id)},
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 303, await resp.text()
+    async with sessionmaker() as s:
+        assert await ledger.balance(s, bob.id) == Decimal("0.00")
+        assert await ledger.balance(s, alice.id) == Decimal("-0.50")
+    doc = await page(client, f"/documents/{po.id}")
+    # Alice's share is still offered; bob's is given back already.
+    assert 'id="reverse"' in doc and f'value="{bob_txn.id}"' not in doc
 
 
 async def test_a_held_job_is_released_only_to_a_printer_its_reader_serves(

@@ -348,6 +348,7 @@ async def test_alice_releases_her_held_job_and_an_admin_reverses_it(
     assert title in await browser.text(f"#doc-{po.id}")
     await browser.shoot("admin-documents")
     await browser.click(f"#doc-{po.id} a")
+    await browser.fill("#reverse-reason", "printer jammed after the charge")
     await browser.click("#reverse")
     wanted = f"/documents/{po.id}?reversed=1"
     assert await browser.wait_path(wanted) == wanted

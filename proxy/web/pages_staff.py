@@ -17,7 +17,7 @@ from proxy.api import tickets as tickets_api
 from proxy.api.jobs import held_page, own_print_out
 from proxy.api.printouts import _filter as printout_filter
 from proxy.api.tickets import OPERATORS, _ticket
-from proxy.exceptions import NotFound
+from proxy.exceptions import BadRequest, NotFound
 from proxy.keys import CONFIG, READ_SESSIONS, SESSIONS
 from proxy.pipeline import lifecycle
 from proxy.pipeline import release as held
@@ -124,16 +124,28 @@ async def documents_csv(request: web.Request) -> web.StreamResponse:
 
 
 async def reverse(request: web.Request) -> web.Response:
-    principal, _ = await signed_form(request, Role.ACCOUNTS_EDITOR)
+    principal, form = await signed_form(request, Role.ACCOUNTS_EDITOR)
     raw = request.match_info["id"]
     po_id = queries.parse_id(raw)
+    reason = form.get("reason", "").strip()
+    if not reason:
+        raise BadRequest("reason: say why the charge is given back")
+    chosen = [queries.parse_id(t) for t in form.getall("transaction", [])]
+    if None in chosen:
+        raise BadRequest("transaction: a transaction id of the print-out")
     async with request.app[SESSIONS]() as session, session.begin():
         po = None
         if po_id is not None:
             po = await session.scalar(select(PrintOut).where(PrintOut.id == po_id))
         if po is None:
             raise NotFound(f"print-out {raw[:40]!r} not found")
-        count = await charging.reverse(session, po, actor=principal.describe())
+        count = await charging.reverse(
+            session,
+            po,
+            actor=principal.describe(),
+            reason=reason,
+            transaction_ids=[t for t in chosen if t is not None] or None,
+        )
     raise web.HTTPSeeOther(f"/documents/{po.id}?reversed={count}")
 
 
