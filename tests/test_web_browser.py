@@ -531,7 +531,13 @@ async def test_integrations_papercut_fix_and_officernd_sync_progress(
         pc_sim.add_printer("srv", "lobby", cost_mono=0)  # no cost: charges nobody
         ornd_sim.seed_members(6, 2, 2, seed=3)
         extra = {
-            "papercut": {"url": pc_sim.url, "token": "pc-token", "db_url": pc_sim.db_url},
+            # No directory program on this simulator: the sync creates internal users.
+            "papercut": {
+                "url": pc_sim.url,
+                "token": "pc-token",
+                "db_url": pc_sim.db_url,
+                "provisioning": "internal",
+            },
             "officernd": {
                 "api_url": ornd_sim.api_url,
                 "token_url": ornd_sim.token_url,
