@@ -9,6 +9,7 @@ like a job. Spool files are removed only after the job reached an end state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import mmap
@@ -17,7 +18,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,19 +87,12 @@ class Spool:
         Hashing and writing run in a worker thread (both release the GIL), one
         block behind the network: receiving and storing overlap on two cores.
         """
-        try:
+        with _no_room():
             return await self._receive(chunks, max_bytes=max_bytes)
-        except OSError as exc:
-            if exc.errno in _NO_ROOM:
-                raise SpoolFull(
-                    f"the proxyprint spool is full ({exc.strerror}); the job will be retried"
-                ) from exc
-            raise
 
     async def _receive(self, chunks: AsyncIterator[bytes], *, max_bytes: int) -> SpooledFile:
-        name = uuid.uuid4().hex
-        part = self.incoming / f"{name}.part"
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        part = _Part(self)
+        fd = part.fd
         digest = hashlib.sha256()
         size = 0
         block = bytearray()
@@ -126,14 +120,9 @@ class Spool:
                 if writing is not None:
                     await writing
             store(bytes(block))
-            os.close(fd)
-            fd = -1
-            final = self.jobs / name
-            part.rename(final)
+            final = part.keep()
         except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            part.unlink(missing_ok=True)
+            part.discard()
             raise
         return SpooledFile(final, digest.hexdigest(), size)
 
@@ -148,14 +137,8 @@ class Spool:
         source). ``alive()`` is asked between blocks: False (the backend went
         away: the job was canceled in CUPS) discards the copy.
         """
-        try:
+        with _no_room():
             return await self._copy_in(source, max_bytes=max_bytes, alive=alive)
-        except OSError as exc:
-            if exc.errno in _NO_ROOM:
-                raise SpoolFull(
-                    f"the proxyprint spool is full ({exc.strerror}); the job will be retried"
-                ) from exc
-            raise
 
     async def _copy_in(
         self, source: int, *, max_bytes: int, alive: Callable[[], bool]
@@ -166,9 +149,8 @@ class Spool:
         size = info.st_size
         if size > max_bytes:
             raise TooLarge(f"job larger than the limit of {max_bytes} bytes")
-        name = uuid.uuid4().hex
-        part = self.incoming / f"{name}.part"
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        part = _Part(self)
+        fd = part.fd
         stop = threading.Event()
         hashing = asyncio.ensure_future(asyncio.to_thread(_hash_file, source, size, stop))
         try:
@@ -189,14 +171,9 @@ class Spool:
                 digest = await hashing
             if not alive():
                 raise Incomplete("the backend went away while its job was copied")
-            os.close(fd)
-            fd = -1
-            final = self.jobs / name
-            part.rename(final)
+            final = part.keep()
         except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            part.unlink(missing_ok=True)
+            part.discard()
             raise
         return SpooledFile(final, digest, size)
 
@@ -216,6 +193,45 @@ class Spool:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+
+@contextlib.contextmanager
+def _no_room() -> Iterator[None]:
+    """A full disk (or quota) is SpoolFull: the backend retries the job later."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _NO_ROOM:
+            raise SpoolFull(
+                f"the proxyprint spool is full ({exc.strerror}); the job will be retried"
+            ) from exc
+        raise
+
+
+class _Part:
+    """A new spool file being written in ``incoming/``: ``keep`` moves it into
+    ``jobs/`` under the same name, ``discard`` leaves nothing."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.name = uuid.uuid4().hex
+        self.path = spool.incoming / f"{self.name}.part"
+        self.final = spool.jobs / self.name
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._open = True
+
+    def _close(self) -> None:
+        if self._open:
+            self._open = False
+            os.close(self.fd)
+
+    def keep(self) -> Path:
+        self._close()
+        self.path.rename(self.final)
+        return self.final
+
+    def discard(self) -> None:
+        self._close()
+        self.path.unlink(missing_ok=True)
 
 
 def _copy_range(source: int, target: int, offset: int, count: int) -> int:
