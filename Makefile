@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES := cups-daemon cups-client cups-ipp-utils cups-filters libcups2-dev qpdf ghostscript avahi-daemon dbus openssl chromium chromium-driver
+DEB_PACKAGES := cups-daemon cups-client cups-ipp-utils cups-filters libcups2-dev qpdf ghostscript avahi-daemon dbus openssl chromium chromium-driver libpam0g libpam-modules passwd
 # One worker per core; each has its own private cupsd, PostgreSQL database and spool.
 PYTEST_ARGS ?= -n auto
 

@@ -32,6 +32,10 @@ a real HTML request with a web session cookie through the app, interleaved
 with the baseline ``GET /api/v1/printouts?limit=25`` (the API's JSON of the
 same page size), ``BENCH_HISTORY_REPEATS`` times each.
 
+``BENCH_HISTORY_DBS`` (default ``sqlite,postgresql``) chooses the databases;
+``BENCH_HISTORY_KEEP=1`` keeps the PostgreSQL database (its name is printed)
+to EXPLAIN a slow page afterwards.
+
 The box this runs on is shared: figures are medians and 95th percentiles,
 first and deep pages interleaved so that noise falls on both.
 """
@@ -510,18 +514,28 @@ async def _pg(rows: int, repeats: int) -> None:
         await _run("postgresql", f"{base}/{name}", rows, repeats, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        admin = await asyncpg.connect(PG_DSN, timeout=5)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        if os.environ.get("BENCH_HISTORY_KEEP") == "1":
+            # Kept to EXPLAIN a slow page afterwards; the caller drops it.
+            print(f"history postgresql: kept database {name}")
+        else:
+            admin = await asyncpg.connect(PG_DSN, timeout=5)
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await admin.close()
 
 
 def main() -> None:
     rows = env_int("BENCH_HISTORY_ROWS", DEFAULT_ROWS, minimum=10_000)
     repeats = env_int("BENCH_HISTORY_REPEATS", 15, minimum=3)
-    asyncio.run(_sqlite(rows, repeats))
-    asyncio.run(_pg(rows, repeats))
+    backends = os.environ.get("BENCH_HISTORY_DBS", "sqlite,postgresql").split(",")
+    unknown = set(backends) - {"sqlite", "postgresql"}
+    if unknown:
+        raise SystemExit(f"BENCH_HISTORY_DBS: unknown {', '.join(sorted(unknown))}")
+    if "sqlite" in backends:
+        asyncio.run(_sqlite(rows, repeats))
+    if "postgresql" in backends:
+        asyncio.run(_pg(rows, repeats))
 
 
 if __name__ == "__main__":

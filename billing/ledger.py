@@ -219,6 +219,19 @@ async def balances(session: AsyncSession, account_ids: Sequence[int]) -> dict[in
     return result
 
 
+async def totals(session: AsyncSession, account_id: int) -> tuple[Decimal, int]:
+    """The account's balance and page counter in one pass over its entries."""
+    row = (
+        await session.execute(
+            select(func.sum(LedgerEntry.amount), func.sum(LedgerEntry.pages)).where(
+                LedgerEntry.account_id == account_id
+            )
+        )
+    ).one()
+    amount, pages = row
+    return (Decimal(0) if amount is None else Decimal(amount)), int(pages or 0)
+
+
 async def page_count(session: AsyncSession, account_id: int) -> int:
     """The account's page counter: pages charged less pages reversed."""
     total = await session.scalar(

@@ -235,6 +235,8 @@ class PrintOut(Base):
         Index("ix_print_outs_printer_status_created", "printer_id", "status", "created_at", "id"),
         Index("ix_print_outs_work", "status", "next_action_at"),
         Index("ix_print_outs_print_in_id", "print_in_id"),
+        # A user's held jobs or job tickets in queue order (My jobs, GET /jobs/held?user=).
+        Index("ix_print_outs_delegate_held", "delegate", "status", "mode", "id"),
     )
 
     id: Mapped[int] = _id()
@@ -327,6 +329,8 @@ class LedgerEntry(Base):
     __tablename__ = "ledger_entries"
     __table_args__ = (
         Index("ix_ledger_entries_account", "account_id", "id"),
+        # Balances and page counters are sums over an account: read from this alone.
+        Index("ix_ledger_entries_account_sums", "account_id", "amount", "pages"),
         Index("ix_ledger_entries_print_out_id", "print_out_id"),
         # The usage report's window (billing.usage: since/until on created_at).
         Index("ix_ledger_entries_created", "created_at"),

@@ -208,8 +208,12 @@ class LogConfig:
 class WebConfig:
     """The web app at ``/`` (proxy/web/): sign-in, sessions, throttling."""
 
-    # "local" = passwords set by `proxyprint user passwd` (scrypt).
+    # "local" = passwords set by `proxyprint user passwd` (scrypt); "pam" = the
+    # print server's own accounts through PAM. Local is tried first, then PAM;
+    # either way the name must be an active proxyprint user (roles stay ours).
     auth: tuple[str, ...] = ("local",)
+    # The PAM service (/etc/pam.d/<name>; without that file, PAM's "other").
+    pam_service: str = "proxyprint"
     session_hours: float = 12.0  # a session ends this long after sign-in
     idle_mins: float = 120.0  # ... or after this long without a request
     # The session cookie's Secure flag: "auto" = when the request came over TLS
@@ -222,7 +226,7 @@ class WebConfig:
     poll_secs: float = 1.0
 
 
-WEB_AUTH = ("local",)
+WEB_AUTH = ("local", "pam")
 COOKIE_SECURE = ("auto", "always", "never")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -426,6 +430,8 @@ def _check_web(web: WebConfig) -> None:
     unknown = [a for a in web.auth if a not in WEB_AUTH]
     if unknown or not web.auth:
         raise ConfigError(f"web.auth: use {', '.join(WEB_AUTH)}, not {list(web.auth)!r}")
+    if "pam" in web.auth and not web.pam_service.strip():
+        raise ConfigError("web.pam_service: the PAM service's name is needed with auth pam")
     if web.cookie_secure not in COOKIE_SECURE:
         raise ConfigError(f"web.cookie_secure: use one of {', '.join(COOKIE_SECURE)}")
     if min(web.session_hours, web.idle_mins, web.login_window_secs, web.poll_secs) <= 0:

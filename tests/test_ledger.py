@@ -34,6 +34,7 @@ async def test_post_is_idempotent_and_balance_is_derived(session: AsyncSession) 
     await session.commit()
     assert await ledger.balance(session, alice.id) == Decimal("-1.55")
     assert await ledger.page_count(session, alice.id) == 8
+    assert await ledger.totals(session, alice.id) == (await ledger.balance(session, alice.id), 8)
     count = await session.scalar(select(func.count()).select_from(LedgerEntry))
     assert count == 2
 

@@ -116,10 +116,21 @@ def _address(request: web.Request) -> str:
 
 
 async def _check_password(request: web.Request, name: str, password: str) -> User | None:
+    """The active proxyprint user ``name`` whose password is right, or None.
+
+    Local first, then PAM (as ``[web] auth`` enables them). PAM is asked even
+    for a name proxyprint does not know, so the answer time does not tell
+    which names exist; a PAM success for such a name is still a refusal.
+    """
+    config = request.app[CONFIG].web
     async with request.app[READ_SESSIONS]() as session, session.begin():
         user = await session.scalar(select(User).where(User.name == name))
-    stored = user.password_hash if user is not None else None
-    ok = await asyncio.to_thread(passwords.verify_password, password, stored)
+    ok = False
+    if "local" in config.auth:
+        stored = user.password_hash if user is not None else None
+        ok = await asyncio.to_thread(passwords.verify_password, password, stored)
+    if not ok and "pam" in config.auth:
+        ok = await asyncio.to_thread(passwords.verify_pam, name, password, config.pam_service)
     if not ok or user is None or not user.active:
         return None
     return user

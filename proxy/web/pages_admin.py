@@ -111,8 +111,7 @@ async def account_ledger(request: web.Request) -> web.Response:
             account = await session.scalar(select(Account).where(Account.id == account_id))
         if account is None:
             raise NotFound(f"account {raw[:40]!r} not found")
-        amount = await ledger.balance(session, account.id)
-        pages = await ledger.page_count(session, account.id)
+        amount, pages = await ledger.totals(session, account.id)
         entries, next_cursor = await queries.ledger_page(
             session, account.id, limit=PAGE, before_id=before
         )

@@ -213,8 +213,7 @@ async def balance(request: web.Request) -> web.Response:
         account = await _personal_account(session, principal.user_id)
         if account is None:
             raise NotFound("you have no personal account")
-        amount = await ledger.balance(session, account.id)
-        pages = await ledger.page_count(session, account.id)
+        amount, pages = await ledger.totals(session, account.id)
         entries, next_cursor = await queries.ledger_page(
             session, account.id, limit=PAGE, before_id=before
         )

@@ -1,8 +1,14 @@
-"""Local passwords: the standard library's scrypt (memory-hard), salted, self-describing.
+"""Password checks: local scrypt hashes, and the print server's accounts through PAM.
 
-Stored as ``scrypt$<log2 n>$<r>$<p>$<salt b64>$<hash b64>`` so the cost can
+Local: the standard library's scrypt (memory-hard), salted, self-describing,
+stored as ``scrypt$<log2 n>$<r>$<p>$<salt b64>$<hash b64>`` so the cost can
 rise later without invalidating old hashes. Hashing takes tens of
 milliseconds of CPU: callers run it in a thread.
+
+PAM (``[web] auth = ["local", "pam"]``): python-pam (ctypes over libpam)
+runs the ``[web] pam_service`` stack, authentication then account checks
+(expired or locked accounts fail). It blocks (pam_unix waits about 2 s after
+a wrong password): callers run it in a thread, too.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import secrets
 
 SCHEME = "scrypt"
@@ -19,6 +26,7 @@ P = 1
 DKLEN = 32
 MAX_PASSWORD_BYTES = 1024  # longer input is refused, not hashed (CPU cost)
 _MAXMEM = 64 * 1024**2
+log = logging.getLogger(__name__)
 # Compared against when the user has no password: same work, same answer time.
 _DUMMY = "scrypt$14$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
@@ -78,3 +86,37 @@ def verify_password(password: str, stored: str | None) -> bool:
         return False
     got = _derive(password, salt_bytes, *params)
     return hmac.compare_digest(got, expected) and ok
+
+
+def pam_available() -> str | None:
+    """Why PAM cannot be used here (None when libpam loads), checked at start-up."""
+    try:
+        import pam  # type: ignore[import-untyped]  # python-pam ships no type hints
+
+        pam.PamAuthenticator()  # loads libpam on first use
+    except (ImportError, OSError, AttributeError) as exc:
+        return f"PAM cannot be loaded (python-pam and libpam0g needed): {exc}"
+    return None
+
+
+def verify_pam(name: str, password: str, service: str) -> bool:
+    """True when the PAM stack ``service`` accepts ``name`` and ``password``.
+
+    Blocking. The PAM account is the system's: whether ``name`` is also a
+    proxyprint user, and an active one, is the caller's check.
+    """
+    import pam  # loaded only when PAM is configured
+
+    if len(password.encode("utf-8", "surrogatepass")) > MAX_PASSWORD_BYTES:
+        return False
+    authenticator = pam.PamAuthenticator()  # one per call: an instance is not thread-safe
+    try:
+        # resetcreds=False: a web sign-in establishes no system credentials.
+        ok = bool(authenticator.authenticate(name, password, service=service, resetcreds=False))
+    except ValueError:  # a NUL in the name or the password
+        return False
+    if not ok and authenticator.code not in (pam.PAM_AUTH_ERR, pam.PAM_USER_UNKNOWN):
+        # Not a wrong password: the stack itself failed (e.g. not root, so
+        # /etc/shadow cannot be read) or the account is expired or locked.
+        log.warning("PAM %s for %r: %s", service, name, authenticator.reason)
+    return ok

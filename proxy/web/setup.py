@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from proxy.exceptions import ConfigError
 from proxy.keys import CONFIG, READ_SESSIONS, WEB_LIVE, WEB_SYNC, WEB_TEMPLATES, WEB_THROTTLE
 
 from . import (
@@ -16,6 +17,7 @@ from . import (
     pages_staff,
     pages_usage,
     pages_user,
+    passwords,
 )
 from .live import LiveFeed
 from .middleware import web_middleware
@@ -35,6 +37,8 @@ def is_web_route(route: web.AbstractRoute) -> bool:
 def setup_web(app: web.Application) -> None:
     """The pages' routes (named ``web.*``) and their middleware, inside the API's."""
     config = app[CONFIG].web
+    if "pam" in config.auth and (why := passwords.pam_available()) is not None:
+        raise ConfigError(f"web.auth pam: {why}")
     app[WEB_TEMPLATES] = environment()
     app[WEB_THROTTLE] = LoginThrottle(config.login_attempts, config.login_window_secs)
     app.middlewares.append(web_middleware)
