@@ -272,12 +272,16 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
                       json={"reason": "bob was not there", "transactions": [bob_txn]})  # fmt: skip
     assert partial["reversed"] == 1 and partial["print_out"]["reversed"]["status"] == "partial"
     await c("POST", reverse, editor, 400, path=f"{po}/{ids['charged']}/reverse",
-            json={"transactions": [999999]})  # fmt: skip
-    first = await c("POST", reverse, editor, 200, path=f"{po}/{ids['charged']}/reverse")
+            json={"reason": "x", "transactions": [999999]})  # fmt: skip
+    await c("POST", reverse, editor, 400, path=f"{po}/{ids['charged']}/reverse", json={})
+    first = await c("POST", reverse, editor, 200, path=f"{po}/{ids['charged']}/reverse",
+                    json={"reason": "jammed"})  # fmt: skip
     assert first["reversed"] == 1 and first["print_out"]["reversed"]["status"] == "full"
-    again = await c("POST", reverse, admin, 200, path=f"{po}/{ids['charged']}/reverse", json={})
+    again = await c("POST", reverse, admin, 200, path=f"{po}/{ids['charged']}/reverse",
+                    json={"reason": "again"})  # fmt: skip
     assert again["reversed"] == 0
-    await c("POST", reverse, editor, 409, path=f"{po}/{ids['never_charged']}/reverse")
+    await c("POST", reverse, editor, 409, path=f"{po}/{ids['never_charged']}/reverse",
+            json={"reason": "x"})  # fmt: skip
     await c("POST", reverse, editor, 400, path=f"{po}/{ids['charged']}/reverse", json={"x": 1})
     await c("POST", reverse, user, 403, path=f"{po}/{ids['charged']}/reverse")
 

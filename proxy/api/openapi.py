@@ -758,7 +758,7 @@ SCHEMAS: dict[str, JSON] = {
                 "minLength": 1,
                 "maxLength": 500,
                 "pattern": r"\S",
-                "description": "Why: the compensating entries' comment and the event's.",
+                "description": "Why (required): the compensating entries' comment and the event's.",
             },
             "transactions": {
                 "type": "array",
@@ -769,7 +769,7 @@ SCHEMAS: dict[str, JSON] = {
                 " (their ids in `transactions[].id`); left out: every transaction.",
             },
         },
-        optional=("reason", "transactions"),
+        optional=("transactions",),
     ),
     "UsageTotals": obj(
         {
@@ -1109,9 +1109,10 @@ def _print_out_paths(prefix: str) -> dict[str, JSON]:
                 " reason as their comment. `transactions` makes it partial: only those"
                 " accounts' shares (each transaction then shows `reversed.status = full`, the"
                 " print-out `partial`). Reversing again reverses nothing. 409 when the"
-                " print-out was never charged; 400 for a transaction not its own.",
+                " print-out was never charged; 400 for a transaction not its own, or"
+                " without a `reason` (nothing is reversed).",
                 parameters=[path_id("print-out")],
-                request_body=body("ReverseRequest", required=False),
+                request_body=body("ReverseRequest"),
                 tag="print-outs",
             )
         },
