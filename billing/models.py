@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
     true,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -374,13 +375,27 @@ class Event(Base):
 
 
 class Card(Base):
+    """A user's NFC card. Deleting one is soft (``deleted_at``): the row and its owner stay
+    for the history; only a live card is unique by number, so the same card may be
+    registered again afterwards (to anyone)."""
+
     __tablename__ = "cards"
+    __table_args__ = (
+        Index(
+            "uq_cards_number_live",
+            "number",
+            unique=True,
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = _id()
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     # Normalised: lower-case hex, MSB first.
-    number: Mapped[str] = mapped_column(String(64), unique=True)
+    number: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = _created()
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class UnknownTap(Base):

@@ -175,11 +175,13 @@ async def cmd_serve(config: Config, args: argparse.Namespace) -> int:
 
 async def cmd_card_add(config: Config, args: argparse.Namespace) -> int:
     from . import nfc_admin
+    from .cli_admin import cli_actor
 
     async with session_scope(config) as session:
         card = await nfc_admin.add_card(
-            session, args.user, args.card, card_format=args.format, byte_order=args.byte_order
-        )
+            session, args.user, args.card, card_format=args.format, byte_order=args.byte_order,
+            actor=cli_actor(),
+        )  # fmt: skip
     print(f"card {card.number} registered to {args.user}")
     return 0
 

@@ -594,8 +594,11 @@ async def cmd_card_list(config: Config, args: argparse.Namespace) -> int:
     from .cli import session_scope
 
     async with session_scope(config) as session:
-        found = await nfc_admin.list_cards(session, args.user)
-    print_table([(c.id, c.number, c.user) for c in found], ("ID", "CARD", "USER"))
+        found = await nfc_admin.list_cards(session, args.user, deleted=args.deleted)
+    print_table(
+        [(c.id, c.number, c.user, _state(True, c.deleted_at)) for c in found],
+        ("ID", "CARD", "USER", "STATE"),
+    )
     return 0
 
 
@@ -613,10 +616,11 @@ async def cmd_card_delete(config: Config, args: argparse.Namespace) -> int:
 
 
 def add_card_commands(card: Subparsers) -> None:
-    listing = card.add_parser("list", help="registered cards")
-    listing.add_argument("--user")
-    listing.set_defaults(handler=cmd_card_list)
-    delete = _name_action(card, "delete", "unregister a card", cmd_card_delete, "card")
+    _listing(card, "registered cards", cmd_card_list).add_argument("--user")
+    delete = _name_action(
+        card, "delete", "soft delete a card (history kept; may be registered again)",
+        cmd_card_delete, "card",
+    )  # fmt: skip
     delete.add_argument("--format", choices=["hex", "dec"], default="hex")
     delete.add_argument("--byte-order", choices=["msb", "lsb"], default="msb")
 

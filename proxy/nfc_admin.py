@@ -11,6 +11,7 @@ the reader that works. Rotating is its own, explicit step: ``rotate_reader_token
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 from collections.abc import Sequence
@@ -51,7 +52,10 @@ def validate_reader_id(reader_id: str) -> str:
 
 
 async def card_by_number(session: AsyncSession, number: str) -> Card | None:
-    return await session.scalar(select(Card).where(Card.number == number))
+    """The live card with this (normalised) number; a deleted one is no one's card."""
+    return await session.scalar(
+        select(Card).where(Card.number == number, Card.deleted_at.is_(None))
+    )
 
 
 async def add_card(
@@ -97,11 +101,11 @@ async def add_card(
 
 
 async def cards_of(session: AsyncSession, user_name: str) -> list[str]:
-    """The user's card numbers (stored form), oldest first."""
+    """The user's live card numbers (stored form), oldest first."""
     rows = await session.scalars(
         select(Card.number)
         .join(User, User.id == Card.user_id)
-        .where(User.name == user_name)
+        .where(User.name == user_name, Card.deleted_at.is_(None))
         .order_by(Card.id)
     )
     return list(rows)
@@ -319,14 +323,22 @@ class CardInfo:
     id: int
     number: str
     user: str
+    deleted_at: dt.datetime | None = None
 
 
-async def list_cards(session: AsyncSession, user_name: str | None = None) -> list[CardInfo]:
-    stmt = select(Card.id, Card.number, User.name).join(User, User.id == Card.user_id)
+async def list_cards(
+    session: AsyncSession, user_name: str | None = None, *, deleted: bool = False
+) -> list[CardInfo]:
+    """Live cards; ``deleted``: the deleted ones too (marked by ``deleted_at``)."""
+    stmt = select(Card.id, Card.number, User.name, Card.deleted_at).join(
+        User, User.id == Card.user_id
+    )
     if user_name is not None:
         stmt = stmt.where(User.name == user_name)
+    if not deleted:
+        stmt = stmt.where(Card.deleted_at.is_(None))
     rows = await session.execute(stmt.order_by(User.name, Card.id))
-    return [CardInfo(i, n, u) for i, n, u in rows]
+    return [CardInfo(i, n, u, d) for i, n, u, d in rows]
 
 
 async def delete_card(
@@ -337,15 +349,16 @@ async def delete_card(
     byte_order: ByteOrder | str = ByteOrder.MSB,
     actor: str = "admin",
 ) -> CardInfo:
-    """Unregister a card (by any form of its number); its events stay."""
+    """Soft delete a card (by any form of its number): the row and its events stay, it
+    releases nothing from now on, and the number is free to be registered again."""
     number = normalize_card(raw, card_format=card_format, byte_order=byte_order)
     card = await card_by_number(session, number)
     if card is None:
         raise NotFound(f"unknown card {number}")
     owner = await session.scalar(select(User.name).where(User.id == card.user_id))
-    info = CardInfo(card.id, card.number, owner or "?")
-    await session.delete(card)
+    card.deleted_at = utcnow()
     await session.flush()
+    info = CardInfo(card.id, card.number, owner or "?", card.deleted_at)
     events.record(
         session,
         subject_type="card",

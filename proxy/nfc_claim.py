@@ -51,7 +51,8 @@ async def offers(session: AsyncSession) -> list[Offer]:
     rows = await session.execute(
         select(UnknownTap.id, Reader.reader_id, UnknownTap.number, UnknownTap.tapped_at)
         .join(Reader, Reader.id == UnknownTap.reader_id)
-        .outerjoin(Card, Card.number == UnknownTap.number)
+        # A deleted card is no one's: offered like any unknown card.
+        .outerjoin(Card, (Card.number == UnknownTap.number) & Card.deleted_at.is_(None))
         .where(UnknownTap.tapped_at >= _window_start(), Card.id.is_(None))
         .order_by(UnknownTap.tapped_at.desc(), UnknownTap.id.desc())
         .limit(MAX_OFFERS * 5)

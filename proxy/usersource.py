@@ -89,7 +89,7 @@ _USERS = (
     " LEFT JOIN groups g ON g.id = m.group_id AND g.external_id IS NOT NULL"
     " WHERE u.external_id IS NOT NULL AND u.active"
 )
-_CARDS = "SELECT user_id, number FROM cards ORDER BY id DESC"
+_CARDS = "SELECT user_id, number FROM cards WHERE deleted_at IS NULL ORDER BY id DESC"
 _GROUPS = "SELECT id, name, external_id FROM groups WHERE external_id IS NOT NULL"
 _PASSWORD = (
     "SELECT name, password_hash FROM users"

@@ -1,6 +1,7 @@
 """The administration endpoints the CLI had and the API lacked (SQLite, PostgreSQL).
 
-Show and soft-delete printers and groups, delete cards, show/edit/delete
+Show and soft-delete printers, groups and cards (a card's number may be registered
+again), show/edit/delete
 readers, the delegate right on users and groups, access lists on accounts:
 each through the real app factory, each with its effect (a deleted card
 releases nothing, a disabled or deleted reader's token is refused, a deleted
@@ -19,9 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing import rights
 from billing.enums import PrinterMode
-from proxy import nfc_admin
+from proxy import nfc_admin, nfc_claim
 from proxy.app import create_app
 from proxy.config import build_config
+from proxy.pipeline import release
 from tests import factories as f
 
 Client = TestClient[web.Request, web.Application]
@@ -90,6 +92,24 @@ async def test_admin_endpoints_change_what_they_say_and_record_who(
     gone = await call(client, "DELETE", "/api/v1/cards/04-A1-B2-C3", admin)
     assert gone["card"] == "04a1b2c3" and gone["user"] == "alice"
     await call(client, "POST", "/api/v1/readers/lobby/tap", lobby, 404, body=tap)  # unknown now
+    # Soft: the row stays (listed when asked), and the card is offered like any unknown one.
+    assert (await call(client, "GET", "/api/v1/cards", admin))["items"] == []
+    kept = (await call(client, "GET", "/api/v1/cards?deleted=true", admin))["items"]
+    assert kept == [gone] and gone["deleted_at"] is not None
+    async with sessionmaker() as s:
+        assert [o.ending for o in await nfc_claim.offers(s)] == ["b2c3"]
+    # The same number registered again, to another user: a new card, bob's at the reader.
+    again = await call(client, "POST", "/api/v1/cards", admin, 201,
+                       body={"user": "bob", "card": "04a1b2c3"})  # fmt: skip
+    assert again["id"] != gone["id"] and again["user"] == "bob"
+    await call(client, "POST", "/api/v1/cards", admin, 409, body={"user": "alice", **tap})
+    await call(client, "POST", "/api/v1/readers/lobby/tap", lobby, body=tap)
+    async with sessionmaker() as s:
+        assert await nfc_claim.offers(s) == []
+        owner = await release.card_owner(s, "04a1b2c3")
+        assert owner is not None and owner.name == "bob"
+    both = (await call(client, "GET", "/api/v1/cards?deleted=true", admin))["items"]
+    assert [(c["user"], c["deleted_at"] is None) for c in both] == [("alice", False), ("bob", True)]
     await call(client, "DELETE", "/api/v1/readers/desk", admin)
     await call(client, "POST", "/api/v1/readers/desk/tap", desk, 401, body=tap)
     await call(client, "GET", "/api/v1/readers/desk", admin, 404)
@@ -117,6 +137,7 @@ async def test_admin_endpoints_change_what_they_say_and_record_who(
         ("reader", "lobby", "enabled"),
         ("reader", "lobby", "updated"),
         ("card", str(gone["id"]), "deleted"),
+        ("card", str(again["id"]), "created"),
         ("reader", "desk", "deleted"),
         ("printer", "pp-old", "deleted"),
         ("group", "sales", "deleted"),

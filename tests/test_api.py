@@ -208,7 +208,8 @@ async def test_unknown_routes_methods_and_ids(client: Client, world: World) -> N
         assert "GET" in resp.headers["Allow"]
     for raw in ("999", "abc", "0", "-1", "1.0", "9" * 30):
         await call(client, "GET", f"/api/v1/printouts/{raw}", admin, expect=404)
-        await call(client, "POST", f"/api/v1/printouts/{raw}/reverse", admin, expect=404)
+        await call(client, "POST", f"/api/v1/printouts/{raw}/reverse", admin, expect=404,
+                   data='{"reason": "x"}')  # fmt: skip
         await call(client, "GET", f"/api/v1/accounts/{raw}/transactions", admin, expect=404)
 
 
@@ -529,7 +530,15 @@ async def test_reverse_restores_balances_and_counters_once(
     await call(client, "POST", path, world.tokens["alice"], expect=403)
     assert await ledger_rows(sessionmaker) == 3
 
-    body = await call(client, "POST", path, editor)
+    # Without a reason (no body, an empty one, blank, too long): 400, nothing reversed.
+    too_long = ('{"reason": "%s"}' % ("x" * 501)).encode()
+    for data in (b"", b"{}", b'{"reason": "  "}', b'{"reason": null}', b'{"reason": 3}',
+                 b'{"transactions": [1]}', too_long):  # fmt: skip
+        body = await call(client, "POST", path, editor, data=data, expect=400)
+        assert "reason is required" in body["error"]["message"], data[:20]
+    assert await ledger_rows(sessionmaker) == 3
+
+    body = await call(client, "POST", path, editor, data='{"reason": "printer jammed"}')
     assert body["reversed"] == 2
     assert body["print_out"]["id"] == po.id and ISO_Z.fullmatch(body["print_out"]["reversed_at"])
     last = body["print_out"]["events"][-1]
@@ -539,7 +548,7 @@ async def test_reverse_restores_balances_and_counters_once(
     assert await ledger_rows(sessionmaker) == 5
 
     # Twice is a no-op: 200, nothing reversed, no new rows (admin may do it too).
-    body = await call(client, "POST", path, admin, data=b"{}")
+    body = await call(client, "POST", path, admin, data='{"reason": "again"}')
     assert body["reversed"] == 0
     assert await ledger_rows(sessionmaker) == 5
     assert await users() == before
@@ -555,7 +564,7 @@ async def test_reverse_restores_balances_and_counters_once(
     assert ledger["items"][0]["print_out_id"] == po.id
 
     body = await call(client, "POST", f"/api/v1/printouts/{never_charged.id}/reverse", editor,
-                      expect=409)  # fmt: skip
+                      expect=409, data='{"reason": "x"}')  # fmt: skip
     assert body["error"]["code"] == "conflict"
 
 

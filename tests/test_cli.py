@@ -222,6 +222,10 @@ def test_administration_commands(env: dict[str, str]) -> None:
     assert "pp-hold" in ok("reader", "show", "lobby")
     ok("card", "delete", "04a1b2c3")
     assert "04a1b2c3" not in ok("card", "list")
+    assert "deleted" in ok("card", "list", "--deleted")  # soft: the row stays
+    ok("card", "add", "alice", "04:A1:B2:C3")  # the same number again, to the same user
+    assert ok("card", "list").split().count("04a1b2c3") == 1
+    assert run(env, "card", "delete", "nope").returncode != 0
     ok("reader", "delete", "lobby")
     assert "lobby" not in ok("reader", "list")
 
@@ -237,3 +241,4 @@ def test_administration_commands(env: dict[str, str]) -> None:
         assert item in cli, item
     assert any(t == "account" and r == "deposit" for t, _, r in cli)
     assert any(t == "card" and r == "deleted" for t, _, r in cli)
+    assert [r for t, _, r in cli if t == "card"][-2:] == ["deleted", "created"]

@@ -205,11 +205,16 @@ async def test_reverse_a_charged_print_out(
         assert resp.status == 403
     editor = await stack.token("accounts-editor")
     auth = {"Authorization": f"Bearer {editor}"}
+    reason = {"reason": "test page"}
     async with api.post(f"/api/v1/printouts/{po.id}/reverse", headers=auth) as resp:
+        assert resp.status == 400  # a reversal takes a reason
+        assert "reason is required" in (await resp.json())["error"]["message"]
+    assert (await balances())["alice"] == "-0.20"  # nothing changed
+    async with api.post(f"/api/v1/printouts/{po.id}/reverse", headers=auth, json=reason) as resp:
         assert resp.status == 200, await resp.text()
         assert (await resp.json())["reversed"] == 2
     assert set((await balances()).values()) == {"0.00"}
-    async with api.post(f"/api/v1/printouts/{po.id}/reverse", headers=auth) as resp:
+    async with api.post(f"/api/v1/printouts/{po.id}/reverse", headers=auth, json=reason) as resp:
         assert resp.status == 200
         assert (await resp.json())["reversed"] == 0
     assert set((await balances()).values()) == {"0.00"}

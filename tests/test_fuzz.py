@@ -1261,7 +1261,7 @@ LISTS: dict[str, tuple[str, ...]] = {
     "/api/v1/users/{name}": (),
     "/api/v1/printers": (),
     "/api/v1/groups": (),
-    "/api/v1/cards": ("user",),
+    "/api/v1/cards": ("user", "deleted"),
     "/api/v1/readers": (),
     "/api/v1/jobs/held": ("user", "printer", "limit", "cursor"),
     "/api/v1/tickets": ("user", "printer", "limit", "cursor"),
@@ -1314,9 +1314,10 @@ def _param_values() -> dict[str, st.SearchStrategy[str]]:
         "actor": ["alice", "intake", "api:admin:token-1"],
         "subject": ["user", "user:alice", "print_out:1", "reader:lobby", ":"],
         "group_by": ["user", "account", "printer", "day", "DAY", "week"],
+        "deleted": ["true", "false", "TRUE", "1", ""],
     }  # fmt: skip
     names = {"user", "printer", "status", "since", "until", "limit", "cursor", "type", "account",
-             "payer", "role", "actor", "subject", "group_by"}  # fmt: skip
+             "payer", "role", "actor", "subject", "group_by", "deleted"}  # fmt: skip
     default = ["alice", "bob", "pp-hold", "pp-ticket", "nobody"]
     odd = st.one_of(
         wild_text.map(quote_path),

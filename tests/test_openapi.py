@@ -272,12 +272,16 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
                       json={"reason": "bob was not there", "transactions": [bob_txn]})  # fmt: skip
     assert partial["reversed"] == 1 and partial["print_out"]["reversed"]["status"] == "partial"
     await c("POST", reverse, editor, 400, path=f"{po}/{ids['charged']}/reverse",
-            json={"transactions": [999999]})  # fmt: skip
-    first = await c("POST", reverse, editor, 200, path=f"{po}/{ids['charged']}/reverse")
+            json={"reason": "x", "transactions": [999999]})  # fmt: skip
+    await c("POST", reverse, editor, 400, path=f"{po}/{ids['charged']}/reverse", json={})
+    first = await c("POST", reverse, editor, 200, path=f"{po}/{ids['charged']}/reverse",
+                    json={"reason": "jammed"})  # fmt: skip
     assert first["reversed"] == 1 and first["print_out"]["reversed"]["status"] == "full"
-    again = await c("POST", reverse, admin, 200, path=f"{po}/{ids['charged']}/reverse", json={})
+    again = await c("POST", reverse, admin, 200, path=f"{po}/{ids['charged']}/reverse",
+                    json={"reason": "again"})  # fmt: skip
     assert again["reversed"] == 0
-    await c("POST", reverse, editor, 409, path=f"{po}/{ids['never_charged']}/reverse")
+    await c("POST", reverse, editor, 409, path=f"{po}/{ids['never_charged']}/reverse",
+            json={"reason": "x"})  # fmt: skip
     await c("POST", reverse, editor, 400, path=f"{po}/{ids['charged']}/reverse", json={"x": 1})
     await c("POST", reverse, user, 403, path=f"{po}/{ids['charged']}/reverse")
 
@@ -476,8 +480,14 @@ async def test_live_answers_match_the_document(client: Client, sessionmaker: Ses
     await c("DELETE", one_reader, admin, 404, path="/api/v1/readers/r2")
     one_card = "/api/v1/cards/{card}"
     gone_card = await c("DELETE", one_card, admin, 200, path="/api/v1/cards/04:A1:B2:C3")
-    assert gone_card == {"id": card["id"], "card": "04a1b2c3", "user": "alice"}
+    assert gone_card["deleted_at"] is not None
+    assert gone_card == {"id": card["id"], "card": "04a1b2c3", "user": "alice",
+                         "deleted_at": gone_card["deleted_at"]}  # fmt: skip
     await c("DELETE", one_card, admin, 404, path="/api/v1/cards/04a1b2c3")
+    listed = await c("GET", "/api/v1/cards", admin, 200, params={"deleted": "true"})
+    assert [x["deleted_at"] for x in listed["items"]] == [gone_card["deleted_at"]]
+    await c("GET", "/api/v1/cards", admin, 400, params={"deleted": "yes"})
+    assert (await c("GET", "/api/v1/cards", admin, 200))["items"] == []
     await c("DELETE", one_card, admin, 400, path="/api/v1/cards/zz")
     group = await c("GET", "/api/v1/groups/{name}", admin, 200, path="/api/v1/groups/sales")
     assert group["members"] == ["alice"] and group["delegate"] is False

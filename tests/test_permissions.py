@@ -298,7 +298,7 @@ async def prepare(world: World, method: str, route: str, column: str) -> Call:
     if route == "/api/v1/printouts/{id}":
         return Call(route.replace("{id}", str(world.printouts[owner])))
     if route == "/api/v1/printouts/{id}/reverse":
-        return Call(route.replace("{id}", str(world.charged)))
+        return Call(route.replace("{id}", str(world.charged)), body={"reason": "matrix"})
     if route in ("/api/v1/accounts/{id}/transactions", "/api/v1/accounts/{id}"):
         if method == "DELETE":
             async with world.sessions() as s, s.begin():
@@ -637,7 +637,7 @@ STRING_FIELDS: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = 
     ("PATCH", "/api/v1/printers/{name}"): ((), ("target", "cost_mono")),
     ("GET", "/api/v1/groups"): ((), ()),
     ("PATCH", "/api/v1/groups/{name}"): ((), ()),
-    ("GET", "/api/v1/cards"): (("user",), ()),
+    ("GET", "/api/v1/cards"): (("user", "deleted"), ()),
     ("GET", "/api/v1/readers"): ((), ()),
     ("POST", "/api/v1/readers/{reader_id}/rotate"): ((), ()),
     ("GET", "/api/v1/reports/usage"): (("group_by", "since", "until"), ()),

@@ -129,9 +129,11 @@ async def test_usage_totals_by_every_grouping_and_a_partial_reversal(
         "bob": {"amount": "1.00", "status": "full"},
     }
     assert (await api(client, "POST", path, editor, json=body))["reversed"] == 0  # twice: no-op
-    other = await api(client, "POST", path, editor, 400, json={"transactions": [10**6]})
+    other = await api(
+        client, "POST", path, editor, 400, json={"reason": "x", "transactions": [10**6]}
+    )
     assert "not among" in other["error"]["message"]
-    await api(client, "POST", path, editor, 400, json={"transactions": "all"})
+    await api(client, "POST", path, editor, 400, json={"reason": "x", "transactions": "all"})
     await api(client, "POST", path, editor, 400, json={"reason": 5})
     async with sessionmaker() as s:
         entries = (

@@ -15,6 +15,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing import accounts
+from billing.db import utcnow
 from billing.models import Card, Group, ScheduledRun
 from proxy import cli
 from proxy.cli_officernd import register
@@ -56,6 +57,9 @@ async def _mirror(session: AsyncSession) -> None:
     ada = await accounts.user_by_name(session, "ada@example.com")
     assert ada is not None and acme.id
     session.add_all([Card(user_id=ada.id, number="04a1b2c3"), Card(user_id=ada.id, number="ff")])
+    bob = await accounts.user_by_name(session, "bob@example.com")
+    assert bob is not None  # bob's only card was deleted: his line has none
+    session.add(Card(user_id=bob.id, number="0badcafe", deleted_at=utcnow()))
     session.add(
         ScheduledRun(job="officernd-state", period="groups", state="done", summary=GROUP_MAP)
     )

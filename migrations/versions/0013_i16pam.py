@@ -39,7 +39,6 @@ def upgrade() -> None:
         if_not_exists=True,
     )
 
-
     op.create_index(
         "ix_print_outs_delegate_held",
         "print_outs",

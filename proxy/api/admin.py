@@ -323,20 +323,25 @@ async def delete_group(request: web.Request) -> web.Response:
 
 async def list_cards(request: web.Request) -> web.Response:
     await require(request, Role.ADMIN)
-    params = queries.query_params(request.query, frozenset({"user"}))
+    params = queries.query_params(request.query, frozenset({"user", "deleted"}))
+    deleted = queries.parse_flag("deleted", params.get("deleted"))
     async with request.app[READ_SESSIONS]() as session, session.begin():
-        found = await nfc_admin.list_cards(session, params.get("user"))
-    items = [{"id": c.id, "card": c.number, "user": c.user} for c in found]
-    return web.json_response(serialize.page(items, None))
+        found = await nfc_admin.list_cards(session, params.get("user"), deleted=deleted)
+    return web.json_response(serialize.page([card_json(c) for c in found], None))
+
+
+def card_json(c: nfc_admin.CardInfo) -> serialize.JSON:
+    return {"id": c.id, "card": c.number, "user": c.user, "deleted_at": serialize.iso(c.deleted_at)}
 
 
 CARD_PARAMS = frozenset({"format", "byte_order"})
 
 
 async def delete_card(request: web.Request) -> web.Response:
-    """Unregister a card (any form of its number; ``?format=dec``, ``?byte_order=lsb``).
+    """Soft delete a card (any form of its number; ``?format=dec``, ``?byte_order=lsb``).
 
-    Its events stay (who registered it, every tap); the card releases nothing from now on.
+    Its row and events stay (who registered it, every tap); the card releases nothing
+    from now on and may be registered again (or claimed at a reader).
     """
     principal = await require(request, Role.ADMIN)
     params = queries.query_params(request.query, CARD_PARAMS)
@@ -348,7 +353,7 @@ async def delete_card(request: web.Request) -> web.Response:
             byte_order=params.get("byte_order", "msb"),
             actor=principal.describe(),
         )
-    return web.json_response({"id": info.id, "card": info.number, "user": info.user})
+    return web.json_response(card_json(info))
 
 
 def reader_json(r: nfc_admin.ReaderInfo) -> serialize.JSON:

@@ -437,7 +437,14 @@ SCHEMAS: dict[str, JSON] = {
         optional=("add_members", "remove_members", "active", "delegate"),
     ),
     "CardPage": page_of("CardListed"),
-    "CardListed": obj({"id": ID, "card": STRING, "user": STRING}),
+    "CardListed": obj(
+        {
+            "id": ID,
+            "card": STRING,
+            "user": STRING,
+            "deleted_at": NULLABLE_TIME,  # set once deleted (soft: the row stays)
+        }
+    ),
     "Reader": obj(
         {
             "reader_id": STRING,
@@ -751,7 +758,7 @@ SCHEMAS: dict[str, JSON] = {
                 "minLength": 1,
                 "maxLength": 500,
                 "pattern": r"\S",
-                "description": "Why: the compensating entries' comment and the event's.",
+                "description": "Why (required): the compensating entries' comment and the event's.",
             },
             "transactions": {
                 "type": "array",
@@ -762,7 +769,7 @@ SCHEMAS: dict[str, JSON] = {
                 " (their ids in `transactions[].id`); left out: every transaction.",
             },
         },
-        optional=("reason", "transactions"),
+        optional=("transactions",),
     ),
     "UsageTotals": obj(
         {
@@ -1102,9 +1109,10 @@ def _print_out_paths(prefix: str) -> dict[str, JSON]:
                 " reason as their comment. `transactions` makes it partial: only those"
                 " accounts' shares (each transaction then shows `reversed.status = full`, the"
                 " print-out `partial`). Reversing again reverses nothing. 409 when the"
-                " print-out was never charged; 400 for a transaction not its own.",
+                " print-out was never charged; 400 for a transaction not its own, or"
+                " without a `reason` (nothing is reversed).",
                 parameters=[path_id("print-out")],
-                request_body=body("ReverseRequest", required=False),
+                request_body=body("ReverseRequest"),
                 tag="print-outs",
             )
         },
@@ -1307,8 +1315,16 @@ def _nfc_paths(prefix: str) -> dict[str, JSON]:
                 "Registered cards and their owners",
                 (Role.ADMIN,),
                 {200: ok("CardPage"), **_errors_get()},
-                description="Numbers in their stored form (lower-case hex, MSB first).",
-                parameters=[query("user", STRING, "Only this user's cards.")],
+                description="Numbers in their stored form (lower-case hex, MSB first). Live"
+                " cards only unless `deleted=true`.",
+                parameters=[
+                    query("user", STRING, "Only this user's cards."),
+                    query(
+                        "deleted",
+                        {"type": "boolean"},
+                        "true: deleted cards too (marked by `deleted_at`).",
+                    ),
+                ],
                 tag="nfc",
             ),
             "post": operation(
@@ -1611,10 +1627,12 @@ def _admin_paths(prefix: str) -> dict[str, JSON]:
         },
         f"{prefix}/cards/{{card}}": {
             "delete": operation(
-                "deleteCard", "Unregister an NFC card", ADMIN,
+                "deleteCard", "Unregister an NFC card (soft delete, history kept)", ADMIN,
                 {200: ok("CardListed"), **get_errors},
-                description="The card releases nothing from now on (a tap: 404); its events"
-                " stay.",
+                description="The card releases nothing from now on (a tap: 404, and it is"
+                " offered for self-association like any unknown card); its row and events"
+                " stay. The number may be registered again, to anyone. 404: no live card"
+                " has this number.",
                 parameters=[
                     {"name": "card", "in": "path", "required": True,
                      "schema": {"type": "string", "minLength": 1, "maxLength": 64},

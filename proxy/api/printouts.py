@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import charging, directory
+from billing.charging import MAX_REASON
 from billing.enums import AccountType, Role
 from billing.exceptions import InvalidInput
 from billing.models import Account, Event, PrintOut, User
@@ -245,12 +246,15 @@ REVERSE_FIELDS = frozenset({"reason", "transactions"})
 MAX_TRANSACTIONS = 1_000
 
 
-def _reverse_body(body: dict[str, object]) -> tuple[str | None, list[int] | None]:
-    """``{"reason": "...", "transactions": [id, ...]}``, both optional."""
+def _reverse_body(body: dict[str, object]) -> tuple[str, list[int] | None]:
+    """``{"reason": "...", "transactions": [id, ...]}``: a reason is required (a reversal
+    gives money back: the ledger says why), ``transactions`` is optional."""
     reject_unknown(body, set(REVERSE_FIELDS))
     reason = body.get("reason")
-    if reason is not None and not isinstance(reason, str):
-        raise InvalidParameter("reason: a string of 1..500 characters")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
+        raise InvalidParameter(
+            f"reason is required: why this print-out is reversed, 1..{MAX_REASON} characters"
+        )
     txns = body.get("transactions")
     if txns is None:
         return reason, None
@@ -269,6 +273,7 @@ async def reverse_printout(request: web.Request) -> web.Response:
     """Compensate the print-out's charges (all, or the ``transactions`` named: a partial
     reversal), each by one entry with the reason; reversing again reverses nothing."""
     principal = await require(request, Role.ACCOUNTS_EDITOR)
+    # An empty body too gets the clear "reason is required", not "not valid JSON".
     reason, transaction_ids = _reverse_body(await json_body(request, optional=True))
     print_out_id = queries.parse_id(request.match_info["id"])
     async with request.app[SESSIONS]() as session, session.begin():

@@ -163,6 +163,15 @@ def parse_account_type(value: str | None) -> AccountType | None:
         raise InvalidParameter(f"type: unknown account type {value!r} (one of: {types})") from None
 
 
+def parse_flag(name: str, value: str | None) -> bool:
+    """A boolean query parameter: ``true`` or ``false`` (absent: false)."""
+    if value is None or value == "false":
+        return False
+    if value == "true":
+        return True
+    raise InvalidParameter(f"{name}: {value[:20]!r} is not true or false")
+
+
 def parse_id(value: str) -> int | None:
     """A path id, or None when it cannot be one (the caller answers 404)."""
     if not _ID_RE.fullmatch(value) or int(value) > _MAX_ID:

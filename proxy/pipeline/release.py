@@ -123,11 +123,17 @@ async def held_for_user_on(
 
 
 async def card_owner(session: AsyncSession, number: str) -> User | None:
-    """The card's owner, if active: a disabled or deleted user's card is unknown."""
+    """The card's owner, if active: a deleted card, or a disabled or deleted user's
+    card, is unknown."""
     return await session.scalar(
         select(User)
         .join(Card, Card.user_id == User.id)
-        .where(Card.number == number, User.active.is_(True), User.deleted_at.is_(None))
+        .where(
+            Card.number == number,
+            Card.deleted_at.is_(None),
+            User.active.is_(True),
+            User.deleted_at.is_(None),
+        )
     )
 
 
