@@ -36,6 +36,11 @@ from .config import LimitsConfig as Limits
 
 log = logging.getLogger(__name__)
 
+# The API's request line: the documented query limits (an account path of 600
+# characters, dates, names...) percent-encode to more than aiohttp's 8190 bytes when
+# the text is not ASCII (12 bytes a character).
+MAX_REQUEST_LINE = 32 * 1024
+
 
 class Throttled:
     """A log line at most once per ``every`` seconds, with what it swallowed."""
@@ -167,6 +172,7 @@ class GuardedRunner(web.AppRunner):
 
     def __init__(self, app: web.Application, *, name: str, limits: Limits, **kwargs: Any) -> None:
         kwargs.setdefault("keepalive_timeout", limits.head_timeout_secs)
+        kwargs.setdefault("max_line_size", MAX_REQUEST_LINE)
         super().__init__(app, **kwargs)
         self._name = name
         self._limits = limits

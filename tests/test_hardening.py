@@ -22,7 +22,7 @@ from proxy import dbadmin
 from proxy.api.export import text_cell
 from proxy.app import create_app
 from proxy.config import build_config, secrets_in
-from proxy.listen import GuardedRunner
+from proxy.listen import MAX_REQUEST_LINE, GuardedRunner
 from proxy.probe import within
 from tests import factories as f
 
@@ -233,7 +233,7 @@ async def _raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str],
 @pytest.mark.parametrize(
     "request_bytes",
     [
-        b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # request line too long
+        b"GET /" + b"a" * (MAX_REQUEST_LINE + 1) + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # too long
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20_000 + b"\r\n\r\n",
         b"GET /healthz HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n",  # TLS hello to plain port

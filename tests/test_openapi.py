@@ -41,6 +41,7 @@ from billing.enums import PrinterMode, PrintStatus
 from proxy.api.openapi import document
 from proxy.app import create_app
 from proxy.config import build_config
+from proxy.listen import MAX_REQUEST_LINE
 from proxy.nfc_admin import add_reader
 from proxy.web.setup import is_web_route
 from tests import factories as f
@@ -62,7 +63,10 @@ def make_app(db_url: str, tmp_path: Path) -> web.Application:
 
 @pytest.fixture
 async def client(aiohttp_client: AiohttpClient, db_url: str, tmp_path: Path) -> Client:
-    return await aiohttp_client(make_app(db_url, tmp_path))
+    # The request-line limit `proxyprint serve` gives the API (the documented query limits).
+    return await aiohttp_client(
+        make_app(db_url, tmp_path), server_kwargs={"max_line_size": MAX_REQUEST_LINE}
+    )
 
 
 @dataclasses.dataclass
