@@ -28,7 +28,7 @@ import pytest
 import requests
 import schemathesis
 from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from jsonschema import Draft202012Validator
 from pytest_aiohttp import AiohttpClient
@@ -63,10 +63,11 @@ def make_app(db_url: str, tmp_path: Path) -> web.Application:
 
 @pytest.fixture
 async def client(aiohttp_client: AiohttpClient, db_url: str, tmp_path: Path) -> Client:
-    # The request-line limit `proxyprint serve` gives the API (the documented query limits).
-    return await aiohttp_client(
-        make_app(db_url, tmp_path), server_kwargs={"max_line_size": MAX_REQUEST_LINE}
-    )
+    # The request-line limit `proxyprint serve` gives the API (the documented query limits);
+    # a TestServer takes handler arguments only when it is started.
+    server = TestServer(make_app(db_url, tmp_path))
+    await server.start_server(max_line_size=MAX_REQUEST_LINE)
+    return await aiohttp_client(server)
 
 
 @dataclasses.dataclass
