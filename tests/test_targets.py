@@ -462,6 +462,15 @@ async def test_cancel_on_ippeveprinter(
         job = await submit_when_idle(eve, pdf_request(pdf, unique("eve-cancel")))
         await wait_states(eve, [job.job_id], {IppJobState.PROCESSING, IppJobState.PENDING})
         await eve.cancel(job.job_id)
+        # ippeveprinter lets the running command end, then cancels the job; released
+        # before it took the cancel in (a loaded machine), the job would just complete.
+        deadline = time.monotonic() + 20
+        while True:
+            seen = (await eve.poll([job.job_id]))[job.job_id]
+            if seen.state is IppJobState.CANCELED or "processing-to-stop-point" in seen.reasons:
+                break
+            assert time.monotonic() < deadline, f"the printer never took the cancel in: {seen}"
+            await asyncio.sleep(0.05)
     states = await wait_states(eve, [job.job_id], {IppJobState.CANCELED})
     assert states[job.job_id].state is IppJobState.CANCELED
 
