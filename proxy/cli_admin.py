@@ -365,8 +365,7 @@ async def cmd_account_show(config: Config, args: argparse.Namespace) -> int:
 
     async with session_scope(config) as session:
         account = await directory.get_account(session, args.account, deleted=True)
-        balance = await ledger.balance(session, account.id)
-        pages = await ledger.page_count(session, account.id)
+        balance, pages = await ledger.totals(session, account.id)
     fmt = config.money.format
     print_fields(
         {

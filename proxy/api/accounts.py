@@ -105,8 +105,7 @@ async def _visible_account(
 
 async def _account_json(session: AsyncSession, account: Account, currency: Currency) -> Any:
     """One account; a group or shared one with its access list (``open`` or who may)."""
-    balance = await ledger.balance(session, account.id)
-    pages = await ledger.page_count(session, account.id)
+    balance, pages = await ledger.totals(session, account.id)
     out = serialize.account(account, balance=balance, pages=pages, currency=currency)
     if account.type != AccountType.USER.value:
         access = await rights.access_of(session, account)
