@@ -210,10 +210,10 @@ async def charge(
         set_committed_value(print_out, key, value)  # written by the UPDATE above
     txns = await transactions_of(session, print_out.id)
     shares = prorata.split(cost, [t.weight for t in txns], currency) if txns else []
+    postings = []
     for txn, share in zip(txns, shares, strict=True):
         txn.amount = share
-        await ledger.post(
-            session,
+        postings.append(
             ledger.Posting(
                 account_id=txn.account_id,
                 amount=-share,
@@ -224,8 +224,9 @@ async def charge(
                 transaction_id=txn.id,
                 actor=actor,
                 comment=f"print-out {print_out.id}: {print_out.title}"[:500],
-            ),
+            )
         )
+    await ledger.post_many(session, postings)
     events.record(
         session,
         subject_type="print_out",

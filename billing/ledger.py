@@ -1,8 +1,16 @@
 """The append-only ledger: post with an idempotency key, reverse by compensation.
 
-Balances are never stored: an account's balance is the sum of its entries.
-Idempotency rests on unique constraints (``INSERT … ON CONFLICT DO NOTHING``),
-not on read-then-write, so concurrent posts of one key leave one row.
+An account's balance is the sum of its entries. That sum is also kept as a
+running total (``account_balances``), added to in the same transaction as
+each new entry and only when the entry is new, so a balance is one row to
+read however long the ledger; ``verify`` recomputes the sums and names any
+account whose total disagrees. Idempotency rests on unique constraints
+(``INSERT … ON CONFLICT DO NOTHING``), not on read-then-write, so concurrent
+posts of one key leave one row (and one addition to the total).
+
+Lock order: a transaction that posts to several accounts posts in account id
+order (``post_many``, ``reverse_print_out``), so two of them wait for each
+other's total row in the same order and never deadlock.
 """
 
 from __future__ import annotations
@@ -11,14 +19,14 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import Insert, func, select
+from sqlalchemy import Insert, Select, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from .db import utcnow
 from .enums import LedgerKind
 from .exceptions import InvalidAmount, LedgerError
-from .models import LedgerEntry
+from .models import AccountBalance, LedgerEntry
 
 MAX_KEY_LENGTH = 200
 
@@ -45,6 +53,25 @@ def _insert(session: AsyncSession) -> type[Insert]:
     if dialect == "sqlite":
         return sqlite.insert  # type: ignore[return-value]
     raise LedgerError(f"unsupported database dialect {dialect}")
+
+
+async def _add_to_totals(
+    session: AsyncSession, account_id: int, amount: Decimal, pages: int
+) -> None:
+    """Add a new entry's amount and pages to its account's running totals."""
+    stmt = _insert(session)(AccountBalance).values(
+        account_id=account_id, balance=amount, pages=pages
+    )
+    totals = AccountBalance.__table__.c
+    await session.execute(
+        stmt.on_conflict_do_update(  # type: ignore[attr-defined]
+            index_elements=[totals.account_id],
+            set_={
+                "balance": totals.balance + stmt.excluded.balance,  # type: ignore[attr-defined]
+                "pages": totals.pages + stmt.excluded.pages,  # type: ignore[attr-defined]
+            },
+        )
+    )
 
 
 def _validate(posting: Posting) -> None:
@@ -83,6 +110,7 @@ async def post(session: AsyncSession, posting: Posting) -> bool:
     )
     result = await session.execute(stmt)
     if result.rowcount == 1:  # type: ignore[attr-defined]
+        await _add_to_totals(session, posting.account_id, posting.amount, posting.pages)
         return True
     existing = await entry_by_key(session, posting.key)
     if existing is None:  # lost to a conflict on another unique column
@@ -96,9 +124,10 @@ async def post(session: AsyncSession, posting: Posting) -> bool:
 
 
 async def post_many(session: AsyncSession, postings: Iterable[Posting]) -> int:
-    """Post several entries; returns how many were new."""
+    """Post several entries (in account id order: the lock order); returns how
+    many were new."""
     count = 0
-    for posting in postings:
+    for posting in sorted(postings, key=lambda p: p.account_id):
         count += await post(session, posting)
     return count
 
@@ -132,7 +161,10 @@ async def reverse_entry(
         .on_conflict_do_nothing()  # type: ignore[attr-defined]
     )
     result = await session.execute(stmt)
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    await _add_to_totals(session, entry.account_id, -entry.amount, -entry.pages)
+    return True
 
 
 async def reverse_print_out(
@@ -156,7 +188,9 @@ async def reverse_print_out(
     )
     if transaction_ids is not None:
         stmt = stmt.where(LedgerEntry.transaction_id.in_(list(transaction_ids)))
-    entries: Sequence[LedgerEntry] = (await session.scalars(stmt.order_by(LedgerEntry.id))).all()
+    entries: Sequence[LedgerEntry] = (
+        await session.scalars(stmt.order_by(LedgerEntry.account_id, LedgerEntry.id))
+    ).all()
     count = 0
     for entry in entries:
         count += await reverse_entry(session, entry, actor=actor, comment=comment)
@@ -198,10 +232,7 @@ async def reversals_of(session: AsyncSession, entry_ids: Sequence[int]) -> dict[
 
 
 async def balance(session: AsyncSession, account_id: int) -> Decimal:
-    total = await session.scalar(
-        select(func.sum(LedgerEntry.amount)).where(LedgerEntry.account_id == account_id)
-    )
-    return Decimal(0) if total is None else Decimal(total)
+    return (await totals(session, account_id))[0]
 
 
 async def balances(session: AsyncSession, account_ids: Sequence[int]) -> dict[int, Decimal]:
@@ -210,9 +241,9 @@ async def balances(session: AsyncSession, account_ids: Sequence[int]) -> dict[in
     if not account_ids:
         return result
     rows = await session.execute(
-        select(LedgerEntry.account_id, func.sum(LedgerEntry.amount))
-        .where(LedgerEntry.account_id.in_(account_ids))
-        .group_by(LedgerEntry.account_id)
+        select(AccountBalance.account_id, AccountBalance.balance).where(
+            AccountBalance.account_id.in_(list(account_ids))
+        )
     )
     for account_id, total in rows:
         result[account_id] = Decimal(total)
@@ -220,21 +251,59 @@ async def balances(session: AsyncSession, account_ids: Sequence[int]) -> dict[in
 
 
 async def totals(session: AsyncSession, account_id: int) -> tuple[Decimal, int]:
-    """The account's balance and page counter in one pass over its entries."""
+    """The account's balance and page counter (pages charged less pages reversed)."""
     row = (
         await session.execute(
-            select(func.sum(LedgerEntry.amount), func.sum(LedgerEntry.pages)).where(
-                LedgerEntry.account_id == account_id
+            select(AccountBalance.balance, AccountBalance.pages).where(
+                AccountBalance.account_id == account_id
             )
         )
-    ).one()
-    amount, pages = row
-    return (Decimal(0) if amount is None else Decimal(amount)), int(pages or 0)
+    ).one_or_none()
+    if row is None:
+        return Decimal(0), 0
+    return Decimal(row.balance), int(row.pages)
 
 
 async def page_count(session: AsyncSession, account_id: int) -> int:
-    """The account's page counter: pages charged less pages reversed."""
-    total = await session.scalar(
-        select(func.sum(LedgerEntry.pages)).where(LedgerEntry.account_id == account_id)
+    return (await totals(session, account_id))[1]
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """An account whose running totals disagree with the sums of its entries."""
+
+    account_id: int
+    stored: tuple[Decimal, int]
+    summed: tuple[Decimal, int]
+
+
+def _sums() -> Select[int, Decimal, int]:
+    return select(
+        LedgerEntry.account_id, func.sum(LedgerEntry.amount), func.sum(LedgerEntry.pages)
+    ).group_by(LedgerEntry.account_id)
+
+
+async def verify(session: AsyncSession) -> list[Mismatch]:
+    """Every account whose running totals are not the sums of its entries."""
+    summed = {a: (Decimal(m), int(p)) for a, m, p in await session.execute(_sums())}
+    stored = {
+        a: (Decimal(m), int(p))
+        for a, m, p in await session.execute(
+            select(AccountBalance.account_id, AccountBalance.balance, AccountBalance.pages)
+        )
+    }
+    zero = (Decimal(0), 0)
+    return [
+        Mismatch(account_id, stored.get(account_id, zero), summed.get(account_id, zero))
+        for account_id in sorted(summed.keys() | stored.keys())
+        if stored.get(account_id, zero) != summed.get(account_id, zero)
+    ]
+
+
+async def rebuild_totals(conn: AsyncConnection) -> None:
+    """Recompute every running total from the entries (after a bulk load that
+    wrote ``ledger_entries`` directly, as the benchmarks' history does)."""
+    await conn.execute(delete(AccountBalance))
+    await conn.execute(
+        insert(AccountBalance).from_select(["account_id", "balance", "pages"], _sums())
     )
-    return int(total or 0)

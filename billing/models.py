@@ -356,6 +356,21 @@ class LedgerEntry(Base):
     created_at: Mapped[dt.datetime] = _created()
 
 
+class AccountBalance(Base):
+    """An account's running totals: the sums of its ledger entries, kept in the
+    same transaction as each entry (``billing.ledger`` is their only writer), so
+    a balance is one row however long the account's ledger. No row = nothing
+    posted yet (0)."""
+
+    __tablename__ = "account_balances"
+
+    account_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("accounts.id"), primary_key=True, autoincrement=False
+    )
+    balance: Mapped[Decimal] = mapped_column(Money, nullable=False)
+    pages: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
 class Event(Base):
     """Every status change and notable action, with time, actor and reason."""
 

@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,31 @@ async def cmd_db_upgrade(config: Config, args: argparse.Namespace) -> int:
         await engine.dispose()
     print(f"database at {args.revision}")
     return 0
+
+
+async def cmd_db_verify(config: Config, args: argparse.Namespace) -> int:
+    """Every account's running totals against the sums of its ledger entries."""
+    from billing import ledger
+
+    async with session_scope(config) as session:
+        wrong = await ledger.verify(session)
+
+        def fmt(amount: Decimal) -> str:  # exact: a sub-cent difference must show
+            exact = config.money.quantize(amount) == amount
+            return config.money.format(amount) if exact else f"{amount:f}"
+
+        for m in wrong:
+            print(
+                f"account {m.account_id}: stored balance {fmt(m.stored[0])} pages {m.stored[1]},"
+                f" ledger sums {fmt(m.summed[0])} pages {m.summed[1]}"
+            )
+        if wrong and args.repair:
+            await ledger.rebuild_totals(await session.connection())
+            print(f"{len(wrong)} account(s) repaired from the ledger")
+            return 0
+    if not wrong:
+        print("every account's balance is the sum of its ledger entries")
+    return 1 if wrong else 0
 
 
 async def cmd_user_add(config: Config, args: argparse.Namespace) -> int:
@@ -293,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     up = db.add_parser("upgrade", help="alembic upgrade head")
     up.add_argument("revision", nargs="?", default="head")
     up.set_defaults(handler=cmd_db_upgrade)
+    verify = db.add_parser("verify", help="check stored balances against the ledger")
+    verify.add_argument(
+        "--repair",
+        action="store_true",
+        help="recompute the stored balances from the ledger (with the service stopped)",
+    )
+    verify.set_defaults(handler=cmd_db_verify)
 
     user = sub.add_parser("user", help="users").add_subparsers(dest="action", required=True)
     user_add = user.add_parser("add", help="a user and its personal account")

@@ -242,3 +242,29 @@ def test_administration_commands(env: dict[str, str]) -> None:
     assert any(t == "account" and r == "deposit" for t, _, r in cli)
     assert any(t == "card" and r == "deleted" for t, _, r in cli)
     assert [r for t, _, r in cli if t == "card"][-2:] == ["deleted", "created"]
+
+
+def test_db_verify_names_a_wrong_balance_and_repairs_it(env: dict[str, str]) -> None:
+    """``db verify`` checks the stored balances against the ledger's sums: clean
+    after real postings, exit 1 naming a total changed behind the ledger's back,
+    ``--repair`` recomputes it."""
+    import sqlite3
+
+    assert run(env, "db", "upgrade").returncode == 0
+    assert run(env, "user", "add", "alice").returncode == 0
+    for key in ("k1", "k2"):
+        out = run(env, "account", "adjust", "alice", "2.50", "--reason", "cash",
+                  "--idempotency-key", key)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+    clean = run(env, "db", "verify")
+    assert clean.returncode == 0 and "sum of its ledger entries" in clean.stdout, clean.stderr
+    path = env["PROXYPRINT_DATABASE_URL"].removeprefix("sqlite+aiosqlite:///")
+    with sqlite3.connect(path) as db:
+        assert db.execute("UPDATE account_balances SET balance = 0").rowcount == 1
+    wrong = run(env, "db", "verify")
+    assert wrong.returncode == 1
+    assert "stored balance 0.00 pages 0, ledger sums 5.00" in wrong.stdout, wrong.stdout
+    repaired = run(env, "db", "verify", "--repair")
+    assert repaired.returncode == 0 and "1 account(s) repaired" in repaired.stdout
+    assert run(env, "db", "verify").returncode == 0
+    assert "5.00" in run(env, "account", "show", "alice").stdout

@@ -236,6 +236,7 @@ _AGGREGATES = {
     "#delegations.consumed_at": "SELECT count(consumed_at) FROM delegations",
     "#api_tokens.revoked_at": "SELECT count(revoked_at) FROM api_tokens",
     "Σledger_entries.amount": "SELECT coalesce(sum(amount), 0) FROM ledger_entries",
+    "Σaccount_balances.balance": "SELECT coalesce(sum(balance), 0) FROM account_balances",
 }
 STATE_NAMES = [t.name for t in Base.metadata.sorted_tables] + list(_AGGREGATES)
 STATE_SQL = "SELECT " + ", ".join(

@@ -158,3 +158,78 @@ async def test_accounts_directory(session: AsyncSession) -> None:
     assert names == {"carol"}
     paths = set((await session.scalars(select(Account.path))).all())
     assert paths == {"sales", "carol", "Events", "Events/Gala"}
+
+
+async def test_running_totals_are_the_sums_of_the_entries(session: AsyncSession) -> None:
+    """Posts, replays, reversals: the stored totals move only with new entries,
+    ``verify`` finds nothing; a total changed behind the ledger's back is named
+    and ``rebuild_totals`` puts it right."""
+    from billing.models import AccountBalance
+
+    alice = await _account(session, "alice")
+    bob = await _account(session, "bob")
+    carol = await _account(session, "carol")  # never posted to: no row, balance 0
+    await ledger.post(session, ledger.Posting(alice.id, Decimal("5.00"), LedgerKind.TOPUP, "t1"))
+    await ledger.post_many(
+        session,
+        [_charge(bob, "0.45", "po:1:bob", pages=3), _charge(alice, "0.15", "po:1:alice", 1)],
+    )
+    assert not await ledger.post(session, _charge(alice, "0.15", "po:1:alice", 1))  # replay
+    entry = await ledger.entry_by_key(session, "po:1:bob")
+    assert entry is not None
+    assert await ledger.reverse_entry(session, entry, actor="admin")
+    assert not await ledger.reverse_entry(session, entry, actor="admin")
+    await session.commit()
+
+    assert await ledger.totals(session, alice.id) == (Decimal("4.85"), 1)
+    assert await ledger.totals(session, bob.id) == (Decimal("0"), 0)
+    assert await ledger.totals(session, carol.id) == (Decimal("0"), 0)
+    assert await ledger.balances(session, [alice.id, bob.id, carol.id]) == {
+        alice.id: Decimal("4.85"),
+        bob.id: Decimal("0"),
+        carol.id: Decimal("0"),
+    }
+    stored = (await session.execute(select(AccountBalance.account_id))).scalars().all()
+    assert sorted(stored) == sorted([alice.id, bob.id])
+    assert await ledger.verify(session) == []
+
+    # A total written around billing.ledger: verify names it, rebuild repairs it.
+    await session.execute(
+        AccountBalance.__table__.update()
+        .where(AccountBalance.account_id == alice.id)
+        .values(balance=Decimal("100"))
+    )
+    await session.commit()
+    [wrong] = await ledger.verify(session)
+    assert wrong.account_id == alice.id
+    assert wrong.stored == (Decimal("100"), 1) and wrong.summed == (Decimal("4.85"), 1)
+    await ledger.rebuild_totals(await session.connection())
+    await session.commit()
+    assert await ledger.verify(session) == []
+    assert await ledger.balance(session, alice.id) == Decimal("4.85")
+
+
+async def test_concurrent_charges_in_opposite_orders_keep_exact_totals(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Print-outs charging alice+bob and bob+alice at once (PostgreSQL races
+    them for real): the totals are locked in account order, so none deadlocks,
+    and every total is the sum of its entries to the cent."""
+    async with sessionmaker() as session, session.begin():
+        alice = await _account(session, "alice")
+        bob = await _account(session, "bob")
+
+    async def charge(i: int) -> None:
+        first, second = (alice, bob) if i % 2 else (bob, alice)
+        async with sessionmaker() as s, s.begin():
+            await ledger.post_many(
+                s,
+                [_charge(first, "0.10", f"po:{i}:a", 1), _charge(second, "0.05", f"po:{i}:b", 1)],
+            )
+
+    await asyncio.gather(*(charge(i) for i in range(40)))
+    async with sessionmaker() as session:
+        assert await ledger.verify(session) == []
+        balances = await ledger.balances(session, [alice.id, bob.id])
+        assert sum(balances.values()) == Decimal("-6.00")  # 40 × (0.10 + 0.05)
+        assert balances[alice.id] == Decimal("-3.00")  # 20 × 0.10 + 20 × 0.05

@@ -43,7 +43,7 @@ from sqlalchemy import Dialect, ForeignKeyConstraint, Index, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import AddConstraint, DropConstraint
 
-from billing import accounts
+from billing import accounts, ledger
 from billing.db import Base, make_engine, make_sessionmaker
 from billing.enums import AccountType, PrinterMode, PrintStatus
 from billing.models import (
@@ -435,6 +435,7 @@ async def generate(
             await conn.run_sync(index.create)
         for key in keys:
             await conn.execute(AddConstraint(key))
+        await ledger.rebuild_totals(conn)  # the entries went in around billing.ledger
         if conn.dialect.name == "postgresql":
             for table in BULK_TABLES:
                 await conn.execute(
