@@ -20,14 +20,14 @@ from pytest_aiohttp import AiohttpClient
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing import charging, ledger, rights
+from billing import charging, events, ledger, rights
 from billing.accounts import find_account
 from billing.enums import AccountType, PrinterMode, PrintStatus
 from billing.models import Delegation, LedgerEntry, User, WebSession
 from proxy.app import create_app
 from proxy.config import build_config
 from proxy.tokens import hash_token
-from proxy.web import passwords
+from proxy.web import passwords, sessions
 from proxy.web.render import CSP
 from proxy.web.sessions import COOKIE
 from tests import factories as f
@@ -728,6 +728,114 @@ async def test_live_status_is_pushed_to_its_owner_and_to_staff_only(
     client.session.cookie_jar.clear()
     async with client.get("/jobs/events") as resp:
         assert resp.status == 401
+
+
+async def new_print_out(s: AsyncSession, printer: Any, delegate: str, title: str) -> Any:
+    """A print-out with its first event (no from-status), as intake writes it."""
+    po = await f.print_out(s, printer, delegate, title=title)
+    events.record(
+        s, subject_type="print_out", subject_id=po.id, actor=delegate, to_status="pending"
+    )
+    return po
+
+
+async def next_message(resp: ClientResponse) -> tuple[str, dict[str, Any]]:
+    """The next (event, data) pushed on the stream (keep-alives skipped)."""
+    async with asyncio.timeout(10):
+        async for name, data in sse_events(resp):
+            return name, data
+    raise AssertionError("the stream ended")
+
+
+async def test_new_print_outs_are_announced_only_to_the_pages_that_list_them(
+    web_client: Callable[..., Awaitable[Client]], sessionmaker: Sessions
+) -> None:
+    client = await web_client(poll_secs=0.05)
+    await add_user(sessionmaker, "alice")
+    await add_user(sessionmaker, "bob")
+    await add_user(sessionmaker, "otto", role="ticket-operator")
+    async with sessionmaker() as s, s.begin():
+        printer = await f.printer(s, "pp-new")
+        tickets = await f.printer(s, "pp-new-tickets", mode=PrinterMode.TICKET)
+        early = await new_print_out(s, printer, "alice", "before-the-stream.pdf")
+    resp = await sign_in(client, "alice")
+    assert resp is not None and resp.status == 303
+    # since=: a job of hers made after the page was drawn is announced first.
+    async with client.get(f"/jobs/events?new=mine&since={early.id - 1}") as stream:
+        assert await sse_until_ready(stream) == [
+            {"id": early.id, "status": "pending", "final": False, "reason": None}
+        ]
+    async with client.get(f"/jobs/events?new=mine&since={early.id}") as stream:
+        assert await sse_until_ready(stream) == []
+        # bob's new job first, then hers: only hers is announced on her stream.
+        async with sessionmaker() as s, s.begin():
+            bobs = await new_print_out(s, printer, "bob", "bobs.pdf")
+        async with sessionmaker() as s, s.begin():
+            hers = await new_print_out(s, printer, "alice", "hers.pdf")
+        name, data = await next_message(stream)
+        while data.get("id") == early.id:  # a new feed may re-send the latest changes
+            name, data = await next_message(stream)
+        assert (name, data["id"]) == ("new", hers.id), (name, data, bobs.id)
+        # Then her job's changes as statuses (announced once).
+        async with sessionmaker() as s, s.begin():
+            await f.finish(s, hers, PrintStatus.PROCESSING, reason="sent")
+        assert await next_message(stream) == (
+            "status",
+            {"id": hers.id, "status": "processing", "final": False, "reason": "sent"},
+        )
+    # The ticket queue is for operators only.
+    async with client.get("/jobs/events?new=tickets") as refused:
+        assert refused.status == 403
+    async with client.get("/jobs/events?new=everything") as refused:
+        assert refused.status == 400
+    client.session.cookie_jar.clear()
+    resp = await sign_in(client, "otto")
+    assert resp is not None and resp.status == 303
+    async with client.get(f"/jobs/events?new=tickets&since={hers.id}") as stream:
+        assert await sse_until_ready(stream) == []
+        async with sessionmaker() as s, s.begin():
+            plain = await new_print_out(s, printer, "bob", "not-a-ticket.pdf")
+            await f.finish(s, plain, PrintStatus.PROCESSING)
+        async with sessionmaker() as s, s.begin():
+            ticket = await new_print_out(s, tickets, "bob", "a-ticket.pdf")
+        # Staff see every status; only the ticket is announced as new.
+        announced = []
+        while (message := await next_message(stream))[1]["id"] != ticket.id:
+            announced.append(message[0])
+        assert message[0] == "new" and "new" not in announced
+
+
+async def test_a_stream_ends_at_once_when_its_session_does(
+    web_client: Callable[..., Awaitable[Client]], sessionmaker: Sessions
+) -> None:
+    client = await web_client(poll_secs=0.05)
+    await add_user(sessionmaker, "alice")
+    await add_user(sessionmaker, "erin", role="admin")
+    resp = await sign_in(client, "alice")
+    assert resp is not None and resp.status == 303
+    async with client.get("/jobs/events?new=mine") as stream:
+        assert await sse_until_ready(stream) == []  # the stream is live
+        # Disabled (as the Users page does it): her sessions end, so does the stream.
+        async with sessionmaker() as s, s.begin():
+            alice = await s.scalar(select(User).where(User.name == "alice"))
+            assert alice is not None
+            alice.active = False
+            assert await sessions.revoke_user(s, alice.id) == 1
+        assert await next_message(stream) == ("end", {"reason": "signed-out"})
+        async with asyncio.timeout(10):
+            assert await stream.content.read() == b""  # closed by the service
+    # An admin's role taken away: the stream (which showed everyone's jobs) ends too.
+    client.session.cookie_jar.clear()
+    resp = await sign_in(client, "erin")
+    assert resp is not None and resp.status == 303
+    async with client.get("/jobs/events") as stream:
+        assert await sse_until_ready(stream) == []
+        async with sessionmaker() as s, s.begin():
+            await s.execute(update(User).where(User.name == "erin").values(web_role="user"))
+        name, data = await next_message(stream)
+        while name == "status":  # a new feed may re-send the latest changes
+            name, data = await next_message(stream)
+        assert (name, data) == ("end", {"reason": "signed-out"})
 
 
 async def test_the_delegate_form_stores_what_the_api_would_and_refuses_with_its_reason(

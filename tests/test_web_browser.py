@@ -309,6 +309,12 @@ async def test_alice_releases_her_held_job_and_an_admin_reverses_it(
     done = await stack.wait_print_out(queue, job)
     assert done.status == S.COMPLETED and done.cost is not None
     await browser.shoot("jobs-completed")
+    # She prints again: the new job appears on the open page, followed, no reload.
+    again = await stack.lp(queue, make_pdf(short_tmp / "b.pdf", 1), user="alice", title="again")
+    po_again = await stack.wait_print_out(queue, again, {S.HELD})
+    assert "again" in await browser.wait_text(f"#held-{po_again.id} .title", "again")
+    assert await browser.exists(f"#held-{po_again.id}[data-live-job] #release-{po_again.id}")
+    assert await browser.script("return window.ppNoReload") == "still here"
 
     # The document page shows her share in the Transactions Summary.
     await browser.get(f"/documents/{po.id}")
@@ -424,6 +430,14 @@ async def test_an_operator_releases_one_ticket_to_another_printer_and_cancels_an
     assert (await browser.path()).startswith("/tickets?done=canceled")
     assert not await browser.exists(f"#ticket-{one.id}")
     assert not await browser.exists(f"#ticket-{two.id}")
+    # A new ticket joins the open (now empty) queue without a reload.
+    await browser.find("body[data-live=open]")
+    await browser.script("window.ppNoReload = 'still here'")
+    third = await stack.lp(tickets, make_pdf(short_tmp / "t3.pdf", 1), user="carol", title="t-3")
+    three = await stack.wait_print_out(tickets, third, {S.HELD})
+    assert "t-3" in await browser.wait_text(f"#ticket-{three.id} .title", "t-3")
+    assert await browser.exists(f"#trelease-{three.id}")
+    assert await browser.script("return window.ppNoReload") == "still here"
     printed = await stack.wait_print_out(tickets, first)
     canceled = await stack.wait_print_out(tickets, second)
     assert printed.status == S.COMPLETED and printed.target == ippeve_printer.uri

@@ -22,6 +22,7 @@ from proxy.keys import CONFIG, READ_SESSIONS, SESSIONS
 from proxy.pipeline import lifecycle
 from proxy.pipeline import release as held
 
+from . import live
 from .auth import signed_form, signed_in
 from .render import SECURITY_HEADERS, html
 
@@ -42,12 +43,14 @@ async def tickets(request: web.Request) -> web.Response:
             session, mode_is_ticket=True, delegate=None, printer=None, limit=PAGE, after=after
         )
         printers = list(await session.scalars(select(Printer).order_by(Printer.name)))
+        since = await live.newest(session)
     return html(
         request,
         "tickets.html",
         rows=rows,
         printers=printers,
         next_cursor=next_cursor,
+        since=since,
         done=params.get("done", ""),
     )
 

@@ -17,7 +17,8 @@ from billing.models import Account, Printer, PrintOut, reader_printers
 from proxy.api import queries
 from proxy.api.auth import STAFF, allowed
 from proxy.api.jobs import held_page, own_print_out
-from proxy.exceptions import Conflict, Forbidden, NotFound
+from proxy.api.tickets import OPERATORS
+from proxy.exceptions import BadRequest, Conflict, Forbidden, NotFound
 from proxy.keys import CONFIG, READ_SESSIONS, SESSIONS, WAKE, WEB_LIVE
 from proxy.pipeline import lifecycle
 from proxy.pipeline import release as held
@@ -87,6 +88,7 @@ async def my_jobs(request: web.Request) -> web.Response:
         }
         choices = {po.id: near[po.printer_id] for po, _ in held_rows}
         recent = await _recent(session, me)
+        since = await live.newest(session)
     return html(
         request,
         "jobs.html",
@@ -94,21 +96,43 @@ async def my_jobs(request: web.Request) -> web.Response:
         choices=choices,
         tickets=tickets,
         recent=recent,
+        since=since,
         done=request.query.get("done", ""),
     )
 
 
 async def job_events(request: web.Request) -> web.StreamResponse:
-    """``GET /jobs/events?ids=1,2``: Server-Sent Events of print-out changes (the pages' script).
+    """``GET /jobs/events?ids=1,2&new=mine&since=9``: Server-Sent Events of print-out
+    changes (the pages' script).
 
     First the current status of ``ids`` (those the viewer may see), then every
     change of her own print-outs (staff: everyone's) while the page is open.
+    ``new`` (``live.News``) asks to be told of new print-outs too: ``mine``
+    (My jobs: her own), ``tickets`` (the ticket queue: operators only);
+    ``since`` is the newest print-out id the page knew of.
     """
     principal = signed_in(request)
     raw = request.query.get("ids", "")
     ids = [i for i in (queries.parse_id(p) for p in raw.split(",")[:MAX_STATUS_IDS]) if i]
-    viewer = live.Viewer(principal.user_name, principal.role in STAFF)
-    return await live.stream(request, request.app[WEB_LIVE], viewer, ids, SECURITY_HEADERS)
+    news = None
+    if wanted := request.query.get("new", ""):
+        try:
+            news = live.News(wanted)
+        except ValueError:
+            raise BadRequest(f"new: one of {', '.join(n.value for n in live.News)}") from None
+        if news is live.News.TICKETS and not allowed(principal.role, OPERATORS):
+            raise Forbidden(f"role {principal.role.value!r} may not follow the ticket queue")
+    given = request.query.get("since", "")
+    since = 0 if given == "0" else queries.parse_id(given) if given else None
+    viewer = live.Viewer(
+        principal.user_name,
+        principal.role in STAFF,
+        session_id=principal.token_id,
+        role=principal.role,
+        news=news,
+    )
+    feed = request.app[WEB_LIVE]
+    return await live.stream(request, feed, viewer, ids, SECURITY_HEADERS, since=since)
 
 
 async def release(request: web.Request) -> web.Response:

@@ -3,16 +3,18 @@
 The cookie holds a random secret; the row holds its SHA-256, the session's
 CSRF token and its times. Every request looks the row up joined to its user,
 so revoking the row (sign-out) or disabling the user ends the session at
-once, on every instance sharing the database.
+once, on every instance sharing the database. An open event stream checks
+its session on each of the live feed's polls (``live_roles``), by the same rule.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.db import utcnow
@@ -69,8 +71,25 @@ async def create(
     return secret, row
 
 
+def _live(now: dt.datetime, config: WebConfig) -> ColumnElement[bool]:
+    """A live session (joined to its user): not revoked, not expired, not idle, user active."""
+    return and_(
+        WebSession.revoked_at.is_(None),
+        WebSession.expires_at > now,
+        WebSession.last_seen_at > now - dt.timedelta(minutes=config.idle_mins),
+        User.active.is_(True),
+    )
+
+
+def _role(value: str) -> Role | None:
+    try:
+        return Role(value)
+    except ValueError:
+        return None
+
+
 async def lookup(session: AsyncSession, secret: str, config: WebConfig) -> Found | None:
-    """The live session of ``secret``: not revoked, not expired, not idle, user active."""
+    """The live session of ``secret`` (``_live``) with a known role, or None."""
     if not secret.startswith(SECRET_PREFIX) or len(secret) > 200:
         return None
     now = utcnow()
@@ -78,23 +97,14 @@ async def lookup(session: AsyncSession, secret: str, config: WebConfig) -> Found
         await session.execute(
             select(WebSession, User)
             .join(User, User.id == WebSession.user_id)
-            .where(WebSession.token_hash == hash_token(secret))
+            .where(WebSession.token_hash == hash_token(secret), _live(now, config))
         )
     ).first()
     if row is None:
         return None
     ws, user = row
-    idle = dt.timedelta(minutes=config.idle_mins)
-    if (
-        ws.revoked_at is not None
-        or ws.expires_at <= now
-        or ws.last_seen_at + idle <= now
-        or not user.active
-    ):
-        return None
-    try:
-        role = Role(user.web_role)
-    except ValueError:
+    role = _role(user.web_role)
+    if role is None:
         return None
     return Found(
         session_id=ws.id,
@@ -104,6 +114,20 @@ async def lookup(session: AsyncSession, secret: str, config: WebConfig) -> Found
         csrf=ws.csrf_token,
         stale=now - ws.last_seen_at >= TOUCH_EVERY,
     )
+
+
+async def live_roles(
+    session: AsyncSession, session_ids: Collection[int], config: WebConfig
+) -> dict[int, Role]:
+    """Which of these sessions are still live, each with its user's role now: one query."""
+    if not session_ids:
+        return {}
+    rows = await session.execute(
+        select(WebSession.id, User.web_role)
+        .join(User, User.id == WebSession.user_id)
+        .where(WebSession.id.in_(list(session_ids)), _live(utcnow(), config))
+    )
+    return {sid: role for sid, value in rows if (role := _role(value)) is not None}
 
 
 async def touch(session: AsyncSession, session_id: int) -> None:

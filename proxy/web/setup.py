@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing.enums import Role
 from proxy.exceptions import ConfigError
 from proxy.keys import CONFIG, READ_SESSIONS, WEB_LIVE, WEB_SYNC, WEB_TEMPLATES, WEB_THROTTLE
 
@@ -18,6 +21,7 @@ from . import (
     pages_usage,
     pages_user,
     passwords,
+    sessions,
 )
 from .live import LiveFeed
 from .middleware import web_middleware
@@ -46,7 +50,10 @@ def setup_web(app: web.Application) -> None:
     def read_session() -> AsyncSession:  # the app's sessions exist once it has started
         return app[READ_SESSIONS]()
 
-    app[WEB_LIVE] = feed = LiveFeed(read_session, config.poll_secs)
+    async def live_roles(session: AsyncSession, ids: Collection[int]) -> dict[int, Role]:
+        return await sessions.live_roles(session, ids, config)
+
+    app[WEB_LIVE] = feed = LiveFeed(read_session, config.poll_secs, live_roles)
     app.on_shutdown.append(feed.close)
     app[WEB_SYNC] = sync = SyncProgress()
     app.on_shutdown.append(sync.stop)

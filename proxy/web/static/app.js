@@ -1,11 +1,24 @@
-// proxyprint: live job status. The pages work without this file; it only
-// updates the status of jobs held or on their way ([data-live-job] elements),
-// from the Server-Sent Events of /jobs/events (same origin, the session
-// cookie). The browser's EventSource reconnects by itself when a stream ends.
+// proxyprint: live jobs. The pages work without this file; it only updates
+// the status of jobs held or on their way ([data-live-job] elements) and adds
+// new jobs to a page's lists ([data-live-new]: My jobs, the ticket queue), from
+// the Server-Sent Events of /jobs/events (same origin, the session cookie).
+// A new job is announced by its id only: its row comes from the page itself,
+// fetched again and drawn by the server, as a reload would draw it.
 "use strict";
 (function () {
+  var RETRY_MS = 2000;
+  var MAX_FAILURES = 5;  // in a row, never open: signed out (401) or the service is gone
+
   function live() {
     return Array.prototype.slice.call(document.querySelectorAll("[data-live-job]"));
+  }
+
+  function card(id) {
+    return document.querySelector('[data-live-job="' + String(id) + '"]');
+  }
+
+  function known(id) {
+    return document.querySelector('[data-job-id="' + String(id) + '"]') !== null;
   }
 
   function show(card, item) {
@@ -27,25 +40,131 @@
     }
   }
 
-  function follow() {
-    var cards = live();
-    if (cards.length === 0 || typeof window.EventSource === "undefined") {
-      return;
-    }
-    var ids = cards.map(function (card) { return card.getAttribute("data-live-job"); });
-    var source = new window.EventSource("/jobs/events?ids=" + ids.join(","));
-    source.addEventListener("open", function () {
-      document.body.setAttribute("data-live", "open");
-    });
-    source.addEventListener("status", function (message) {
-      var item = JSON.parse(message.data);
-      var card = document.querySelector('[data-live-job="' + String(item.id) + '"]');
-      if (card) { show(card, item); }
-      if (live().length === 0) {
-        source.close();  // nothing left to follow on this page
-        document.body.setAttribute("data-live", "done");
+  // The rows of the freshly drawn page that this one lacks, each put before the
+  // row that follows it there (or last); what is on the page stays as it is.
+  function merge(fresh, pending) {
+    Array.prototype.forEach.call(fresh.querySelectorAll("[data-live-list]"), function (list) {
+      var here = document.getElementById(list.id);
+      if (!here) { return; }
+      var rows = Array.prototype.slice.call(list.children);
+      rows.forEach(function (row, index) {
+        var id = row.getAttribute("data-job-id");
+        if (!id || known(id)) { return; }
+        var before = null;
+        for (var i = index + 1; i < rows.length && before === null; i++) {
+          var next = rows[i].getAttribute("data-job-id");
+          before = next ? here.querySelector(':scope > [data-job-id="' + next + '"]') : null;
+        }
+        var added = document.importNode(row, true);
+        here.insertBefore(added, before);
+        var item = pending[id];
+        if (item && added.hasAttribute("data-live-job")) { show(added, item); }
+      });
+      if (here.children.length > 0) {
+        var empty = document.querySelector('[data-empty-for="' + list.id + '"]');
+        if (empty) { empty.hidden = true; }
+        var section = here.closest("section");
+        if (section) { section.hidden = false; }
       }
     });
+  }
+
+  function follow() {
+    var region = document.querySelector("[data-live-new]");
+    if ((live().length === 0 && !region) || typeof window.EventSource === "undefined") {
+      return;
+    }
+    var source = null;
+    var failures = 0;
+    var refreshing = false;
+    var again = false;
+    var pending = {};  // statuses of jobs not on the page yet, while their rows are fetched
+
+    function refresh() {
+      if (refreshing) { again = true; return; }
+      refreshing = true;
+      pending = {};
+      fetch(window.location.href, {
+        credentials: "same-origin",
+        headers: { "Accept": "text/html" }
+      }).then(function (resp) {
+        return resp.ok ? resp.text() : null;
+      }).then(function (text) {
+        if (text === null) { return; }
+        var fresh = new window.DOMParser().parseFromString(text, "text/html");
+        merge(fresh, pending);
+        var since = fresh.querySelector("[data-live-new]");
+        if (since && region) {
+          region.setAttribute("data-live-since", since.getAttribute("data-live-since"));
+        }
+        document.body.setAttribute("data-live-added", String(Date.now()));
+      }).catch(function () {
+        // The next announcement fetches again.
+      }).then(function () {
+        refreshing = false;
+        if (again) { again = false; refresh(); }
+      });
+    }
+
+    function url() {
+      var ids = live().map(function (c) { return c.getAttribute("data-live-job"); });
+      var query = "ids=" + ids.join(",");
+      if (region) {
+        query += "&new=" + encodeURIComponent(region.getAttribute("data-live-new")) +
+          "&since=" + encodeURIComponent(region.getAttribute("data-live-since") || "");
+      }
+      return "/jobs/events?" + query;
+    }
+
+    function status(item) {
+      var found = card(item.id);
+      if (found) {
+        show(found, item);
+      } else if (refreshing) {
+        pending[String(item.id)] = item;
+      }
+    }
+
+    function open() {
+      source = new window.EventSource(url());
+      source.addEventListener("open", function () {
+        failures = 0;
+        document.body.setAttribute("data-live", "open");
+      });
+      source.addEventListener("status", function (message) {
+        status(JSON.parse(message.data));
+        if (live().length === 0 && !region) {
+          source.close();  // nothing left to follow on this page
+          document.body.setAttribute("data-live", "done");
+        }
+      });
+      source.addEventListener("new", function (message) {
+        var item = JSON.parse(message.data);
+        if (known(item.id)) { status(item); } else { refresh(); }
+      });
+      source.addEventListener("end", function (message) {
+        var reason = JSON.parse(message.data).reason;
+        source.close();
+        if (reason === "signed-out") {
+          document.body.setAttribute("data-live", "ended");
+        } else {
+          // A new stream for what the page shows now (its new rows included).
+          window.setTimeout(open, reason === "renew" ? 0 : RETRY_MS);
+        }
+      });
+      source.addEventListener("error", function () {
+        if (source.readyState === window.EventSource.OPEN) { return; }
+        source.close();
+        failures += 1;
+        if (failures < MAX_FAILURES) {
+          window.setTimeout(open, RETRY_MS * failures);
+        } else {
+          document.body.setAttribute("data-live", "ended");
+        }
+      });
+    }
+
+    open();
   }
 
   document.addEventListener("DOMContentLoaded", follow);
