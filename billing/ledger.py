@@ -8,9 +8,12 @@ account whose total disagrees. Idempotency rests on unique constraints
 (``INSERT … ON CONFLICT DO NOTHING``), not on read-then-write, so concurrent
 posts of one key leave one row (and one addition to the total).
 
-Lock order: a transaction that posts to several accounts posts in account id
-order (``post_many``, ``reverse_print_out``), so two of them wait for each
-other's total row in the same order and never deadlock.
+Lock order: the additions to the totals are gathered and written just before
+the transaction commits, in account id order, so two transactions that charge
+overlapping accounts (two instances ending different jobs, each a batch of
+print-outs) wait for each other's total rows in the same order and never
+deadlock, and each row stays locked only for the commit. Inside a savepoint
+an addition is written at once, so that rolling the savepoint back undoes it.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import Insert, Select, delete, func, insert, select
+from sqlalchemy import Insert, Select, delete, event, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 
 from .db import utcnow
 from .enums import LedgerKind
@@ -55,23 +59,57 @@ def _insert(session: AsyncSession) -> type[Insert]:
     raise LedgerError(f"unsupported database dialect {dialect}")
 
 
+_PENDING = "ledger.pending_totals"
+
+
+def _upsert_totals(dialect: str, account_id: int, amount: Decimal, pages: int) -> Insert:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(AccountBalance).values(account_id=account_id, balance=amount, pages=pages)
+    totals = AccountBalance.__table__.c
+    return stmt.on_conflict_do_update(
+        index_elements=[totals.account_id],
+        set_={
+            "balance": totals.balance + stmt.excluded.balance,
+            "pages": totals.pages + stmt.excluded.pages,
+        },
+    )
+
+
+def _pending(session: AsyncSession | Session) -> dict[int, tuple[Decimal, int]]:
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    found: dict[int, tuple[Decimal, int]] = sync.info.setdefault(_PENDING, {})
+    return found
+
+
 async def _add_to_totals(
     session: AsyncSession, account_id: int, amount: Decimal, pages: int
 ) -> None:
-    """Add a new entry's amount and pages to its account's running totals."""
-    stmt = _insert(session)(AccountBalance).values(
-        account_id=account_id, balance=amount, pages=pages
-    )
-    totals = AccountBalance.__table__.c
-    await session.execute(
-        stmt.on_conflict_do_update(  # type: ignore[attr-defined]
-            index_elements=[totals.account_id],
-            set_={
-                "balance": totals.balance + stmt.excluded.balance,  # type: ignore[attr-defined]
-                "pages": totals.pages + stmt.excluded.pages,  # type: ignore[attr-defined]
-            },
-        )
-    )
+    """Add a new entry's amount and pages to its account's running totals
+    (at commit, see the module's lock order)."""
+    if session.in_nested_transaction():
+        dialect = session.get_bind().dialect.name
+        await session.execute(_upsert_totals(dialect, account_id, amount, pages))
+        return
+    pending = _pending(session)
+    was_amount, was_pages = pending.get(account_id, (Decimal(0), 0))
+    pending[account_id] = (was_amount + amount, was_pages + pages)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_totals(session: Session) -> None:
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    dialect = session.get_bind().dialect.name
+    for account_id in sorted(pending):
+        amount, pages = pending[account_id]
+        session.execute(_upsert_totals(dialect, account_id, amount, pages))
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_totals(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # rolled back or closed: nothing to write
+        session.info.pop(_PENDING, None)
 
 
 def _validate(posting: Posting) -> None:
@@ -247,6 +285,9 @@ async def balances(session: AsyncSession, account_ids: Sequence[int]) -> dict[in
     )
     for account_id, total in rows:
         result[account_id] = Decimal(total)
+    for account_id, (amount, _) in _pending(session).items():
+        if account_id in result:  # posted in this transaction, not yet written
+            result[account_id] += amount
     return result
 
 
@@ -259,9 +300,9 @@ async def totals(session: AsyncSession, account_id: int) -> tuple[Decimal, int]:
             )
         )
     ).one_or_none()
-    if row is None:
-        return Decimal(0), 0
-    return Decimal(row.balance), int(row.pages)
+    amount, pages = (Decimal(0), 0) if row is None else (Decimal(row.balance), int(row.pages))
+    more_amount, more_pages = _pending(session).get(account_id, (Decimal(0), 0))
+    return amount + more_amount, pages + more_pages
 
 
 async def page_count(session: AsyncSession, account_id: int) -> int:

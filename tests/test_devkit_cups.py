@@ -275,7 +275,7 @@ def test_ippeve_abort_next_aborts_at_the_printer(
     queue = unique("eve-abort")
     title = unique("jam")
     private_cupsd.add_queue(queue, ippeve_printer.uri)
-    ippeve_printer.abort_next()
+    ippeve_printer.abort_next(title=title)
     job = private_cupsd.lp(queue, sample_pdf, user="dave", title=title)
 
     # CUPS's ipp backend turns a job aborted by the printer into CANCEL (5).

@@ -212,9 +212,11 @@ async def test_running_totals_are_the_sums_of_the_entries(session: AsyncSession)
 async def test_concurrent_charges_in_opposite_orders_keep_exact_totals(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
-    """Print-outs charging alice+bob and bob+alice at once (PostgreSQL races
-    them for real): the totals are locked in account order, so none deadlocks,
-    and every total is the sum of its entries to the cent."""
+    """Batches of print-outs ending at once, one charging alice then bob, the
+    next bob then alice, each batch one transaction (as the tracker ends them;
+    PostgreSQL races them for real): the totals are written at commit in
+    account order, so none deadlocks, and every total is the sum of its
+    entries to the cent."""
     async with sessionmaker() as session, session.begin():
         alice = await _account(session, "alice")
         bob = await _account(session, "bob")
@@ -222,10 +224,9 @@ async def test_concurrent_charges_in_opposite_orders_keep_exact_totals(
     async def charge(i: int) -> None:
         first, second = (alice, bob) if i % 2 else (bob, alice)
         async with sessionmaker() as s, s.begin():
-            await ledger.post_many(
-                s,
-                [_charge(first, "0.10", f"po:{i}:a", 1), _charge(second, "0.05", f"po:{i}:b", 1)],
-            )
+            await ledger.post(s, _charge(first, "0.10", f"po:{i}:a", 1))
+            await asyncio.sleep(0.01)  # the next print-out of the batch: others run
+            await ledger.post(s, _charge(second, "0.05", f"po:{i}:b", 1))
 
     await asyncio.gather(*(charge(i) for i in range(40)))
     async with sessionmaker() as session:
@@ -233,3 +234,32 @@ async def test_concurrent_charges_in_opposite_orders_keep_exact_totals(
         balances = await ledger.balances(session, [alice.id, bob.id])
         assert sum(balances.values()) == Decimal("-6.00")  # 40 × (0.10 + 0.05)
         assert balances[alice.id] == Decimal("-3.00")  # 20 × 0.10 + 20 × 0.05
+
+
+async def test_totals_read_in_the_posting_transaction_and_undone_by_rollback(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """A balance read in the transaction that posted includes what it posted
+    (written only at commit); a rolled-back transaction, or savepoint, leaves
+    the totals as they were."""
+    async with sessionmaker() as session, session.begin():
+        alice = await _account(session, "alice")
+        await ledger.post(session, ledger.Posting(alice.id, Decimal("5"), LedgerKind.TOPUP, "t"))
+        assert await ledger.totals(session, alice.id) == (Decimal("5"), 0)
+        await ledger.post(session, _charge(alice, "0.30", "po:1", 2))
+        assert await ledger.balances(session, [alice.id]) == {alice.id: Decimal("4.70")}
+        assert await ledger.totals(session, alice.id) == (Decimal("4.70"), 2)
+
+    async with sessionmaker() as session:
+        async with session.begin():
+            await ledger.post(session, _charge(alice, "1.00", "po:2", 1))
+            assert await ledger.balance(session, alice.id) == Decimal("3.70")
+            await session.rollback()
+        async with session.begin():
+            async with session.begin_nested() as savepoint:
+                await ledger.post(session, _charge(alice, "2.00", "po:3", 1))
+                assert await ledger.balance(session, alice.id) == Decimal("2.70")
+                await savepoint.rollback()
+            await ledger.post(session, _charge(alice, "0.20", "po:4", 1))
+        assert await ledger.totals(session, alice.id) == (Decimal("4.50"), 3)
+        assert await ledger.verify(session) == []

@@ -90,17 +90,21 @@ def record(status):
 
 
 def take_abort():
+    # "N" or "N<TAB>title": the next N jobs (whose title contains title)
     path = os.path.join(here, "abort")
     try:
-        with open(path, encoding="ascii") as fh:
-            count = int(fh.read().strip() or "0")
+        with open(path, encoding="utf-8") as fh:
+            count_text, _, title = fh.read().strip().partition("\t")
+        count = int(count_text or "0")
     except (OSError, ValueError):
+        return False
+    if title and title not in os.environ.get("IPP_JOB_NAME", ""):
         return False
     if count <= 1:
         os.unlink(path)
     else:
-        with open(path, "w", encoding="ascii") as fh:
-            fh.write(str(count - 1))
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(f"{count - 1}\t{title}" if title else str(count - 1))
     return count > 0
 
 
@@ -379,9 +383,14 @@ class IppEvePrinter(ManagedProcess):
         finally:
             self.release()
 
-    def abort_next(self, count: int = 1) -> None:
-        """The next ``count`` jobs fail: their command exits 1, the job is aborted."""
-        self._knob("abort").write_text(str(count))
+    def abort_next(self, count: int = 1, *, title: str | None = None) -> None:
+        """The next ``count`` jobs fail: their command exits 1, the job is aborted.
+
+        ``title``: only jobs whose name contains it (so that a late job of an
+        earlier test on this shared printer does not take the fault).
+        """
+        text = f"{count}\t{title}" if title else str(count)
+        self._knob("abort").write_text(text, encoding="utf-8")
 
     def report_impressions(self, count: int | None) -> None:
         """Every job from now on reports ``count`` job-impressions-completed (None: stop)."""
