@@ -107,6 +107,44 @@ async def test_the_spool_file_is_byte_identical_with_its_sha256(
     assert _spool(stack) == ([], [spooled])
 
 
+DSC_COPIES = b"""%!PS-Adobe-3.0
+%%Pages: 2
+%%EndComments
+<< /NumCopies 3 >> setpagedevice
+%%Page: 1 1
+showpage
+%%Page: 2 2
+showpage
+%%EOF
+"""
+
+
+@pytest.mark.parametrize("via", ["descriptor", "stream"])
+@pytest.mark.parametrize("kind", ["pdf", "postscript"])
+async def test_pages_are_counted_alike_on_both_paths(
+    stack: ServiceStack, short_tmp: Path, via: str, kind: str
+) -> None:
+    """The descriptor path counts cupsd's file while it is copied; the count
+    (and Ghostscript's look at a PostScript that sets its own copies) is the
+    one the streamed path gets from the spool copy."""
+    if kind == "pdf":
+        document, expected = make_pdf(short_tmp / "three.pdf", 3), (3, "pdf-page-tree", 1)
+    else:
+        document = short_tmp / "copies.ps"
+        document.write_bytes(DSC_COPIES)
+        expected = (2, "ghostscript", 3)
+    job_uuid = f"urn:uuid:{uuid.uuid4()}"
+    if via == "descriptor":
+        code, err = await _run(stack, job_uuid, document)
+    else:
+        code, err = await _run(stack, job_uuid, None, stdin=document.read_bytes())
+    assert code == 0 and (DESCRIPTOR_SENT in err) == (via == "descriptor"), err
+    print_in = await _print_in(stack, job_uuid)
+    assert print_in is not None
+    assert (print_in.pages, print_in.count_method, print_in.document_copies) == expected
+    assert not print_in.pages_estimated
+
+
 async def test_an_empty_file_passed_is_an_empty_job(stack: ServiceStack, short_tmp: Path) -> None:
     document = short_tmp / "empty.bin"
     document.write_bytes(b"")

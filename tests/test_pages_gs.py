@@ -21,6 +21,7 @@ from proxy.pages import (
     PDF_PAGE_TREE,
     POSTSCRIPT,
     ghostscript,
+    limits,
 )
 from proxy.pages.ghostscript import JPEG, Analysis, Failed, analyse, is_color
 
@@ -224,11 +225,29 @@ def test_refine_dsc_postscript_only_for_copies_or_colour(tmp_path: Path) -> None
     assert pages.refine(plain, cheap, color_matters=False) == cheap
     coloured = pages.refine(plain, cheap, color_matters=True)
     assert (coloured.pages, coloured.method, coloured.color_pages) == (2, GHOSTSCRIPT, 1)
-    # A copies word past the first chunk is found.
-    padded = tmp_path / "padded.ps"
-    padded.write_bytes(plain.read_bytes() + b"%" + b"x" * 100 + b"\n%% NumCopies\n")
-    assert ghostscript.mentions_copies(padded, chunk=64)
-    assert not ghostscript.mentions_copies(plain, chunk=64)
+    assert not cheap.spells_copies
+
+
+@pytest.mark.parametrize("word", [b"NumCopies", b"#copies"])
+@pytest.mark.parametrize("at", [0, 3, 60, 63, 64, 120])
+def test_a_copies_word_anywhere_is_noticed_by_the_page_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, word: bytes, at: int
+) -> None:
+    """The DSC scan notes a copies word wherever it is, split by a chunk
+    boundary too (64-byte chunks here), so Ghostscript is asked about it;
+    a near miss ("copies", "Copies") is not one."""
+    monkeypatch.setattr(limits, "CHUNK", 64)
+    plain = postscript(tmp_path / "dsc.ps", [MARK], dsc=True)
+    body = plain.read_bytes()
+    for name, text, expected in (
+        ("word.ps", body + b"x" * at + b" /" + word + b" 2\n", True),
+        ("near.ps", body + b"x" * at + b" copies Copies opies\n", False),
+    ):
+        path = tmp_path / name
+        path.write_bytes(text)
+        cheap = pages.count_pages(path, None)
+        assert (cheap.pages, cheap.method, cheap.spells_copies) == (1, DSC, expected), name
+        assert pages.needs_ghostscript(path, cheap, color_matters=False) == expected
 
 
 def test_refine_leaves_other_formats_alone(tmp_path: Path) -> None:

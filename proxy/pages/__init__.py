@@ -114,9 +114,7 @@ def needs_ghostscript(path: Path, count: PageCount, *, color_matters: bool) -> b
         return False
     if color_matters:
         return True
-    return count.detected_type == POSTSCRIPT and (
-        count.estimated or ghostscript.mentions_copies(path)
-    )
+    return count.detected_type == POSTSCRIPT and (count.estimated or count.spells_copies)
 
 
 def refine(

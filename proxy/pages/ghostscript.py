@@ -100,25 +100,6 @@ class Failed:
     reason: str
 
 
-_COPIES_WORDS = (b"NumCopies", b"#copies")
-_COPIES_OVERLAP = 16
-
-
-def mentions_copies(path: Path, chunk: int = 1 << 20) -> bool:
-    """Does the file spell ``NumCopies`` or ``#copies`` anywhere (streamed, flat memory)?
-
-    A PostScript document that does not cannot set its own copies.
-    """
-    carry = b""
-    with path.open("rb") as f:
-        while data := f.read(chunk):
-            window = carry + data
-            if any(word in window for word in _COPIES_WORDS):
-                return True
-            carry = window[-_COPIES_OVERLAP:]
-    return False
-
-
 def available() -> bool:
     return shutil.which("gs") is not None
 

@@ -33,8 +33,10 @@ class PageCount:
     format and ``estimated``, unless ``counted_by`` names another counter.
     ``color_pages`` is how many pages carry colour (None: not measured);
     ``document_copies`` the copies the document itself asks for (PostScript
-    ``NumCopies``/``#copies``, as Ghostscript found them). ``note`` says why a
-    better count was not had (Ghostscript failed or timed out), else None.
+    ``NumCopies``/``#copies``, as Ghostscript found them); ``spells_copies``
+    whether a PostScript document spells either word anywhere (else it cannot
+    set its own copies). ``note`` says why a better count was not had
+    (Ghostscript failed or timed out), else None.
     """
 
     pages: int
@@ -46,6 +48,7 @@ class PageCount:
     color_pages: int | None = None
     document_copies: int = 1
     note: str | None = None
+    spells_copies: bool = False
 
     @property
     def method(self) -> str:

@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -327,16 +329,32 @@ async def receive_job(request: web.Request) -> web.Response:
     config = request.app[INTAKE].config
     spool = request.app[INTAKE].spool
     started = time.perf_counter()
+    counted: PageCount | None = None
     if passed.announced(request):
         if not passed.held(request):  # no 100-continue: nothing can carry a descriptor
             raise BadRequest("a document by descriptor needs Expect: 100-continue")
         idle = config.limits.body_timeout_secs
         with await passed.receive(request, timeout=idle) as document:
-            spooled = await spool.copy_in(
-                document.fileno(),
-                max_bytes=config.spool.max_job_bytes,
-                alive=lambda: passed.connected(request),
+            # The cheap page count reads cupsd's file while the kernel copies it
+            # and another thread hashes it: one pass at the same time, not after.
+            counting = (
+                asyncio.ensure_future(_count_passed(document.fileno(), job.content_type))
+                if reprint_of is None
+                else None
             )
+            try:
+                spooled = await spool.copy_in(
+                    document.fileno(),
+                    max_bytes=config.spool.max_job_bytes,
+                    alive=lambda: passed.connected(request),
+                )
+            except BaseException:
+                if counting is not None:
+                    counting.cancel()
+                raise
+            if counting is not None:
+                with contextlib.suppress(OSError):  # counted again from the spool copy
+                    counted = await counting
     else:
         spooled = await spool.receive(_body(request), max_bytes=config.spool.max_job_bytes)
     _timed(request, "spool", started)
@@ -344,7 +362,7 @@ async def receive_job(request: web.Request) -> web.Response:
         if reprint_of is not None:
             answer = await _reprint(request, printer, reprint_of, spooled)
         else:
-            answer = await _record(request, printer, job, spooled)
+            answer = await _record(request, printer, job, spooled, counted)
     except BaseException:
         spool.remove(spooled.path)
         raise
@@ -362,7 +380,11 @@ def _timed(request: web.Request, phase: str, started: float) -> float:
 
 
 async def _record(
-    request: web.Request, printer: Printer, job: IntakeJob, spooled: SpooledFile
+    request: web.Request,
+    printer: Printer,
+    job: IntakeJob,
+    spooled: SpooledFile,
+    counted: PageCount | None = None,
 ) -> web.Response:
     config = request.app[INTAKE].config
     options: dict[str, str] = {}
@@ -379,7 +401,7 @@ async def _record(
         if media is not None and (len(media) > MAX_MEDIA or not media.isprintable()):
             del options[key]
     started = time.perf_counter()
-    pages = await _count(Path(spooled.path), job.content_type, printer, options)
+    pages = await _count(Path(spooled.path), job.content_type, printer, options, counted)
     started = _timed(request, "count", started)
     try:
         async with request.app[INTAKE].sessions() as session, session.begin():
@@ -413,19 +435,39 @@ async def _record(
 
 
 async def _count(
-    path: Path, content_type: str | None, printer: Printer, options: dict[str, str]
+    path: Path,
+    content_type: str | None,
+    printer: Printer,
+    options: dict[str, str],
+    counted: PageCount | None = None,
 ) -> PageCount:
-    """The cheap count, then Ghostscript where it knows better (``pages.refine``).
+    """The cheap count (``counted``: already had), then Ghostscript where it
+    knows better (``pages.refine``).
 
     Colour per page is measured only when it changes the cost: the printer
     prices colour apart and the job did not ask for monochrome. Both run in a
     worker thread; Ghostscript is a subprocess bounded by ``limits.GS_TIMEOUT``.
     """
-    pages = await asyncio.to_thread(count_pages, path, content_type)
+    pages = await asyncio.to_thread(count_pages, path, content_type) if counted is None else counted
     color_matters = color_priced(printer) and not job_options(options).mono
     return await asyncio.to_thread(
         refine, path, pages, color_matters=color_matters, timeout=limits.GS_TIMEOUT
     )
+
+
+async def _count_passed(fd: int, content_type: str | None) -> PageCount:
+    """``count_pages`` of a passed document, through a descriptor of its own
+    (duplicated here, closed by the thread), so it stays valid whatever the
+    copy does with the original."""
+    mine = os.dup(fd)
+
+    def count() -> PageCount:
+        try:
+            return count_pages(Path(f"/proc/self/fd/{mine}"), content_type)
+        finally:
+            os.close(mine)
+
+    return await asyncio.to_thread(count)
 
 
 async def _reprint(
