@@ -1,6 +1,7 @@
 """The CUPS backend as CUPS runs it: a subprocess, against a fake intake."""
 
 import base64
+import importlib.util
 import json
 import mmap
 import os
@@ -701,7 +702,7 @@ def imported_modules(importtime_stderr: str) -> set[str]:
 
 
 def assert_only_stdlib(names: set[str]) -> None:
-    foreign = names - set(sys.stdlib_module_names) - {"cups_backend"}
+    foreign = names - set(sys.stdlib_module_names) - {"cups_backend", cupsadmin.MODULE_NAME}
     assert not foreign, f"the backend imports {sorted(foreign)}"
     assert not names & {"aiohttp", "sqlalchemy", "proxy", "billing", "cups", "pikepdf"}
 
@@ -759,6 +760,20 @@ def test_install_backend_is_an_executable_root_only_copy(short_tmp: Path) -> Non
     assert b"import aiohttp" not in content
     result = subprocess.run([str(second)], capture_output=True, text=True, check=False)
     assert (result.returncode, result.stdout) == (0, DISCOVERY)
+    # Its module: root's alone to write, imported from the byte code compiled
+    # at install (a script would be compiled at every job's start).
+    module_dir = serverbin / cupsadmin.MODULE_DIR
+    module = module_dir / f"{cupsadmin.MODULE_NAME}.py"
+    assert module.read_bytes() == (REPO / "cups_backend" / "proxyprint.py").read_bytes()
+    assert module_dir.stat().st_mode & 0o777 == 0o755
+    assert module.stat().st_mode & 0o777 == 0o644
+    verbose = subprocess.run(
+        [sys.executable, "-IS", "-v", str(second)], capture_output=True, text=True, check=False
+    )
+    assert verbose.returncode == 0, verbose.stderr
+    cached = importlib.util.cache_from_source(str(module))
+    assert f"# code object from '{cached}'" in verbose.stderr
+    assert f"# wrote '{cached}'" not in verbose.stderr
 
 
 def test_only_a_wrong_secret_stops_the_queue() -> None:

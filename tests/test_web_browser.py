@@ -123,12 +123,14 @@ class Browser:
         url = str(await self._run(lambda: self.driver.current_url))
         return url.removeprefix(self.base_url)
 
-    async def wait_path(self, wanted: str, timeout: float = 20.0) -> str:
-        """The path once the browser got there (a click's navigation is asynchronous)."""
+    async def wait_path(self, wanted: str, timeout: float = 20.0, *, prefix: bool = False) -> str:
+        """The path once the browser got there (a click's navigation is
+        asynchronous); ``prefix``: a path that starts with ``wanted``."""
         deadline = time.monotonic() + timeout
         while True:
             path = await self.path()
-            if path == wanted or time.monotonic() > deadline:
+            there = path.startswith(wanted) if prefix else path == wanted
+            if there or time.monotonic() > deadline:
                 return path
             await asyncio.sleep(0.05)
 
@@ -296,7 +298,9 @@ async def test_alice_releases_her_held_job_and_an_admin_reverses_it(
 
     # She releases it and watches it complete without reloading.
     await browser.click(f"#release-{po.id}")
-    assert (await browser.path()).startswith("/jobs?done=released")
+    assert (await browser.wait_path("/jobs?done=released", prefix=True)).startswith(
+        "/jobs?done=released"
+    )
     await browser.script("window.ppNoReload = 'still here'")
     await browser.find("body[data-live=open]")  # the page's script has its event stream
     await browser.wait_text(f"#job-{po.id} .status", "completed")
@@ -424,10 +428,14 @@ async def test_an_operator_releases_one_ticket_to_another_printer_and_cancels_an
     await browser.choose(f"#tprinter-{one.id}", other)
     await browser.click(f"#trelease-{one.id}")
     assert "released" in await browser.wait_text("#done", "released")
-    assert (await browser.path()).startswith("/tickets?done=released")
+    assert (await browser.wait_path("/tickets?done=released", prefix=True)).startswith(
+        "/tickets?done=released"
+    )
     await browser.click(f"#tcancel-{two.id}")
     assert "canceled" in await browser.wait_text("#done", "canceled")
-    assert (await browser.path()).startswith("/tickets?done=canceled")
+    assert (await browser.wait_path("/tickets?done=canceled", prefix=True)).startswith(
+        "/tickets?done=canceled"
+    )
     assert not await browser.exists(f"#ticket-{one.id}")
     assert not await browser.exists(f"#ticket-{two.id}")
     # A new ticket joins the open (now empty) queue without a reload.
