@@ -81,8 +81,12 @@ class _Delegate:
     may_delegate: bool
 
 
-async def _delegate(session: AsyncSession, name: str) -> _Delegate:
-    """The delegate as a known, active user, else UnknownDelegate."""
+async def _delegate(session: AsyncSession, name: str, *, groups: bool = True) -> _Delegate:
+    """The delegate as a known, active user, else UnknownDelegate.
+
+    ``groups``: also her groups and whether one gives the delegate right
+    (what the rights checks of a delegation need; a personal print does not).
+    """
     row = (
         await session.execute(
             select(User.id, User.active, User.can_delegate, Account.id)
@@ -97,19 +101,23 @@ async def _delegate(session: AsyncSession, name: str) -> _Delegate:
             "then rechecks the job"
         )
     user_id, _, own_right, account_id = row
-    groups = (
-        await session.execute(
-            select(Group.id, Group.can_delegate)
-            .join(group_members, group_members.c.group_id == Group.id)
-            .where(group_members.c.user_id == user_id)
-        )
-    ).all()
+    found = (
+        (
+            await session.execute(
+                select(Group.id, Group.can_delegate)
+                .join(group_members, group_members.c.group_id == Group.id)
+                .where(group_members.c.user_id == user_id)
+            )
+        ).all()
+        if groups
+        else []
+    )
     return _Delegate(
         user_id=user_id,
         name=name,
         account_id=account_id,
-        group_ids=frozenset(g for g, _ in groups),
-        may_delegate=bool(own_right) or any(bool(right) for _, right in groups),
+        group_ids=frozenset(g for g, _ in found),
+        may_delegate=bool(own_right) or any(bool(right) for _, right in found),
     )
 
 
@@ -232,11 +240,13 @@ async def resolve(
     if check_rights:
         guest = policy.guest_account
         try:
-            who = await _delegate(session, delegate)
+            who = await _delegate(session, delegate, groups=request is not None)
         except UnknownDelegate:
             if guest is None:
                 raise
             return await _guest(session, delegate, guest, request is not None)
+        if request is None:  # a personal print: her own account, no right needed
+            return [Share(who.account_id, 1)]
     if request is None:
         request = DelegationRequest(users=(Entry(delegate, 1),))
     weights: dict[int, int] = {}
