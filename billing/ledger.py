@@ -22,12 +22,25 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import Insert, Select, delete, event, func, insert, select
+from sqlalchemy import (
+    BigInteger,
+    Insert,
+    Select,
+    delete,
+    event,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
-from .db import utcnow
+from .db import Money, utcnow
 from .enums import LedgerKind
 from .exceptions import InvalidAmount, LedgerError
 from .models import AccountBalance, LedgerEntry
@@ -325,19 +338,40 @@ def _sums() -> Select[int, Decimal, int]:
 
 
 async def verify(session: AsyncSession) -> list[Mismatch]:
-    """Every account whose running totals are not the sums of its entries."""
-    summed = {a: (Decimal(m), int(p)) for a, m, p in await session.execute(_sums())}
-    stored = {
-        a: (Decimal(m), int(p))
-        for a, m, p in await session.execute(
-            select(AccountBalance.account_id, AccountBalance.balance, AccountBalance.pages)
+    """Every account whose running totals are not the sums of its entries.
+
+    One statement (the totals and the entries side by side, summed per
+    account): one snapshot of both, so a charge committed meanwhile by a
+    running service is seen whole or not at all, never as a false mismatch.
+    """
+    zero = literal_column("0", BigInteger())
+    both = union_all(
+        select(
+            AccountBalance.account_id.label("account_id"),
+            AccountBalance.balance.label("stored"),
+            AccountBalance.pages.label("stored_pages"),
+            zero.label("summed"),
+            zero.label("summed_pages"),
+        ),
+        select(LedgerEntry.account_id, zero, zero, LedgerEntry.amount, LedgerEntry.pages),
+    ).subquery()
+    stored, stored_pages = func.sum(both.c.stored), func.sum(both.c.stored_pages)
+    summed, summed_pages = func.sum(both.c.summed), func.sum(both.c.summed_pages)
+    rows = await session.execute(
+        select(
+            both.c.account_id,
+            type_coerce(stored, Money),
+            stored_pages,
+            type_coerce(summed, Money),
+            summed_pages,
         )
-    }
-    zero = (Decimal(0), 0)
+        .group_by(both.c.account_id)
+        .having(or_(stored != summed, stored_pages != summed_pages))
+        .order_by(both.c.account_id)
+    )
     return [
-        Mismatch(account_id, stored.get(account_id, zero), summed.get(account_id, zero))
-        for account_id in sorted(summed.keys() | stored.keys())
-        if stored.get(account_id, zero) != summed.get(account_id, zero)
+        Mismatch(account_id, (Decimal(a), int(p)), (Decimal(b), int(q)))
+        for account_id, a, p, b, q in rows
     ]
 
 

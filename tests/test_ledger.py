@@ -263,3 +263,33 @@ async def test_totals_read_in_the_posting_transaction_and_undone_by_rollback(
             await ledger.post(session, _charge(alice, "0.20", "po:4", 1))
         assert await ledger.totals(session, alice.id) == (Decimal("4.50"), 3)
         assert await ledger.verify(session) == []
+
+
+async def test_verify_beside_a_charging_service_finds_no_false_mismatch(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """``verify`` read while charges commit (as ``db verify`` beside a running
+    service): each look sees every charge whole or not at all."""
+    async with sessionmaker() as session, session.begin():
+        alice = await _account(session, "alice")
+    charged = asyncio.Event()
+
+    async def charge() -> None:
+        for i in range(150):
+            async with sessionmaker() as s, s.begin():
+                await ledger.post(s, _charge(alice, "0.01", f"po:{i}", 1))
+            await asyncio.sleep(0)
+        charged.set()
+
+    async def look() -> list[list[ledger.Mismatch]]:
+        seen = []
+        while not charged.is_set():
+            async with sessionmaker() as s:
+                seen.append(await ledger.verify(s))
+        return seen
+
+    _, seen = await asyncio.gather(charge(), look())
+    assert len(seen) >= 5  # it looked while the charges went on
+    assert all(found == [] for found in seen)
+    async with sessionmaker() as session:
+        assert await ledger.totals(session, alice.id) == (Decimal("-1.50"), 150)
