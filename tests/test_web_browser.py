@@ -505,9 +505,11 @@ async def test_card_self_association_then_a_tap_releases_her_held_jobs(
     }
     assert claimed.actor == "web:user:carol"
 
-    # She taps again: her held job prints, and My jobs follows it without a reload.
+    # She taps again: her held job prints, and My jobs follows it without a
+    # reload: it leaves "Held for me" for "Printing and recent".
     await browser.get("/jobs")
     assert await browser.text(f"#held-{po.id} .status") == "held"
+    assert await browser.script("return document.querySelector('[data-empty-for=held]').hidden")
     await browser.find("body[data-live=open]")
     await browser.script("window.ppNoReload = 'still here'")
     status, body = await tap(stack.base_url, reader, token, "04c0ffee42")
@@ -515,10 +517,13 @@ async def test_card_self_association_then_a_tap_releases_her_held_jobs(
     assert [r["id"] for r in body["released"]] == [po.id]
     done = await stack.wait_print_out(queue, job)
     assert done.status == S.COMPLETED
-    await browser.wait_text(f"#held-{po.id} .status", "completed")
+    await browser.wait_text(f"#recent #job-{po.id} .status", "completed")
+    assert not await browser.exists(f"#held-{po.id}")  # moved, not copied
+    assert not await browser.exists(f"#release-{po.id}")  # released: nothing left to press
+    assert not await browser.script(
+        "return document.querySelector('[data-empty-for=held]').hidden"
+    )  # "No held jobs."
     assert await browser.script("return window.ppNoReload") == "still here"
-    release = await browser.find(f"#release-{po.id}")
-    assert not await browser._run(release.is_enabled)  # released: nothing left to press
 
 
 async def wait_sync_run(svc: ServiceStack, timeout: float = 60.0) -> ScheduledRun:

@@ -3,11 +3,15 @@
 // new jobs to a page's lists ([data-live-new]: My jobs, the ticket queue), from
 // the Server-Sent Events of /jobs/events (same origin, the session cookie).
 // A new job is announced by its id only: its row comes from the page itself,
-// fetched again and drawn by the server, as a reload would draw it.
+// fetched again and drawn by the server, as a reload would draw it. A row of a
+// list that holds one status only ([data-live-leaves="held"]: My jobs' held
+// list) moves, the same way, to where the server now draws its job once the
+// job leaves that status (released by a tap or from another window).
 "use strict";
 (function () {
   var RETRY_MS = 2000;
   var MAX_FAILURES = 5;  // in a row, never open: signed out (401) or the service is gone
+  var moved = null;  // set by follow(): fetch the page again for rows that left their list
 
   function live() {
     return Array.prototype.slice.call(document.querySelectorAll("[data-live-job]"));
@@ -33,6 +37,12 @@
       Array.prototype.forEach.call(card.querySelectorAll("button"), function (button) {
         button.disabled = true;
       });
+      var list = card.parentElement;
+      if (list && list.getAttribute("data-live-leaves") === "held" &&
+          !card.hasAttribute("data-left")) {
+        card.setAttribute("data-left", item.status);
+        if (moved) { moved(); }
+      }
     }
     if (item.final) {
       card.removeAttribute("data-live-job");
@@ -49,7 +59,16 @@
       var rows = Array.prototype.slice.call(list.children);
       rows.forEach(function (row, index) {
         var id = row.getAttribute("data-job-id");
-        if (!id || known(id)) { return; }
+        if (!id) { return; }
+        var left = document.querySelector('[data-job-id="' + id + '"][data-left]');
+        if (left && left.parentElement !== here) {
+          var from = left.parentElement;
+          from.removeChild(left);  // drawn in this list now
+          var none = document.querySelector('[data-empty-for="' + from.id + '"]');
+          if (none && from.children.length === 0) { none.hidden = false; }
+        } else if (known(id)) {
+          return;
+        }
         var before = null;
         for (var i = index + 1; i < rows.length && before === null; i++) {
           var next = rows[i].getAttribute("data-job-id");
@@ -105,6 +124,8 @@
         if (again) { again = false; refresh(); }
       });
     }
+
+    moved = refresh;
 
     function url() {
       var ids = live().map(function (c) { return c.getAttribute("data-live-job"); });
