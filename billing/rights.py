@@ -9,17 +9,47 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import events
 from .accounts import find_account, find_groups, split_shared_path, user_by_name
 from .enums import AccountType
 from .exceptions import InvalidInput, NotFound
-from .models import Account, Group, User, account_access_groups, account_access_users
+from .models import (
+    Account,
+    Group,
+    User,
+    account_access_groups,
+    account_access_users,
+    group_members,
+)
 
 GROUP_MARK = "@"
 """In an access list, ``@sales`` names the group sales (every member)."""
+
+
+def open_to(user_id: int | None) -> ColumnElement[bool]:
+    """The accounts whose access lists let ``user_id`` charge them: open ones,
+    and restricted ones that list her or a group she is in (None, no user:
+    open ones only). The only place the rule is written: the resolver checks
+    with it, the delegate form suggests with it."""
+    if user_id is None:
+        return Account.access_restricted.is_(False)
+    her_groups = select(group_members.c.group_id).where(group_members.c.user_id == user_id)
+    return or_(
+        Account.access_restricted.is_(False),
+        Account.id.in_(
+            select(account_access_users.c.account_id).where(
+                account_access_users.c.user_id == user_id
+            )
+        ),
+        Account.id.in_(
+            select(account_access_groups.c.account_id).where(
+                account_access_groups.c.group_id.in_(her_groups)
+            )
+        ),
+    )
 
 
 async def set_user_delegate(session: AsyncSession, name: str, on: bool, *, actor: str) -> User:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing import rights
 from billing.accounts import split_shared_path
 from billing.enums import AccountType
 from billing.exceptions import InvalidInput
@@ -21,8 +22,6 @@ from billing.models import (
     Account,
     Group,
     User,
-    account_access_groups,
-    account_access_users,
     group_members,
 )
 
@@ -188,21 +187,9 @@ async def _check_rights(
     if restricted:
         listed = set(
             await session.scalars(
-                select(account_access_users.c.account_id).where(
-                    account_access_users.c.account_id.in_(restricted),
-                    account_access_users.c.user_id == who.user_id,
-                )
+                select(Account.id).where(Account.id.in_(restricted), rights.open_to(who.user_id))
             )
         )
-        if who.group_ids:
-            listed |= set(
-                await session.scalars(
-                    select(account_access_groups.c.account_id).where(
-                        account_access_groups.c.account_id.in_(restricted),
-                        account_access_groups.c.group_id.in_(list(who.group_ids)),
-                    )
-                )
-            )
         outside = [charged.accounts[aid][0] for aid in restricted if aid not in listed]
         if outside:
             missing.append(f"{who.name} is not on the access list of {_clip(outside)}")

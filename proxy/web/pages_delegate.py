@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from aiohttp import web
 from multidict import MultiDictProxy
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing import rights
 from billing.db import utcnow
 from billing.enums import AccountType, Role
 from billing.models import (
@@ -22,8 +23,6 @@ from billing.models import (
     Group,
     Printer,
     User,
-    account_access_groups,
-    account_access_users,
     group_members,
 )
 from proxy.api.delegations import MAX_VALID_MINUTES, register
@@ -62,23 +61,13 @@ async def _suggestions(session: AsyncSession, principal: WebPrincipal) -> dict[s
     groups = await session.scalars(
         select(Group.name).where(Group.id.in_(mine), Group.active.is_(True)).order_by(Group.name)
     )
-    listed_user = select(account_access_users.c.account_id).where(
-        account_access_users.c.user_id == principal.user_id
-    )
-    listed_group = select(account_access_groups.c.account_id).where(
-        account_access_groups.c.group_id.in_(mine)
-    )
     shared = await session.scalars(
         select(Account.path)
         .where(
             Account.type == AccountType.SHARED.value,
             Account.active.is_(True),
             Account.deleted_at.is_(None),
-            or_(
-                Account.access_restricted.is_(False),
-                Account.id.in_(listed_user),
-                Account.id.in_(listed_group),
-            ),
+            rights.open_to(principal.user_id),
         )
         .order_by(Account.path)
         .limit(SUGGESTIONS)
