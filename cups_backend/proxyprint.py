@@ -55,6 +55,11 @@ otherwise.  With no interim answer within 5 s the body is sent anyway (RFC
 9110, 10.1.1).  An answer that arrives while the body is being sent stops the
 upload too.
 
+A run whose document went but whose answer never came (the service died
+between recording and answering) leaves a mark in ``TMPDIR`` (``SentMark``);
+the next run of that job says ``"resent": true`` in the metadata, so that a
+job the service recorded and printed meanwhile is a duplicate, not a reprint.
+
 On the Unix socket, a document cupsd gives as a file (argv[6], a raw queue)
 goes by descriptor instead (``hand_over``): the request announces
 ``X-Proxyprint-Document: fd`` with a one-byte body; after a ``100 Continue``
@@ -149,6 +154,9 @@ MAX_HEAD = 64 * 1024
 MAX_ANSWER_BODY = 1024 * 1024
 RECV_SIZE = 64 * 1024
 USER_AGENT = "proxyprint-backend/1"
+# A hand-off without an answer leaves this mark (TMPDIR, cupsd's TempDir), so
+# that CUPS's retry of the job says "resent" (see ``SentMark``).
+SENT_MARK_PREFIX = "proxyprint-sent-"
 # struct linger {int l_onoff; int l_linger;} = {1, 0}: close() resets.
 LINGER_RESET = (1).to_bytes(4, sys.byteorder) + (0).to_bytes(4, sys.byteorder)
 # What os.fsencode and os.environ use.
@@ -1108,6 +1116,56 @@ def cancel_print_out(target: Target, secret: str | None, query: str) -> int:
     return BackendStatus.CANCEL
 
 
+# --- a hand-off that got no answer -------------------------------------------
+
+
+class SentMark:
+    """A file that says this job's document went to the intake and no answer
+    came back (the service may have recorded it, then died before answering).
+
+    CUPS retries such a job (RETRY) with the same job-uuid; by then the
+    print-out may have printed and ended, and a known job-uuid whose
+    print-out ended is otherwise a reprint (``lp -i N -H restart``). So the
+    mark is made once the request is on its way, removed at the first answer,
+    and a run that finds it tells the intake ``resent``: a duplicate, never a
+    second print. Without a job-uuid (nothing to name the mark after) the
+    intake treats every repeat as a duplicate anyway.
+    """
+
+    __slots__ = ("path",)
+
+    def __init__(self, env: "Env", job_uuid: object) -> None:
+        self.path = ""
+        if isinstance(job_uuid, str):
+            name = "".join(c for c in job_uuid.rpartition(":")[2] if c.isalnum() or c == "-")
+            if name:
+                directory = env.get("TMPDIR") or "/tmp"
+                self.path = f"{directory.rstrip('/')}/{SENT_MARK_PREFIX}{name[:64]}"
+
+    def found(self) -> bool:
+        if not self.path:
+            return False
+        try:
+            posix.stat(self.path)
+        except OSError:
+            return False
+        return True
+
+    def make(self) -> None:
+        if self.path:
+            try:
+                posix.close(posix.open(self.path, posix.O_WRONLY | posix.O_CREAT, 0o600))
+            except OSError as exc:  # the job still goes; only a retry's "resent" is lost
+                log("DEBUG", f"Cannot mark the hand-off in {self.path}: {exc}")
+
+    def clear(self) -> None:
+        if self.path:
+            try:  # noqa: SIM105 (contextlib would cost the start-up its imports)
+                posix.unlink(self.path)
+            except OSError:
+                pass
+
+
 # --- running ------------------------------------------------------------------
 
 
@@ -1131,7 +1189,7 @@ def passable(job: Job, target: Target, source: io.RawIOBase) -> bool:
         return False
 
 
-def deliver(job: Job, target: Target, secret: str | None, meta: str) -> Answer:
+def deliver(job: Job, target: Target, secret: str | None, meta: str, mark: SentMark) -> Answer:
     with open_document(job) as source:
         by_fd = passable(job, target, source)
         while True:
@@ -1142,10 +1200,14 @@ def deliver(job: Job, target: Target, secret: str | None, meta: str) -> Answer:
                 log("STATE", "-connecting-to-device")
             how = "its spool file passed" if by_fd else "streamed"
             log("INFO", f"Sending job to proxyprint ({how})")
+            mark.make()  # from here on the intake may record the job
             try:
                 if by_fd:
-                    return hand_over(sock, source, request_head(target, meta, secret, by_fd=True))
-                return exchange(sock, source, request_head(target, meta, secret))
+                    answer = hand_over(sock, source, request_head(target, meta, secret, by_fd=True))
+                else:
+                    answer = exchange(sock, source, request_head(target, meta, secret))
+                mark.clear()  # answered: recorded, a duplicate, or refused
+                return answer
             except OldIntake:
                 log("DEBUG", "The intake does not take descriptors: streaming the document")
                 by_fd = False
@@ -1165,7 +1227,11 @@ def run(argv: list[str], env: "Env") -> int:
         target.client_cert = env.get(CLIENT_CERT_ENV, "")
         secret = checked_secret(read_secret(env)) if target.unix_path is None else None
         meta = job_meta(job, env)
-        answer = deliver(job, target, secret, encode_meta(meta))
+        mark = SentMark(env, meta.get("job_uuid"))
+        if mark.found():
+            meta["resent"] = True
+            log("DEBUG", "Sent before without an answer: the intake is told so (no reprint)")
+        answer = deliver(job, target, secret, encode_meta(meta), mark)
     except ConfigProblem as exc:
         log("ERROR", f"The proxyprint queue is misconfigured: {exc}")
         return BackendStatus.STOP

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,6 +33,12 @@ OPTIONS = (
 )
 
 
+# Each environment its own TMPDIR (where the backend leaves its sent-marks):
+# the jobs here share one job-uuid, and a mark one test leaves must not reach
+# another; a test that runs one job twice passes the same environment.
+_TMP_ROOT = tempfile.TemporaryDirectory(prefix="pp-backend-tests-")
+
+
 def backend_env(device_uri: str, **extra: str) -> dict[str, str]:
     """The environment cupsd gives a backend (the parts ours reads); C locale."""
     env = {
@@ -40,6 +47,7 @@ def backend_env(device_uri: str, **extra: str) -> dict[str, str]:
         "DEVICE_URI": device_uri,
         "PRINTER": "pp-direct",
         "CONTENT_TYPE": "application/pdf",
+        "TMPDIR": tempfile.mkdtemp(dir=_TMP_ROOT.name),
     }
     env.update(extra)
     return env
@@ -455,6 +463,35 @@ def test_no_or_malformed_answer_means_retry(fake_intake: FakeIntake, raw: bytes 
     result = run_backend(job_args(), backend_env(fake_intake.device_uri), stdin=b"x" * 1000)
     assert result.returncode == BackendStatus.RETRY, result.stderr
     assert "ERROR:" in result.stderr
+
+
+def test_a_hand_off_without_an_answer_is_resent_as_such_once(
+    fake_intake: FakeIntake, tmp_path: Path
+) -> None:
+    """No answer after the document went (the service may have recorded it):
+    RETRY, and a mark in TMPDIR makes CUPS's retry say ``resent`` (a duplicate
+    for the intake, never a reprint). The first answer clears the mark: a later
+    run of the same job (``lp -H restart``) is not ``resent``. Nothing sent
+    (no intake to connect to): no mark."""
+    env = backend_env(fake_intake.device_uri, TMPDIR=str(tmp_path))
+    mark = tmp_path / f"proxyprint-sent-{UUID.rpartition(':')[2]}"
+    fake_intake.behaviour.close_without_answer = True
+    lost = run_backend(job_args(), env, stdin=b"x" * 1000)
+    assert lost.returncode == BackendStatus.RETRY, lost.stderr
+    assert mark.exists()
+    fake_intake.behaviour.close_without_answer = False
+    again = run_backend(job_args(), env, stdin=b"x" * 1000)
+    assert again.returncode == 0, again.stderr
+    restart = run_backend(job_args(), env, stdin=b"x" * 1000)
+    assert restart.returncode == 0, restart.stderr
+    metas = [r.meta or {} for r in fake_intake.requests]
+    assert [m.get("resent") for m in metas] == [None, True, None]
+    assert not mark.exists()
+
+    nowhere = backend_env(f"proxyprint:{tmp_path / 'none.sock'}", TMPDIR=str(tmp_path))
+    refused = run_backend(job_args(), nowhere, stdin=b"x")
+    assert refused.returncode == BackendStatus.RETRY
+    assert not mark.exists()
 
 
 def test_chunked_answer_read_in_pieces(fake_intake: FakeIntake) -> None:

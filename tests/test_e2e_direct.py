@@ -175,8 +175,9 @@ async def test_aborted_at_the_printer(
 ) -> None:
     queue = _unique("pp-abort")
     await _setup(stack, queue, ippeve_printer.uri)
-    ippeve_printer.abort_next(1)
-    job = await stack.lp(queue, make_pdf(short_tmp / "a.pdf", 1), user="carol")
+    title = _unique("jam")  # only this job takes the fault on the shared printer
+    ippeve_printer.abort_next(1, title=title)
+    job = await stack.lp(queue, make_pdf(short_tmp / "a.pdf", 1), user="carol", title=title)
     po = await stack.wait_print_out(queue, job)
     assert po.status == S.ABORTED
     assert po.cost is None and po.charged_at is None

@@ -143,8 +143,9 @@ async def test_job_aborted_at_the_printer_ends_aborted_in_cups_with_our_reason(
     short_tmp: Path,
 ) -> None:
     queue = await _direct(stack, ippeve_printer.uri)
-    ippeve_printer.abort_next(1)
-    job = await stack.lp(queue, make_pdf(short_tmp / "a.pdf", 1), user="carol")
+    title = unique("jam")  # only this job takes the fault on the shared printer
+    ippeve_printer.abort_next(1, title=title)
+    job = await stack.lp(queue, make_pdf(short_tmp / "a.pdf", 1), user="carol", title=title)
     attrs = await _cups_state(private_cupsd, job, J.ABORTED, J.COMPLETED, J.CANCELED)
     po = await stack.wait_print_out(queue, job)
     assert po.status == S.ABORTED
@@ -389,6 +390,49 @@ async def test_a_retried_hand_off_is_the_same_print_out(
     outs = await _print_outs_of(stack, queue, 77)
     assert [o.id for o in outs] == [po.id]
     assert outs[0].status == S.COMPLETED
+
+
+async def test_a_hand_off_resent_after_its_print_out_ended_is_not_printed_again(
+    stack: ServiceStack, ippeve_printer: IppEvePrinter, short_tmp: Path
+) -> None:
+    """The service recorded a job and died before answering; the other instance
+    printed it; CUPS retried the job. The backend's mark (its last attempt got no
+    answer) makes the retry a duplicate: printed once. Without the mark, the same
+    job-uuid after its end is a reprint (``lp -H restart``)."""
+    queue = await _direct(stack, ippeve_printer.uri)
+    backend = stack.cupsd.serverbin / "backend" / "proxyprint"
+    doc = make_pdf(short_tmp / "m.pdf", 1)
+    job_uuid = f"urn:uuid:{uuid.uuid4()}"
+    env = {
+        "DEVICE_URI": f"proxyprint:{stack.intake_socket}",
+        "PRINTER": queue,
+        "CONTENT_TYPE": "application/pdf",
+        "PATH": "/usr/bin:/bin",
+        "TMPDIR": str(short_tmp),
+    }
+    args = [str(backend), "78", "carol", "once", "1", f"job-uuid={job_uuid}", str(doc)]
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            args, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    first = await asyncio.to_thread(run)
+    assert first.returncode == 0, first.stderr
+    [printed] = await _print_outs_of(stack, queue, 78)
+    assert printed.status == S.COMPLETED
+    mark = short_tmp / f"proxyprint-sent-{job_uuid.rpartition(':')[2]}"
+    assert not mark.exists()  # answered: no mark
+    mark.touch()  # what a run whose answer never came leaves
+    resent = await asyncio.to_thread(run)
+    assert resent.returncode == 0, resent.stderr
+    assert "already received" in resent.stderr
+    assert [o.id for o in await _print_outs_of(stack, queue, 78)] == [printed.id]
+    assert not mark.exists()
+    restarted = await asyncio.to_thread(run)  # the mark is gone: a reprint
+    assert restarted.returncode == 0, restarted.stderr
+    outs = await _print_outs_of(stack, queue, 78)
+    assert len(outs) == 2 and outs[1].reprint_of == printed.id
 
 
 @pytest.mark.parametrize(

@@ -147,7 +147,15 @@ def parse_meta(header: str | None) -> IntakeJob:
         content_type=_str(meta, "content_type", limit=MAX_NAME),
         host=_str(meta, "host", limit=MAX_NAME),
         time_at_creation=_int(meta, "time_at_creation", None),
+        resent=_bool(meta, "resent"),
     )
+
+
+def _bool(meta: dict[str, Any], key: str) -> bool:
+    value = meta.get(key, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"job metadata {key!r} must be true or false")
+    return value
 
 
 def origin_key(job: IntakeJob, sender: str) -> str:
@@ -252,9 +260,12 @@ async def _precheck(request: web.Request) -> _Checked:
     Unknown printer → 404 (the backend fails this job alone); a job-uuid whose
     print-out has not ended → 200 duplicate (a retried hand-off after a lost
     answer: nothing new, the backend follows that print-out); one whose
-    print-out ended → a reprint (CUPS restarted the job). A job without a
-    job-uuid is keyed by ``origin_key`` and, known, is always a duplicate: such a
-    sender has no way to ask for a reprint, and a retry must not print again.
+    print-out ended → a reprint (CUPS restarted the job), unless the backend
+    says it ``resent`` the job (its last attempt got no answer: the service
+    may have recorded it and printed it since, so it is a duplicate, never a
+    second print). A job without a job-uuid is keyed by ``origin_key`` and,
+    known, is always a duplicate: such a sender has no way to ask for a
+    reprint, and a retry must not print again.
     """
     _check_secret(request)
     passed.announced(request)  # a descriptor only where one can be passed
@@ -281,7 +292,7 @@ async def _precheck(request: web.Request) -> _Checked:
         code = StatusReason.USER_UNKNOWN.value
         return _answer(422, {"error": {"code": code, "message": message}})
     ended = latest is not None and PrintStatus(latest.status).is_final
-    if known is not None and (job.job_uuid is None or not ended):
+    if known is not None and (job.job_uuid is None or job.resent or not ended):
         return _duplicate(request, known, latest)
     return job, printer, known
 

@@ -61,6 +61,9 @@ class IntakeJob:
     time_at_creation: int | None = None
     # Set by the intake for a job without a job-uuid (``intake.origin_key``).
     origin_key: str | None = None
+    # The backend sent this job before and got no answer (its attempt may have
+    # been recorded): never a reprint, see ``intake._precheck``.
+    resent: bool = False
 
 
 def clean_title(title: str) -> tuple[str, str | None]:
