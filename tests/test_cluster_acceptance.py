@@ -338,7 +338,13 @@ async def test_two_instances_three_kills_every_job_once(
 
         # Every job once, in its right end state.
         assert not outcomes.api_errors, outcomes.api_errors[:5]
-        assert len(outs) == JOBS
+        twice = Counter(p.title for p in outs.values())
+        extra = [
+            (p.id, p.title, p.status, p.status_reason, p.reprint_of, p.print_in_id)
+            for p in outs.values()
+            if twice[p.title] > 1
+        ]
+        assert len(outs) == JOBS, extra
         assert {int(t.removeprefix("c")) for t in (p.title for p in outs.values())} == set(
             range(JOBS)
         )
