@@ -1146,15 +1146,19 @@ class SentMark:
         if not self.path:
             return False
         try:
-            posix.stat(self.path)
+            posix.lstat(self.path)
         except OSError:
             return False
         return True
 
     def make(self) -> None:
+        # O_EXCL: never through a link someone else put there (root writes here).
+        flags = posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_NOFOLLOW
         if self.path:
             try:
-                posix.close(posix.open(self.path, posix.O_WRONLY | posix.O_CREAT, 0o600))
+                posix.close(posix.open(self.path, flags, 0o600))
+            except FileExistsError:
+                pass  # marked by an earlier attempt
             except OSError as exc:  # the job still goes; only a retry's "resent" is lost
                 log("DEBUG", f"Cannot mark the hand-off in {self.path}: {exc}")
 
