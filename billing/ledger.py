@@ -63,7 +63,7 @@ class Posting:
     comment: str | None = None
 
 
-def _insert(session: AsyncSession) -> type[Insert]:
+def _insert(session: AsyncSession | Session) -> type[Insert]:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         return postgresql.insert  # type: ignore[return-value]
@@ -75,15 +75,18 @@ def _insert(session: AsyncSession) -> type[Insert]:
 _PENDING = "ledger.pending_totals"
 
 
-def _upsert_totals(dialect: str, account_id: int, amount: Decimal, pages: int) -> Insert:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(AccountBalance).values(account_id=account_id, balance=amount, pages=pages)
+def _upsert_totals(
+    session: AsyncSession | Session, account_id: int, amount: Decimal, pages: int
+) -> Insert:
+    stmt = _insert(session)(AccountBalance).values(
+        account_id=account_id, balance=amount, pages=pages
+    )
     totals = AccountBalance.__table__.c
-    return stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(  # type: ignore[attr-defined,no-any-return]
         index_elements=[totals.account_id],
         set_={
-            "balance": totals.balance + stmt.excluded.balance,
-            "pages": totals.pages + stmt.excluded.pages,
+            "balance": totals.balance + stmt.excluded.balance,  # type: ignore[attr-defined]
+            "pages": totals.pages + stmt.excluded.pages,  # type: ignore[attr-defined]
         },
     )
 
@@ -100,8 +103,7 @@ async def _add_to_totals(
     """Add a new entry's amount and pages to its account's running totals
     (at commit, see the module's lock order)."""
     if session.in_nested_transaction():
-        dialect = session.get_bind().dialect.name
-        await session.execute(_upsert_totals(dialect, account_id, amount, pages))
+        await session.execute(_upsert_totals(session, account_id, amount, pages))
         return
     pending = _pending(session)
     was_amount, was_pages = pending.get(account_id, (Decimal(0), 0))
@@ -113,10 +115,9 @@ def _write_totals(session: Session) -> None:
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return
-    dialect = session.get_bind().dialect.name
     for account_id in sorted(pending):
         amount, pages = pending[account_id]
-        session.execute(_upsert_totals(dialect, account_id, amount, pages))
+        session.execute(_upsert_totals(session, account_id, amount, pages))
 
 
 @event.listens_for(Session, "after_transaction_end")

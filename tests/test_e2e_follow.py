@@ -361,22 +361,32 @@ async def test_cups_restart_of_an_ended_job_is_a_reprint_charged_again(
     assert len(docs) == 2
 
 
+def _backend_run(
+    stack: ServiceStack, queue: str, job_id: int, job_uuid: str, doc: Path
+) -> tuple[list[str], dict[str, str]]:
+    """The installed backend's command line and environment as cupsd makes them
+    for one job of ``queue`` (a raw queue: the file as argv[6]; TMPDIR is
+    cupsd's TempDir, where the backend leaves its sent-mark)."""
+    backend = stack.cupsd.serverbin / "backend" / "proxyprint"
+    args = [str(backend), str(job_id), "carol", "hand-off", "1", f"job-uuid={job_uuid}", str(doc)]
+    env = {
+        "DEVICE_URI": f"proxyprint:{stack.intake_socket}",
+        "PRINTER": queue,
+        "CONTENT_TYPE": "application/pdf",
+        "PATH": "/usr/bin:/bin",
+        "TMPDIR": str(doc.parent),
+    }
+    return args, env
+
+
 async def test_a_retried_hand_off_is_the_same_print_out(
     stack: ServiceStack, slow_printer: IppEvePrinter, short_tmp: Path
 ) -> None:
     """The same job-uuid again before its print-out ended (the backend was killed after
     the upload, CUPS retried): nothing new is printed, the backend follows the one job."""
     queue = await _direct(stack, slow_printer.uri)
-    backend = stack.cupsd.serverbin / "backend" / "proxyprint"
-    doc = make_pdf(short_tmp / "h.pdf", 1)
     job_uuid = f"urn:uuid:{uuid.uuid4()}"
-    env = {
-        "DEVICE_URI": f"proxyprint:{stack.intake_socket}",
-        "PRINTER": queue,
-        "CONTENT_TYPE": "application/pdf",
-        "PATH": "/usr/bin:/bin",
-    }
-    args = [str(backend), "77", "carol", "hand-off", "1", f"job-uuid={job_uuid}", str(doc)]
+    args, env = _backend_run(stack, queue, 77, job_uuid, make_pdf(short_tmp / "h.pdf", 1))
     first = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
     po = await stack.wait_print_out(queue, 77, {S.PROCESSING}, timeout=30)
     first.kill()  # SIGKILL: no cancel reaches the service
@@ -400,17 +410,8 @@ async def test_a_hand_off_resent_after_its_print_out_ended_is_not_printed_again(
     answer) makes the retry a duplicate: printed once. Without the mark, the same
     job-uuid after its end is a reprint (``lp -H restart``)."""
     queue = await _direct(stack, ippeve_printer.uri)
-    backend = stack.cupsd.serverbin / "backend" / "proxyprint"
-    doc = make_pdf(short_tmp / "m.pdf", 1)
     job_uuid = f"urn:uuid:{uuid.uuid4()}"
-    env = {
-        "DEVICE_URI": f"proxyprint:{stack.intake_socket}",
-        "PRINTER": queue,
-        "CONTENT_TYPE": "application/pdf",
-        "PATH": "/usr/bin:/bin",
-        "TMPDIR": str(short_tmp),
-    }
-    args = [str(backend), "78", "carol", "once", "1", f"job-uuid={job_uuid}", str(doc)]
+    args, env = _backend_run(stack, queue, 78, job_uuid, make_pdf(short_tmp / "m.pdf", 1))
 
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -421,7 +422,7 @@ async def test_a_hand_off_resent_after_its_print_out_ended_is_not_printed_again(
     assert first.returncode == 0, first.stderr
     [printed] = await _print_outs_of(stack, queue, 78)
     assert printed.status == S.COMPLETED
-    mark = short_tmp / f"proxyprint-sent-{job_uuid.rpartition(':')[2]}"
+    mark = Path(env["TMPDIR"]) / f"proxyprint-sent-{job_uuid.rpartition(':')[2]}"
     assert not mark.exists()  # answered: no mark
     mark.touch()  # what a run whose answer never came leaves
     resent = await asyncio.to_thread(run)

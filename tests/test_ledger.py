@@ -269,27 +269,32 @@ async def test_verify_beside_a_charging_service_finds_no_false_mismatch(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     """``verify`` read while charges commit (as ``db verify`` beside a running
-    service): each look sees every charge whole or not at all."""
+    service): each look sees every charge whole or not at all. The charges go
+    on until every look is done, so each look has commits around it."""
     async with sessionmaker() as session, session.begin():
         alice = await _account(session, "alice")
-    charged = asyncio.Event()
+    looked, started = asyncio.Event(), asyncio.Event()
+    charged = 0
 
     async def charge() -> None:
-        for i in range(150):
+        nonlocal charged
+        while not looked.is_set():
             async with sessionmaker() as s, s.begin():
-                await ledger.post(s, _charge(alice, "0.01", f"po:{i}", 1))
+                await ledger.post(s, _charge(alice, "0.01", f"po:{charged}", 1))
+            charged += 1
+            started.set()
             await asyncio.sleep(0)
-        charged.set()
 
     async def look() -> list[list[ledger.Mismatch]]:
         seen = []
-        while not charged.is_set():
+        await started.wait()  # the first charge is in: the looks run beside them
+        for _ in range(30):
             async with sessionmaker() as s:
                 seen.append(await ledger.verify(s))
+        looked.set()
         return seen
 
     _, seen = await asyncio.gather(charge(), look())
-    assert len(seen) >= 5  # it looked while the charges went on
-    assert all(found == [] for found in seen)
+    assert len(seen) == 30 and all(found == [] for found in seen)
     async with sessionmaker() as session:
-        assert await ledger.totals(session, alice.id) == (Decimal("-1.50"), 150)
+        assert await ledger.totals(session, alice.id) == (Decimal("-0.01") * charged, charged)
