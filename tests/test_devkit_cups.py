@@ -278,8 +278,13 @@ def test_ippeve_abort_next_aborts_at_the_printer(
     ippeve_printer.abort_next(title=title)
     job = private_cupsd.lp(queue, sample_pdf, user="dave", title=title)
 
-    # CUPS's ipp backend turns a job aborted by the printer into CANCEL (5).
-    assert private_cupsd.wait_job(job, TERMINAL_STATES) == IppJobState.CANCELED
+    # CUPS's ipp backend mostly turns a job aborted by the printer into CANCEL
+    # (5), but not always: under load its log shows "job-state enum aborted"
+    # from the printer, then "exited with no errors" (job completed), about
+    # one run in fifteen. The printer's own record below is what the devkit
+    # promises; CUPS only has to end the job.
+    ended = private_cupsd.wait_job(job, TERMINAL_STATES)
+    assert ended in (IppJobState.CANCELED, IppJobState.COMPLETED)
     (doc,) = ippeve_printer.wait_for_documents(1, where=lambda d: d.job_name == title)
     assert doc.status == "aborted"
     assert ippeve_printer.job_state(doc.job_id) == IppJobState.ABORTED
